@@ -1,0 +1,59 @@
+"""The `covft` command line: a thin dispatcher.
+
+Each sub-command lives next to the library code it drives, in a module that exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their command
+runs, so `covft --help` stays fast and never imports heavy optional dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("covft.train.cli", "train a model (stage 1 or 2) from a YAML recipe with key=value overrides"),
+    "eval": ("covft.eval.cli", "evaluate a checkpoint on the paper's 12 benchmarks (or the world's suite)"),
+    "compare": ("covft.eval.compare", "put several evaluated runs side by side (table and bar chart)"),
+    "downstream": ("covft.eval.downstream", "tune on one downstream set; report specialization/forgetting E, F, O"),
+    "world": ("covft.data.world.cli", "generate the synthetic conflict world (training mix and 12-benchmark suite)"),
+    "demo": ("covft.demo", "end-to-end: world, stage 0/1/2 for several strategies, suite, report"),
+    "analyze": ("covft.analysis.cli", "the paper's analyses: conflict, gradients, context"),
+    "profile": ("covft.profile.cli", "training step time, latency and memory of strategies, side by side"),
+    "methods": ("covft.strategies.cli", "list the visual fine-tuning strategies and their options"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="covft",
+        description="Context-aware visual fine-tuning for LLaVA-style multimodal LLMs.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.print_usage(sys.stderr)
+            print(f"covft: unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+            return 2
+        parser.print_help()
+        return 0
+    name, rest = argv[0], argv[1:]
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    sub = argparse.ArgumentParser(prog=f"covft {name}", description=help_text)
+    module.add_arguments(sub)
+    args = sub.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
