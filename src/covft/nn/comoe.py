@@ -1,0 +1,206 @@
+"""Contextual Mixture-of-Experts (CoMoE): the MLP of a ViT block, replaced by context-routed experts."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from covft.nn.context import ContextState
+from covft.nn.cve import ContextVectorExtractor
+from covft.nn.experts import FusedExperts
+
+__all__ = ["ROUTINGS", "CONTEXTS", "ContextualMoE"]
+
+ROUTINGS = ("dense", "sparse", "uniform")
+"""Gate rules: softmax over all experts, renormalised top-k of the softmax, or a fixed 1/E."""
+
+CONTEXTS = ("cve", "text", "image", "concat")
+"""Router inputs: CVE(z, t), the text vector t, mean-pooled tokens of z, or Linear([mean z; t])."""
+
+_DEFAULT_LOAD_BALANCE_WEIGHT = 0.01
+
+
+class ContextualMoE(nn.Module):
+    """Drop-in replacement for a ViT block's MLP (same forward signature: hidden_states [B,N,d] -> [B,N,d]); input is LN2(h).
+
+    ``y = sum_e g_e * FFN_e(z)`` with one gate vector ``g`` per sample, computed by a router from
+    a context vector (method.md 2.3). The instruction's text vector is read from the shared
+    :class:`ContextState`, which the model wrapper fills before the vision tower runs. Because
+    upcycled experts start identical and gates sum to one, a freshly built CoMoE computes exactly
+    the MLP it replaces.
+
+    Args:
+        experts: the E experts (see :meth:`FusedExperts.from_linear`).
+        state: shared context holder; ``state.text`` must be ``[B, text_dim]`` when the context
+            needs text.
+        text_dim: width of the text vector; may be ``None`` only for ``context="image"`` or
+            ``routing="uniform"``.
+        routing: one of :data:`ROUTINGS`.
+        top_k: experts kept per sample with ``routing="sparse"``.
+        context: one of :data:`CONTEXTS`; ignored by ``routing="uniform"``, which builds no router
+            and no context module (so every parameter receives a gradient).
+        num_heads: attention heads of the CVE.
+        load_balance_weight: weight of the Switch-style load-balancing loss, sparse routing only;
+            ``None`` means 0.01 for sparse routing, 0 disables it.
+
+    Attributes:
+        router: ``nn.Linear(ctx_dim, E)`` or ``None`` (uniform).
+        cve: the :class:`ContextVectorExtractor` or ``None`` (contexts other than "cve").
+        concat_proj: ``nn.Linear(d + d_t, d_t)`` for ``context="concat"``, else ``None``.
+        last_gates: ``[B, E]`` detached gates of the last forward (analysis, logging).
+        last_context: ``[B, ctx_dim]`` detached router input of the last forward (``None`` for uniform).
+        aux_loss: load-balancing loss of the last forward, already weighted, with grad; ``None``
+            unless sparse routing with a non-zero weight. Add it to the training loss.
+    """
+
+    def __init__(
+        self,
+        experts: FusedExperts,
+        state: ContextState,
+        text_dim: int | None,
+        *,
+        routing: str = "dense",
+        top_k: int = 2,
+        context: str = "cve",
+        num_heads: int = 4,
+        load_balance_weight: float | None = None,
+    ) -> None:
+        super().__init__()
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+        if context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+        num_experts = experts.num_experts
+        if routing == "sparse" and not 1 <= top_k <= num_experts:
+            raise ValueError(f"top_k must be in [1, {num_experts}] for {num_experts} experts, got {top_k}")
+        if load_balance_weight is None:
+            load_balance_weight = _DEFAULT_LOAD_BALANCE_WEIGHT if routing == "sparse" else 0.0
+        elif load_balance_weight < 0:
+            raise ValueError(f"load_balance_weight must be >= 0, got {load_balance_weight}")
+        elif load_balance_weight > 0 and routing != "sparse":
+            raise ValueError(
+                f"load_balance_weight={load_balance_weight} only applies to routing='sparse', got {routing!r}"
+            )
+        needs_text = routing != "uniform" and context != "image"
+        if needs_text and text_dim is None:
+            raise ValueError(f"context={context!r} reads the text vector: pass text_dim (768 for BERT-base)")
+
+        self.experts = experts
+        self.state = state
+        self.text_dim = text_dim
+        self.routing = routing
+        self.context = context
+        self.top_k = top_k
+        self.load_balance_weight = float(load_balance_weight)
+        self.num_experts = num_experts
+
+        dim = experts.dim
+        self.cve: ContextVectorExtractor | None = None
+        self.concat_proj: nn.Linear | None = None
+        self.router: nn.Linear | None = None
+        self.ctx_dim: int | None = None
+        if routing != "uniform":
+            if context == "cve":
+                self.cve = ContextVectorExtractor(dim, text_dim, num_heads=num_heads)
+            elif context == "concat":
+                self.concat_proj = nn.Linear(dim + text_dim, text_dim)
+            self.ctx_dim = dim if context == "image" else text_dim
+            self.router = nn.Linear(self.ctx_dim, num_experts)
+
+        self.last_gates: torch.Tensor | None = None
+        self.last_context: torch.Tensor | None = None
+        self.aux_loss: torch.Tensor | None = None
+
+    @classmethod
+    def from_mlp(
+        cls,
+        mlp: nn.Module,
+        state: ContextState,
+        text_dim: int | None,
+        num_experts: int = 4,
+        **kwargs,
+    ) -> ContextualMoE:
+        """Upcycle ``mlp`` (anything with ``.fc1``, ``.fc2`` ``nn.Linear`` and ``.activation_fn``,
+        e.g. ``CLIPMLP``/``SiglipMLP``) into a CoMoE with ``num_experts`` copies of it.
+
+        The activation module is deep-copied, never assumed. New modules (router, CVE) are put on
+        the device and dtype of ``mlp.fc1.weight``. ``kwargs`` go to the constructor.
+        """
+        missing = [name for name in ("fc1", "fc2", "activation_fn") if not hasattr(mlp, name)]
+        if missing:
+            raise ValueError(
+                f"{type(mlp).__name__} lacks {missing}: from_mlp needs .fc1, .fc2 (nn.Linear) and "
+                ".activation_fn like CLIPMLP/SiglipMLP"
+            )
+        experts = FusedExperts.from_linear(mlp.fc1, mlp.fc2, copy.deepcopy(mlp.activation_fn), num_experts)
+        moe = cls(experts, state, text_dim, **kwargs)
+        weight = mlp.fc1.weight
+        for module in (moe.cve, moe.concat_proj, moe.router):
+            if module is not None:
+                module.to(device=weight.device, dtype=weight.dtype)
+        return moe
+
+    def _text(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        text = self.state.text
+        batch = hidden_states.shape[0]
+        if text is None:
+            raise ValueError(
+                f"ContextualMoE(context={self.context!r}) needs the instruction's text vector, but "
+                f"ContextState.text is None. Set state.text to the frozen text encoder's [CLS] vectors, "
+                f"shape [num_images, {self.text_dim}], before running the vision tower (the model "
+                "wrapper does this from the instruction text)."
+            )
+        if tuple(text.shape) != (batch, self.text_dim):
+            raise ValueError(
+                f"ContextState.text has shape {tuple(text.shape)} but the vision tower got {batch} images: "
+                f"pass one [CLS] vector per image in pixel_values order, shape [{batch}, {self.text_dim}]."
+            )
+        return text.to(device=hidden_states.device, dtype=hidden_states.dtype)
+
+    def _context_vector(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.context == "image":
+            return hidden_states.mean(dim=1)
+        text = self._text(hidden_states)
+        if self.context == "text":
+            return text
+        if self.context == "concat":
+            return self.concat_proj(torch.cat([hidden_states.mean(dim=1), text], dim=-1))
+        return self.cve(hidden_states, text)
+
+    def _gates(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch = hidden_states.shape[0]
+        self.aux_loss = None
+        if self.routing == "uniform":
+            self.last_context = None
+            return hidden_states.new_full((batch, self.num_experts), 1.0 / self.num_experts)
+        context = self._context_vector(hidden_states)
+        self.last_context = context.detach()
+        probs = self.router(context).float().softmax(dim=-1)
+        if self.routing == "dense":
+            return probs
+        top = probs.topk(self.top_k, dim=-1)
+        gates = torch.zeros_like(probs).scatter(
+            -1, top.indices, top.values / top.values.sum(-1, keepdim=True)
+        )
+        if self.load_balance_weight > 0:
+            assigned = F.one_hot(top.indices, self.num_experts).sum(dim=(0, 1)).to(probs.dtype)
+            fraction = assigned / (batch * self.top_k)
+            self.aux_loss = self.load_balance_weight * self.num_experts * (fraction * probs.mean(0)).sum()
+        return gates
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``hidden_states = LN2(h)`` of shape ``[B, N, d]`` -> MLP output ``[B, N, d]``."""
+        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.experts.dim:
+            raise ValueError(
+                f"hidden_states must be [B, N, {self.experts.dim}], got {tuple(hidden_states.shape)}"
+            )
+        gates = self._gates(hidden_states)
+        self.last_gates = gates.detach()
+        return self.experts(hidden_states, gates)
+
+    def extra_repr(self) -> str:
+        top_k = f", top_k={self.top_k}" if self.routing == "sparse" else ""
+        return f"routing={self.routing!r}{top_k}, context={self.context!r}, num_experts={self.num_experts}"
