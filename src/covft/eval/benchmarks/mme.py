@@ -1,0 +1,94 @@
+"""MME-Perception: yes/no questions, two per image, over ten perception subtasks.
+
+Official layout (``MME_Benchmark_release_version/``): one folder per subtask, either
+``<task>/images/<name>.jpg`` + ``<task>/questions_answers_YN/<name>.txt`` or ``<task>/<name>.jpg``
++ ``<task>/<name>.txt``; every txt line is ``question<TAB>answer``. The question already ends with
+"Please answer yes or no.", which is LLaVA-1.5's MME prompt, so it is used as given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from covft.eval.benchmarks.base import image_file, missing_file
+
+NAME = "mme"
+SOURCE = "the MME authors (github.com/BradyFU/Awesome-Multimodal-Large-Language-Models, MME section; HF lmms-lab/MME)"
+PERCEPTION_TASKS = (
+    "existence",
+    "count",
+    "position",
+    "color",
+    "posters",
+    "celebrity",
+    "scene",
+    "landmark",
+    "artwork",
+    "OCR",
+)
+IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG")
+YES_NO = " Please answer yes or no."
+
+
+def _dataset_dir(root: Path) -> Path:
+    nested = root / "MME_Benchmark_release_version"
+    return nested if nested.is_dir() else root
+
+
+def _image_for(folder: Path, stem: str, txt: Path) -> Path:
+    for suffix in IMAGE_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise missing_file(folder / f"{stem}.jpg", NAME, f"{SOURCE} (the image for {txt})")
+
+
+def _task_files(task_dir: Path) -> list[tuple[Path, Path]]:
+    """(txt, image folder) pairs of one subtask in either official layout, sorted by name."""
+    qa_dir = task_dir / "questions_answers_YN"
+    if qa_dir.is_dir():
+        return [(txt, task_dir / "images") for txt in sorted(qa_dir.glob("*.txt"))]
+    return [(txt, task_dir) for txt in sorted(task_dir.glob("*.txt"))]
+
+
+def _parse(txt: Path) -> list[tuple[str, str]]:
+    pairs = []
+    for number, line in enumerate(txt.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        question, sep, answer = line.rpartition("\t")
+        if not sep or answer.strip() not in ("Yes", "No"):
+            raise ValueError(f"{NAME}: {txt} line {number} is not 'question<TAB>Yes|No': {line!r}")
+        pairs.append((question.strip(), answer.strip()))
+    return pairs
+
+
+def load(root: Path, limit: int | None = None) -> list[dict]:
+    """Items of the ten perception subtasks; ``limit`` caps the number of images (pairs kept)."""
+    data = _dataset_dir(Path(root))
+    items: list[dict] = []
+    images = 0
+    for task in PERCEPTION_TASKS:
+        task_dir = data / task
+        if not task_dir.is_dir():
+            raise missing_file(task_dir, NAME, SOURCE)
+        for txt, image_dir in _task_files(task_dir):
+            if limit is not None and images >= limit:
+                return items
+            image = image_file(_image_for(image_dir, txt.stem, txt), NAME, SOURCE)
+            image_id = f"{task}/{txt.stem}"
+            for k, (question, answer) in enumerate(_parse(txt)):
+                context = question[: -len(YES_NO)] if question.endswith(YES_NO) else question
+                items.append(
+                    {
+                        "id": f"{image_id}/{k}",
+                        "image": image,
+                        "prompt": question,
+                        "context": context,
+                        "category": task,
+                        "image_id": image_id,
+                        "answer": answer,
+                    }
+                )
+            images += 1
+    return items
