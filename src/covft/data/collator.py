@@ -1,0 +1,157 @@
+"""Turn LLaVA-format samples into model inputs: tokens, labels, pixels and the context text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from covft.data.errors import BadSampleError
+from covft.data.templates import IMAGE_PLACEHOLDER, context_text, render
+
+IGNORE_INDEX = -100
+
+
+def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """LLaVA's ``pad`` aspect ratio: pad the shorter side, centred, with ``background``."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), background)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def mean_colour(image_processor) -> tuple[int, int, int]:
+    """The image processor's normalisation mean as an 8-bit RGB colour (LLaVA pads with it)."""
+    mean = getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
+    return tuple(int(round(255 * float(m))) for m in mean)  # type: ignore[return-value]
+
+
+@dataclass
+class Collator:
+    """Builds a batch for :class:`covft.models.CovftModel`.
+
+    Output keys: ``input_ids``, ``attention_mask``, ``labels`` (unless ``for_generation``),
+    ``pixel_values`` (only the samples that have an image, in batch order) and, when the model's
+    strategy needs the instruction, ``context_input_ids`` / ``context_attention_mask`` aligned
+    with ``pixel_values``.
+    """
+
+    tokenizer: Any
+    image_processor: Any
+    image_token_id: int
+    num_image_tokens: int
+    template: str = "vicuna_v1"
+    max_length: int = 2048
+    context_tokenizer: Any = None
+    context_max_length: int = 512
+    image_aspect_ratio: str = "pad"
+
+    def __call__(
+        self,
+        samples: Sequence[dict],
+        *,
+        template: str | None = None,
+        max_length: int | None = None,
+        for_generation: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        if not samples:
+            raise ValueError("collate() got an empty list of samples")
+        template = template or self.template
+        max_length = max_length or self.max_length
+        sequences, labels, images, contexts = [], [], [], []
+        for index, sample in enumerate(samples):
+            sample_id = str(sample.get("id", f"#{index}"))
+            ids, target = self._tokenize(sample, template, for_generation, sample_id)
+            if len(ids) > max_length:
+                if self.image_token_id in ids[max_length:]:
+                    raise BadSampleError(
+                        f"{len(ids)} tokens exceed max_length={max_length} and truncation would cut image tokens",
+                        sample_id=sample_id, fix="raise max_length or shorten the conversation")
+                if for_generation:
+                    raise BadSampleError(f"prompt of {len(ids)} tokens exceeds max_length={max_length}",
+                                         sample_id=sample_id, fix="raise max_length")
+                ids, target = ids[:max_length], target[:max_length]
+            if not for_generation and all(t == IGNORE_INDEX for t in target):
+                raise BadSampleError("after truncation no answer token is left to train on",
+                                     sample_id=sample_id, fix="raise max_length or shorten the conversation")
+            sequences.append(ids)
+            labels.append(target)
+            if sample.get("image") is not None:
+                images.append(self._prepare_image(sample["image"], sample_id))
+                contexts.append(context_text(sample["conversations"]))
+        batch = self._pad(sequences, labels, left=for_generation)
+        if for_generation:
+            del batch["labels"]
+        if images:
+            pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+            batch["pixel_values"] = pixels
+            if self.context_tokenizer is not None:
+                encoded = self.context_tokenizer(contexts, padding=True, truncation=True,
+                                                 max_length=self.context_max_length, return_tensors="pt")
+                batch["context_input_ids"] = encoded["input_ids"]
+                batch["context_attention_mask"] = encoded["attention_mask"]
+        return batch
+
+    def _tokenize(self, sample: dict, template: str, for_generation: bool, sample_id: str):
+        conversations = sample.get("conversations")
+        if not isinstance(conversations, list):
+            raise BadSampleError("no 'conversations' list", sample_id=sample_id,
+                                 fix="give conversations as [{'from': 'human', 'value': ...}, ...]")
+        has_image = sample.get("image") is not None
+        placeholders = sum(t.get("value", "").count(IMAGE_PLACEHOLDER) for t in conversations
+                           if isinstance(t.get("value"), str))
+        if placeholders != (1 if has_image else 0):
+            raise BadSampleError(
+                f"{placeholders} '<image>' placeholder(s) for {1 if has_image else 0} image(s)",
+                sample_id=sample_id,
+                fix="put exactly one '<image>' in a human turn of a sample with an image, none otherwise")
+        segments = render(conversations, template, eos_token=self.tokenizer.eos_token or "",
+                          tokenizer=self.tokenizer, add_generation_prompt=for_generation, sample_id=sample_id)
+        ids: list[int] = []
+        target: list[int] = []
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and template != "chat":
+            ids.append(bos)
+            target.append(IGNORE_INDEX)
+        for segment in segments:
+            pieces = segment.text.split(IMAGE_PLACEHOLDER)
+            for k, piece in enumerate(pieces):
+                if k > 0:
+                    ids.extend([self.image_token_id] * self.num_image_tokens)
+                    target.extend([IGNORE_INDEX] * self.num_image_tokens)
+                if piece:
+                    piece_ids = self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+                    ids.extend(piece_ids)
+                    target.extend(piece_ids if segment.target else [IGNORE_INDEX] * len(piece_ids))
+        return ids, target
+
+    def _prepare_image(self, image: Any, sample_id: str) -> Image.Image:
+        if not isinstance(image, Image.Image):
+            raise BadSampleError(f"'image' must be a PIL image after loading, got {type(image).__name__}",
+                                 sample_id=sample_id, fix="load images with covft.data.dataset")
+        image = image.convert("RGB")
+        if self.image_aspect_ratio == "pad":
+            image = expand_to_square(image, mean_colour(self.image_processor))
+        return image
+
+    def _pad(self, sequences: list[list[int]], labels: list[list[int]], *, left: bool) -> dict[str, torch.Tensor]:
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id
+        width = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(sequences), width), dtype=torch.long)
+        label_tensor = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)
+        for row, (ids, target) in enumerate(zip(sequences, labels, strict=True)):
+            n = len(ids)
+            span = slice(width - n, width) if left else slice(0, n)
+            input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
+            attention[row, span] = 1
+            label_tensor[row, span] = torch.tensor(target, dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_tensor}

@@ -1,0 +1,145 @@
+"""Saving and loading covft models: safetensors weights + a JSON config naming the strategy.
+
+Layout of a checkpoint directory:
+- ``covft_config.json``: format version, LLaVA config, strategy name and options, text encoder,
+  template, how to rebuild the base model (for delta checkpoints), whether it is a delta.
+- ``model.safetensors``: every weight (or, for a delta, only what the strategy trained).
+- tokenizer and image processor files (Hugging Face format).
+
+The frozen text encoder is never saved: it is rebuilt from its name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "covft_config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def _state_to_save(model, delta: bool) -> dict[str, torch.Tensor]:
+    trainable = set(model.trainable_parameter_names())
+    state: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}
+    for name, tensor in model.state_dict().items():
+        if name.startswith("text_encoder."):
+            continue
+        if delta and name not in trainable:
+            continue
+        key = tensor.data_ptr()
+        if key in seen and tensor.numel() > 0:
+            continue  # tied weight: stored once, re-tied on load
+        seen[key] = name
+        state[name] = tensor.detach().to("cpu").contiguous()
+    return state
+
+
+def save_pretrained(model, path: str | os.PathLike, delta: bool = False) -> None:
+    """Write the checkpoint atomically: a crash mid-save never leaves a complete-looking directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    strategy = model.strategy
+    config = {
+        "format_version": FORMAT_VERSION,
+        "llava_config": model.llava.config.to_dict(),
+        "strategy": strategy.name if strategy else None,
+        "options": asdict(strategy.options) if strategy else None,
+        "text_encoder": model.text_encoder_spec,
+        "template": model.template,
+        "max_length": model.max_length,
+        "base": model.base,
+        "delta": bool(delta),
+        "dtype": str(next(model.llava.parameters()).dtype).removeprefix("torch."),
+    }
+    if delta and not model.base:
+        raise ValueError("a delta checkpoint needs a rebuildable base model (a preset or a local path)")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        save_file(_state_to_save(model, delta), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        model.tokenizer.save_pretrained(str(tmp))
+        model.image_processor.save_pretrained(str(tmp))
+        # the config goes last: its presence marks a complete checkpoint
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    file = Path(path) / CONFIG_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found: {path} is not a (complete) covft checkpoint")
+    return json.loads(file.read_text())
+
+
+def load_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu", **overrides: Any):
+    """Rebuild a model saved with ``save_pretrained``: same structure, same weights, same outputs."""
+    from transformers import AutoImageProcessor, AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
+
+    from covft.models.model import CovftModel
+    from covft.models.presets import build_model
+    from covft.strategies import apply_vft
+
+    path = Path(path)
+    config = read_config(path)
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {config.get('format_version')} is not {FORMAT_VERSION}")
+    text_encoder = overrides.pop("text_encoder", config["text_encoder"])
+    if config["delta"]:
+        base = config["base"]
+        source = base.get("preset") or base.get("path")
+        model = build_model(source, **{**base.get("kwargs", {}), "text_encoder": text_encoder})
+    else:
+        llava_config = LlavaConfig.from_dict(config["llava_config"])
+        with torch.device(device):
+            llava = LlavaForConditionalGeneration(llava_config)
+        llava.to(getattr(torch, config.get("dtype", "float32")))
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        image_processor = AutoImageProcessor.from_pretrained(str(path))
+        llava.generation_config.pad_token_id = tokenizer.pad_token_id
+        llava.generation_config.eos_token_id = tokenizer.eos_token_id
+        model = CovftModel(llava, tokenizer, image_processor, template=config["template"],
+                           text_encoder=text_encoder, base=config["base"],
+                           max_length=config.get("max_length", 2048))
+    if config["strategy"]:
+        apply_vft(model, config["strategy"], **config["options"])
+    state = load_file(str(path / WEIGHTS_NAME), device=str(device))
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("text_encoder.")]
+    if config["delta"]:
+        missing = []  # a delta holds only what trained; the rest comes from the rebuilt base
+    else:
+        tied = _tied_names(model)
+        missing = [k for k in missing if k not in tied]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{path}: weights do not match the model (missing {missing[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]})")
+    return model
+
+
+def _tied_names(model) -> set[str]:
+    """Names that share storage with an earlier name (tied weights are saved once)."""
+    seen: dict[int, str] = {}
+    tied = set()
+    for name, tensor in model.state_dict().items():
+        if tensor.numel() and tensor.data_ptr() in seen:
+            tied.add(name)
+        seen.setdefault(tensor.data_ptr(), name)
+    return tied

@@ -1,0 +1,236 @@
+"""`CovftModel`: a thin wrapper around a Hugging Face ``LlavaForConditionalGeneration``.
+
+The wrapper owns what LLaVA does not have: the frozen text encoder, the :class:`ContextState`
+that carries the instruction to context-aware modules inside the vision tower, the collator, and
+the visual fine-tuning strategy applied to it. The LLaVA model itself stays a stock transformers
+model (only modules are swapped in place), so hidden-state capture, gradient checkpointing,
+``generate`` and FSDP/DeepSpeed wrapping keep working.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from covft.data.collator import Collator
+from covft.models import towers
+from covft.models.text_encoder import DEFAULT_TEXT_ENCODER, FrozenTextEncoder, load_text_encoder
+from covft.nn.context import ContextState
+
+
+class CovftModel(nn.Module):
+    """A LLaVA model plus everything covft adds to it. See ``covft.build_model``."""
+
+    def __init__(
+        self,
+        llava: nn.Module,
+        tokenizer: Any,
+        image_processor: Any,
+        *,
+        template: str = "vicuna_v1",
+        text_encoder: str = DEFAULT_TEXT_ENCODER,
+        base: dict | None = None,
+        max_length: int = 2048,
+    ) -> None:
+        super().__init__()
+        self.llava = llava
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.template = template
+        self.text_encoder_spec = text_encoder
+        self.base = dict(base or {})
+        self.max_length = max_length
+        self.context = ContextState()
+        self.text_encoder: FrozenTextEncoder | None = None
+        self.strategy = None  # a covft.strategies.Strategy once apply_vft ran
+        self.comoe_layers: list[int] = []
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def config(self):
+        return self.llava.config
+
+    @property
+    def vision_tower(self) -> nn.Module:
+        return towers.vision_tower(self.llava)
+
+    @property
+    def encoder_layers(self) -> nn.ModuleList:
+        return towers.find_encoder_layers(self.vision_tower)[1]
+
+    @property
+    def feeding_layers(self) -> int:
+        """Number of vision blocks whose output reaches the LLM (23 for LLaVA-1.5)."""
+        return towers.feeding_layer_count(self.llava)
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.llava.config.image_token_id)
+
+    @property
+    def num_image_tokens(self) -> int:
+        return towers.num_image_tokens(self.llava)
+
+    def ensure_text_encoder(self) -> FrozenTextEncoder:
+        """Load the frozen text encoder on first need (only context-aware strategies need it)."""
+        if self.text_encoder is None:
+            device = next(self.llava.parameters()).device
+            encoder = load_text_encoder(self.text_encoder_spec, device=device)
+            if device.type != "meta":
+                encoder = encoder.to(device)
+            self.text_encoder = encoder
+        return self.text_encoder
+
+    # ------------------------------------------------------------------ data
+    @property
+    def needs_text(self) -> bool:
+        return bool(self.strategy is not None and self.strategy.needs_text)
+
+    def collator(self, template: str | None = None, max_length: int | None = None) -> Collator:
+        return Collator(
+            tokenizer=self.tokenizer,
+            image_processor=self.image_processor,
+            image_token_id=self.image_token_id,
+            num_image_tokens=self.num_image_tokens,
+            template=template or self.template,
+            max_length=max_length or self.max_length,
+            context_tokenizer=self.text_encoder.tokenizer if self.needs_text and self.text_encoder else None,
+        )
+
+    def collate(self, samples: list[dict], template: str | None = None, max_length: int | None = None,
+                for_generation: bool = False) -> dict[str, torch.Tensor]:
+        """Tokenise LLaVA-format samples, preprocess images, build labels and the context inputs."""
+        if self.needs_text:
+            self.ensure_text_encoder()
+        return self.collator(template, max_length)(samples, for_generation=for_generation)
+
+    # ------------------------------------------------------------------ forward
+    def set_context(self, context_input_ids: torch.Tensor | None, context_attention_mask: torch.Tensor | None,
+                    num_images: int) -> None:
+        """Run the frozen text encoder once and share its output with every context-aware module.
+
+        The state is kept after the forward on purpose: gradient checkpointing re-runs the vision
+        blocks during backward, and they must see the same context again.
+        """
+        if not self.needs_text:
+            return
+        if context_input_ids is None:
+            raise ValueError(
+                f"strategy {self.strategy.name!r} routes on the instruction: pass context_input_ids and "
+                "context_attention_mask (m.collate(samples) builds them)"
+            )
+        if context_input_ids.shape[0] != num_images:
+            raise ValueError(f"{context_input_ids.shape[0]} context rows for {num_images} images; "
+                             "give one context per image, in pixel_values order")
+        encoder = self.ensure_text_encoder()
+        mask = context_attention_mask if context_attention_mask is not None else torch.ones_like(context_input_ids)
+        cls, tokens = encoder(context_input_ids, mask)
+        self.context.text = cls
+        self.context.text_tokens = tokens
+        self.context.text_mask = mask
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        context_input_ids: torch.Tensor | None = None,
+        context_attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ):
+        if pixel_values is not None:
+            self.set_context(context_input_ids, context_attention_mask, pixel_values.shape[0])
+        outputs = self.llava(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+                             labels=labels, **kwargs)
+        aux = self.auxiliary_loss() if pixel_values is not None else None
+        if aux is not None and outputs.loss is not None:
+            outputs.loss = outputs.loss + aux
+        return outputs
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        context_input_ids: torch.Tensor | None = None,
+        context_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Greedy by default. The context is computed once, before prefill (the only step where
+        the vision tower runs)."""
+        if pixel_values is not None:
+            self.set_context(context_input_ids, context_attention_mask, pixel_values.shape[0])
+        kwargs.setdefault("do_sample", False)
+        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        return self.llava.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                   pixel_values=pixel_values, **kwargs)
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """Sum of the auxiliary (load-balancing) losses of the last forward, if any."""
+        losses = [m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None and m is not self]
+        return torch.stack(losses).sum() if losses else None
+
+    def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
+        self.llava.gradient_checkpointing_enable(**kwargs)
+
+    # ------------------------------------------------------------------ introspection
+    def routing_weights(self) -> dict[int | str, torch.Tensor]:
+        """Per-sample routing weights [B, E] of the last forward, by vision block (and 'projector' for Q-MoE)."""
+        weights: dict[int | str, torch.Tensor] = {}
+        for index in self.comoe_layers:
+            gates = getattr(self.encoder_layers[index].mlp, "last_gates", None)
+            if gates is not None:
+                weights[index] = gates
+        projector = self.llava.model.multi_modal_projector
+        if getattr(projector, "last_gates", None) is not None:
+            weights["projector"] = projector.last_gates
+        return weights
+
+    def routing_stats(self) -> dict[str, float]:
+        """Routing entropy (nats, mean over samples) and expert usage (mean gate) per routed block."""
+        stats: dict[str, float] = {}
+        for key, gates in self.routing_weights().items():
+            g = gates.float().clamp_min(1e-12)
+            stats[f"routing/{key}/entropy"] = float(-(g * g.log()).sum(-1).mean())
+            stats[f"routing/{key}/max_entropy"] = math.log(g.shape[-1])
+            for e, usage in enumerate(gates.float().mean(0).tolist()):
+                stats[f"routing/{key}/expert{e}"] = usage
+        return stats
+
+    def trainable_parameter_names(self) -> list[str]:
+        return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    def part_of(self, name: str) -> str:
+        """Which part a parameter belongs to: vision, projector, llm or text_encoder."""
+        if name.startswith("text_encoder."):
+            return "text_encoder"
+        if name.startswith("llava.model.vision_tower."):
+            return "vision"
+        if name.startswith("llava.model.multi_modal_projector."):
+            return "projector"
+        return "llm"
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by part, for per-part learning rates."""
+        groups: dict[str, list[nn.Parameter]] = {"vision": [], "projector": [], "llm": []}
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                groups[self.part_of(name)].append(param)
+        return groups
+
+    def num_parameters(self, part: str | None = None, trainable: bool = False) -> int:
+        return sum(
+            p.numel() for n, p in self.named_parameters()
+            if (part is None or self.part_of(n) == part) and (p.requires_grad or not trainable)
+        )
+
+    def save_pretrained(self, path, delta: bool = False) -> None:
+        from covft.models.checkpoint import save_pretrained
+
+        save_pretrained(self, path, delta=delta)

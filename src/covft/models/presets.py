@@ -1,0 +1,208 @@
+"""Model presets: build LLaVA models without downloads, or load a local checkpoint.
+
+- ``tiny-test``: random and tiny (seconds on CPU), for tests; CLIP or SigLIP tower.
+- ``llava-1.5-7b``: the real LLaVA-1.5-7B geometry (CLIP ViT-L/14-336 + a 7B Llama), random
+  weights or ``device="meta"``: for profiling and parameter counting.
+- a local directory: a Hugging Face LLaVA checkpoint (e.g. a downloaded ``llava-hf/llava-1.5-7b-hf``)
+  or a covft checkpoint (``covft_config.json`` inside).
+
+Other presets register themselves with :func:`register_preset` (the demo's ``tiny`` and ``smol``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from covft.models.model import CovftModel
+
+PRESETS: dict[str, Callable[..., CovftModel]] = {}
+
+
+def register_preset(name: str) -> Callable[[Callable[..., CovftModel]], Callable[..., CovftModel]]:
+    def decorate(fn: Callable[..., CovftModel]) -> Callable[..., CovftModel]:
+        PRESETS[name] = fn
+        return fn
+
+    return decorate
+
+
+def available_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+def build_model(name_or_path: str, **kwargs: Any) -> CovftModel:
+    """Build a model from a preset name or a local checkpoint directory."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path](**kwargs)
+    path = Path(name_or_path)
+    if (path / "covft_config.json").is_file():
+        from covft.models.checkpoint import load_pretrained
+
+        return load_pretrained(path, **kwargs)
+    if (path / "config.json").is_file():
+        return from_hf_checkpoint(path, **kwargs)
+    raise ValueError(
+        f"{name_or_path!r} is neither a preset ({', '.join(available_presets())}) nor a directory with a "
+        "covft_config.json or a Hugging Face LLaVA config.json"
+    )
+
+
+def _vision_config(kind: str, *, hidden: int, layers: int, heads: int, image_size: int, patch_size: int,
+                   intermediate: int):
+    from transformers import CLIPVisionConfig, SiglipVisionConfig
+
+    if kind == "clip":
+        return CLIPVisionConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                                num_attention_heads=heads, image_size=image_size, patch_size=patch_size,
+                                projection_dim=hidden, hidden_act="quick_gelu")
+    if kind == "siglip":
+        return SiglipVisionConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                                  num_attention_heads=heads, image_size=image_size, patch_size=patch_size,
+                                  hidden_act="gelu_pytorch_tanh")
+    raise ValueError(f"vision_tower must be 'clip' or 'siglip', got {kind!r}")
+
+
+def image_processor_for(kind: str, image_size: int, mean=None, std=None):
+    """A PIL-backed image processor (works without torchvision)."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    if kind == "clip":
+        processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                          crop_size={"height": image_size, "width": image_size})
+    else:
+        processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    if mean is not None:
+        processor.image_mean, processor.image_std = list(mean), list(std)
+    return processor
+
+
+def assemble(
+    *,
+    vision_config,
+    text_config,
+    tokenizer,
+    image_processor,
+    seed: int,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    text_encoder: str,
+    template: str,
+    base: dict,
+    vision_feature_layer: int = -2,
+    max_length: int = 2048,
+) -> CovftModel:
+    """Create a randomly initialised LLaVA from configs, deterministically from ``seed``."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    strategy = "default" if vision_config.model_type.startswith("clip") else "full"
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        projector_hidden_act="gelu",
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=strategy,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        llava = LlavaForConditionalGeneration(config).to(dtype)
+    llava.generation_config.pad_token_id = tokenizer.pad_token_id
+    llava.generation_config.eos_token_id = tokenizer.eos_token_id
+    llava.generation_config.bos_token_id = tokenizer.bos_token_id
+    return CovftModel(llava, tokenizer, image_processor, template=template, text_encoder=text_encoder,
+                      base=base, max_length=max_length)
+
+
+@register_preset("tiny-test")
+def tiny_test(
+    *,
+    vision_layers: int = 4,
+    vision_tower: str = "clip",
+    seed: int = 0,
+    text_encoder: str = "minilm",
+    image_size: int = 32,
+    patch_size: int = 8,
+    vision_hidden: int = 32,
+    llm_hidden: int = 64,
+    llm_layers: int = 2,
+    device: str = "cpu",
+) -> CovftModel:
+    """A random LLaVA small enough for unit tests: seconds on a laptop CPU."""
+    from transformers import LlamaConfig
+
+    from covft.models.tokenizer import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    vision = _vision_config(vision_tower, hidden=vision_hidden, layers=vision_layers, heads=4,
+                            image_size=image_size, patch_size=patch_size, intermediate=4 * vision_hidden)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=llm_hidden, intermediate_size=2 * llm_hidden,
+                       num_hidden_layers=llm_layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=4096, tie_word_embeddings=False,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id)
+    base = {"preset": "tiny-test", "kwargs": dict(vision_layers=vision_layers, vision_tower=vision_tower, seed=seed,
+                                                   text_encoder=text_encoder, image_size=image_size,
+                                                   patch_size=patch_size, vision_hidden=vision_hidden,
+                                                   llm_hidden=llm_hidden, llm_layers=llm_layers)}
+    return assemble(vision_config=vision, text_config=text, tokenizer=tokenizer,
+                    image_processor=image_processor_for(vision_tower, image_size), seed=seed, device=device,
+                    text_encoder=text_encoder, template="vicuna_v1", base=base)
+
+
+@register_preset("llava-1.5-7b")
+def llava_15_7b(
+    *,
+    device: str = "meta",
+    seed: int = 0,
+    dtype: torch.dtype | str = torch.float32,
+    text_encoder: str = "bert-base-uncased",
+    llm_layers: int = 32,
+) -> CovftModel:
+    """LLaVA-1.5-7B's geometry with random weights (``device='meta'`` allocates nothing).
+
+    The tokenizer is a byte-level stand-in: the geometry (and so every cost) is the real one, but
+    a random-weight model has no use for Vicuna's vocabulary.
+    """
+    from transformers import LlamaConfig
+
+    from covft.models.tokenizer import byte_tokenizer
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    tokenizer = byte_tokenizer()
+    vision = _vision_config("clip", hidden=1024, layers=24, heads=16, image_size=336, patch_size=14,
+                            intermediate=4096)
+    vision.projection_dim = 768
+    text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008,
+                       num_hidden_layers=llm_layers, num_attention_heads=32, num_key_value_heads=32,
+                       max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id)
+    base = {"preset": "llava-1.5-7b", "kwargs": dict(seed=seed, text_encoder=text_encoder, llm_layers=llm_layers)}
+    processor = image_processor_for("clip", 336, mean=(0.48145466, 0.4578275, 0.40821073),
+                                    std=(0.26862954, 0.26130258, 0.27577711))
+    return assemble(vision_config=vision, text_config=text, tokenizer=tokenizer, image_processor=processor,
+                    seed=seed, device=device, dtype=dtype, text_encoder=text_encoder, template="vicuna_v1",
+                    base=base)
+
+
+def from_hf_checkpoint(path: str | Path, *, text_encoder: str = "minilm", template: str | None = None,
+                       dtype: torch.dtype | str | None = None, device: str = "cpu") -> CovftModel:
+    """Load a local Hugging Face LLaVA checkpoint (``LlavaForConditionalGeneration`` format)."""
+    from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    llava = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=dtype or torch.float32,
+                                                          device_map=device if device != "cpu" else None)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    image_processor = AutoImageProcessor.from_pretrained(str(path))
+    template = template or "vicuna_v1"  # LLaVA-1.5 checkpoints are trained with vicuna_v1
+    base = {"path": str(Path(path).resolve()), "kwargs": {"text_encoder": text_encoder}}
+    return CovftModel(llava, tokenizer, image_processor, template=template, text_encoder=text_encoder, base=base)

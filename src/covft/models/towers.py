@@ -1,0 +1,95 @@
+"""Finding the parts of a LLaVA model generically (CLIP and SigLIP towers differ in paths)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def vision_tower(llava: nn.Module) -> nn.Module:
+    """The vision tower of a transformers v5 ``LlavaForConditionalGeneration``."""
+    return llava.model.vision_tower
+
+
+def find_encoder_layers(tower: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The ModuleList of transformer blocks: the one whose blocks all have ``self_attn`` and ``mlp``.
+
+    CLIP keeps them at ``encoder.layers``, SigLIP at ``vision_model.encoder.layers``; searching by
+    shape keeps covft independent of those paths.
+    """
+    found = [
+        (name, module)
+        for name, module in tower.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and len(module) > 0
+        and all(hasattr(block, "self_attn") and hasattr(block, "mlp") for block in module)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"expected one list of transformer blocks (with self_attn and mlp) in the vision tower, found "
+            f"{[n for n, _ in found]}"
+        )
+    return found[0]
+
+
+def feeding_layer_count(llava: nn.Module) -> int:
+    """How many encoder blocks feed the LLM given ``vision_feature_layer``.
+
+    ``hidden_states[k]`` is the output of block ``k - 1`` (index 0 is the embeddings), so with
+    ``vision_feature_layer = -2`` on 24 blocks, blocks 0..22 feed the LLM and block 23 never
+    matters (method.md section 1).
+    """
+    _, layers = find_encoder_layers(vision_tower(llava))
+    total = len(layers)
+    feature_layer = llava.config.vision_feature_layer
+    indices = feature_layer if isinstance(feature_layer, (list, tuple)) else [feature_layer]
+    resolved = [i if i >= 0 else total + 1 + i for i in indices]
+    if any(not 0 <= i <= total for i in resolved):
+        raise ValueError(f"vision_feature_layer={feature_layer} is out of range for {total} blocks")
+    return max(resolved)
+
+
+def late_half(feeding: int) -> list[int]:
+    """The second half of the feeding blocks: 11..22 for 23 feeding blocks (method.md 2.1)."""
+    return list(range(feeding // 2, feeding))
+
+
+def resolve_layers(
+    feeding: int,
+    *,
+    layers: list[int] | None = None,
+    start_layer: int | None = None,
+    last_n: int | None = None,
+) -> list[int]:
+    """Pick blocks by an explicit list, a start index, or "the last N feeding blocks"."""
+    given = [x is not None for x in (layers, start_layer, last_n)]
+    if sum(given) > 1:
+        raise ValueError("give at most one of layers, start_layer, last_n")
+    if layers is not None:
+        chosen = sorted(set(int(i) for i in layers))
+    elif start_layer is not None:
+        chosen = list(range(int(start_layer), feeding))
+    elif last_n is not None:
+        chosen = list(range(max(0, feeding - int(last_n)), feeding))
+    else:
+        chosen = late_half(feeding)
+    bad = [i for i in chosen if not 0 <= i < feeding]
+    if bad or not chosen:
+        raise ValueError(
+            f"blocks {bad or chosen} are not among the {feeding} blocks that feed the LLM (0..{feeding - 1})"
+        )
+    return chosen
+
+
+def has_cls_token(tower: nn.Module) -> bool:
+    """CLIP-like towers prepend a class token; SigLIP does not."""
+    return any(name.endswith("class_embedding") for name, _ in tower.named_parameters())
+
+
+def num_image_tokens(llava: nn.Module) -> int:
+    """How many LLM positions one image occupies."""
+    config = llava.config.vision_config
+    patches = (config.image_size // config.patch_size) ** 2
+    tokens = patches + (1 if has_cls_token(vision_tower(llava)) else 0)
+    if llava.config.vision_feature_select_strategy == "default":
+        tokens -= 1
+    return tokens

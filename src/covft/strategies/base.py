@@ -1,0 +1,174 @@
+"""The small contract every visual fine-tuning strategy follows, and the one place trainability is set.
+
+A strategy is a class registered by name with :func:`register_strategy`. It has
+- ``Options``: a dataclass whose fields are its options and whose defaults are the paper's;
+  every strategy's options include ``train_llm`` and ``train_projector`` (LLaVA-1.5 stage 2
+  trains both);
+- ``apply(model)``: change the structure in place (swap modules, add hooks), if it needs to;
+- ``vision_trainable(model)``: the names of the parameters it trains, besides the LLM and the
+  projector (usually in the vision tower).
+
+:func:`set_trainable` is the only code that sets ``requires_grad``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+VISION_PREFIX = "llava.model.vision_tower."
+PROJECTOR_PREFIX = "llava.model.multi_modal_projector."
+
+
+@dataclass
+class StrategyOptions:
+    """Options shared by every strategy."""
+
+    train_llm: bool = True
+    """Train the LLM (LLaVA-1.5 stage 2). False for stage 1 or a frozen-LLM study."""
+    train_projector: bool = True
+    """Train the vision-language projector."""
+
+
+class Strategy:
+    """Base class: subclass, set ``name`` and ``Options``, implement what differs."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[StrategyOptions]] = StrategyOptions
+    needs_text: ClassVar[bool] = False
+    """Whether the strategy reads the instruction through the frozen text encoder."""
+    changes_structure: ClassVar[bool] = False
+    """Whether ``apply`` swaps modules or adds parameters (such strategies cannot be re-applied)."""
+
+    def __init__(self, options: StrategyOptions) -> None:
+        self.options = options
+
+    def apply(self, model) -> None:
+        """Change the model in place. Default: nothing."""
+
+    def vision_trainable(self, model) -> Iterable[str]:
+        """Names of the parameters trained besides the LLM and the projector."""
+        return ()
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make a strategy available by its ``name``."""
+    if cls.name in STRATEGIES and STRATEGIES[cls.name] is not cls:
+        raise ValueError(f"strategy {cls.name!r} is registered twice")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def available_methods() -> list[str]:
+    return sorted(STRATEGIES)
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    if name not in STRATEGIES:
+        import difflib
+
+        close = difflib.get_close_matches(name, STRATEGIES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown method {name!r}{hint}; available: {', '.join(available_methods())}")
+    return STRATEGIES[name]
+
+
+def make_options(cls: type[Strategy], options: dict[str, Any]) -> StrategyOptions:
+    """Build the options dataclass, rejecting unknown names with the list of valid ones."""
+    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for method {cls.name!r}; valid: {sorted(fields)}")
+    hints = typing.get_type_hints(cls.Options)
+    coerced = {k: _coerce(v, hints.get(k)) for k, v in options.items()}
+    return cls.Options(**coerced)
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """Accept JSON/YAML forms (lists for tuples) for saved options."""
+    if isinstance(value, list) and hint is not None and typing.get_origin(hint) is tuple:
+        return tuple(value)
+    return value
+
+
+def set_trainable(model) -> list[str]:
+    """Freeze everything, then unfreeze exactly what the strategy declares. Returns the names."""
+    strategy: Strategy = model.strategy
+    names = set(strategy.vision_trainable(model))
+    all_params = dict(model.named_parameters())
+    for name in all_params:
+        part = model.part_of(name)
+        if (part == "projector" and strategy.options.train_projector) or (
+            part == "llm" and strategy.options.train_llm
+        ):
+            names.add(name)
+    unknown = names - set(all_params)
+    if unknown:
+        raise RuntimeError(f"strategy {strategy.name!r} declared parameters that do not exist: {sorted(unknown)[:5]}")
+    for name, param in all_params.items():
+        param.requires_grad_(name in names and model.part_of(name) != "text_encoder")
+    return sorted(names)
+
+
+def apply_vft(model, method: str, **options: Any):
+    """Apply a visual fine-tuning strategy to ``model`` in place and set what trains. Returns ``model``."""
+    cls = get_strategy(method)
+    current = model.strategy
+    if current is not None and current.changes_structure:
+        raise ValueError(
+            f"the model already has strategy {current.name!r}, which changed its structure; strategies do not "
+            "stack: build a fresh model (or load the stage-1 checkpoint) and apply one strategy"
+        )
+    strategy = cls(make_options(cls, options))
+    if strategy.needs_text:
+        model.ensure_text_encoder()
+    model.comoe_layers = []
+    model.strategy = strategy
+    strategy.apply(model)
+    set_trainable(model)
+    return model
+
+
+def vision_names(model, predicate) -> list[str]:
+    """Vision-tower parameter names (full, as in ``model.named_parameters()``) selected by ``predicate``."""
+    return [n for n, _ in model.named_parameters() if n.startswith(VISION_PREFIX) and predicate(n)]
+
+
+def feeding_names(model) -> list[str]:
+    """Parameters of the vision tower on the path to the LLM: embeddings, pre-norm, blocks 0..F-1.
+
+    Blocks past ``vision_feature_layer``, the post-LayerNorm and SigLIP's pooling head never
+    affect LLaVA's output, so training them would be a no-op that DDP rejects.
+    """
+    prefix, _ = block_prefix(model)
+    feeding = model.feeding_layers
+
+    def on_path(name: str) -> bool:
+        rest = name[len(VISION_PREFIX):]
+        if rest.startswith(prefix):
+            return int(rest[len(prefix):].split(".", 1)[0]) < feeding
+        return not any(part in rest for part in ("post_layernorm", "head."))
+
+    return vision_names(model, on_path)
+
+
+def block_prefix(model) -> tuple[str, nn.ModuleList]:
+    """('encoder.layers.', layers) relative to the vision tower."""
+    from covft.models.towers import find_encoder_layers
+
+    name, layers = find_encoder_layers(model.vision_tower)
+    return name + ".", layers
+
+
+def block_param_names(model, index: int, sub: str = "") -> list[str]:
+    """Full names of the parameters of vision block ``index`` (optionally under a submodule)."""
+    prefix, _ = block_prefix(model)
+    start = f"{VISION_PREFIX}{prefix}{index}.{sub}"
+    return [n for n, _ in model.named_parameters() if n.startswith(start)]

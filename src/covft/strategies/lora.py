@@ -1,0 +1,60 @@
+"""LoRA and DoRA on the vision tower's attention, through PEFT.
+
+Targets are chosen by a regular expression on full module names that starts at the vision
+tower, so the LLM's ``q_proj``/``v_proj`` can never get an adapter by accident (LLaVA's own
+scripts match bare suffixes and do exactly that).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from covft.strategies.base import Strategy, StrategyOptions, block_prefix, register_strategy
+
+
+@dataclass
+class LoraOptions(StrategyOptions):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
+    """Linear layers of each vision block's self-attention that get an adapter."""
+    layers: list[int] | None = None
+    """Blocks to adapt; default every block that feeds the LLM."""
+
+
+def target_regex(model, layers: list[int], targets: tuple[str, ...]) -> str:
+    prefix, _ = block_prefix(model)
+    return (r"model\.vision_tower\." + re.escape(prefix) + "(" + "|".join(map(str, layers)) + r")\.self_attn\.("
+            + "|".join(map(re.escape, targets)) + ")")
+
+
+@register_strategy
+class Lora(Strategy):
+    name = "lora"
+    Options = LoraOptions
+    changes_structure = True
+    use_dora = False
+
+    def apply(self, model) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        layers = self.options.layers if self.options.layers is not None else list(range(model.feeding_layers))
+        config = LoraConfig(r=self.options.r, lora_alpha=self.options.alpha, lora_dropout=self.options.dropout,
+                            target_modules=target_regex(model, layers, tuple(self.options.targets)),
+                            use_dora=self.use_dora)
+        inject_adapter_in_model(config, model.llava)
+        touched = [n for n, _ in model.llava.named_modules() if n.endswith("lora_A")]
+        if not touched or any(not n.startswith("model.vision_tower.") for n in touched):
+            raise RuntimeError(f"LoRA must adapt the vision tower only, got {touched[:3]}")
+
+    def vision_trainable(self, model):
+        return [n for n, _ in model.named_parameters()
+                if n.startswith("llava.model.vision_tower.") and ".lora_" in n]
+
+
+@register_strategy
+class Dora(Lora):
+    name = "dora"
+    use_dora = True
