@@ -9,6 +9,7 @@ benchmark scores present (not of the group means). Benchmarks without a score ar
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -72,8 +73,16 @@ def summarize(scores: Mapping[str, float | None]) -> dict:
     return summary
 
 
-def _cell(value: float | None, decimals: int) -> str:
-    return "–" if value is None else f"{value:.{decimals}f}"
+def format_score(value: float | None, decimals: int = 2) -> str:
+    """A score as the paper prints it: rounded half up (``66.835`` -> ``"66.84"``), "–" if missing.
+
+    Means of two-decimal scores often land exactly on a half; binary floats store ``66.835`` as
+    ``66.83499...``, which plain formatting would round down.
+    """
+    if value is None:
+        return "–"
+    exact = Decimal(f"{value:.10f}")
+    return str(exact.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
 
 
 def markdown_table(rows: Mapping[str, Mapping[str, float | None]]) -> str:
@@ -86,8 +95,8 @@ def markdown_table(rows: Mapping[str, Mapping[str, float | None]]) -> str:
     notes = []
     for run, scores in rows.items():
         summary = summarize(scores)
-        cells = [_cell(summary[n], 1 if n == "mme" else 2) for n in ORDER]
-        cells += [_cell(summary[key], 2) for key in SUMMARY_KEYS]
+        cells = [format_score(summary[n], 1 if n == "mme" else 2) for n in ORDER]
+        cells += [format_score(summary[key], 2) for key in SUMMARY_KEYS]
         lines.append("| " + " | ".join([run, *cells]) + " |")
         if summary["missing"]:
             notes.append(f"{run}: means exclude {', '.join(summary['missing'])}")
@@ -115,7 +124,9 @@ def bar_chart(rows: Mapping[str, Mapping[str, float | None]], path: str | Path) 
         xs = [i - 0.4 + width * (offset + 0.5) for i in range(len(SUMMARY_KEYS))]
         heights = [summary[key] if summary[key] is not None else 0.0 for key in SUMMARY_KEYS]
         bars = axis.bar(xs, heights, width=width, label=run)
-        axis.bar_label(bars, labels=[_cell(summary[k], 1) for k in SUMMARY_KEYS], fontsize=7, padding=2)
+        axis.bar_label(
+            bars, labels=[format_score(summary[k], 1) for k in SUMMARY_KEYS], fontsize=7, padding=2
+        )
     axis.set_xticks(range(len(SUMMARY_KEYS)), ["General", "Knowledge & OCR", "Vision-centric", "Average"])
     axis.set_ylabel("score (%)")
     values = [s[k] for s in summaries.values() for k in SUMMARY_KEYS if s[k] is not None]
