@@ -47,26 +47,24 @@ class SkippedSample:
 
 @dataclass
 class SkipReport:
-    """What was skipped and why: counts per reason plus the first few sample ids of each."""
+    """What was skipped and why: one entry per bad sample (met again in a later epoch: counted once)."""
 
-    counts: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    max_examples: int = 5
+    samples: dict[str, str] = field(default_factory=dict)
+    """Full error message of each skipped sample -> its reason."""
 
     def add(self, error: BadSampleError) -> None:
-        """Count one skipped sample under its reason."""
-        reason = error.reason
-        self.counts[reason] += 1
-        ids = self.examples.setdefault(reason, [])
-        if len(ids) < self.max_examples:
-            ids.append(str(error))
+        """Record one skipped sample."""
+        self.samples.setdefault(str(error), error.reason)
 
     def merge(self, other: SkipReport) -> None:
-        """Add another report's counts (e.g. from another process) into this one."""
-        for reason, count in other.counts.items():
-            self.counts[reason] += count
-            ids = self.examples.setdefault(reason, [])
-            ids.extend(other.examples.get(reason, [])[: self.max_examples - len(ids)])
+        """Add another report's samples (e.g. from another process) into this one."""
+        for message, reason in other.samples.items():
+            self.samples.setdefault(message, reason)
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Number of skipped samples per reason."""
+        return Counter(self.samples.values())
 
     @property
     def total(self) -> int:
@@ -75,12 +73,12 @@ class SkipReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form (stored in checkpoints so a resumed run keeps counting)."""
-        return {"counts": dict(self.counts), "examples": self.examples}
+        return {"total": self.total, "counts": dict(self.counts), "samples": dict(self.samples)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SkipReport:
         """Inverse of :meth:`to_dict`."""
-        return cls(counts=Counter(data.get("counts", {})), examples=dict(data.get("examples", {})))
+        return cls(samples=dict(data.get("samples", {})))
 
     def summary(self) -> str:
         """A human-readable multi-line summary, empty when nothing was skipped."""
@@ -89,7 +87,8 @@ class SkipReport:
         lines = [f"skipped {self.total} bad sample(s):"]
         for reason, count in self.counts.most_common():
             lines.append(f"  {count} x {reason}")
-            lines.extend(f"      e.g. {example}" for example in self.examples.get(reason, [])[:3])
+            examples = [message for message, r in self.samples.items() if r == reason][:3]
+            lines.extend(f"      e.g. {example}" for example in examples)
         return "\n".join(lines)
 
 

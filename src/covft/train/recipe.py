@@ -1,0 +1,175 @@
+"""The LLaVA-1.5 two-stage recipe as components: model per stage, parameter groups, schedule.
+
+* Stage 1 (feature alignment): only the projector trains: the ``freeze`` strategy with
+  ``train_llm=False``; the ``plain`` template by default.
+* Stage 2 (instruction tuning): the LLM, the projector and whatever the strategy trains in the
+  vision tower; initialised from stage 1's output (``init_from``).
+
+Optimiser parameter groups separate the vision tower, the projector and the LLM so each may have
+its own learning rate (all equal by default, as in the paper), and weight decay applies to weight
+matrices only, never to biases or normalisation parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from covft.train.config import ConfigError, TrainConfig, TrainLoopConfig
+
+PARTS = ("vision", "projector", "llm")
+
+
+def strategy_for(config: TrainConfig) -> tuple[str, dict[str, Any]]:
+    """The (method, options) that ``covft.apply_vft`` receives for this stage."""
+    options = dict(config.method_options)
+    if config.stage == 1:
+        if options.get("train_llm", False) or not options.get("train_projector", True):
+            raise ConfigError(
+                "stage 1 trains the projector only. Fix: drop method_options.train_llm / "
+                "method_options.train_projector from the stage-1 config"
+            )
+        options["train_llm"] = False
+        return "freeze", options
+    return config.method, options
+
+
+def default_template(config: TrainConfig) -> str | None:
+    """Conversation template: the config's, else ``plain`` in stage 1, else the model's default."""
+    if config.data.template is not None:
+        return config.data.template
+    return "plain" if config.stage == 1 else None
+
+
+def weight_files(path: str | Path) -> list[Path]:
+    """The safetensors files of a saved model directory (single file or shards)."""
+    root = Path(path)
+    files = sorted(root.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(
+            f"init_from={str(root)!r} holds no .safetensors weights. Fix: point init_from at the "
+            "output_dir of a finished stage-1 run (it contains the saved model)"
+        )
+    return files
+
+
+def load_init_weights(model: nn.Module, path: str | Path) -> list[str]:
+    """Copy every tensor of a saved run whose name and shape match ``model``; returns their names.
+
+    Used for stage 2 <- stage 1: the stage-1 model has the base architecture, so its tensors map
+    onto the freshly built base model one to one before the stage-2 strategy is applied.
+    """
+    state = model.state_dict()
+    loaded: list[str] = []
+    mismatched: list[str] = []
+    with torch.no_grad():
+        for file in weight_files(path):
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
+                    if name not in state:
+                        continue
+                    tensor = handle.get_tensor(name)
+                    if tensor.shape != state[name].shape:
+                        mismatched.append(f"{name}: {tuple(tensor.shape)} vs {tuple(state[name].shape)}")
+                        continue
+                    state[name].copy_(tensor.to(state[name].dtype))
+                    loaded.append(name)
+    if mismatched:
+        raise ConfigError(
+            f"init_from={str(path)!r} does not fit the model built from `model`: shape mismatch for "
+            f"{mismatched[:3]}. Fix: use the same model and model_options as the stage-1 run"
+        )
+    if not loaded:
+        raise ConfigError(
+            f"init_from={str(path)!r} shares no parameter names with the model. Fix: use the same "
+            "model and model_options as the run that produced it"
+        )
+    return loaded
+
+
+def build_model(config: TrainConfig) -> Any:
+    """Build the model for this stage: base model, ``init_from`` weights, then the strategy."""
+    import covft
+
+    model = covft.build_model(config.model, seed=config.train.seed, **config.model_options)
+    if config.init_from:
+        load_init_weights(model, config.init_from)
+    method, options = strategy_for(config)
+    available = covft.available_methods()
+    if method not in available:
+        raise ConfigError(f"unknown method {method!r}. Fix: choose one of {available}")
+    covft.apply_vft(model, method, **options)
+    return model
+
+
+def learning_rates(loop: TrainLoopConfig) -> dict[str, float]:
+    """Per-part learning rates: ``lr_<part>`` when set, else ``lr``."""
+    return {
+        "vision": loop.lr if loop.lr_vision is None else loop.lr_vision,
+        "projector": loop.lr if loop.lr_projector is None else loop.lr_projector,
+        "llm": loop.lr if loop.lr_llm is None else loop.lr_llm,
+    }
+
+
+def optimizer_groups(parts: dict[str, list[nn.Parameter]], loop: TrainLoopConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups: one per (part, decay / no decay), named for logging."""
+    rates = learning_rates(loop)
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"parameter_groups() returned unknown parts {sorted(unknown)}; expected {PARTS}")
+    groups: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for part in PARTS:
+        params = [p for p in parts.get(part, []) if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in params)
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        for suffix, members, weight_decay in (("", decay, loop.weight_decay), ("_no_decay", no_decay, 0.0)):
+            if members:
+                groups.append(
+                    {
+                        "name": part + suffix,
+                        "params": members,
+                        "lr": rates[part],
+                        "weight_decay": weight_decay,
+                    }
+                )
+    if not groups:
+        raise ConfigError("nothing to train: the strategy left no trainable parameters")
+    return groups
+
+
+def make_optimizer(groups: list[dict[str, Any]], loop: TrainLoopConfig) -> torch.optim.Optimizer:
+    """AdamW over the parameter groups."""
+    return torch.optim.AdamW(
+        groups, lr=loop.lr, betas=(loop.adam_beta1, loop.adam_beta2), eps=loop.adam_epsilon
+    )
+
+
+def lr_lambda(kind: str, warmup_steps: int, total_steps: int) -> Any:
+    """Multiplier of the base learning rate at each step: linear warmup, then cosine/linear/constant."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, loop: TrainLoopConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule: warmup over ``ceil(warmup_ratio * total)`` steps, then decay."""
+    warmup = math.ceil(loop.warmup_ratio * total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(loop.lr_scheduler, warmup, total_steps))

@@ -1,0 +1,496 @@
+"""The training loop: one ``accelerate`` loop we control, exactly resumable.
+
+``train(config)`` runs one stage of the recipe and returns a :class:`TrainResult`. The same code
+runs on one CPU, under ``torchrun``/``accelerate launch`` with DDP, and with DeepSpeed ZeRO or
+FSDP when ``accelerate launch`` is given their configs (see ``docs/training.md``).
+
+Exact resume rests on three things: the batch order is a pure function of (seed, epoch) (see
+:mod:`covft.data.sampler`), checkpoints hold the model, optimizer, scheduler and every RNG state,
+and a resumed run starts at the first micro-batch the checkpoint had not consumed. On one CPU
+process with the same seed, an interrupted-and-resumed run ends with bitwise the same weights as
+an uninterrupted one.
+
+Callbacks observe training without changing the loop: ``before_optimizer_step(step, model,
+loss)`` runs after the gradients of a step are complete (accumulated, reduced across processes,
+clipped) and before ``optimizer.step()``, e.g. to read vision gradients; ``after_optimizer_step``
+runs after the update, e.g. to snapshot parameters. A plain function ``fn(step, model, loss)`` is
+treated as ``before_optimizer_step``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from covft.data.dataset import LlavaDataset, SkippedSample, SkipReport
+from covft.data.errors import BadSampleError
+from covft.data.sampler import GroupedBatchSampler
+from covft.train import checkpoint as ckpt
+from covft.train import recipe
+from covft.train.config import ConfigError, TrainConfig, save_config
+from covft.train.logging import MetricsLogger
+
+CONFIG_FILE = "train_config.yaml"
+SUMMARY_FILE = "train_summary.json"
+CRASH_ENV = "COVFT_TEST_CRASH_AFTER_STEP"
+"""Test hook: when set to k, the process exits hard (``os._exit``) right after optimizer step k."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the loss became NaN or infinite."""
+
+    def __init__(
+        self, step: int, loss: float, sample_ids: Sequence[str], last_checkpoint: Path | None
+    ) -> None:
+        self.step = step
+        self.loss = loss
+        self.last_checkpoint = last_checkpoint
+        kept = (
+            f"last good checkpoint kept: {last_checkpoint}"
+            if last_checkpoint
+            else "no checkpoint was written yet"
+        )
+        super().__init__(
+            f"loss is {loss} at step {step} (samples {list(sample_ids)[:8]}); training stopped, {kept}. "
+            "Fix: lower train.lr or raise train.warmup_ratio, use precision=fp32 or bf16 instead of fp16, "
+            "check those samples, then rerun with resume=true"
+        )
+
+
+class TrainerCallback:
+    """Override either hook; ``model`` is the unwrapped ``CovftModel``, ``loss`` the step's mean loss."""
+
+    def before_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
+        """After backward (gradients complete) and before ``optimizer.step()``."""
+
+    def after_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
+        """After the optimizer and scheduler stepped."""
+
+
+Callback = TrainerCallback | Callable[[int, nn.Module, float], Any]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    output_dir: Path
+    steps: int
+    """Optimizer steps completed (the global step)."""
+    metrics: dict[str, float]
+    """Final metrics: last logged loss, mean loss of the last steps, throughput, skipped count."""
+    loss_history: list[float] = field(default_factory=list)
+    """Mean training loss of every optimizer step, from step 1 (including resumed-over steps)."""
+    skipped: dict[str, Any] = field(default_factory=dict)
+    """Counts and examples of bad samples skipped under ``data.on_bad_sample=skip``."""
+
+
+class _IndexedDataset(Dataset):
+    """Wraps the dataset so each loaded sample carries its index (to name its file and record)."""
+
+    def __init__(self, dataset: LlavaDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, Any]:
+        return index, self.dataset[index]
+
+
+def _keep_as_list(items: list[Any]) -> list[Any]:
+    """DataLoader collate that leaves samples alone (the model's collator tokenises them)."""
+    return items
+
+
+def _as_callbacks(callbacks: Iterable[Callback]) -> list[TrainerCallback]:
+    result: list[TrainerCallback] = []
+    for callback in callbacks:
+        if isinstance(callback, TrainerCallback):
+            result.append(callback)
+        elif callable(callback):
+            wrapper = TrainerCallback()
+            wrapper.before_optimizer_step = callback  # type: ignore[method-assign]
+            result.append(wrapper)
+        else:
+            raise TypeError(f"callback {callback!r} is neither a TrainerCallback nor callable")
+    return result
+
+
+class _Collator:
+    """Turns loaded samples into a model batch, applying the bad-sample policy."""
+
+    def __init__(self, model: Any, dataset: LlavaDataset, config: TrainConfig, report: SkipReport) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.template = recipe.default_template(config)
+        self.max_length = config.data.max_length
+        self.policy = config.data.on_bad_sample
+        self.report = report
+
+    def _locate(self, error: BadSampleError, index: int) -> BadSampleError:
+        """Add the file and record of sample ``index`` to a collator error."""
+        record = self.dataset.records[index]
+        return BadSampleError(
+            error.reason,
+            sample_id=error.sample_id or record.sample_id,
+            file=record.file,
+            line=record.index,
+            fix=error.fix,
+        )
+
+    def _collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.model.collate(samples, template=self.template, max_length=self.max_length)
+
+    def __call__(self, items: list[tuple[int, Any]]) -> tuple[dict[str, Any] | None, list[str]]:
+        """Returns (batch or None when every sample was skipped, sample ids)."""
+        good: list[tuple[int, dict[str, Any]]] = []
+        for index, sample in items:
+            if isinstance(sample, SkippedSample):
+                self.report.add(sample.error)
+            else:
+                good.append((index, sample))
+        if not good:
+            return None, []
+        try:
+            return self._collate([s for _, s in good]), [str(s.get("id")) for _, s in good]
+        except BadSampleError as error:
+            if self.policy == "error" and len(good) == 1:
+                raise self._locate(error, good[0][0]) from error
+            kept: list[tuple[int, dict[str, Any]]] = []
+            for index, sample in good:  # find the culprit(s) one sample at a time
+                try:
+                    self._collate([sample])
+                except BadSampleError as single:
+                    located = self._locate(single, index)
+                    if self.policy == "error":
+                        raise located from single
+                    self.report.add(located)
+                    continue
+                kept.append((index, sample))
+            if not kept:
+                return None, []
+            return self._collate([s for _, s in kept]), [str(s.get("id")) for _, s in kept]
+
+
+def _accelerator(config: TrainConfig) -> Any:
+    """An ``Accelerator`` for this run (DDP/DeepSpeed/FSDP come from ``accelerate launch``)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.train.precision]
+    accelerator = Accelerator(
+        mixed_precision=precision,
+        gradient_accumulation_steps=config.train.grad_accum,
+        step_scheduler_with_optimizer=False,
+        # Text-only batches leave the vision tower unused; sparse routing leaves experts unused.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        ds = plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = config.train.batch_size
+        ds["gradient_accumulation_steps"] = config.train.grad_accum
+        if ds.get("gradient_clipping", "auto") == "auto":
+            ds["gradient_clipping"] = config.train.max_grad_norm or 0.0
+    return accelerator
+
+
+def _is_deepspeed(accelerator: Any) -> bool:
+    return accelerator.state.deepspeed_plugin is not None
+
+
+def _to_device(
+    batch: dict[str, Any], device: torch.device, float_dtype: torch.dtype | None
+) -> dict[str, Any]:
+    moved = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device)
+            if float_dtype is not None and value.is_floating_point():
+                value = value.to(float_dtype)
+        moved[key] = value
+    return moved
+
+
+def _global_report(accelerator: Any, report: SkipReport) -> SkipReport:
+    """Merge every process's skip counts (collective; the result is meaningful on the main process)."""
+    if accelerator.num_processes == 1:
+        return report
+    from accelerate.utils import gather_object
+
+    merged = SkipReport()
+    for part in gather_object([report.to_dict()]):
+        merged.merge(SkipReport.from_dict(part))
+    return merged
+
+
+class _GatheredModel:
+    """The unwrapped model seen through a gathered full state dict (ZeRO-3 / FSDP shard parameters)."""
+
+    def __init__(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        self._model = model
+        self._state = state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def _save_final_model(accelerator: Any, model: nn.Module, output_dir: Path) -> None:
+    """Save the trained model into ``output_dir`` (safetensors + covft_config.json); collective.
+
+    Everything is written into a temporary folder first and then moved in file by file with
+    atomic renames, so a crash leaves whole files only. Under ZeRO-3/FSDP the full state dict is
+    gathered first (that is what ``stage3_gather_16bit_weights_on_model_save`` enables).
+    """
+    from covft.models.checkpoint import save_pretrained
+
+    unwrapped = accelerator.unwrap_model(model)
+    target: Any = unwrapped
+    if _is_deepspeed(accelerator) or getattr(accelerator.state, "fsdp_plugin", None) is not None:
+        target = _GatheredModel(unwrapped, accelerator.get_state_dict(model))
+    if accelerator.is_main_process:
+        temp = output_dir / ".tmp-final-model"
+        if temp.exists():
+            shutil.rmtree(temp)
+        save_pretrained(target, temp)
+        ckpt.fsync_tree(temp)
+        for item in sorted(temp.iterdir()):
+            destination = output_dir / item.name
+            if destination.is_dir():
+                shutil.rmtree(destination)
+            os.replace(item, destination)
+        shutil.rmtree(temp)
+        ckpt.fsync_dir(output_dir)
+    accelerator.wait_for_everyone()
+
+
+def train(config: TrainConfig, callbacks: Iterable[Callback] = ()) -> TrainResult:
+    """Run one training stage described by ``config``; see the module docstring."""
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    config.validate()
+    loop = config.train
+    hooks = _as_callbacks(callbacks)
+    output_dir = Path(config.output_dir)
+    if config.data.train is None:
+        raise ConfigError("data.train is not set. Fix: data.train=PATH/TO/llava_format.json")
+
+    accelerator = _accelerator(config)
+    main = accelerator.is_main_process
+    resume_from = ckpt.latest_checkpoint(output_dir) if config.resume else None
+    if main:
+        existing = ckpt.list_checkpoints(output_dir)
+        if existing and not config.resume:
+            raise ConfigError(
+                f"{output_dir} already holds checkpoints ({existing[-1][1].name}) of an earlier run. "
+                "Fix: resume=true to continue it, or choose another output_dir"
+            )
+        output_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale(output_dir)
+        save_config(config, output_dir / CONFIG_FILE)
+    accelerator.wait_for_everyone()
+    set_seed(loop.seed)
+
+    dataset = LlavaDataset(
+        config.data.train,
+        config.data.image_folder,
+        on_bad_sample=config.data.on_bad_sample,
+        check_images=config.data.check_images,
+    )
+    model = recipe.build_model(config)
+    if loop.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    optimizer = recipe.make_optimizer(recipe.optimizer_groups(model.parameter_groups(), loop), loop)
+    group_names = [group["name"] for group in optimizer.param_groups]
+
+    sampler = GroupedBatchSampler(
+        dataset.has_image,
+        dataset.lengths,
+        batch_size=loop.batch_size,
+        grad_accum=loop.grad_accum,
+        world_size=accelerator.num_processes,
+        rank=accelerator.process_index,
+        seed=loop.seed,
+        group_by_modality_length=config.data.group_by_modality_length,
+    )
+    steps_per_epoch = sampler.steps_per_epoch
+    total_steps = loop.max_steps if loop.max_steps > 0 else math.ceil(loop.epochs * steps_per_epoch)
+    scheduler = recipe.make_scheduler(optimizer, loop, total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    unwrapped = accelerator.unwrap_model(model)
+
+    report = SkipReport()
+    step = 0
+    loss_history: list[float] = []
+    layout = {
+        "world_size": accelerator.num_processes,
+        "batch_size": loop.batch_size,
+        "grad_accum": loop.grad_accum,
+        "seed": loop.seed,
+        "group_by_modality_length": config.data.group_by_modality_length,
+        "total_steps": total_steps,
+    }
+    report.merge(dataset.skipped)
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(accelerator, resume_from)
+        changed = {k: (state["layout"][k], v) for k, v in layout.items() if state["layout"].get(k) != v}
+        if changed:
+            raise ConfigError(
+                f"cannot resume exactly from {resume_from}: the data layout changed {changed} (saved, now). "
+                "Fix: resume with the same number of processes, batch_size, grad_accum, seed and steps"
+            )
+        step = int(state["step"])
+        loss_history = [float(x) for x in state["loss_history"]]
+        report.merge(SkipReport.from_dict(state.get("skipped", {})))
+        if main:
+            print(f"covft train: resumed from {resume_from} at step {step}/{total_steps}", flush=True)
+    collate = _Collator(unwrapped, dataset, config, report)
+    logger = MetricsLogger(
+        output_dir,
+        loop.report_to,
+        enabled=main,
+        resume_step=step if resume_from is not None else None,
+        run_config=config.to_dict(),
+        wandb_project=loop.wandb_project,
+    )
+    ds_dtype = torch.bfloat16 if (_is_deepspeed(accelerator) and loop.precision == "bf16") else None
+    crash_after = int(os.environ[CRASH_ENV]) if os.environ.get(CRASH_ENV) else None
+    last_checkpoint = ckpt.latest_checkpoint(output_dir)
+    global_batch = sampler.global_batch_size
+    progress = tqdm(
+        total=total_steps,
+        initial=step,
+        desc=f"stage {config.stage} {recipe.strategy_for(config)[0]}",
+        disable=not (main and loop.progress_bar),
+        dynamic_ncols=True,
+    )
+    fallback: dict[str, Any] | None = None
+    samples_per_second = 0.0
+    model.train()
+    try:
+        while step < total_steps:
+            epoch = step // steps_per_epoch
+            sampler.set_epoch(epoch)
+            sampler.set_start((step % steps_per_epoch) * loop.grad_accum)
+            loader = DataLoader(
+                _IndexedDataset(dataset),
+                batch_sampler=sampler,
+                collate_fn=_keep_as_list,
+                num_workers=config.data.num_workers,
+            )
+            micro_losses: list[torch.Tensor] = []
+            step_ids: list[str] = []
+            started = time.perf_counter()
+            for items in loader:
+                batch, ids = collate(items)
+                weight = 1.0
+                if batch is None:  # every sample of this micro-batch was skipped
+                    if fallback is None:
+                        raise BadSampleError(
+                            "the first micro-batch held only bad samples, so there is no batch to keep the "
+                            "processes in step with",
+                            fix="fix or remove the bad samples listed above",
+                        )
+                    batch, weight = fallback, 0.0
+                else:
+                    fallback = batch
+                step_ids.extend(ids)
+                with accelerator.accumulate(model):
+                    outputs = model(**_to_device(batch, accelerator.device, ds_dtype))
+                    loss = outputs.loss * weight
+                    micro_losses.append(outputs.loss.detach().float())
+                    if loss.requires_grad:
+                        accelerator.backward(loss)
+                    if not accelerator.sync_gradients:
+                        continue
+                    step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
+                    next_step = step + 1
+                    if not math.isfinite(step_loss):
+                        raise NonFiniteLossError(next_step, step_loss, step_ids, last_checkpoint)
+                    grad_norm = None
+                    if loop.max_grad_norm is not None:
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), loop.max_grad_norm)
+                    for hook in hooks:
+                        hook.before_optimizer_step(next_step, unwrapped, step_loss)
+                    optimizer.step()
+                    if not accelerator.optimizer_step_was_skipped:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                step = next_step
+                loss_history.append(step_loss)
+                for hook in hooks:
+                    hook.after_optimizer_step(step, unwrapped, step_loss)
+                elapsed = time.perf_counter() - started
+                samples_per_second = global_batch / elapsed if elapsed > 0 else 0.0
+                if step % loop.logging_steps == 0 or step == total_steps:
+                    metrics: dict[str, float] = {
+                        "loss": step_loss,
+                        "epoch": step / steps_per_epoch,
+                        "samples_per_second": samples_per_second,
+                        "skipped_samples": float(report.total),
+                    }
+                    if grad_norm is not None:
+                        metrics["grad_norm"] = float(grad_norm)
+                    for name, group in zip(group_names, optimizer.param_groups, strict=True):
+                        if not name.endswith("_no_decay"):  # same lr as its part's decay group
+                            metrics[f"lr/{name}"] = float(group["lr"])
+                    stats = unwrapped.routing_stats()
+                    metrics.update({key: float(value) for key, value in stats.items()})
+                    logger.log(step, metrics)
+                progress.update(1)
+                progress.set_postfix(loss=f"{step_loss:.4f}", samples_s=f"{samples_per_second:.1f}")
+                if loop.save_steps and step % loop.save_steps == 0 and step < total_steps:
+                    state = {
+                        "step": step,
+                        "epoch": epoch,
+                        "layout": layout,
+                        "loss_history": loss_history,
+                        "skipped": _global_report(accelerator, report).to_dict(),
+                    }
+                    last_checkpoint = ckpt.save_checkpoint(accelerator, output_dir, step, state)
+                    if main:
+                        ckpt.rotate_checkpoints(output_dir, loop.save_total_limit)
+                if crash_after is not None and step == crash_after:
+                    os._exit(99)
+                micro_losses, step_ids = [], []
+                started = time.perf_counter()
+                if step >= total_steps:
+                    break
+    finally:
+        progress.close()
+        logger.close()
+
+    _save_final_model(accelerator, model, output_dir)
+    report = _global_report(accelerator, report)
+    tail = loss_history[-max(1, min(10, len(loss_history))) :]
+    final = {
+        "loss": loss_history[-1] if loss_history else float("nan"),
+        "mean_loss_last_steps": sum(tail) / len(tail) if tail else float("nan"),
+        "samples_per_second": samples_per_second,
+        "skipped_samples": float(report.total),
+    }
+    if main:
+        summary = report.summary()
+        if summary:
+            print(summary, flush=True)
+        ckpt.write_json_atomic(
+            output_dir / SUMMARY_FILE,
+            {"steps": step, "metrics": final, "loss_history": loss_history, "skipped": report.to_dict()},
+        )
+    accelerator.wait_for_everyone()
+    return TrainResult(output_dir, step, final, loss_history, report.to_dict())
