@@ -42,7 +42,7 @@ MME_FLAT_TASKS = ("existence", "count", "position", "color", "OCR")  # image and
 
 
 def build_mme(root: Path) -> None:
-    data = root / "MME" / "MME_Benchmark_release_version"
+    data = root / "MME" / "MME_Benchmark_release_version" / "MME_Benchmark"
     for number, task in enumerate(MME_FOLDER_TASKS + MME_FLAT_TASKS):
         stems = ["0001", "0002"] if task == "existence" else [f"{task}_1"]
         for k, stem in enumerate(stems):
@@ -182,22 +182,23 @@ def build_realworldqa(root: Path) -> None:
 def build_cvbench(root: Path) -> None:
     base = root / "cvbench"
     records = [
-        {"idx": 0, "type": "2D", "task": "Count", "image": "img/2D/count/ade20k_10.png",
+        {"idx": 0, "type": "2D", "task": "Count", "filename": "img/2D/count/ade20k_10.png",
          "question": "How many organs are in the image?", "choices": ["3", "2", "1", "0"], "answer": "(C)",
          "source": "ADE20K"},
-        {"idx": 1, "type": "2D", "task": "Relation", "image": "img/2D/relation/coco_5.png",
+        {"idx": 1, "type": "2D", "task": "Relation", "filename": "img/2D/relation/coco_5.png",
          "question": "Is the cup to the left or right of the plate?", "choices": ["left", "right"],
          "answer": "(B)", "source": "COCO"},
-        {"idx": 2, "type": "2D", "task": "Count", "image": "img/2D/count/coco_7.png",
+        {"idx": 2, "type": "2D", "task": "Count", "filename": "img/2D/count/coco_7.png",
          "question": "How many cars are in the image?", "choices": ["1", "2", "3"], "answer": "(A)",
          "source": "COCO"},
-        {"idx": 3, "type": "3D", "task": "Depth", "image": "img/3D/depth/omni3d_1.png",
+        {"idx": 3, "type": "3D", "task": "Depth", "filename": "img/3D/depth/omni3d_1.png",
          "question": "Which is closer to the camera, the lamp or the chair?", "choices": ["lamp", "chair"],
          "answer": "(A)", "source": "Omni3D"},
     ]  # fmt: skip
     for number, record in enumerate(records):
-        save_image(base / record["image"], number)
-    write_jsonl(base / "test.jsonl", records)
+        save_image(base / record["filename"], number)
+    write_jsonl(base / "test_2d.jsonl", records[:3])
+    write_jsonl(base / "test_3d.jsonl", records[3:])
 
 
 BUILDERS = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -184,9 +185,9 @@ MISSING = {
     "textvqa": "TextVQA_0.5.1_val.json",
     "mmvp": "Questions.csv",
     "realworldqa": "realworldqa.jsonl",
-    "cvbench_coco": "test.jsonl",
-    "cvbench_ade20k": "test.jsonl",
-    "cvbench_omni3d": "test.jsonl",
+    "cvbench_coco": "test_2d.jsonl",
+    "cvbench_ade20k": "test_2d.jsonl",
+    "cvbench_omni3d": "test_2d.jsonl",
 }
 
 
@@ -243,3 +244,11 @@ def test_suite_round_trip_keeps_fields_and_pixels(data_root: Path, tmp_path: Pat
     assert len(read_suite_file(tmp_path / "gqa.jsonl")) == 4
     with pytest.raises(FileNotFoundError, match="suite directory not found"):
         load_suite(tmp_path / "nowhere")
+
+
+def test_cvbench_reads_the_first_release_single_file(data_root: Path, tmp_path: Path) -> None:
+    shutil.copytree(data_root / "cvbench" / "img", tmp_path / "img")
+    lines = [(data_root / "cvbench" / f).read_text() for f in ("test_2d.jsonl", "test_3d.jsonl")]
+    (tmp_path / "test.jsonl").write_text("".join(lines))
+    assert [i["id"] for i in get_adapter("cvbench_coco").load(tmp_path)] == ["1", "2"]
+    assert [i["id"] for i in get_adapter("cvbench_omni3d").load(tmp_path)] == ["3"]

@@ -1,9 +1,10 @@
 """CV-Bench (Cambrian-1), split by image source into COCO, ADE20K and Omni3D benchmarks.
 
-Official files (Hugging Face ``nyu-visionx/CV-Bench``): ``test.jsonl`` (or ``test_2d.jsonl`` +
-``test_3d.jsonl``), one record a line with ``idx, type ("2D"/"3D"), task, image ("img/2D/count/
-ade20k_10.png", relative to the data root), question, choices, answer ("(A)"), source
-("COCO"/"ADE20K"/"Omni3D")``, and the ``img/`` folder. Prompt: LLaVA-1.5's multiple-choice format
+Official files (Hugging Face ``nyu-visionx/CV-Bench``): ``test_2d.jsonl`` + ``test_3d.jsonl``
+(current) or ``test.jsonl`` (first release), one record a line with ``idx, type ("2D"/"3D"), task,
+question, choices, answer ("(A)"), filename ("img/2D/count/ade20k_10.png", relative to the data
+root), source ("COCO"/"ADE20K"/"Omni3D"), ...``, and the ``img/`` folder (the repo's
+``build_img.py`` recreates it from the parquet files where it is absent). Prompt: LLaVA-1.5's multiple-choice format
 built from ``question`` and ``choices``.
 """
 
@@ -19,18 +20,19 @@ from covft.eval.benchmarks.base import (
     read_jsonl,
 )
 
-SOURCE = "Hugging Face datasets nyu-visionx/CV-Bench (test.jsonl and img/)"
+SOURCE = "Hugging Face datasets nyu-visionx/CV-Bench (test_2d.jsonl, test_3d.jsonl and img/)"
 SOURCES = {"cvbench_coco": "COCO", "cvbench_ade20k": "ADE20K", "cvbench_omni3d": "Omni3D"}
 
 
 def _files(root: Path, name: str) -> list[Path]:
     single = root / "test.jsonl"
-    if single.is_file():
-        return [single]
     split = [root / "test_2d.jsonl", root / "test_3d.jsonl"]
-    if all(p.is_file() for p in split):
-        return split
-    raise missing_file(single, name, SOURCE)
+    if single.is_file() and not any(p.is_file() for p in split):
+        return [single]
+    for path in split:
+        if not path.is_file():
+            raise missing_file(path, name, SOURCE)
+    return split
 
 
 def load_source(root: Path, name: str, limit: int | None = None) -> list[dict]:
@@ -51,10 +53,13 @@ def load_source(root: Path, name: str, limit: int | None = None) -> list[dict]:
                     f"{name}: {path} idx {record['idx']}: answer {record['answer']!r} not in choices"
                 )
             prompt, context = multiple_choice(record["question"], options)
+            relative = record.get("filename") or record.get("image")
+            if not isinstance(relative, str):
+                raise ValueError(f"{name}: {path} idx {record['idx']} has no image 'filename'")
             items.append(
                 {
                     "id": str(record["idx"]),
-                    "image": image_file(root / record["image"], name, SOURCE),
+                    "image": image_file(root / relative, name, SOURCE),
                     "prompt": prompt,
                     "context": context,
                     "options": options,

@@ -1,6 +1,7 @@
 """MME-Perception: yes/no questions, two per image, over ten perception subtasks.
 
-Official layout (``MME_Benchmark_release_version/``): one folder per subtask, either
+Official layout (``MME_Benchmark_release_version/MME_Benchmark/``, the root itself or any of the
+nested folders may be given): one folder per subtask, either
 ``<task>/images/<name>.jpg`` + ``<task>/questions_answers_YN/<name>.txt`` or ``<task>/<name>.jpg``
 + ``<task>/<name>.txt``; every txt line is ``question<TAB>answer``. The question already ends with
 "Please answer yes or no.", which is LLaVA-1.5's MME prompt, so it is used as given.
@@ -31,8 +32,15 @@ YES_NO = " Please answer yes or no."
 
 
 def _dataset_dir(root: Path) -> Path:
-    nested = root / "MME_Benchmark_release_version"
-    return nested if nested.is_dir() else root
+    """The folder holding the subtask folders: the root itself or the release's nested folders."""
+    for candidate in (
+        root / "MME_Benchmark_release_version" / "MME_Benchmark",
+        root / "MME_Benchmark_release_version",
+        root / "MME_Benchmark",
+    ):
+        if (candidate / PERCEPTION_TASKS[0]).is_dir():
+            return candidate
+    return root
 
 
 def _image_for(folder: Path, stem: str, txt: Path) -> Path:
