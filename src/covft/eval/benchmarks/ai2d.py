@@ -8,6 +8,7 @@ with the image written to a file. Prompt: LLaVA-1.5's multiple-choice format.
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 from covft.eval.benchmarks.base import LETTERS, image_file, multiple_choice, options_from_list, read_jsonl
@@ -23,9 +24,7 @@ def load(root: Path, limit: int | None = None) -> list[dict]:
     """Items of ``test.jsonl`` in file order; ``limit`` caps their number."""
     root = Path(root)
     items: list[dict] = []
-    for number, record in enumerate(read_jsonl(root / FILE, NAME, SOURCE)):
-        if limit is not None and len(items) >= limit:
-            break
+    for number, record in enumerate(islice(read_jsonl(root / FILE, NAME, SOURCE), limit)):
         options = options_from_list([str(o) for o in record["options"]])
         answer = int(record["answer"])
         if not 0 <= answer < len(options):

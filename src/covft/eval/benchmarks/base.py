@@ -147,12 +147,3 @@ def short_answer(question: str) -> tuple[str, str]:
     """Return ``(prompt, context)`` for a single-word / short-phrase question."""
     context = question.strip()
     return f"{context}\n{SHORT_ANSWER_SUFFIX}", context
-
-
-def take(items: list[dict], limit: int | None) -> list[dict]:
-    """The first ``limit`` items (all when ``limit`` is None); negative limits are an error."""
-    if limit is None:
-        return items
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0 or None, got {limit}")
-    return items[:limit]

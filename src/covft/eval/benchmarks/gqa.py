@@ -7,6 +7,7 @@ from ``questions1.2.zip`` (a dict ``question id -> {"imageId", "question", "answ
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 from covft.eval.benchmarks.base import image_file, read_json, short_answer
@@ -23,9 +24,7 @@ def load(root: Path, limit: int | None = None) -> list[dict]:
     if not isinstance(questions, dict):
         raise ValueError(f"{NAME}: {root / QUESTIONS} should map question ids to questions")
     items: list[dict] = []
-    for qid, entry in questions.items():
-        if limit is not None and len(items) >= limit:
-            break
+    for qid, entry in islice(questions.items(), limit):
         prompt, context = short_answer(entry["question"])
         items.append(
             {

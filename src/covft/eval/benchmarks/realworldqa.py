@@ -11,6 +11,7 @@ instruction. Options, when the question lists ``"A. text"`` lines, are parsed in
 from __future__ import annotations
 
 import re
+from itertools import islice
 from pathlib import Path
 
 from covft.eval.benchmarks.base import image_file, read_jsonl
@@ -38,9 +39,7 @@ def load(root: Path, limit: int | None = None) -> list[dict]:
     """Items of ``realworldqa.jsonl`` in file order; ``limit`` caps their number."""
     root = Path(root)
     items: list[dict] = []
-    for number, record in enumerate(read_jsonl(root / FILE, NAME, SOURCE)):
-        if limit is not None and len(items) >= limit:
-            break
+    for number, record in enumerate(islice(read_jsonl(root / FILE, NAME, SOURCE), limit)):
         context, options = split_question(record["question"])
         item = {
             "id": str(record.get("id", number)),

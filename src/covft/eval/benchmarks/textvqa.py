@@ -8,6 +8,7 @@ reference OCR tokens (Cambrian-1's setting).
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 from covft.eval.benchmarks.base import image_file, read_json, short_answer
@@ -22,9 +23,7 @@ def load(root: Path, limit: int | None = None) -> list[dict]:
     root = Path(root)
     payload = read_json(root / QUESTIONS, NAME, SOURCE)
     items: list[dict] = []
-    for entry in payload["data"]:
-        if limit is not None and len(items) >= limit:
-            break
+    for entry in islice(payload["data"], limit):
         prompt, context = short_answer(entry["question"])
         items.append(
             {
