@@ -209,6 +209,12 @@ def test_missing_image_is_named(data_root: Path, tmp_path: Path) -> None:
         get_adapter("gqa").load(tmp_path / "gqa")
 
 
+def test_negative_limit_is_refused(data_root: Path) -> None:
+    with pytest.raises(ValueError, match="mmvp: limit must be None or >= 0, got -1"):
+        load(data_root, "mmvp", limit=-1)
+    assert load(data_root, "textvqa", limit=0) == []
+
+
 def test_unknown_benchmark_lists_known_names() -> None:
     with pytest.raises(KeyError, match="unknown benchmark 'vqav2'.*mme, mmbench_en"):
         get_adapter("vqav2")

@@ -46,6 +46,8 @@ class BenchmarkAdapter:
 
     def load(self, root: str | Path, limit: int | None = None) -> list[dict]:
         """Read the official files under ``root`` into contract items (at most ``limit`` units)."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"{self.name}: limit must be None or >= 0, got {limit}")
         loader: Callable[[Path, int | None], list[dict]] = getattr(
             importlib.import_module(f"covft.eval.benchmarks.{self.module}"), self.function
         )
