@@ -135,6 +135,8 @@ def test_mmvp_counts_a_pair_only_when_both_are_right() -> None:
     result = score("mmvp", records)
     assert result["score"] == pytest.approx(50.0)
     assert result["breakdown"] == {"pairs": 2, "question_accuracy": pytest.approx(75.0)}
+    constant = score("mmvp", _with(records, ["A"] * 4))  # the two answers of a pair differ
+    assert constant["score"] == 0.0 and constant["breakdown"]["question_accuracy"] == pytest.approx(50.0)
 
 
 def _with(items: list[dict], predictions: list[str]) -> list[dict]:
