@@ -112,7 +112,11 @@ class Record:
 
 
 def _read_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (record number, raw object) from a JSON list or a JSONL file."""
+    """Yield (record number, raw object) from a JSON list or a JSONL file.
+
+    A file is read as a JSON list when it starts with ``[``, otherwise as JSONL (one object per
+    line), whatever its suffix.
+    """
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
     if path.suffix == ".jsonl" or (stripped and not stripped.startswith("[")):
@@ -137,12 +141,6 @@ def _read_records(path: Path) -> Iterator[tuple[int, Any]]:
             file=str(path),
             fix="repair the JSON at that position (e.g. `python -m json.tool FILE`) or convert to JSONL",
         ) from exc
-    if not isinstance(data, list):
-        raise BadSampleError(
-            f"top level is a {type(data).__name__}, expected a list of samples",
-            file=str(path),
-            fix="wrap the samples in a JSON list [...] or write one sample per line as JSONL",
-        )
     yield from enumerate(data, start=1)
 
 

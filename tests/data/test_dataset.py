@@ -1,0 +1,266 @@
+"""LLaVA-format dataset: JSON/JSONL, lazy images, every bad input named; the grouped sampler."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from covft.data import dataset as dataset_module
+from covft.data.dataset import LlavaDataset, SkippedSample
+from covft.data.errors import BadSampleError
+from covft.data.sampler import GroupedBatchSampler
+
+
+def record(
+    sample_id: str, image: str | None = "a.png", question: str = "<image>\nWhat?", answer: str = "x"
+) -> dict:
+    rec: dict[str, Any] = {
+        "id": sample_id,
+        "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+    }
+    if image is not None:
+        rec["image"] = image
+    return rec
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (12, 8), (1, 2, 3)).save(images / "a.png")
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(images / "b.png")
+    (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    return images
+
+
+def write_json(path: Path, records: list[Any]) -> Path:
+    path.write_text(json.dumps(records, indent=1))
+    return path
+
+
+def write_jsonl(path: Path, records: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_json_and_jsonl_load_the_same_samples(tmp_path: Path, folder: Path) -> None:
+    records = [
+        record("one"),
+        record("text", image=None, question="Hi", answer="hello"),
+        {
+            "id": "multi",
+            "image": "b.png",
+            "conversations": [
+                {"from": "human", "value": "Look.\n<image>"},
+                {"from": "gpt", "value": "ok"},
+                {"from": "human", "value": "And?"},
+                {"from": "gpt", "value": "done"},
+            ],
+        },
+    ]
+    from_json = LlavaDataset(write_json(tmp_path / "d.json", records), folder)
+    from_jsonl = LlavaDataset(write_jsonl(tmp_path / "d.jsonl", records), folder)
+    assert len(from_json) == len(from_jsonl) == 3
+    assert from_json.has_image == [True, False, True]
+    for i in range(3):
+        a, b = from_json[i], from_jsonl[i]
+        assert a["id"] == b["id"] and a["conversations"] == b["conversations"]
+    sample = from_json[0]
+    assert isinstance(sample["image"], Image.Image) and sample["image"].mode == "RGB"
+    assert sample["image"].size == (12, 8)  # padding to square is the collator's job
+    assert from_json[1]["image"] is None
+    assert len(from_json[2]["conversations"]) == 4
+
+
+def test_images_are_loaded_lazily(tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    real_open = Image.open
+
+    def counting_open(path: Any, *args: Any, **kwargs: Any) -> Image.Image:
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(dataset_module.Image, "open", counting_open)
+    data = LlavaDataset(write_json(tmp_path / "d.json", [record("a"), record("b", image="b.png")]), folder)
+    assert opened == []
+    data[1]
+    assert opened == [str(folder / "b.png")]
+
+
+def test_several_files_are_concatenated(tmp_path: Path, folder: Path) -> None:
+    first = write_json(tmp_path / "1.json", [record("a")])
+    second = write_jsonl(tmp_path / "2.jsonl", [record("b", image="b.png")])
+    data = LlavaDataset([first, second], folder)
+    assert [r.sample_id for r in data.records] == ["a", "b"]
+    assert data.describe(1) == f"sample 'b' in {second} (record 1)"
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path: Path, folder: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(record("a")) + "\n" + '{"id": "b", "conversations": [\n')
+    with pytest.raises(BadSampleError, match=r"d\.jsonl \(record 2\): line is not valid JSON") as info:
+        LlavaDataset(path, folder)
+    assert info.value.file == str(path) and info.value.line == 2 and info.value.fix
+
+
+def test_malformed_json_names_file_line_and_column(tmp_path: Path, folder: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_text('[\n  {"id": "a", "conversations": []},\n  {"id": "b",, }\n]')
+    with pytest.raises(BadSampleError, match=r"d\.json: file is not valid JSON .* at line 3, column \d+"):
+        LlavaDataset(path, folder)
+
+
+def test_a_file_not_starting_with_a_list_is_read_as_jsonl(tmp_path: Path, folder: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_text('{"id": "a",\n "conversations": []}')
+    with pytest.raises(BadSampleError, match=r"d\.json \(record 1\): line is not valid JSON"):
+        LlavaDataset(path, folder)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            record("noanswer", answer="x") | {"conversations": [{"from": "human", "value": "<image> hi"}]},
+            "no assistant turn",
+        ),
+        (record("two", question="<image> and <image>"), r"2 <image> placeholder\(s\) but 1 image"),
+        (record("none", question="What?"), r"0 <image> placeholder\(s\) but 1 image"),
+        (record("orphan", image=None), r"1 <image> placeholder\(s\) but 0 image"),
+        (record("role") | {"conversations": [{"from": "bot", "value": "x"}]}, "unknown role 'bot'"),
+        (record("missing", image="nowhere.png"), "image file .*nowhere.png' not found"),
+        ({"id": "noconv"}, "no 'conversations' list"),
+        ("just a string", "record is a str"),
+    ],
+)
+def test_bad_records_are_named_with_file_record_and_fix(
+    tmp_path: Path, folder: Path, bad: Any, message: str
+) -> None:
+    path = write_json(tmp_path / "d.json", [record("good"), bad])
+    with pytest.raises(BadSampleError, match=message) as info:
+        LlavaDataset(path, folder)
+    error = info.value
+    assert error.file == str(path) and error.line == 2 and error.fix
+    if isinstance(bad, dict) and "id" in bad:
+        assert f"sample {bad['id']!r}" in str(error)
+    # the skip policy drops exactly that record and reports it
+    data = LlavaDataset(path, folder, on_bad_sample="skip")
+    assert [r.sample_id for r in data.records] == ["good"]
+    assert data.skipped.total == 1 and str(error) in data.skipped.summary()
+
+
+def test_corrupt_image_is_reported_when_loaded(tmp_path: Path, folder: Path) -> None:
+    path = write_json(tmp_path / "d.json", [record("ok"), record("broken", image="corrupt.png")])
+    data = LlavaDataset(path, folder)  # the file exists, so opening the dataset succeeds
+    with pytest.raises(
+        BadSampleError, match=r"sample 'broken' in .*d\.json \(record 2\): image file .* corrupt"
+    ):
+        data[1]
+    skipping = LlavaDataset(path, folder, on_bad_sample="skip")
+    marker = skipping[1]
+    assert isinstance(marker, SkippedSample) and marker.error.sample_id == "broken"
+    assert not isinstance(skipping[0], SkippedSample)
+
+
+def test_image_deleted_after_opening_is_reported(tmp_path: Path, folder: Path) -> None:
+    Image.new("RGB", (4, 4)).save(folder / "gone.png")
+    data = LlavaDataset(write_json(tmp_path / "d.json", [record("gone", image="gone.png")]), folder)
+    (folder / "gone.png").unlink()
+    with pytest.raises(BadSampleError, match="sample 'gone'.*not found"):
+        data[0]
+
+
+def test_empty_dataset_is_an_error(tmp_path: Path, folder: Path) -> None:
+    with pytest.raises(BadSampleError, match="dataset is empty"):
+        LlavaDataset(write_json(tmp_path / "d.json", []), folder)
+    empty_lines = tmp_path / "e.jsonl"
+    empty_lines.write_text("\n\n")
+    with pytest.raises(BadSampleError, match="dataset is empty"):
+        LlavaDataset(empty_lines, folder)
+    all_bad = write_json(tmp_path / "bad.json", [record("x", image="nowhere.png")])
+    with pytest.raises(BadSampleError, match=r"dataset is empty.*1 bad sample\(s\) skipped"):
+        LlavaDataset(all_bad, folder, on_bad_sample="skip")
+
+
+def test_missing_data_file(tmp_path: Path) -> None:
+    with pytest.raises(BadSampleError, match="data file not found"):
+        LlavaDataset(tmp_path / "nope.json")
+
+
+# ---------------------------------------------------------------- sampler
+
+
+def make_sampler(n: int = 23, **kwargs: Any) -> GroupedBatchSampler:
+    has_image = [i % 3 != 0 for i in range(n)]
+    lengths = [(i * 7) % 11 + 1 for i in range(n)]
+    options = {"batch_size": 2, "grad_accum": 1, "seed": 5} | kwargs
+    return GroupedBatchSampler(has_image, lengths, **options)
+
+
+def test_order_is_a_function_of_seed_and_epoch() -> None:
+    a, b = make_sampler(), make_sampler()
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert list(a) == list(b)
+    b.set_epoch(4)
+    assert list(a) != list(b)
+    c = make_sampler(seed=6)
+    c.set_epoch(3)
+    assert list(a) != list(c)
+
+
+def test_every_sample_is_seen_each_epoch_and_batches_are_full() -> None:
+    sampler = make_sampler(batch_size=4)
+    sampler.set_epoch(0)
+    batches = list(sampler)
+    assert len(batches) == sampler.steps_per_epoch == 6 == len(sampler)
+    assert all(len(b) == 4 for b in batches)
+    assert set().union(*map(set, batches)) == set(range(23))
+
+
+def test_batches_group_modality_and_sort_by_length() -> None:
+    sampler = make_sampler(n=40, batch_size=4)
+    sampler.set_epoch(1)
+    mixed = 0
+    for global_batch in sampler.global_batches():
+        modalities = {sampler.has_image[i] for i in global_batch}
+        mixed += len(modalities) > 1
+        lengths = [sampler.lengths[i] for i in global_batch]
+        assert lengths == sorted(lengths, reverse=True)
+    assert mixed <= 1  # only the leftover batch may mix modalities
+
+
+def test_resume_start_skips_consumed_micro_batches() -> None:
+    sampler = make_sampler(grad_accum=2)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.set_start(5)
+    assert list(sampler) == full[5:] and len(sampler) == len(full) - 5
+    sampler.set_epoch(2)  # a new epoch starts from the beginning
+    assert list(sampler) == full
+
+
+def test_ranks_split_each_step_like_gradient_accumulation() -> None:
+    """k processes with grad_accum=1 see per step what 1 process with grad_accum=k sees."""
+    single = make_sampler(grad_accum=2)
+    single.set_epoch(0)
+    ranks = [make_sampler(world_size=2, rank=r) for r in range(2)]
+    for r in ranks:
+        r.set_epoch(0)
+    single_batches = list(single)
+    rank_batches = [list(r) for r in ranks]
+    assert len(rank_batches[0]) == len(rank_batches[1]) == len(single_batches) // 2
+    for step in range(len(rank_batches[0])):
+        assert single_batches[2 * step] == rank_batches[0][step]
+        assert single_batches[2 * step + 1] == rank_batches[1][step]
+
+
+def test_without_grouping_the_order_is_a_plain_shuffle() -> None:
+    sampler = make_sampler(group_by_modality_length=False, batch_size=5)
+    sampler.set_epoch(0)
+    flat = [i for b in sampler for i in b]
+    assert len(flat) == 25 and set(flat) == set(range(23))
