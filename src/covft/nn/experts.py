@@ -13,15 +13,31 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
 __all__ = ["FusedExperts", "fused_experts"]
 
 
-def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+# Token rows per chunk are chosen so that a chunk's [rows, E*h] temporaries stay below this many
+# bytes on CPU: small blocks are recycled by the system allocator and stay in cache, while a
+# fresh 70+ MiB block per temporary costs page faults on every call. GPUs (caching allocator)
+# use a single chunk.
+_CPU_CHUNK_BYTES = 16 * 2**20
+
+
+def _row_chunks(rows: int, width: int, tensor: torch.Tensor) -> list[slice]:
+    if tensor.device.type != "cpu":
+        return [slice(0, rows)]
+    step = max(1, _CPU_CHUNK_BYTES // (width * tensor.element_size()))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def _fc2_as_matrix(fc2_weight: torch.Tensor) -> torch.Tensor:
+    """``[E, d, h] -> [d, E*h]``: the fc2 GEMM's reduction axis runs over (expert, hidden) together,
+    so the sum over experts happens inside the matrix product."""
+    num_experts, dim, hidden = fc2_weight.shape
+    return fc2_weight.permute(1, 0, 2).reshape(dim, num_experts * hidden)
 
 
 class _FusedExpertsFunction(torch.autograd.Function):
@@ -30,25 +46,27 @@ class _FusedExpertsFunction(torch.autograd.Function):
     Saved for backward: ``x``, the fc1 pre-activation ``[B, N, E*h]``, the gates and the weights.
     The activation and the gated activation are recomputed in backward; the activation's
     derivative comes from autograd on the activation module, so any element-wise activation
-    works (QuickGELU, tanh-GELU, exact GELU, ...).
+    works (QuickGELU, tanh-GELU, exact GELU, ...). Element-wise work runs over chunks of token
+    rows (see ``_CPU_CHUNK_BYTES``); every GEMM covers all experts at once.
     """
 
     @staticmethod
-    def forward(ctx, x, gates, fc1_weight, fc1_bias, fc2_weight, fc2_bias, act):  # noqa: D417
+    def forward(ctx, x, gates, fc1_weight, fc1_bias, fc2_weight, fc2_bias, act):
         batch, tokens, dim = x.shape
         num_experts, hidden, _ = fc1_weight.shape
-        wide = num_experts * hidden
-        pre = F.linear(x, fc1_weight.reshape(wide, dim), fc1_bias.reshape(wide))
-        activated = act(pre)
-        if _same_storage(activated, pre):  # e.g. nn.Identity: never scale the saved tensor in place
-            activated = activated.clone()
-        gated = activated.view(batch, tokens, num_experts, hidden).mul_(gates.view(batch, 1, num_experts, 1))
-        del activated
-        # [E, d, h] -> [d, E*h]: the GEMM's reduction axis runs over (expert, hidden) together.
-        fc2_cat = fc2_weight.permute(1, 0, 2).reshape(dim, wide)
-        out = F.linear(gated.view(batch, tokens, wide), fc2_cat)
-        del gated, fc2_cat
-        out.add_((gates @ fc2_bias).unsqueeze(1))
+        rows, wide = batch * tokens, num_experts * hidden
+        pre = torch.addmm(fc1_bias.reshape(wide), x.reshape(rows, dim), fc1_weight.reshape(wide, dim).t())
+        fc2_matrix_t = _fc2_as_matrix(fc2_weight).t()
+        row_gates = gates.repeat_interleave(tokens, dim=0).unsqueeze(-1)  # [rows, E, 1]
+        out = torch.empty(rows, dim, dtype=x.dtype, device=x.device)
+        for chunk in _row_chunks(rows, wide, pre):
+            activated = act(pre[chunk])
+            if activated.untyped_storage().data_ptr() == pre.untyped_storage().data_ptr():
+                activated = activated.clone()  # e.g. nn.Identity: never scale the saved tensor in place
+            gated = activated.view(-1, num_experts, hidden).mul_(row_gates[chunk]).view(-1, wide)
+            torch.mm(gated, fc2_matrix_t, out=out[chunk])
+        del fc2_matrix_t
+        out = out.view(batch, tokens, dim).add_((gates @ fc2_bias).unsqueeze(1))
         ctx.act = act
         ctx.save_for_backward(x, pre, gates, fc1_weight, fc2_weight, fc2_bias)
         return out
@@ -62,42 +80,50 @@ class _FusedExpertsFunction(torch.autograd.Function):
         num_experts, hidden, _ = fc1_weight.shape
         rows, wide = batch * tokens, num_experts * hidden
         grad_out = grad_out.reshape(rows, dim)
-        gate_view = gates.view(batch, 1, num_experts, 1)
         need_pre = need_x or need_w1 or need_b1
+        need_grad_gated = need_gates or need_pre
         grad_x = grad_gates = grad_w1 = grad_b1 = grad_w2 = grad_b2 = None
+        if not (need_pre or need_gates or need_w2 or need_b2):
+            return grad_x, grad_gates, grad_w1, grad_b1, grad_w2, grad_b2, None
 
-        if need_pre:
+        row_gates = gates.repeat_interleave(tokens, dim=0).unsqueeze(-1)  # [rows, E, 1]
+        fc2_matrix = _fc2_as_matrix(fc2_weight) if need_grad_gated else None
+        gated = torch.empty_like(pre) if need_w2 else None
+        grad_pre = torch.empty_like(pre) if need_pre else None
+        row_grad_gates = pre.new_empty(rows, num_experts) if need_gates else None
+        for chunk in _row_chunks(rows, wide, pre):
             with torch.enable_grad():
-                pre_leaf = pre.detach().requires_grad_(True)
-                activated = ctx.act(pre_leaf)
-        else:
-            activated = ctx.act(pre)
-        act_values = activated.detach().view(batch, tokens, num_experts, hidden)
+                pre_chunk = pre[chunk].detach().requires_grad_(need_pre)
+                activated = ctx.act(pre_chunk)
+            act_values = activated.detach().view(-1, num_experts, hidden)
+            if need_w2:
+                torch.mul(act_values, row_gates[chunk], out=gated[chunk].view(-1, num_experts, hidden))
+            if need_grad_gated:
+                grad_gated = grad_out[chunk].mm(fc2_matrix).view(-1, num_experts, hidden)
+                if need_gates:
+                    torch.sum(grad_gated * act_values, dim=-1, out=row_grad_gates[chunk])
+                if need_pre:
+                    grad_act = grad_gated.mul_(row_gates[chunk]).view(-1, wide)
+                    (grad_pre[chunk],) = torch.autograd.grad(activated, pre_chunk, grad_act)
+            del activated, act_values
+        del fc2_matrix
 
-        grad_out_sum = grad_out.view(batch, tokens, dim).sum(1) if (need_gates or need_b2) else None
+        if need_gates or need_b2:
+            per_sample_grad_out = grad_out.view(batch, tokens, dim).sum(1)  # [B, d]
+        if need_gates:
+            grad_gates = row_grad_gates.view(batch, tokens, num_experts).sum(1)
+            grad_gates += per_sample_grad_out.mm(fc2_bias.t())
+        if need_b2:
+            grad_b2 = gates.t().mm(per_sample_grad_out)
         if need_w2:
-            gated = (act_values * gate_view).view(rows, wide)
             grad_w2 = grad_out.t().mm(gated).view(dim, num_experts, hidden).permute(1, 0, 2).contiguous()
             del gated
-        if need_b2:
-            grad_b2 = gates.t().mm(grad_out_sum)
-        if need_gates or need_pre:
-            fc2_cat = fc2_weight.permute(1, 0, 2).reshape(dim, wide)
-            grad_gated = grad_out.mm(fc2_cat).view(batch, tokens, num_experts, hidden)
-            del fc2_cat
-            if need_gates:
-                grad_gates = (grad_gated * act_values).sum(dim=(1, 3)) + grad_out_sum.mm(fc2_bias.t())
-            if need_pre:
-                grad_act = grad_gated.mul_(gate_view).view(batch, tokens, wide)
-                (grad_pre,) = torch.autograd.grad(activated, pre_leaf, grad_act)
-                del grad_act, grad_gated
-                grad_pre = grad_pre.reshape(rows, wide)
-                if need_x:
-                    grad_x = grad_pre.mm(fc1_weight.reshape(wide, dim)).view(batch, tokens, dim)
-                if need_w1:
-                    grad_w1 = grad_pre.t().mm(x.reshape(rows, dim)).view(num_experts, hidden, dim)
-                if need_b1:
-                    grad_b1 = grad_pre.sum(0).view(num_experts, hidden)
+        if need_x:
+            grad_x = grad_pre.mm(fc1_weight.reshape(wide, dim)).view(batch, tokens, dim)
+        if need_w1:
+            grad_w1 = grad_pre.t().mm(x.reshape(rows, dim)).view(num_experts, hidden, dim)
+        if need_b1:
+            grad_b1 = grad_pre.sum(0).view(num_experts, hidden)
         return grad_x, grad_gates, grad_w1, grad_b1, grad_w2, grad_b2, None
 
 

@@ -1,0 +1,246 @@
+"""CoMoE block: covft's fused experts vs the paper release's loop over experts.
+
+Measures, side by side in one run and on the same weights and inputs, forward+backward time
+(median over repeats after warm-up) and the activation memory kept for backward (sum of unique
+storages saved by autograd, parameters excluded, via ``torch.autograd.graph.saved_tensors_hooks``),
+plus the CUDA peak memory when run on a GPU.
+
+    python benchmarks/bench_comoe.py                          # ViT-L geometry, CPU fp32, batch 2
+    python benchmarks/bench_comoe.py --device cuda --batch 8  # bf16 on a GPU
+
+The "release" formulation runs E ``nn.Linear`` MLPs one after the other, stacks their outputs
+into a ``[B, N, E, d]`` tensor and takes the gate-weighted sum over E.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from covft.nn import FusedExperts, QuickGELU
+
+
+class _ExpertMLP(nn.Module):
+    def __init__(self, fc1: nn.Linear, act: nn.Module, fc2: nn.Linear) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = fc1, act, fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ReleaseLoopExperts(nn.Module):
+    """The paper release's CoMoE experts: a loop over MLPs, outputs stacked to ``[B, N, E, d]``."""
+
+    def __init__(self, fused: FusedExperts) -> None:
+        super().__init__()
+        experts = []
+        for e in range(fused.num_experts):
+            fc1 = nn.Linear(fused.dim, fused.hidden_dim)
+            fc2 = nn.Linear(fused.hidden_dim, fused.dim)
+            with torch.no_grad():
+                fc1.weight.copy_(fused.fc1_weight[e])
+                fc1.bias.copy_(fused.fc1_bias[e])
+                fc2.weight.copy_(fused.fc2_weight[e])
+                fc2.bias.copy_(fused.fc2_bias[e])
+            experts.append(_ExpertMLP(fc1, fused.act, fc2))
+        self.experts = nn.ModuleList(experts).to(fused.fc1_weight)
+
+    def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack([expert(x) for expert in self.experts], dim=2)
+        return (stacked * gates[:, None, :, None]).sum(dim=2)
+
+
+@dataclass
+class Measurement:
+    """One implementation's numbers: median fwd+bwd seconds, bytes saved for backward, CUDA peak."""
+
+    name: str
+    median_s: float
+    saved_bytes: int
+    peak_bytes: int | None
+
+
+def saved_activation_bytes(step: Callable[[], torch.Tensor], parameters: list[torch.Tensor]) -> int:
+    """Bytes of the unique storages autograd keeps for backward during ``step()``, parameters excluded."""
+    excluded = {p.untyped_storage().data_ptr() for p in parameters}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in excluded:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = step()
+    del out
+    return sum(storages.values())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(
+    modules: dict[str, nn.Module],
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    grad_out: torch.Tensor,
+    *,
+    repeats: int,
+    warmup: int,
+) -> dict[str, Measurement]:
+    """Time ``module(x, softmax(logits))`` forward+backward for each module and measure what it
+    saves for backward. Repeats alternate between the modules so that load from other processes
+    on the machine affects them alike."""
+    device = x.device
+
+    def forward(module: nn.Module) -> torch.Tensor:
+        return module(x, logits.softmax(dim=-1))
+
+    def step(module: nn.Module) -> None:
+        for tensor in [*module.parameters(), x, logits]:
+            tensor.grad = None
+        forward(module).backward(grad_out)
+
+    saved = {
+        name: saved_activation_bytes(lambda m=module: forward(m), list(module.parameters()))
+        for name, module in modules.items()
+    }
+    peaks: dict[str, int | None] = dict.fromkeys(modules)
+    if device.type == "cuda":
+        for name, module in modules.items():
+            step(module)
+            for tensor in [*module.parameters(), x, logits]:
+                tensor.grad = None
+            _sync(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            step(module)
+            _sync(device)
+            peaks[name] = torch.cuda.max_memory_allocated(device) - base
+    for _ in range(warmup):
+        for module in modules.values():
+            step(module)
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    for _ in range(repeats):
+        for name, module in modules.items():
+            _sync(device)
+            start = time.perf_counter()
+            step(module)
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: Measurement(name, statistics.median(times[name]), saved[name], peaks[name]) for name in modules
+    }
+
+
+def run_benchmark(
+    *,
+    batch: int = 2,
+    tokens: int = 577,
+    dim: int = 1024,
+    hidden: int = 4096,
+    experts: int = 4,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    repeats: int = 5,
+    warmup: int = 1,
+    seed: int = 0,
+) -> dict:
+    """Measure both implementations on identical weights and inputs.
+
+    Returns ``{"fused": Measurement, "loop": Measurement, "time_ratio": loop/fused time,
+    "memory_saving": 1 - fused/loop saved bytes, "max_abs_diff": largest output difference}``.
+    """
+    torch.manual_seed(seed)
+    target = torch.device(device)
+    fused = FusedExperts(experts, dim, hidden, QuickGELU()).to(device=target, dtype=dtype)
+    loop = ReleaseLoopExperts(fused)
+    x = torch.randn(batch, tokens, dim, device=target, dtype=dtype, requires_grad=True)
+    logits = torch.randn(batch, experts, device=target, dtype=dtype, requires_grad=True)
+    grad_out = torch.randn(batch, tokens, dim, device=target, dtype=dtype)
+    with torch.no_grad():
+        gates = logits.softmax(dim=-1)
+        max_abs_diff = (fused(x, gates) - loop(x, gates)).abs().max().item()
+    results: dict = measure(
+        {"fused": fused, "loop": loop}, x, logits, grad_out, repeats=repeats, warmup=warmup
+    )
+    results["time_ratio"] = results["loop"].median_s / results["fused"].median_s
+    results["memory_saving"] = 1.0 - results["fused"].saved_bytes / results["loop"].saved_bytes
+    results["max_abs_diff"] = max_abs_diff
+    return results
+
+
+def format_results(results: dict) -> str:
+    """The table and ratios printed by the command line."""
+    mib = 2.0**20
+    lines = [f"{'implementation':<16}{'fwd+bwd ms':>12}{'saved MiB':>12}{'peak MiB':>12}"]
+    for key in ("fused", "loop"):
+        m = results[key]
+        peak = "-" if m.peak_bytes is None else f"{m.peak_bytes / mib:.1f}"
+        lines.append(f"{m.name:<16}{m.median_s * 1e3:>12.1f}{m.saved_bytes / mib:>12.1f}{peak:>12}")
+    lines.append(f"loop time / fused time: {results['time_ratio']:.3f}  (target >= 0.95)")
+    lines.append(f"activation memory saving: {results['memory_saving']:.1%}  (target >= 40%)")
+    fused_peak, loop_peak = results["fused"].peak_bytes, results["loop"].peak_bytes
+    if fused_peak is not None and loop_peak is not None:
+        lines.append(f"CUDA peak memory saving: {1.0 - fused_peak / loop_peak:.1%}")
+    lines.append(f"max |fused - loop| output difference: {results['max_abs_diff']:.2e}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=577)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--hidden", type=int, default=4096)
+    parser.add_argument("--experts", type=int, default=4)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="auto: float32 on CPU, bfloat16 on CUDA",
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if args.dtype == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = getattr(torch, args.dtype)
+    results = run_benchmark(
+        batch=args.batch,
+        tokens=args.tokens,
+        dim=args.dim,
+        hidden=args.hidden,
+        experts=args.experts,
+        device=args.device,
+        dtype=dtype,
+        repeats=args.repeats,
+        warmup=args.warmup,
+    )
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"CoMoE experts: B={args.batch} N={args.tokens} d={args.dim} h={args.hidden} E={args.experts}, "
+        f"{dtype}, {where}, torch {torch.__version__}"
+    )
+    print(format_results(results))
+
+
+if __name__ == "__main__":
+    main()
