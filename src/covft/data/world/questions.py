@@ -19,7 +19,17 @@ import numpy as np
 
 from covft.data.world.render import Rendering
 from covft.data.world.scene import Scene, WorldObject
-from covft.data.world.vocab import COLORS, PROPERTIES, SHAPES, SIZES, TEXT_CHARS, TEXTURES, WORDS, plural
+from covft.data.world.vocab import (
+    COLORS,
+    PROPERTIES,
+    SHAPES,
+    SIZES,
+    TEXT_CHARS,
+    TEXTURES,
+    WORDS,
+    looks_like_option_letter,
+    plural,
+)
 
 
 @dataclass
@@ -253,7 +263,7 @@ def perturb_text(text: str, rng: np.random.Generator) -> str:
         else:
             pos = int(rng.integers(len(text)))
             other = text[:pos] + str(_pick(rng, list(TEXT_CHARS))) + text[pos + 1 :]
-        if other != text:
+        if other != text and not looks_like_option_letter(other):
             return other
     return text + "A"
 

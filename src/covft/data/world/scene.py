@@ -20,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from covft.data.world.vocab import COLORS, SHAPES, SIZES, TEXT_CHARS, TEXTURES, WORDS, name
+from covft.data.world.vocab import (
+    COLORS,
+    SHAPES,
+    SIZES,
+    TEXT_CHARS,
+    TEXTURES,
+    WORDS,
+    looks_like_option_letter,
+    name,
+)
 
 SCENE_KINDS: tuple[str, ...] = ("objects", "text", "diagram", "depth", "clutter")
 
@@ -195,8 +204,11 @@ def random_text(rng: np.random.Generator) -> str:
     """A word from :data:`WORDS` or a random 1-4 character string."""
     if rng.random() < 0.5:
         return WORDS[int(rng.integers(len(WORDS)))]
-    length = int(rng.integers(1, 5))
-    return "".join(TEXT_CHARS[int(i)] for i in rng.integers(len(TEXT_CHARS), size=length))
+    while True:
+        length = int(rng.integers(1, 5))
+        text = "".join(TEXT_CHARS[int(i)] for i in rng.integers(len(TEXT_CHARS), size=length))
+        if not looks_like_option_letter(text):
+            return text
 
 
 def sample_text(rng: np.random.Generator, text: str | None = None) -> Scene:

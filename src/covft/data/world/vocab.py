@@ -67,6 +67,11 @@ SHAPE_SIDES: dict[str, int] = {"triangle": 3, "square": 4, "diamond": 4, "star":
 """Number of sides of each polygonal shape (for text-only questions)."""
 
 
+def looks_like_option_letter(text: str) -> bool:
+    """A lone A-H would be read as an option letter by multiple-choice scorers; signs never show one."""
+    return len(text) == 1 and text in "ABCDEFGH"
+
+
 def plural(shape: str) -> str:
     """The plural of a shape name."""
     return shape + ("es" if shape.endswith("s") else "s")
