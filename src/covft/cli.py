@@ -16,8 +16,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("covft.train.cli", "train a model (stage 1 or 2) from a YAML recipe with key=value overrides"),
     "eval": ("covft.eval.cli", "evaluate a checkpoint on the paper's 12 benchmarks (or the world's suite)"),
     "compare": ("covft.eval.compare", "put several evaluated runs side by side (table and bar chart)"),
-    "downstream": ("covft.eval.downstream", "tune on one downstream set; report specialization/forgetting E, F, O"),
-    "world": ("covft.data.world.cli", "generate the synthetic conflict world (training mix and 12-benchmark suite)"),
+    "downstream": (
+        "covft.eval.downstream",
+        "tune on one downstream set; report specialization/forgetting E, F, O",
+    ),
+    "world": (
+        "covft.data.world.cli",
+        "generate the synthetic conflict world (training mix and 12-benchmark suite)",
+    ),
     "demo": ("covft.demo", "end-to-end: world, stage 0/1/2 for several strategies, suite, report"),
     "analyze": ("covft.analysis.cli", "the paper's analyses: conflict, gradients, context"),
     "profile": ("covft.profile.cli", "training step time, latency and memory of strategies, side by side"),

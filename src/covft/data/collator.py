@@ -72,14 +72,22 @@ class Collator:
                 if self.image_token_id in ids[max_length:]:
                     raise BadSampleError(
                         f"{len(ids)} tokens exceed max_length={max_length} and truncation would cut image tokens",
-                        sample_id=sample_id, fix="raise max_length or shorten the conversation")
+                        sample_id=sample_id,
+                        fix="raise max_length or shorten the conversation",
+                    )
                 if for_generation:
-                    raise BadSampleError(f"prompt of {len(ids)} tokens exceeds max_length={max_length}",
-                                         sample_id=sample_id, fix="raise max_length")
+                    raise BadSampleError(
+                        f"prompt of {len(ids)} tokens exceeds max_length={max_length}",
+                        sample_id=sample_id,
+                        fix="raise max_length",
+                    )
                 ids, target = ids[:max_length], target[:max_length]
             if not for_generation and all(t == IGNORE_INDEX for t in target):
-                raise BadSampleError("after truncation no answer token is left to train on",
-                                     sample_id=sample_id, fix="raise max_length or shorten the conversation")
+                raise BadSampleError(
+                    "after truncation no answer token is left to train on",
+                    sample_id=sample_id,
+                    fix="raise max_length or shorten the conversation",
+                )
             sequences.append(ids)
             labels.append(target)
             if sample.get("image") is not None:
@@ -92,8 +100,13 @@ class Collator:
             pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
             batch["pixel_values"] = pixels
             if self.context_tokenizer is not None:
-                encoded = self.context_tokenizer(contexts, padding=True, truncation=True,
-                                                 max_length=self.context_max_length, return_tensors="pt")
+                encoded = self.context_tokenizer(
+                    contexts,
+                    padding=True,
+                    truncation=True,
+                    max_length=self.context_max_length,
+                    return_tensors="pt",
+                )
                 batch["context_input_ids"] = encoded["input_ids"]
                 batch["context_attention_mask"] = encoded["attention_mask"]
         return batch
@@ -101,18 +114,31 @@ class Collator:
     def _tokenize(self, sample: dict, template: str, for_generation: bool, sample_id: str):
         conversations = sample.get("conversations")
         if not isinstance(conversations, list):
-            raise BadSampleError("no 'conversations' list", sample_id=sample_id,
-                                 fix="give conversations as [{'from': 'human', 'value': ...}, ...]")
+            raise BadSampleError(
+                "no 'conversations' list",
+                sample_id=sample_id,
+                fix="give conversations as [{'from': 'human', 'value': ...}, ...]",
+            )
         has_image = sample.get("image") is not None
-        placeholders = sum(t.get("value", "").count(IMAGE_PLACEHOLDER) for t in conversations
-                           if isinstance(t.get("value"), str))
+        placeholders = sum(
+            t.get("value", "").count(IMAGE_PLACEHOLDER)
+            for t in conversations
+            if isinstance(t.get("value"), str)
+        )
         if placeholders != (1 if has_image else 0):
             raise BadSampleError(
                 f"{placeholders} '<image>' placeholder(s) for {1 if has_image else 0} image(s)",
                 sample_id=sample_id,
-                fix="put exactly one '<image>' in a human turn of a sample with an image, none otherwise")
-        segments = render(conversations, template, eos_token=self.tokenizer.eos_token or "",
-                          tokenizer=self.tokenizer, add_generation_prompt=for_generation, sample_id=sample_id)
+                fix="put exactly one '<image>' in a human turn of a sample with an image, none otherwise",
+            )
+        segments = render(
+            conversations,
+            template,
+            eos_token=self.tokenizer.eos_token or "",
+            tokenizer=self.tokenizer,
+            add_generation_prompt=for_generation,
+            sample_id=sample_id,
+        )
         ids: list[int] = []
         target: list[int] = []
         bos = self.tokenizer.bos_token_id
@@ -133,14 +159,19 @@ class Collator:
 
     def _prepare_image(self, image: Any, sample_id: str) -> Image.Image:
         if not isinstance(image, Image.Image):
-            raise BadSampleError(f"'image' must be a PIL image after loading, got {type(image).__name__}",
-                                 sample_id=sample_id, fix="load images with covft.data.dataset")
+            raise BadSampleError(
+                f"'image' must be a PIL image after loading, got {type(image).__name__}",
+                sample_id=sample_id,
+                fix="load images with covft.data.dataset",
+            )
         image = image.convert("RGB")
         if self.image_aspect_ratio == "pad":
             image = expand_to_square(image, mean_colour(self.image_processor))
         return image
 
-    def _pad(self, sequences: list[list[int]], labels: list[list[int]], *, left: bool) -> dict[str, torch.Tensor]:
+    def _pad(
+        self, sequences: list[list[int]], labels: list[list[int]], *, left: bool
+    ) -> dict[str, torch.Tensor]:
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = self.tokenizer.eos_token_id

@@ -10,8 +10,15 @@ class BadSampleError(ValueError):
     number) it was read from, so a user can find and fix it in a 665K-line file.
     """
 
-    def __init__(self, reason: str, *, sample_id: str | None = None, file: str | None = None,
-                 line: int | None = None, fix: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        sample_id: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+        fix: str | None = None,
+    ) -> None:
         self.reason = reason
         self.sample_id = sample_id
         self.file = file

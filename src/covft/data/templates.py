@@ -36,13 +36,17 @@ class Segment:
 
 def _check_roles(conversations: list[dict], sample_id: str | None) -> None:
     if not conversations:
-        raise BadSampleError("empty conversation", sample_id=sample_id,
-                             fix="give at least one human turn and one gpt turn")
+        raise BadSampleError(
+            "empty conversation", sample_id=sample_id, fix="give at least one human turn and one gpt turn"
+        )
     for i, turn in enumerate(conversations):
         role = turn.get("from")
         if role not in ("human", "gpt"):
-            raise BadSampleError(f"turn {i} has from={role!r}", sample_id=sample_id,
-                                 fix="use 'human' or 'gpt' in every turn's 'from' field")
+            raise BadSampleError(
+                f"turn {i} has from={role!r}",
+                sample_id=sample_id,
+                fix="use 'human' or 'gpt' in every turn's 'from' field",
+            )
         if not isinstance(turn.get("value"), str):
             raise BadSampleError(f"turn {i} has no string 'value'", sample_id=sample_id)
 
@@ -70,8 +74,11 @@ def render(
         if not turns:
             raise BadSampleError("no human turn to answer", sample_id=sample_id)
     elif not any(t["from"] == "gpt" for t in turns):
-        raise BadSampleError("conversation has no assistant (gpt) turn, so nothing to train on",
-                             sample_id=sample_id, fix="add a gpt answer or drop the sample")
+        raise BadSampleError(
+            "conversation has no assistant (gpt) turn, so nothing to train on",
+            sample_id=sample_id,
+            fix="add a gpt answer or drop the sample",
+        )
     if template == "vicuna_v1":
         return _vicuna(turns, eos_token, add_generation_prompt)
     if template == "plain":
@@ -96,8 +103,11 @@ def _vicuna(turns: list[dict], eos: str, add_generation_prompt: bool) -> list[Se
 def _plain(turns: list[dict], add_generation_prompt: bool, sample_id: str | None) -> list[Segment]:
     human = turns[0]
     if IMAGE_PLACEHOLDER not in human["value"]:
-        raise BadSampleError("the plain (stage-1) template needs an image in the first human turn",
-                             sample_id=sample_id, fix="use captioning samples with '<image>' for stage 1")
+        raise BadSampleError(
+            "the plain (stage-1) template needs an image in the first human turn",
+            sample_id=sample_id,
+            fix="use captioning samples with '<image>' for stage 1",
+        )
     segments = [Segment(IMAGE_PLACEHOLDER, False)]
     if not add_generation_prompt:
         answer = next(t for t in turns if t["from"] == "gpt")
@@ -108,20 +118,27 @@ def _plain(turns: list[dict], add_generation_prompt: bool, sample_id: str | None
 def _chat(turns: list[dict], tokenizer, add_generation_prompt: bool, sample_id: str | None) -> list[Segment]:
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise ValueError("template 'chat' needs a tokenizer with a chat_template; use 'vicuna_v1' instead")
-    messages = [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in turns]
+    messages = [
+        {"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in turns
+    ]
     segments: list[Segment] = []
     rendered = ""
     for i, message in enumerate(messages):
         if message["role"] == "user":
-            text = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False, add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(
+                messages[: i + 1], tokenize=False, add_generation_prompt=True
+            )
             target = False
         else:
             text = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
             target = True
         if not text.startswith(rendered):
-            raise BadSampleError("the tokenizer's chat template does not render conversations incrementally",
-                                 sample_id=sample_id, fix="use template 'vicuna_v1'")
-        segments.append(Segment(text[len(rendered):], target))
+            raise BadSampleError(
+                "the tokenizer's chat template does not render conversations incrementally",
+                sample_id=sample_id,
+                fix="use template 'vicuna_v1'",
+            )
+        segments.append(Segment(text[len(rendered) :], target))
         rendered = text
     return segments
 

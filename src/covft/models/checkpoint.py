@@ -115,9 +115,15 @@ def load_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu",
         image_processor = AutoImageProcessor.from_pretrained(str(path))
         llava.generation_config.pad_token_id = tokenizer.pad_token_id
         llava.generation_config.eos_token_id = tokenizer.eos_token_id
-        model = CovftModel(llava, tokenizer, image_processor, template=config["template"],
-                           text_encoder=text_encoder, base=config["base"],
-                           max_length=config.get("max_length", 2048))
+        model = CovftModel(
+            llava,
+            tokenizer,
+            image_processor,
+            template=config["template"],
+            text_encoder=text_encoder,
+            base=config["base"],
+            max_length=config.get("max_length", 2048),
+        )
     if config["strategy"]:
         apply_vft(model, config["strategy"], **config["options"])
     state = load_file(str(path / WEIGHTS_NAME), device=str(device))
@@ -129,8 +135,10 @@ def load_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu",
         tied = _tied_names(model)
         missing = [k for k in missing if k not in tied]
     if missing or result.unexpected_keys:
-        raise ValueError(f"{path}: weights do not match the model (missing {missing[:5]}, "
-                         f"unexpected {result.unexpected_keys[:5]})")
+        raise ValueError(
+            f"{path}: weights do not match the model (missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]})"
+        )
     return model
 
 

@@ -100,16 +100,25 @@ class CovftModel(nn.Module):
             context_tokenizer=self.text_encoder.tokenizer if self.needs_text and self.text_encoder else None,
         )
 
-    def collate(self, samples: list[dict], template: str | None = None, max_length: int | None = None,
-                for_generation: bool = False) -> dict[str, torch.Tensor]:
+    def collate(
+        self,
+        samples: list[dict],
+        template: str | None = None,
+        max_length: int | None = None,
+        for_generation: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """Tokenise LLaVA-format samples, preprocess images, build labels and the context inputs."""
         if self.needs_text:
             self.ensure_text_encoder()
         return self.collator(template, max_length)(samples, for_generation=for_generation)
 
     # ------------------------------------------------------------------ forward
-    def set_context(self, context_input_ids: torch.Tensor | None, context_attention_mask: torch.Tensor | None,
-                    num_images: int) -> None:
+    def set_context(
+        self,
+        context_input_ids: torch.Tensor | None,
+        context_attention_mask: torch.Tensor | None,
+        num_images: int,
+    ) -> None:
         """Run the frozen text encoder once and share its output with every context-aware module.
 
         The state is kept after the forward on purpose: gradient checkpointing re-runs the vision
@@ -123,10 +132,16 @@ class CovftModel(nn.Module):
                 "context_attention_mask (m.collate(samples) builds them)"
             )
         if context_input_ids.shape[0] != num_images:
-            raise ValueError(f"{context_input_ids.shape[0]} context rows for {num_images} images; "
-                             "give one context per image, in pixel_values order")
+            raise ValueError(
+                f"{context_input_ids.shape[0]} context rows for {num_images} images; "
+                "give one context per image, in pixel_values order"
+            )
         encoder = self.ensure_text_encoder()
-        mask = context_attention_mask if context_attention_mask is not None else torch.ones_like(context_input_ids)
+        mask = (
+            context_attention_mask
+            if context_attention_mask is not None
+            else torch.ones_like(context_input_ids)
+        )
         cls, tokens = encoder(context_input_ids, mask)
         self.context.text = cls
         self.context.text_tokens = tokens
@@ -144,8 +159,13 @@ class CovftModel(nn.Module):
     ):
         if pixel_values is not None:
             self.set_context(context_input_ids, context_attention_mask, pixel_values.shape[0])
-        outputs = self.llava(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                             labels=labels, **kwargs)
+        outputs = self.llava(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            labels=labels,
+            **kwargs,
+        )
         aux = self.auxiliary_loss() if pixel_values is not None else None
         if aux is not None and outputs.loss is not None:
             outputs.loss = outputs.loss + aux
@@ -168,12 +188,15 @@ class CovftModel(nn.Module):
             self.set_context(context_input_ids, context_attention_mask, pixel_values.shape[0])
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        return self.llava.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                   pixel_values=pixel_values, **kwargs)
+        return self.llava.generate(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, **kwargs
+        )
 
     def auxiliary_loss(self) -> torch.Tensor | None:
         """Sum of the auxiliary (load-balancing) losses of the last forward, if any."""
-        losses = [m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None and m is not self]
+        losses = [
+            m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None and m is not self
+        ]
         return torch.stack(losses).sum() if losses else None
 
     def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
@@ -226,7 +249,8 @@ class CovftModel(nn.Module):
 
     def num_parameters(self, part: str | None = None, trainable: bool = False) -> int:
         return sum(
-            p.numel() for n, p in self.named_parameters()
+            p.numel()
+            for n, p in self.named_parameters()
             if (part is None or self.part_of(n) == part) and (p.requires_grad or not trainable)
         )
 

@@ -51,18 +51,32 @@ def build_model(name_or_path: str, **kwargs: Any) -> CovftModel:
     )
 
 
-def _vision_config(kind: str, *, hidden: int, layers: int, heads: int, image_size: int, patch_size: int,
-                   intermediate: int):
+def _vision_config(
+    kind: str, *, hidden: int, layers: int, heads: int, image_size: int, patch_size: int, intermediate: int
+):
     from transformers import CLIPVisionConfig, SiglipVisionConfig
 
     if kind == "clip":
-        return CLIPVisionConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                                num_attention_heads=heads, image_size=image_size, patch_size=patch_size,
-                                projection_dim=hidden, hidden_act="quick_gelu")
+        return CLIPVisionConfig(
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            image_size=image_size,
+            patch_size=patch_size,
+            projection_dim=hidden,
+            hidden_act="quick_gelu",
+        )
     if kind == "siglip":
-        return SiglipVisionConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                                  num_attention_heads=heads, image_size=image_size, patch_size=patch_size,
-                                  hidden_act="gelu_pytorch_tanh")
+        return SiglipVisionConfig(
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_act="gelu_pytorch_tanh",
+        )
     raise ValueError(f"vision_tower must be 'clip' or 'siglip', got {kind!r}")
 
 
@@ -72,8 +86,9 @@ def image_processor_for(kind: str, image_size: int, mean=None, std=None):
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
     if kind == "clip":
-        processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
-                                          crop_size={"height": image_size, "width": image_size})
+        processor = CLIPImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        )
     else:
         processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
     if mean is not None:
@@ -115,8 +130,15 @@ def assemble(
     llava.generation_config.pad_token_id = tokenizer.pad_token_id
     llava.generation_config.eos_token_id = tokenizer.eos_token_id
     llava.generation_config.bos_token_id = tokenizer.bos_token_id
-    return CovftModel(llava, tokenizer, image_processor, template=template, text_encoder=text_encoder,
-                      base=base, max_length=max_length)
+    return CovftModel(
+        llava,
+        tokenizer,
+        image_processor,
+        template=template,
+        text_encoder=text_encoder,
+        base=base,
+        max_length=max_length,
+    )
 
 
 @register_preset("tiny-test")
@@ -139,20 +161,53 @@ def tiny_test(
     from covft.models.tokenizer import byte_tokenizer
 
     tokenizer = byte_tokenizer()
-    vision = _vision_config(vision_tower, hidden=vision_hidden, layers=vision_layers, heads=4,
-                            image_size=image_size, patch_size=patch_size, intermediate=4 * vision_hidden)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=llm_hidden, intermediate_size=2 * llm_hidden,
-                       num_hidden_layers=llm_layers, num_attention_heads=4, num_key_value_heads=2,
-                       max_position_embeddings=4096, tie_word_embeddings=False,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id)
-    base = {"preset": "tiny-test", "kwargs": dict(vision_layers=vision_layers, vision_tower=vision_tower, seed=seed,
-                                                   text_encoder=text_encoder, image_size=image_size,
-                                                   patch_size=patch_size, vision_hidden=vision_hidden,
-                                                   llm_hidden=llm_hidden, llm_layers=llm_layers)}
-    return assemble(vision_config=vision, text_config=text, tokenizer=tokenizer,
-                    image_processor=image_processor_for(vision_tower, image_size), seed=seed, device=device,
-                    text_encoder=text_encoder, template="vicuna_v1", base=base)
+    vision = _vision_config(
+        vision_tower,
+        hidden=vision_hidden,
+        layers=vision_layers,
+        heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+        intermediate=4 * vision_hidden,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=llm_hidden,
+        intermediate_size=2 * llm_hidden,
+        num_hidden_layers=llm_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    base = {
+        "preset": "tiny-test",
+        "kwargs": dict(
+            vision_layers=vision_layers,
+            vision_tower=vision_tower,
+            seed=seed,
+            text_encoder=text_encoder,
+            image_size=image_size,
+            patch_size=patch_size,
+            vision_hidden=vision_hidden,
+            llm_hidden=llm_hidden,
+            llm_layers=llm_layers,
+        ),
+    }
+    return assemble(
+        vision_config=vision,
+        text_config=text,
+        tokenizer=tokenizer,
+        image_processor=image_processor_for(vision_tower, image_size),
+        seed=seed,
+        device=device,
+        text_encoder=text_encoder,
+        template="vicuna_v1",
+        base=base,
+    )
 
 
 @register_preset("llava-1.5-7b")
@@ -176,33 +231,65 @@ def llava_15_7b(
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     tokenizer = byte_tokenizer()
-    vision = _vision_config("clip", hidden=1024, layers=24, heads=16, image_size=336, patch_size=14,
-                            intermediate=4096)
+    vision = _vision_config(
+        "clip", hidden=1024, layers=24, heads=16, image_size=336, patch_size=14, intermediate=4096
+    )
     vision.projection_dim = 768
-    text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008,
-                       num_hidden_layers=llm_layers, num_attention_heads=32, num_key_value_heads=32,
-                       max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id)
-    base = {"preset": "llava-1.5-7b", "kwargs": dict(seed=seed, text_encoder=text_encoder, llm_layers=llm_layers)}
-    processor = image_processor_for("clip", 336, mean=(0.48145466, 0.4578275, 0.40821073),
-                                    std=(0.26862954, 0.26130258, 0.27577711))
-    return assemble(vision_config=vision, text_config=text, tokenizer=tokenizer, image_processor=processor,
-                    seed=seed, device=device, dtype=dtype, text_encoder=text_encoder, template="vicuna_v1",
-                    base=base)
+    text = LlamaConfig(
+        vocab_size=32064,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=llm_layers,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    base = {
+        "preset": "llava-1.5-7b",
+        "kwargs": dict(seed=seed, text_encoder=text_encoder, llm_layers=llm_layers),
+    }
+    processor = image_processor_for(
+        "clip", 336, mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711)
+    )
+    return assemble(
+        vision_config=vision,
+        text_config=text,
+        tokenizer=tokenizer,
+        image_processor=processor,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        text_encoder=text_encoder,
+        template="vicuna_v1",
+        base=base,
+    )
 
 
-def from_hf_checkpoint(path: str | Path, *, text_encoder: str = "minilm", template: str | None = None,
-                       dtype: torch.dtype | str | None = None, device: str = "cpu") -> CovftModel:
+def from_hf_checkpoint(
+    path: str | Path,
+    *,
+    text_encoder: str = "minilm",
+    template: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: str = "cpu",
+) -> CovftModel:
     """Load a local Hugging Face LLaVA checkpoint (``LlavaForConditionalGeneration`` format)."""
     from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
 
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    llava = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=dtype or torch.float32,
-                                                          device_map=device if device != "cpu" else None)
+    llava = LlavaForConditionalGeneration.from_pretrained(
+        str(path), dtype=dtype or torch.float32, device_map=device if device != "cpu" else None
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     image_processor = AutoImageProcessor.from_pretrained(str(path))
     template = template or "vicuna_v1"  # LLaVA-1.5 checkpoints are trained with vicuna_v1
     base = {"path": str(Path(path).resolve()), "kwargs": {"text_encoder": text_encoder}}
-    return CovftModel(llava, tokenizer, image_processor, template=template, text_encoder=text_encoder, base=base)
+    return CovftModel(
+        llava, tokenizer, image_processor, template=template, text_encoder=text_encoder, base=base
+    )

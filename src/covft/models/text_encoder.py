@@ -46,12 +46,16 @@ class FrozenTextEncoder(nn.Module):
         return super().train(False)
 
     @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return hidden[:, 0], hidden
 
 
-def load_text_encoder(spec: str = DEFAULT_TEXT_ENCODER, *, device: str | torch.device | None = None) -> FrozenTextEncoder:
+def load_text_encoder(
+    spec: str = DEFAULT_TEXT_ENCODER, *, device: str | torch.device | None = None
+) -> FrozenTextEncoder:
     """Build the frozen text encoder named by ``spec`` (see ``TEXT_ENCODERS_HELP``)."""
     from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
@@ -61,8 +65,14 @@ def load_text_encoder(spec: str = DEFAULT_TEXT_ENCODER, *, device: str | torch.d
         tokenizer = AutoTokenizer.from_pretrained(path)
     elif spec == "random-tiny":
         tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        )
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(0)  # deterministic: the same "random-tiny" encoder in every process
         model = BertModel(config, add_pooling_layer=False)

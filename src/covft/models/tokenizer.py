@@ -20,7 +20,10 @@ def byte_tokenizer():
     backend.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
         extra_special_tokens={"image_token": "<image>"},
     )
     return tokenizer

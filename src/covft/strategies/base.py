@@ -111,7 +111,9 @@ def set_trainable(model) -> list[str]:
             names.add(name)
     unknown = names - set(all_params)
     if unknown:
-        raise RuntimeError(f"strategy {strategy.name!r} declared parameters that do not exist: {sorted(unknown)[:5]}")
+        raise RuntimeError(
+            f"strategy {strategy.name!r} declared parameters that do not exist: {sorted(unknown)[:5]}"
+        )
     for name, param in all_params.items():
         param.requires_grad_(name in names and model.part_of(name) != "text_encoder")
     return sorted(names)
@@ -151,9 +153,9 @@ def feeding_names(model) -> list[str]:
     feeding = model.feeding_layers
 
     def on_path(name: str) -> bool:
-        rest = name[len(VISION_PREFIX):]
+        rest = name[len(VISION_PREFIX) :]
         if rest.startswith(prefix):
-            return int(rest[len(prefix):].split(".", 1)[0]) < feeding
+            return int(rest[len(prefix) :].split(".", 1)[0]) < feeding
         return not any(part in rest for part in ("post_layernorm", "head."))
 
     return vision_names(model, on_path)

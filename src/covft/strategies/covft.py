@@ -61,19 +61,33 @@ class Covft(Strategy):
         if o.routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {ROUTINGS}, got {o.routing!r}")
         if o.context not in CONTEXTS:
-            hint = " (the paper's 'N/A' row is plain full fine-tuning: method 'full')" if o.context == "none" else ""
+            hint = (
+                " (the paper's 'N/A' row is plain full fine-tuning: method 'full')"
+                if o.context == "none"
+                else ""
+            )
             raise ValueError(f"context must be one of {CONTEXTS}, got {o.context!r}{hint}")
         if o.train_layernorms not in ("all", "feeding", "none"):
             raise ValueError(f"train_layernorms must be all, feeding or none, got {o.train_layernorms!r}")
-        chosen = resolve_layers(model.feeding_layers, layers=o.layers, start_layer=o.start_layer, last_n=o.last_n)
+        chosen = resolve_layers(
+            model.feeding_layers, layers=o.layers, start_layer=o.start_layer, last_n=o.last_n
+        )
         text_dim = model.ensure_text_encoder().hidden_size if self.needs_text else None
         for index in chosen:
             block = model.encoder_layers[index]
             mlp = block.mlp
             with gathered(list(mlp.parameters())):
                 block.mlp = ContextualMoE.from_mlp(
-                    mlp, model.context, text_dim, num_experts=o.num_experts, routing=o.routing, top_k=o.top_k,
-                    context=o.context, num_heads=o.num_heads, load_balance_weight=o.load_balance_weight)
+                    mlp,
+                    model.context,
+                    text_dim,
+                    num_experts=o.num_experts,
+                    routing=o.routing,
+                    top_k=o.top_k,
+                    context=o.context,
+                    num_heads=o.num_heads,
+                    load_balance_weight=o.load_balance_weight,
+                )
         model.comoe_layers = chosen
 
     def vision_trainable(self, model):
@@ -82,5 +96,7 @@ class Covft(Strategy):
             _, layers = block_prefix(model)
             count = len(layers) if self.options.train_layernorms == "all" else model.feeding_layers
             for i in range(count):
-                names += block_param_names(model, i, "layer_norm1.") + block_param_names(model, i, "layer_norm2.")
+                names += block_param_names(model, i, "layer_norm1.") + block_param_names(
+                    model, i, "layer_norm2."
+                )
         return names

@@ -26,8 +26,15 @@ class LoraOptions(StrategyOptions):
 
 def target_regex(model, layers: list[int], targets: tuple[str, ...]) -> str:
     prefix, _ = block_prefix(model)
-    return (r"model\.vision_tower\." + re.escape(prefix) + "(" + "|".join(map(str, layers)) + r")\.self_attn\.("
-            + "|".join(map(re.escape, targets)) + ")")
+    return (
+        r"model\.vision_tower\."
+        + re.escape(prefix)
+        + "("
+        + "|".join(map(str, layers))
+        + r")\.self_attn\.("
+        + "|".join(map(re.escape, targets))
+        + ")"
+    )
 
 
 @register_strategy
@@ -41,17 +48,24 @@ class Lora(Strategy):
         from peft import LoraConfig, inject_adapter_in_model
 
         layers = self.options.layers if self.options.layers is not None else list(range(model.feeding_layers))
-        config = LoraConfig(r=self.options.r, lora_alpha=self.options.alpha, lora_dropout=self.options.dropout,
-                            target_modules=target_regex(model, layers, tuple(self.options.targets)),
-                            use_dora=self.use_dora)
+        config = LoraConfig(
+            r=self.options.r,
+            lora_alpha=self.options.alpha,
+            lora_dropout=self.options.dropout,
+            target_modules=target_regex(model, layers, tuple(self.options.targets)),
+            use_dora=self.use_dora,
+        )
         inject_adapter_in_model(config, model.llava)
         touched = [n for n, _ in model.llava.named_modules() if n.endswith("lora_A")]
         if not touched or any(not n.startswith("model.vision_tower.") for n in touched):
             raise RuntimeError(f"LoRA must adapt the vision tower only, got {touched[:3]}")
 
     def vision_trainable(self, model):
-        return [n for n, _ in model.named_parameters()
-                if n.startswith("llava.model.vision_tower.") and ".lora_" in n]
+        return [
+            n
+            for n, _ in model.named_parameters()
+            if n.startswith("llava.model.vision_tower.") and ".lora_" in n
+        ]
 
 
 @register_strategy

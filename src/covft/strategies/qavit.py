@@ -42,8 +42,9 @@ class QuestionAwareAttention(nn.Module):
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         tokens, mask = self.state.text_tokens, self.state.text_mask
         if tokens is None or mask is None:
-            raise ValueError("QA-ViT needs the instruction's token states: pass context_input_ids "
-                             "(m.collate builds them)")
+            raise ValueError(
+                "QA-ViT needs the instruction's token states: pass context_input_ids (m.collate builds them)"
+            )
         if tokens.shape[0] != hidden_states.shape[0]:
             raise ValueError(f"{tokens.shape[0]} instructions for {hidden_states.shape[0]} images")
         batch, length, dim = hidden_states.shape
@@ -56,8 +57,12 @@ class QuestionAwareAttention(nn.Module):
         q = heads(self.attn.q_proj(hidden_states))
         k = heads(self.attn.k_proj(keys_in))
         v = heads(self.attn.v_proj(keys_in))
-        visible = torch.cat([torch.ones(batch, length, dtype=torch.bool, device=mask.device), mask.bool()], dim=1)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None, None, :], scale=self.attn.scale)
+        visible = torch.cat(
+            [torch.ones(batch, length, dtype=torch.bool, device=mask.device), mask.bool()], dim=1
+        )
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=visible[:, None, None, :], scale=self.attn.scale
+        )
         a = a.transpose(1, 2).reshape(batch, length, dim)
         out = self.attn.out_proj(a) + torch.tanh(self.gate) * self.instr_out_proj(a)
         return out, None
@@ -85,5 +90,8 @@ class QaVit(Strategy):
 
     def vision_trainable(self, model):
         keys = (".instruction_proj.", ".instr_out_proj.", ".self_attn.gate")
-        return [n for n, _ in model.named_parameters()
-                if n.startswith("llava.model.vision_tower.") and any(k in n for k in keys)]
+        return [
+            n
+            for n, _ in model.named_parameters()
+            if n.startswith("llava.model.vision_tower.") and any(k in n for k in keys)
+        ]

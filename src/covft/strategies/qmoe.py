@@ -31,11 +31,15 @@ class ProjectorMoE(nn.Module):
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
         text = self.state.text
         if text is None or text.shape[0] != image_features.shape[0]:
-            raise ValueError("Q-MoE needs one instruction vector per image: pass context_input_ids (m.collate)")
+            raise ValueError(
+                "Q-MoE needs one instruction vector per image: pass context_input_ids (m.collate)"
+            )
         gates = torch.softmax(self.router(text.to(self.router.weight.dtype)), dim=-1)
         self.last_gates = gates.detach()
-        out = sum(gates[:, e, None, None].to(image_features.dtype) * expert(image_features)
-                  for e, expert in enumerate(self.experts))
+        out = sum(
+            gates[:, e, None, None].to(image_features.dtype) * expert(image_features)
+            for e, expert in enumerate(self.experts)
+        )
         return out
 
 
@@ -55,8 +59,9 @@ class Qmoe(Strategy):
     def apply(self, model) -> None:
         text_dim = model.ensure_text_encoder().hidden_size
         inner = model.llava.model
-        inner.multi_modal_projector = ProjectorMoE(inner.multi_modal_projector, model.context, text_dim,
-                                                   self.options.num_experts)
+        inner.multi_modal_projector = ProjectorMoE(
+            inner.multi_modal_projector, model.context, text_dim, self.options.num_experts
+        )
 
     def vision_trainable(self, model):
         # the experts are the projector (trained with train_projector); the router is Q-MoE's own

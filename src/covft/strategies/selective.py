@@ -21,5 +21,7 @@ class Selective(Strategy):
     def vision_trainable(self, model):
         feeding = model.feeding_layers
         if not 1 <= self.options.top_k <= feeding:
-            raise ValueError(f"top_k must be in 1..{feeding} (blocks feeding the LLM), got {self.options.top_k}")
+            raise ValueError(
+                f"top_k must be in 1..{feeding} (blocks feeding the LLM), got {self.options.top_k}"
+            )
         return [n for i in range(feeding - self.options.top_k, feeding) for n in block_param_names(model, i)]

@@ -2,7 +2,8 @@
 
 Implemented with forward hooks on the encoder layers (the layer class and its forward stay
 untouched). The output hook is prepended so transformers' hidden-state capture, itself a hook,
-records the sequence without the prompts.
+records each block's output without the prompts. (``hidden_states[0]``, the input of block 0,
+is recorded after block 0's prompts were inserted; no LLaVA feature layer selects it.)
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def _insert(prefix: int, prompt: nn.Parameter):
 def _drop(prefix: int, count: int):
     def hook(module, args, output):
         if isinstance(output, tuple):
-            return (torch.cat([output[0][:, :prefix], output[0][:, prefix + count:]], dim=1), *output[1:])
-        return torch.cat([output[:, :prefix], output[:, prefix + count:]], dim=1)
+            return (torch.cat([output[0][:, :prefix], output[0][:, prefix + count :]], dim=1), *output[1:])
+        return torch.cat([output[:, :prefix], output[:, prefix + count :]], dim=1)
 
     return hook
 

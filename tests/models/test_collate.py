@@ -1,0 +1,139 @@
+"""Templates, label masking, padding and the errors of bad samples."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+import covft
+from covft.data.collator import IGNORE_INDEX, expand_to_square
+from covft.data.errors import BadSampleError
+from tests.conftest import make_samples
+
+
+@pytest.fixture(scope="module")
+def model():
+    return covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny")
+
+
+def decode_targets(model, batch, row):
+    labels = batch["labels"][row]
+    return model.tokenizer.decode(labels[labels != IGNORE_INDEX])
+
+
+def test_vicuna_labels_are_the_assistant_turns_only(model):
+    batch = model.collate(make_samples())
+    assert decode_targets(model, batch, 0) == " red</s>"
+    assert decode_targets(model, batch, 2) == " blue</s> yes</s>"
+    text = model.tokenizer.decode(batch["input_ids"][1][batch["attention_mask"][1].bool()])
+    assert text.startswith("<s>A chat between") and "USER: Say hi ASSISTANT: hi</s>" in text
+
+
+def test_image_tokens_expand_to_the_tower_geometry(model):
+    batch = model.collate(make_samples())
+    counts = (batch["input_ids"] == model.image_token_id).sum(-1).tolist()
+    assert counts == [16, 0, 16]  # (32/8)^2 patches, CLS dropped
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)
+
+
+def test_plain_template_trains_on_the_caption(model):
+    sample = {
+        "id": "c",
+        "image": Image.new("RGB", (32, 32)),
+        "conversations": [
+            {"from": "human", "value": "<image>\nDescribe."},
+            {"from": "gpt", "value": "a cat"},
+        ],
+    }
+    batch = model.collate([sample], template="plain")
+    assert decode_targets(model, batch, 0) == "a cat\n"
+    ids = batch["input_ids"][0].tolist()
+    assert ids[0] == model.tokenizer.bos_token_id and ids[1:17] == [model.image_token_id] * 16
+
+
+def test_generation_prompt_is_left_padded_and_ends_with_assistant(model):
+    batch = model.collate(make_samples()[:2], for_generation=True)
+    assert "labels" not in batch
+    assert batch["attention_mask"][:, -1].tolist() == [1, 1]
+    text = model.tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()])
+    assert text.endswith("ASSISTANT:") and "red" not in text
+
+
+def test_pad_to_square_uses_the_mean_colour():
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    square = expand_to_square(image, (10, 20, 30))
+    assert square.size == (40, 40)
+    assert square.getpixel((0, 0)) == (10, 20, 30) and square.getpixel((20, 20)) == (255, 0, 0)
+
+
+def test_context_inputs_follow_the_images(model):
+    m = covft.apply_vft(covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny"), "covft")
+    batch = m.collate(make_samples())
+    decoded = m.text_encoder.tokenizer.batch_decode(batch["context_input_ids"], skip_special_tokens=True)
+    assert decoded == ["what colour is the square?", "what is it? are you sure?"]
+    assert batch["context_attention_mask"].shape[0] == batch["pixel_values"].shape[0]
+
+
+@pytest.mark.parametrize(
+    ("sample", "message"),
+    [
+        ({"id": "x1", "image": None, "conversations": [{"from": "human", "value": "hi"}]}, "no assistant"),
+        (
+            {
+                "id": "x2",
+                "image": Image.new("RGB", (8, 8)),
+                "conversations": [
+                    {"from": "human", "value": "no placeholder"},
+                    {"from": "gpt", "value": "a"},
+                ],
+            },
+            "0 '<image>' placeholder",
+        ),
+        (
+            {
+                "id": "x3",
+                "image": None,
+                "conversations": [
+                    {"from": "human", "value": "<image> twice <image>"},
+                    {"from": "gpt", "value": "a"},
+                ],
+            },
+            "2 '<image>' placeholder",
+        ),
+        (
+            {
+                "id": "x4",
+                "image": None,
+                "conversations": [{"from": "robot", "value": "hi"}, {"from": "gpt", "value": "a"}],
+            },
+            "from='robot'",
+        ),
+    ],
+)
+def test_bad_samples_name_the_sample_and_the_problem(model, sample, message):
+    with pytest.raises(BadSampleError, match=message) as info:
+        model.collate([sample])
+    assert sample["id"] in str(info.value)
+
+
+def test_truncation_that_would_cut_image_tokens_is_an_error(model):
+    sample = {
+        "id": "long",
+        "image": Image.new("RGB", (8, 8)),
+        "conversations": [{"from": "human", "value": "x" * 300 + "<image>"}, {"from": "gpt", "value": "a"}],
+    }
+    with pytest.raises(BadSampleError, match="cut image tokens") as info:
+        model.collate([sample], max_length=200)
+    assert "'long'" in str(info.value)
+    ok = model.collate([make_samples()[1]], max_length=180)
+    assert ok["input_ids"].shape[1] <= 180
+
+
+def test_labels_align_with_a_single_tokenisation(model):
+    """Segment-wise tokenisation with the byte tokenizer equals tokenising the whole string."""
+    batch = model.collate([make_samples()[1]])
+    ids = batch["input_ids"][0].tolist()
+    text = model.tokenizer.decode(ids[1:])
+    assert model.tokenizer(text, add_special_tokens=False)["input_ids"] == ids[1:]
+    assert torch.equal(batch["attention_mask"][0], torch.ones(len(ids), dtype=torch.long))
