@@ -74,7 +74,7 @@ def test_delta_checkpoint_holds_only_trained_weights_and_reproduces(method, tmp_
 
     model = build("clip", method)
     with torch.no_grad():  # move off the initialisation so the delta matters
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.01 * torch.randn_like(p))
     model.save_pretrained(tmp_path / "delta", delta=True)
