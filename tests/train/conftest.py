@@ -104,6 +104,7 @@ def tiny_overrides(data: dict[str, Path], output_dir: Path, *, stage: int = 2, s
     return [
         "model=tiny-test",
         "model_options.vision_layers=2",
+        "init_from=null",
         f"stage={stage}",
         f"data.train={train_file}",
         f"data.image_folder={data['images']}",

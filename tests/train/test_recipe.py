@@ -1,0 +1,294 @@
+"""The recipe end to end on a 2-layer tiny-test model: every strategy, callbacks, logging, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import covft
+from covft.data.errors import BadSampleError
+from covft.models.model import CovftModel
+from covft.train import NonFiniteLossError, TrainerCallback, TrainResult, recipe, train
+from covft.train import checkpoint as ckpt
+from covft.train.config import ConfigError
+from covft.train.logging import read_log
+from tests.train.conftest import tiny_config
+
+PROJECTOR = "llava.model.multi_modal_projector."
+
+
+def loss_went_down(result: TrainResult) -> bool:
+    history = result.loss_history
+    first, last = sum(history[:2]) / 2, sum(history[-2:]) / 2
+    return all(math.isfinite(x) for x in history) and last < first - 0.1
+
+
+@pytest.fixture(scope="module")
+def stage1(tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """Stage 1 once per module: the projector alone learns to caption the four squares."""
+    output = tmp_path_factory.mktemp("stage1")
+    trained: list[list[str]] = []
+
+    def record_trainable(step: int, model: CovftModel, loss: float) -> None:
+        trained.append(model.trainable_parameter_names())
+
+    result = train(
+        tiny_config(tiny_data, output, "train.lr=1e-2", stage=1, steps=8), callbacks=[record_trainable]
+    )
+    assert trained and all(name.startswith(PROJECTOR) for name in trained[0])
+    return result
+
+
+def test_stage1_trains_the_projector_only(stage1: TrainResult) -> None:
+    assert stage1.steps == 8 and len(stage1.loss_history) == 8
+    assert stage1.loss_history[-1] < stage1.loss_history[0] - 0.1
+    saved = json.loads((stage1.output_dir / "covft_config.json").read_text())
+    assert saved["strategy"] == "freeze" and saved["options"]["train_llm"] is False
+    assert (stage1.output_dir / "model.safetensors").is_file()
+    assert (stage1.output_dir / "train_config.yaml").is_file()  # the resolved config sits by the weights
+
+
+@pytest.mark.parametrize("method", covft.available_methods())
+def test_stage2_from_stage1_loss_goes_down_for_every_strategy(
+    method: str, stage1: TrainResult, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    config = tiny_config(
+        tiny_data,
+        tmp_path / method,
+        f"method={method}",
+        "method_options={}",
+        f"init_from={stage1.output_dir}",
+        "train.lr=1e-3",
+        steps=8,
+    )
+    result = train(config)
+    assert result.steps == 8
+    assert loss_went_down(result), result.loss_history
+    saved = json.loads((tmp_path / method / "covft_config.json").read_text())
+    assert saved["strategy"] == method
+
+
+def test_stage2_starts_from_stage1_weights(
+    stage1: TrainResult, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_data, tmp_path, f"init_from={stage1.output_dir}")
+    model = recipe.build_model(config)
+    saved = load_file(str(stage1.output_dir / "model.safetensors"))
+    fresh = covft.build_model("tiny-test", vision_layers=2, seed=config.train.seed)
+    state = model.state_dict()
+    projector = [name for name in saved if name.startswith(PROJECTOR)]
+    assert projector
+    for name in projector:
+        assert torch.equal(state[name], saved[name])
+        assert not torch.equal(fresh.state_dict()[name], saved[name])  # stage 1 changed it
+
+
+def test_init_from_an_unrelated_model_is_an_error(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    other = covft.build_model("tiny-test", vision_layers=2, llm_hidden=32)
+    other.save_pretrained(tmp_path / "other")
+    config = tiny_config(tiny_data, tmp_path / "run", f"init_from={tmp_path / 'other'}")
+    with pytest.raises(ConfigError, match="shape mismatch"):
+        recipe.build_model(config)
+    with pytest.raises(FileNotFoundError, match="no .safetensors"):
+        recipe.load_init_weights(other, tmp_path)
+
+
+def test_parameter_groups_have_per_part_learning_rates(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    config = tiny_config(
+        tiny_data, tmp_path, "train.lr=2e-5", "train.lr_vision=1e-6", "train.weight_decay=0.1", steps=100
+    )
+    model = recipe.build_model(config)
+    groups = recipe.optimizer_groups(model.parameter_groups(), config.train)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["vision"]["lr"] == pytest.approx(1e-6)
+    assert by_name["projector"]["lr"] == by_name["llm"]["lr"] == pytest.approx(2e-5)
+    assert by_name["llm"]["weight_decay"] == 0.1 and by_name["llm_no_decay"]["weight_decay"] == 0.0
+    assert all(p.ndim < 2 for p in by_name["vision_no_decay"]["params"])
+    grouped = {id(p) for g in groups for p in g["params"]}
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert grouped == trainable  # every trainable parameter exactly once, nothing frozen
+    assert sum(len(g["params"]) for g in groups) == len(grouped)
+
+
+def test_cosine_schedule_with_warmup() -> None:
+    factor = recipe.lr_lambda("cosine", warmup_steps=3, total_steps=13)
+    assert [factor(s) for s in range(3)] == pytest.approx([0.25, 0.5, 0.75])
+    assert factor(3) == pytest.approx(1.0)
+    assert factor(8) == pytest.approx(0.5)
+    assert factor(13) == pytest.approx(0.0, abs=1e-12)
+    assert recipe.lr_lambda("linear", 0, 10)(5) == pytest.approx(0.5)
+
+
+class Recorder(TrainerCallback):
+    """Reads vision gradients before each update and snapshots a parameter after it."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.vision_grad_norms: list[float] = []
+        self.changed: list[bool] = []
+        self.routing: list[dict] = []
+        self._before: torch.Tensor | None = None
+        self._watched: torch.Tensor | None = None
+
+    def before_optimizer_step(self, step: int, model: CovftModel, loss: float) -> None:
+        vision = [p for p in model.parameter_groups()["vision"] if p.grad is not None]
+        assert vision, "vision gradients must be there before the step"
+        self.vision_grad_norms.append(float(torch.stack([p.grad.norm() for p in vision]).norm()))
+        self._watched = vision[0]
+        self._before = vision[0].detach().clone()
+        self.routing.append(model.routing_weights())
+        self.steps.append(step)
+
+    def after_optimizer_step(self, step: int, model: CovftModel, loss: float) -> None:
+        assert self._before is not None and self._watched is not None
+        self.changed.append(not torch.equal(self._before, self._watched))
+
+
+def test_callbacks_read_gradients_before_and_parameters_after_each_step(
+    tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    plain_calls: list[tuple[int, float]] = []
+    result = train(
+        tiny_config(tiny_data, tmp_path, "train.grad_accum=2", "train.batch_size=3", steps=3),
+        callbacks=[recorder, lambda step, model, loss: plain_calls.append((step, loss))],
+    )
+    assert recorder.steps == [1, 2, 3] and [s for s, _ in plain_calls] == [1, 2, 3]
+    assert [loss for _, loss in plain_calls] == pytest.approx(result.loss_history)
+    assert all(norm > 0 for norm in recorder.vision_grad_norms)
+    assert recorder.changed == [True, True, True]
+    # CoVFT routes per sample: one gate vector per image sample of the last micro-batch
+    assert all(weights for weights in recorder.routing)
+
+
+@pytest.mark.parametrize("method", ["covft", "qavit", "qmoe"])
+def test_context_tokens_reach_the_model(
+    method: str, tiny_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[set[str]] = []
+    forward = CovftModel.forward
+
+    def spy(self: CovftModel, *args: object, **kwargs: object) -> object:
+        seen.append(set(kwargs))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(CovftModel, "forward", spy)
+    train(tiny_config(tiny_data, tmp_path, f"method={method}", "method_options={}", steps=1))
+    assert seen and all(
+        {"context_input_ids", "context_attention_mask", "pixel_values"} <= keys for keys in seen
+    )
+
+
+def test_logging_writes_jsonl_tensorboard_and_routing_stats(
+    tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    sys.modules.pop("wandb", None)
+    train(tiny_config(tiny_data, tmp_path, "train.report_to=tensorboard", steps=3))
+    records = read_log(tmp_path)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for key in ("loss", "samples_per_second", "grad_norm", "lr/vision", "lr/projector", "lr/llm", "epoch"):
+        assert key in records[0], key
+    routing = [k for k in records[0] if k.startswith("routing/")]
+    assert any("entropy" in k for k in routing) and any("expert" in k for k in routing)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert "wandb" not in sys.modules
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["steps"] == 3 and len(summary["loss_history"]) == 3
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    def poison(step: int, model: CovftModel, loss: float) -> None:
+        if step == 3:
+            with torch.no_grad():
+                model.parameter_groups()["llm"][0].fill_(float("nan"))
+
+    poisoner = TrainerCallback()
+    poisoner.after_optimizer_step = poison  # type: ignore[method-assign]
+    config = tiny_config(tiny_data, tmp_path, "train.save_steps=2", "train.save_total_limit=null", steps=6)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 4") as info:
+        train(config, callbacks=[poisoner])
+    assert info.value.step == 4
+    assert [step for step, _ in ckpt.list_checkpoints(tmp_path)] == [2]
+    assert info.value.last_checkpoint == ckpt.checkpoint_path(tmp_path, 2)
+    weights = load_file(str(tmp_path / "checkpoint-2" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+    assert not (tmp_path / "model.safetensors").exists()  # the poisoned model was never saved
+
+
+def write_bad_training_set(tiny_data: dict[str, Path], root: Path) -> Path:
+    """Good samples plus a corrupt image and a conversation whose truncation cuts image tokens."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corrupt.png").write_bytes(b"not an image at all")
+    lines = tiny_data["instructions"].read_text().splitlines()
+    bad = [
+        {
+            "id": "corrupt",
+            "image": str(root / "corrupt.png"),
+            "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "x"}],
+        },
+        {
+            "id": "too-long",
+            "image": "img0.png",
+            "conversations": [
+                {"from": "human", "value": "x" * 300 + "<image>"},
+                {"from": "gpt", "value": "no"},
+            ],
+        },
+    ]
+    path = root / "train.jsonl"
+    path.write_text("\n".join(lines + [json.dumps(b) for b in bad]) + "\n")
+    return path
+
+
+def test_bad_samples_error_names_sample_and_file(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    path = write_bad_training_set(tiny_data, tmp_path / "data")
+    config = tiny_config(tiny_data, tmp_path / "run", f"data.train={path}", "data.max_length=300", steps=2)
+    with pytest.raises(BadSampleError) as info:
+        train(config)
+    message = str(info.value)
+    assert str(path) in message and ("'corrupt'" in message or "'too-long'" in message)
+    assert "Fix:" in message
+
+
+def test_bad_samples_skipped_are_counted_and_reported(
+    tiny_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_bad_training_set(tiny_data, tmp_path / "data")
+    config = tiny_config(
+        tiny_data,
+        tmp_path / "run",
+        f"data.train={path}",
+        "data.max_length=300",
+        "data.on_bad_sample=skip",
+        "train.batch_size=4",
+        steps=4,
+    )
+    result = train(config)
+    assert result.steps == 4
+    assert result.skipped["total"] == 2
+    assert sum(result.skipped["counts"].values()) == 2
+    messages = "\n".join(result.skipped["samples"])
+    assert "'corrupt'" in messages and "'too-long'" in messages and str(path) in messages
+    assert "skipped 2 bad sample(s)" in capsys.readouterr().out
+    assert read_log(tmp_path / "run")[-1]["skipped_samples"] == 2
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(
+    tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    train(tiny_config(tiny_data, tmp_path, "train.save_steps=1", steps=2))
+    with pytest.raises(ConfigError, match="resume=true"):
+        train(tiny_config(tiny_data, tmp_path, steps=2))
+
+
+def test_missing_data_file_is_a_clear_error(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(BadSampleError, match="data file not found"):
+        train(tiny_config(tiny_data, tmp_path, f"data.train={tmp_path / 'nope.json'}", steps=1))
