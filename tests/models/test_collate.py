@@ -137,3 +137,11 @@ def test_labels_align_with_a_single_tokenisation(model):
     text = model.tokenizer.decode(ids[1:])
     assert model.tokenizer(text, add_special_tokens=False)["input_ids"] == ids[1:]
     assert torch.equal(batch["attention_mask"][0], torch.ones(len(ids), dtype=torch.long))
+
+
+def test_a_sample_context_field_overrides_the_human_turns():
+    m = covft.apply_vft(covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny"), "covft")
+    sample = dict(make_samples()[0], context="Which colour? A. red B. blue")
+    batch = m.collate([sample], for_generation=True)
+    decoded = m.text_encoder.tokenizer.batch_decode(batch["context_input_ids"], skip_special_tokens=True)
+    assert decoded == ["which colour? a. red b. blue"]
