@@ -64,85 +64,103 @@ def _others(values: list[str] | tuple[str, ...], answer: str) -> list[str]:
     return [v for v in values if v != answer]
 
 
+def _attribute(
+    kind: str,
+    index: int,
+    answer: str,
+    values: list[str] | tuple[str, ...],
+    question: str,
+    terse: str,
+    claim: str,
+    rng: np.random.Generator,
+) -> QA:
+    """An attribute QA; ``claim`` is the yes/no form with ``{}`` where the value goes."""
+    wrong = _others(values, answer)
+    return QA(
+        kind,
+        question,
+        terse,
+        answer,
+        wrong,
+        claim.format(answer),
+        claim.format(_pick(rng, wrong)),
+        kind,
+        [index],
+    )
+
+
 def color_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """ "What color is the circle?" for a shape that occurs once."""
+    """Asks "What color is the circle?" about a shape that occurs once."""
     options = _unique(scene, "shape")
     if not options:
         return None
     i = int(_pick(rng, options))
-    obj = scene.objects[i]
-    wrong = _others(list(COLORS), obj.color)
-    return QA(
+    shape = scene.objects[i].shape
+    return _attribute(
         "color",
-        f"What color is the {obj.shape}?",
-        f"Color of the {obj.shape}?",
-        obj.color,
-        wrong,
-        f"Is the {obj.shape} {obj.color}?",
-        f"Is the {obj.shape} {_pick(rng, wrong)}?",
-        "color",
-        [i],
+        i,
+        scene.objects[i].color,
+        list(COLORS),
+        f"What color is the {shape}?",
+        f"Color of the {shape}?",
+        f"Is the {shape} {{}}?",
+        rng,
     )
 
 
 def shape_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """ "What shape is the red object?" for a colour that occurs once."""
+    """Asks "What shape is the red object?" about a colour that occurs once."""
     options = _unique(scene, "color")
     if not options:
         return None
     i = int(_pick(rng, options))
+    color = scene.objects[i].color
+    return _attribute(
+        "shape",
+        i,
+        scene.objects[i].shape,
+        SHAPES,
+        f"What shape is the {color} object?",
+        f"Shape of the {color} object?",
+        f"Is the {color} object a {{}}?",
+        rng,
+    )
+
+
+def _appearance_question(
+    kind: str,
+    values: list[str] | tuple[str, ...],
+    question: str,
+    terse: str,
+    scene: Scene,
+    rng: np.random.Generator,
+) -> QA | None:
+    # sizes and textures are only drawn faithfully outside depth scenes (size follows distance) and diagrams
+    if scene.kind not in ("objects", "clutter", "text") or not scene.objects:
+        return None
+    i = int(rng.integers(len(scene.objects)))
     obj = scene.objects[i]
-    wrong = _others(SHAPES, obj.shape)
-    return QA(
-        "shape",
-        f"What shape is the {obj.color} object?",
-        f"Shape of the {obj.color} object?",
-        obj.shape,
-        wrong,
-        f"Is the {obj.color} object a {obj.shape}?",
-        f"Is the {obj.color} object a {_pick(rng, wrong)}?",
-        "shape",
-        [i],
+    return _attribute(
+        kind,
+        i,
+        getattr(obj, kind),
+        values,
+        question.format(obj.name),
+        terse.format(obj.name),
+        f"Is the {obj.name} {{}}?",
+        rng,
     )
 
 
 def size_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """ "What size is the red circle?" (small / medium / large)."""
-    if scene.kind not in ("objects", "clutter", "text") or not scene.objects:
-        return None
-    i = int(rng.integers(len(scene.objects)))
-    obj = scene.objects[i]
-    wrong = _others(list(SIZES), obj.size)
-    return QA(
-        "size",
-        f"What size is the {obj.name}?",
-        f"Size of the {obj.name}?",
-        obj.size,
-        wrong,
-        f"Is the {obj.name} {obj.size}?",
-        f"Is the {obj.name} {_pick(rng, wrong)}?",
-        "size",
-        [i],
-    )
+    """Asks "What size is the red circle?" (small / medium / large)."""
+    return _appearance_question("size", list(SIZES), "What size is the {}?", "Size of the {}?", scene, rng)
 
 
 def texture_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """ "What pattern does the red circle have?" (solid / striped / dotted)."""
-    if scene.kind not in ("objects", "clutter", "text") or not scene.objects:
-        return None
-    i = int(rng.integers(len(scene.objects)))
-    obj = scene.objects[i]
-    wrong = _others(TEXTURES, obj.texture)
-    return QA(
-        "texture",
-        f"What pattern does the {obj.name} have?",
-        f"Pattern of the {obj.name}?",
-        obj.texture,
-        wrong,
-        f"Is the {obj.name} {obj.texture}?",
-        f"Is the {obj.name} {_pick(rng, wrong)}?",
-        "texture",
-        [i],
+    """Asks "What pattern does the red circle have?" (solid / striped / dotted)."""
+    return _appearance_question(
+        "texture", TEXTURES, "What pattern does the {} have?", "Pattern of the {}?", scene, rng
     )
 
 
@@ -152,7 +170,7 @@ def _number_candidates(answer: int, rng: np.random.Generator) -> list[str]:
 
 
 def count_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """ "How many circles / red objects / objects are there?" (counts only drawn objects)."""
+    """Asks "How many circles / red objects / objects are there?" (counts only drawn objects)."""
     if scene.kind not in ("objects", "clutter") or not scene.objects:
         return None
     mode = int(rng.integers(3))
@@ -204,7 +222,7 @@ def relation_word(a: WorldObject, b: WorldObject, axis: str) -> str:
 
 
 def relation_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """ "Is the red circle to the left or to the right of the blue square?" (or above/below)."""
+    """Asks "Is the red circle to the left or to the right of the blue square?" (or above/below)."""
     if scene.kind not in ("objects", "clutter", "text"):
         return None
     for axis in ("x", "y") if rng.random() < 0.6 else ("y", "x"):
@@ -230,7 +248,7 @@ def relation_question(scene: Scene, rendering: Rendering, rng: np.random.Generat
 
 
 def existence_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """ "Is there a red circle in the image?"; the absent object shares a colour or shape with a present one."""
+    """Asks "Is there a red circle in the image?"; the absent object shares a colour or shape with a present one."""
     if not scene.objects:
         return None
     present = {o.name for o in scene.objects}
@@ -269,7 +287,7 @@ def perturb_text(text: str, rng: np.random.Generator) -> str:
 
 
 def reading_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """ "What is written on the sign?" (the answer is exactly the rendered string)."""
+    """Asks "What is written on the sign?" (the answer is exactly the rendered string)."""
     if scene.sign is None:
         return None
     text = scene.sign.text
@@ -291,7 +309,7 @@ def reading_question(scene: Scene, rendering: Rendering, rng: np.random.Generato
 
 
 def depth_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """ "Which is closer to the camera, the red circle or the blue square?" (depth scenes)."""
+    """Asks "Which is closer to the camera, the red circle or the blue square?" (depth scenes)."""
     if scene.kind != "depth" or len(scene.objects) < 2:
         return None
     a, b = (int(i) for i in rng.choice(len(scene.objects), size=2, replace=False))

@@ -95,7 +95,7 @@ class Sample:
 
 
 def join_phrases(phrases: list[str]) -> str:
-    """ "a", "a and b", "a, b and c"."""
+    """Joins phrases as "a", "a and b", "a, b and c"."""
     if len(phrases) <= 1:
         return "".join(phrases)
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
