@@ -1,0 +1,65 @@
+"""Presets and checkpoint sources: local Hugging Face LLaVA directories, ZeRO-3 gathering."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+import covft
+from covft.models.distributed import gathered
+from tests.conftest import make_samples
+
+
+def test_local_hf_llava_checkpoint_loads_and_matches(tmp_path):
+    source = covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny", seed=3)
+    source.llava.save_pretrained(tmp_path / "hf")
+    source.tokenizer.save_pretrained(tmp_path / "hf")
+    source.image_processor.save_pretrained(tmp_path / "hf")
+    loaded = covft.build_model(str(tmp_path / "hf"), text_encoder="random-tiny")
+    assert loaded.base["path"].endswith("hf") and loaded.template == "vicuna_v1"
+    source.eval(), loaded.eval()
+    batch = source.collate(make_samples())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, source(**batch).logits, rtol=0, atol=0)
+    covft.apply_vft(loaded, "covft")  # strategies apply to a loaded HF model too
+    assert loaded.comoe_layers == [0]
+
+
+def test_unknown_source_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="neither a preset"):
+        covft.build_model(str(tmp_path / "nothing"))
+
+
+def test_siglip_has_no_cls_and_uses_full_features():
+    model = covft.build_model("tiny-test", vision_layers=2, vision_tower="siglip", text_encoder="random-tiny")
+    assert model.config.vision_feature_select_strategy == "full"
+    assert model.num_image_tokens == 16
+
+
+def test_zero3_sharded_parameters_are_gathered_before_upcycling(monkeypatch):
+    calls = []
+
+    class Gathered:
+        def __init__(self, params, modifier_rank=None):
+            calls.append((len(params), modifier_rank))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    fake = types.SimpleNamespace(zero=types.SimpleNamespace(GatheredParameters=Gathered))
+    monkeypatch.setitem(sys.modules, "deepspeed", fake)
+    plain = [torch.nn.Parameter(torch.zeros(2))]
+    with gathered(plain):
+        pass
+    assert calls == []  # not partitioned: nothing to gather, deepspeed never touched
+    sharded = torch.nn.Parameter(torch.zeros(2))
+    sharded.ds_id = 7
+    with gathered([sharded, plain[0]]):
+        pass
+    assert calls == [(1, None)]
