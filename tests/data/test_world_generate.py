@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from covft.cli import main as covft_main
+from covft.data.dataset import LlavaDataset
 from covft.data.world import FAMILIES, WorldConfig, allocate, make_world
 from covft.data.world.tasks import make_sample
 
@@ -151,3 +152,12 @@ def test_cli_make_and_preview(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert covft_main(["world", "preview", "--out", str(tmp_path / "sheet.png"), "--per-family", "1"]) == 0
     with Image.open(tmp_path / "sheet.png") as sheet:
         assert sheet.height >= len(FAMILIES) * 150
+
+
+def test_training_files_load_with_the_llava_dataset(world: Path) -> None:
+    train = LlavaDataset(world / "train.json", image_folder=world)
+    captions = LlavaDataset(world / "captions.json", image_folder=world)
+    assert len(train.records) == SIZE and train.skipped.total == 0
+    assert len(captions.records) == json.loads((world / "meta.json").read_text())["n_images"]
+    first = next(train[i] for i in range(SIZE) if train[i]["image"] is not None)
+    assert first["image"].size == (64, 64)
