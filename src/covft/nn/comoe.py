@@ -50,7 +50,8 @@ class ContextualMoE(nn.Module):
         router: ``nn.Linear(ctx_dim, E)`` or ``None`` (uniform).
         cve: the :class:`ContextVectorExtractor` or ``None`` (contexts other than "cve").
         concat_proj: ``nn.Linear(d + d_t, d_t)`` for ``context="concat"``, else ``None``.
-        last_gates: ``[B, E]`` detached gates of the last forward (analysis, logging).
+        last_gates: ``[B, E]`` detached gates of the last forward (analysis, logging); float32
+            whatever the tower's dtype (routing runs in float32), the experts cast them.
         last_context: ``[B, ctx_dim]`` detached router input of the last forward (``None`` for uniform).
         aux_loss: load-balancing loss of the last forward, already weighted, with grad; ``None``
             unless sparse routing with a non-zero weight. Add it to the training loss.
@@ -175,7 +176,12 @@ class ContextualMoE(nn.Module):
         self.aux_loss = None
         if self.routing == "uniform":
             self.last_context = None
-            return hidden_states.new_full((batch, self.num_experts), 1.0 / self.num_experts)
+            return torch.full(
+                (batch, self.num_experts),
+                1.0 / self.num_experts,
+                device=hidden_states.device,
+                dtype=torch.float32,
+            )
         context = self._context_vector(hidden_states)
         self.last_context = context.detach()
         probs = self.router(context).float().softmax(dim=-1)
