@@ -63,27 +63,44 @@ def test_annotations_rerender_to_the_saved_pixels(samples: list) -> None:
         assert np.array_equal(np.asarray(rendering.image), pixels)
 
 
+def check_grounding(record: dict, scene: Scene, rendering: Rendering, pixels: np.ndarray) -> None:
+    """The answer is a normalised box in the image that holds the named object, and little more."""
+    human, gpt = record["conversations"][0]["value"], record["conversations"][1]["value"]
+    match = BOX.fullmatch(gpt)
+    assert match, gpt
+    x1, y1, x2, y2 = (float(v) for v in match.groups())
+    assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1
+    target = human.rsplit(": the ", 1)[1].rstrip(".")
+    if target == "sign":
+        bx1, by1, bx2, by2 = scene.sign.box
+        assert x1 <= bx1 and y1 <= by1 and bx2 <= x2 and by2 <= y2
+        return
+    index = [o.name for o in scene.objects].index(target)
+    ys, xs = np.nonzero(rendering.masks[index])
+    assert xs.min() >= x1 * SIZE - 1e-6 and xs.max() + 1 <= x2 * SIZE + 1e-6
+    assert ys.min() >= y1 * SIZE - 1e-6 and ys.max() + 1 <= y2 * SIZE + 1e-6
+    # tight: no more than the 2-decimal rounding (under 1 pixel at 64 px) on each side
+    assert (x2 - x1) * SIZE <= xs.max() + 1 - xs.min() + 2
+    assert (y2 - y1) * SIZE <= ys.max() + 1 - ys.min() + 2
+    assert_drawn(index, scene, rendering, pixels)
+
+
 def test_grounding_boxes_lie_in_the_image_and_contain_the_named_object(samples: list) -> None:
     for record, _annotation, scene, rendering, pixels in of_family(samples, "grounding"):
-        human, gpt = record["conversations"][0]["value"], record["conversations"][1]["value"]
-        match = BOX.fullmatch(gpt)
-        assert match, gpt
-        x1, y1, x2, y2 = (float(v) for v in match.groups())
-        assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1
-        target = human.rsplit(": the ", 1)[1].rstrip(".")
-        if target == "sign":
-            bx1, by1, bx2, by2 = scene.sign.box
-            assert x1 <= bx1 and y1 <= by1 and bx2 <= x2 and by2 <= y2
-            continue
-        index = [o.name for o in scene.objects].index(target)
-        ys, xs = np.nonzero(rendering.masks[index])
-        assert xs.min() >= x1 * SIZE - 1e-6 and xs.max() + 1 <= x2 * SIZE + 1e-6
-        assert ys.min() >= y1 * SIZE - 1e-6 and ys.max() + 1 <= y2 * SIZE + 1e-6
-        # tight: no more than the 2-decimal rounding (under 1 pixel at 64 px) on each side
-        assert (x2 - x1) * SIZE <= xs.max() + 1 - xs.min() + 2 and (
-            y2 - y1
-        ) * SIZE <= ys.max() + 1 - ys.min() + 2
-        assert_drawn(index, scene, rendering, pixels)
+        check_grounding(record, scene, rendering, pixels)
+
+
+def test_conflict_pair_asks_for_boxes_and_captions_of_the_same_images(world: Path, samples: list) -> None:
+    grounding = json.loads((world / "conflict" / "grounding.json").read_text())
+    captions = json.loads((world / "conflict" / "caption.json").read_text())
+    assert [r["image"] for r in grounding] == [r["image"] for r in captions] and len(grounding) > 200
+    by_image = {
+        annotation["image"]: (scene, rendering, pixels) for _, annotation, scene, rendering, pixels in samples
+    }
+    for box_record, caption_record in zip(grounding, captions, strict=True):
+        scene, rendering, pixels = by_image[box_record["image"]]
+        check_grounding(box_record, scene, rendering, pixels)
+        assert caption_record["conversations"][1]["value"] == caption(scene)
 
 
 def test_region_descriptions_describe_the_object_in_the_box(samples: list) -> None:

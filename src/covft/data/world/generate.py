@@ -9,6 +9,8 @@ Layout of ``out_dir``::
     suite/images/<name>/    their images
     annotations/train.jsonl scene of every training image (objects, boxes' source of truth)
     annotations/suite.jsonl scene of every suite image
+    conflict/grounding.json the same training images (objects, clutter, text scenes) asked for a box,
+    conflict/caption.json   ... and for a caption: the paper's Fig. 1b/c visual preference conflict
     meta.json               config, version, counts; written last, so a partial world regenerates
 """
 
@@ -24,13 +26,16 @@ import numpy as np
 from tqdm import tqdm
 
 from covft.data.world.suite import build_suite, pixel_hash
-from covft.data.world.tasks import FAMILY_WEIGHTS, caption, make_sample
+from covft.data.world.tasks import FAMILY_WEIGHTS, caption, conflict_pair, make_sample
 
-WORLD_VERSION = "1"
+WORLD_VERSION = "2"
 """Bumped whenever the same config would produce different files."""
 
 TRAIN_STREAM = 1
 """Random-stream tag of training samples (the suite uses another)."""
+
+CONFLICT_STREAM = 3
+"""Random-stream tag of the grounding-vs-caption conflict pair's queries."""
 
 
 @dataclass
@@ -121,7 +126,7 @@ def make_world(
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("version") == WORLD_VERSION and meta.get("config") == config.to_dict():
             return meta
-    for owned in ("images", "suite", "annotations", "meta.json", "train.json", "captions.json"):
+    for owned in ("images", "suite", "annotations", "conflict", "meta.json", "train.json", "captions.json"):
         target = out / owned
         if target.is_dir():
             shutil.rmtree(target)
@@ -132,6 +137,7 @@ def make_world(
     families = allocate(config.size, config.family_weights)
     order = np.random.default_rng([config.seed, TRAIN_STREAM, 0]).permutation(len(families))
     records, captions, annotations, hashes = [], [], [], set()
+    conflict: dict[str, list[dict[str, Any]]] = {"grounding": [], "caption": []}
     counts: dict[str, int] = {}
     bar = tqdm(total=config.size + 12 * config.suite_size, desc="world", disable=not progress, unit="item")
     for i, j in enumerate(order):
@@ -157,6 +163,10 @@ def make_world(
                     ],
                 }
             )
+            if sample.scene.kind in ("objects", "clutter", "text"):
+                pair_rng = np.random.default_rng([config.seed, CONFLICT_STREAM, i])
+                for pair_sample in conflict_pair(sample.scene, sample.rendering, pair_rng):
+                    conflict[pair_sample.family].append(pair_sample.record(sample_id, image))
             annotations.append(
                 {
                     "id": sample_id,
@@ -171,6 +181,9 @@ def make_world(
         bar.update(1)
     _dump(out / "train.json", records)
     _dump(out / "captions.json", captions)
+    (out / "conflict").mkdir(exist_ok=True)
+    for task, task_records in conflict.items():
+        _dump(out / "conflict" / f"{task}.json", task_records)
     (out / "annotations").mkdir(exist_ok=True)
     (out / "annotations" / "train.jsonl").write_text(
         "".join(json.dumps(a) + "\n" for a in annotations), encoding="utf-8"
@@ -191,6 +204,7 @@ def make_world(
         "counts": {f: counts.get(f, 0) for f in config.family_weights},
         "n_train": len(records),
         "n_images": len(captions),
+        "n_conflict_images": len(conflict["caption"]),
         "suite": suite_counts,
         "files": {
             "train": "train.json",

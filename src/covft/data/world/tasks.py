@@ -162,6 +162,30 @@ def _grounding_target(
     return i, f"the {scene.objects[i].name}", formats.box_text(rendering.normalized_box(i))
 
 
+def conflict_pair(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> tuple[Sample, Sample]:
+    """A grounding sample and a caption sample of the same image: the paper's Fig. 1b/c setup, where
+    two models differing only in their text queries are fine-tuned on identical images."""
+    i, expression, box = _grounding_target(scene, rendering, rng, prefer_clear=False)
+    grounding = Sample(
+        "grounding",
+        [(GROUNDING_PROMPT.format(expression), box)],
+        scene,
+        rendering,
+        ["grounding"],
+        [[i] if i >= 0 else []],
+    )
+    prompt = CAPTION_PROMPTS[int(rng.integers(len(CAPTION_PROMPTS)))]
+    captioning = Sample(
+        "caption",
+        [(prompt, caption(scene))],
+        scene,
+        rendering,
+        ["caption"],
+        [list(range(len(scene.objects)))],
+    )
+    return grounding, captioning
+
+
 def _short(qa: QA, rng: np.random.Generator, alt_rate: float) -> tuple[str, str]:
     return formats.short_answer_prompt(phrasing(qa, rng, alt_rate)), qa.answer
 
