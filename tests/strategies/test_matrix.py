@@ -45,6 +45,7 @@ def test_apply_forward_backward_save_load(method, tower, tmp_path):
     reached = {n for n, p in model.named_parameters() if p.grad is not None}
     assert reached <= declared, f"gradient reached undeclared parameters: {sorted(reached - declared)[:5]}"
     on_path = {n for n in declared if not off_path(model, n)}
+    assert set(model.off_path_trainable()) == declared - on_path
     assert on_path <= reached, f"declared parameters got no gradient: {sorted(on_path - reached)[:5]}"
     assert not any(n.startswith("text_encoder.") for n in declared)
     # what the LLM side trains in stage 2

@@ -229,6 +229,19 @@ class CovftModel(nn.Module):
     def trainable_parameter_names(self) -> list[str]:
         return [n for n, p in self.named_parameters() if p.requires_grad]
 
+    def off_path_trainable(self) -> list[str]:
+        """Trainable vision parameters that cannot receive a gradient (past ``vision_feature_layer``).
+
+        Non-empty only for CoVFT with ``train_layernorms="all"`` (the release's choice). DDP must
+        then run with ``find_unused_parameters=True``.
+        """
+        from covft.strategies.base import VISION_PREFIX, feeding_names
+
+        on_path = set(feeding_names(self))
+        return [
+            n for n in self.trainable_parameter_names() if n.startswith(VISION_PREFIX) and n not in on_path
+        ]
+
     def part_of(self, name: str) -> str:
         """Which part a parameter belongs to: vision, projector, llm or text_encoder."""
         if name.startswith("text_encoder."):
