@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from covft.data.world.suite import build_suite, pixel_hash
+from covft.data.world.suite import BUILDERS, build_suite, pixel_hash
 from covft.data.world.tasks import FAMILY_WEIGHTS, caption, conflict_pair, make_sample
 
 WORLD_VERSION = "2"
@@ -101,37 +102,11 @@ def _dump(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def make_world(
-    out_dir: str | Path,
-    size: int = 2000,
-    seed: int = 0,
-    suite_size: int = 100,
-    image_size: int = 64,
-    *,
-    force: bool = False,
-    progress: bool = True,
-    **options: Any,
-) -> dict[str, Any]:
-    """Generate (or reuse) a conflict world in ``out_dir`` and return its meta dict.
+def _write_training(out: Path, config: WorldConfig, progress: Callable[[int], Any]) -> dict[str, Any]:
+    """Write the training images, train.json, captions.json, the conflict pair and the annotations.
 
-    ``size`` training conversations, ``suite_size`` scoring units per held-out benchmark,
-    ``image_size`` pixel squares; other :class:`WorldConfig` fields go in ``options``. When
-    ``out_dir/meta.json`` already records the same config and version, nothing is regenerated
-    (unless ``force``).
+    Returns the counts for meta.json and the training images' pixel hashes (which the suite avoids).
     """
-    config = WorldConfig(size=size, seed=seed, suite_size=suite_size, image_size=image_size, **options)
-    out = Path(out_dir)
-    meta_path = out / "meta.json"
-    if meta_path.is_file() and not force:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("version") == WORLD_VERSION and meta.get("config") == config.to_dict():
-            return meta
-    for owned in ("images", "suite", "annotations", "conflict", "meta.json", "train.json", "captions.json"):
-        target = out / owned
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
     image_dir = out / "images" / "train"
     image_dir.mkdir(parents=True, exist_ok=True)
     families = allocate(config.size, config.family_weights)
@@ -139,7 +114,6 @@ def make_world(
     records, captions, annotations, hashes = [], [], [], set()
     conflict: dict[str, list[dict[str, Any]]] = {"grounding": [], "caption": []}
     counts: dict[str, int] = {}
-    bar = tqdm(total=config.size + 12 * config.suite_size, desc="world", disable=not progress, unit="item")
     for i, j in enumerate(order):
         family = families[int(j)]
         counts[family] = counts.get(family, 0) + 1
@@ -178,7 +152,7 @@ def make_world(
                 }
             )
         records.append(sample.record(sample_id, image))
-        bar.update(1)
+        progress(1)
     _dump(out / "train.json", records)
     _dump(out / "captions.json", captions)
     (out / "conflict").mkdir(exist_ok=True)
@@ -188,29 +162,74 @@ def make_world(
     (out / "annotations" / "train.jsonl").write_text(
         "".join(json.dumps(a) + "\n" for a in annotations), encoding="utf-8"
     )
+    return {
+        "counts": counts,
+        "n_train": len(records),
+        "n_images": len(captions),
+        "n_conflict_images": len(conflict["caption"]),
+        "hashes": hashes,
+    }
+
+
+def make_world(
+    out_dir: str | Path,
+    size: int = 2000,
+    seed: int = 0,
+    suite_size: int = 100,
+    image_size: int = 64,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Generate (or reuse) a conflict world in ``out_dir`` and return its meta dict.
+
+    ``size`` training conversations, ``suite_size`` scoring units per held-out benchmark,
+    ``image_size`` pixel squares; other :class:`WorldConfig` fields go in ``options``. When
+    ``out_dir/meta.json`` already records the same config and version, nothing is regenerated
+    (unless ``force``).
+    """
+    config = WorldConfig(size=size, seed=seed, suite_size=suite_size, image_size=image_size, **options)
+    out = Path(out_dir)
+    meta_path = out / "meta.json"
+    if meta_path.is_file() and not force:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("version") == WORLD_VERSION and meta.get("config") == config.to_dict():
+            return meta
+    for owned in ("images", "suite", "annotations", "conflict", "meta.json", "train.json", "captions.json"):
+        target = out / owned
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    bar = tqdm(
+        total=config.size + len(BUILDERS) * config.suite_size, desc="world", disable=not progress, unit="item"
+    )
+    training = _write_training(out, config, bar.update)
     suite_counts = build_suite(
         out / "suite",
         config.seed,
         config.suite_size,
         config.image_size,
         config.scene_options,
-        hashes,
+        training["hashes"],
         progress=bar.update,
     )
     bar.close()
     meta = {
         "version": WORLD_VERSION,
         "config": config.to_dict(),
-        "counts": {f: counts.get(f, 0) for f in config.family_weights},
-        "n_train": len(records),
-        "n_images": len(captions),
-        "n_conflict_images": len(conflict["caption"]),
+        "counts": {f: training["counts"].get(f, 0) for f in config.family_weights},
+        "n_train": training["n_train"],
+        "n_images": training["n_images"],
+        "n_conflict_images": training["n_conflict_images"],
         "suite": suite_counts,
         "files": {
             "train": "train.json",
             "captions": "captions.json",
             "suite": "suite",
             "annotations": "annotations",
+            "conflict": ["conflict/grounding.json", "conflict/caption.json"],
         },
     }
     _dump(meta_path, meta)
