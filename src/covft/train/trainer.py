@@ -392,6 +392,9 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = ()) -> TrainResul
                 batch_sampler=sampler,
                 collate_fn=_keep_as_list,
                 num_workers=config.data.num_workers,
+                # its own generator: iterating must not draw from the global RNG (dropout masks
+                # after a resume would differ from the uninterrupted run's)
+                generator=torch.Generator().manual_seed(loop.seed + epoch),
             )
             micro_losses: list[torch.Tensor] = []
             step_ids: list[str] = []

@@ -1,0 +1,88 @@
+"""Exact resume: a run killed mid-training and resumed ends bitwise equal to an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from covft.train import checkpoint as ckpt
+from covft.train import train
+from covft.train.logging import read_log
+from covft.train.trainer import CRASH_ENV
+from tests.train.conftest import tiny_config, tiny_overrides
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("method", ["covft", "lora"])  # lora has dropout: its RNG state must resume too
+def test_killed_run_resumes_to_bitwise_identical_weights(
+    method: str, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    extra = [
+        f"method={method}",
+        "method_options={}",
+        "train.batch_size=2",
+        "train.grad_accum=2",  # 6 samples, 4 per step: epochs end mid-way through global batches
+        "train.save_steps=3",
+        "train.save_total_limit=1",
+        "train.lr=1e-3",
+        "train.warmup_ratio=0.2",
+    ]
+    steps = 8
+    reference = train(tiny_config(tiny_data, tmp_path / "reference", *extra, steps=steps))
+
+    interrupted = tmp_path / "interrupted"
+    overrides = tiny_overrides(tiny_data, interrupted, steps=steps) + extra
+    env = dict(os.environ, **{CRASH_ENV: "5"})
+    crashed = subprocess.run(
+        [sys.executable, "-m", "covft.cli", "train", "stage2_covft", *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert crashed.returncode == 99, crashed.stderr[-3000:]
+    assert [step for step, _ in ckpt.list_checkpoints(interrupted)] == [3]
+    assert not (interrupted / "model.safetensors").exists()
+    assert [r["step"] for r in read_log(interrupted)] == [1, 2, 3, 4, 5]
+
+    resumed = train(tiny_config(tiny_data, interrupted, *extra, "resume=true", steps=steps))
+    assert resumed.steps == steps
+    assert resumed.loss_history == reference.loss_history
+    assert [r["step"] for r in read_log(interrupted)] == list(range(1, steps + 1))
+    expected = load_file(str(tmp_path / "reference" / "model.safetensors"))
+    actual = load_file(str(interrupted / "model.safetensors"))
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), f"{name} differs after resume"
+
+
+def test_resume_with_a_different_layout_is_refused(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    first = tiny_config(tiny_data, tmp_path, "train.save_steps=1", "train.batch_size=2", steps=3)
+    env_crash = {CRASH_ENV: "1"}
+    overrides = tiny_overrides(tiny_data, tmp_path, steps=3) + ["train.save_steps=1", "train.batch_size=2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "covft.cli", "train", "stage2_covft", *overrides],
+        cwd=REPO,
+        env=dict(os.environ, **env_crash),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 99, result.stderr[-3000:]
+    assert first.train.batch_size == 2
+    changed = tiny_config(tiny_data, tmp_path, "train.save_steps=1", "train.batch_size=3", "resume=true", steps=3)
+    with pytest.raises(Exception, match="cannot resume exactly.*batch_size"):
+        train(changed)
+
+
+def test_resume_without_a_checkpoint_starts_fresh(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    result = train(tiny_config(tiny_data, tmp_path, "resume=true", steps=2))
+    assert result.steps == 2 and len(result.loss_history) == 2
