@@ -29,7 +29,7 @@ from tqdm import tqdm
 from covft.data.world.suite import BUILDERS, build_suite, pixel_hash
 from covft.data.world.tasks import FAMILY_WEIGHTS, caption, conflict_pair, make_sample
 
-WORLD_VERSION = "2"
+WORLD_VERSION = "3"
 """Bumped whenever the same config would produce different files."""
 
 TRAIN_STREAM = 1

@@ -97,9 +97,12 @@ def object_mask(obj: WorldObject, size: int) -> np.ndarray:
 
 
 def shade(color: str) -> tuple[int, int, int]:
-    """The second colour of a striped/dotted object: darker, or lighter for black."""
+    """The second colour of a striped/dotted object: darker; mid grey for black, dark grey for white
+    (0.6 x white would be as grey as the background and erase the object's outline)."""
     if color == "black":
         return (85, 85, 85)
+    if color == "white":
+        return (95, 95, 95)
     return tuple(int(v * 0.6) for v in COLORS[color])
 
 
