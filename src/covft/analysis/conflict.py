@@ -1,0 +1,372 @@
+"""Visual preference conflict (paper Fig. 1b/c): two runs, same images, different task queries.
+
+Two models are trained from the same start, with the same seed and schedule, on the same images
+in the same order; only the text differs (default: grounding vs captioning). Every few steps the
+two vision encoders are compared block by block:
+
+- **parameter distance** ``||theta_A^(i) - theta_B^(i)||_2`` over *all* parameters of block ``i``
+  (frozen ones are equal in both runs and add nothing). For CoVFT's CoMoE blocks that includes
+  every expert, the router and the CVE, so the figure measures how far the whole block moved
+  apart, whatever its parametrisation. Because CoMoE blocks hold E copies of the MLP, the
+  absolute value is not comparable across strategies; ``param_relative`` divides it by the norm
+  of the block at the start (the same for both runs).
+- **feature distance** on a fixed probe set: both encoders see identical inputs (the probe images
+  with run A's query), and block ``i``'s outputs are compared as the root-mean-square over tokens
+  of the per-token L2 distance, averaged over probe images:
+  ``mean_images ||H_A^(i) - H_B^(i)||_F / sqrt(N_tokens)``. This is a function of what the block
+  computes, not of how it is parametrised, so it is the number to compare across strategies.
+
+Run A writes a snapshot (block parameters and probe features) at every measured step; run B
+reads the snapshot of the same step, records the distances and deletes it, so memory holds one
+snapshot at a time (disk holds run A's, about one vision tower per measured step).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from covft.analysis.runs import (
+    analysis_config,
+    block_list,
+    human_text,
+    preserve_forward_state,
+    task_of,
+    vision_forward,
+    write_records,
+)
+from covft.data.templates import IMAGE_PLACEHOLDER
+from covft.train.trainer import TrainerCallback
+
+__all__ = [
+    "ConflictRecorder",
+    "block_distances",
+    "block_vectors",
+    "feature_distances",
+    "measure_steps",
+    "run_conflict",
+    "split_by_task",
+    "vector_distances",
+]
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _task_turns(record: dict[str, Any], task: str) -> dict[str, Any] | None:
+    """The record reduced to its turns of ``task`` (``<image>`` on the first), or ``None``."""
+    turns = record.get("conversations", [])
+    kept: list[dict[str, str]] = []
+    for k in range(0, len(turns) - 1, 2):
+        human, answer = turns[k], turns[k + 1]
+        if human.get("from") == "human" and task_of(human.get("value", "")) == task:
+            question = human_text(human["value"])
+            kept += [{"from": "human", "value": question}, {"from": "gpt", "value": answer.get("value", "")}]
+    if not kept:
+        return None
+    kept[0]["value"] = f"{IMAGE_PLACEHOLDER}\n{kept[0]['value']}" if kept[0]["value"] else IMAGE_PLACEHOLDER
+    return {"id": f"{record.get('id')}:{task}", "image": record["image"], "conversations": kept}
+
+
+def split_by_task(
+    records: Sequence[dict[str, Any]],
+    task_a: str = "grounding",
+    task_b: str = "caption",
+    captions: Sequence[dict[str, Any]] = (),
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Two aligned lists of samples on the same images: item ``i`` of both shows the same image.
+
+    Each record is reduced to its turns of one task family (:func:`covft.analysis.runs.task_of`),
+    so multi-turn LLaVA-665K conversations that mix grounding and region captioning on one
+    image give one sample per task. ``captions`` (e.g. the conflict world's ``captions.json``,
+    one caption per training image) add samples for images whose own conversation has no
+    turn of a task. Only images that have both tasks are kept, in order of first appearance.
+    """
+    pools: dict[str, dict[str, dict[str, Any]]] = {task_a: {}, task_b: {}}
+    order: list[str] = []
+    for record in [*records, *captions]:
+        image = record.get("image")
+        if not isinstance(image, str):
+            continue
+        for task, pool in pools.items():
+            if image not in pool:
+                reduced = _task_turns(record, task)
+                if reduced is not None:
+                    pool[image] = reduced
+                    if image not in order:
+                        order.append(image)
+    shared = [image for image in order if image in pools[task_a] and image in pools[task_b]]
+    if not shared:
+        raise ValueError(
+            f"no image has both a {task_a!r} and a {task_b!r} sample ({len(pools[task_a])} and "
+            f"{len(pools[task_b])} images). Fix: pass a captions file for these images (the world's "
+            "captions.json), or give the two runs' data explicitly with --data-a/--data-b"
+        )
+    return [pools[task_a][i] for i in shared], [pools[task_b][i] for i in shared]
+
+
+# -------------------------------------------------------------------------------------- distances
+def block_vectors(model: nn.Module) -> list[torch.Tensor]:
+    """Every vision block's parameters flattened into one float32 CPU vector, in depth order."""
+    return [
+        torch.cat([p.detach().float().reshape(-1).cpu() for p in block.parameters()])
+        for block in block_list(model)
+    ]
+
+
+def vector_distances(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> list[float]:
+    """L2 distance between corresponding vectors of two equally long lists."""
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} blocks vs {len(b)}: compare models of the same structure")
+    distances = []
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x.shape != y.shape:
+            raise ValueError(f"block {i}: {tuple(x.shape)} vs {tuple(y.shape)} parameters")
+        distances.append(float(torch.linalg.vector_norm(x.double() - y.double())))
+    return distances
+
+
+def block_distances(model_a: nn.Module, model_b: nn.Module) -> list[float]:
+    """Per-block L2 distance between two vision encoders over all parameters of each block.
+
+    Accepts ``CovftModel``s, LLaVA models, vision towers or block lists of the same structure.
+    """
+    names_a = [[n for n, _ in block.named_parameters()] for block in block_list(model_a)]
+    names_b = [[n for n, _ in block.named_parameters()] for block in block_list(model_b)]
+    if names_a != names_b:
+        raise ValueError("the two encoders have different block structures (apply the same strategy)")
+    return vector_distances(block_vectors(model_a), block_vectors(model_b))
+
+
+def feature_distances(features_a: Sequence[torch.Tensor], features_b: Sequence[torch.Tensor]) -> list[float]:
+    """Per block, ``mean_images ||H_A - H_B||_F / sqrt(N_tokens)`` for ``[B, N, d]`` block outputs."""
+    if len(features_a) != len(features_b):
+        raise ValueError(f"{len(features_a)} blocks vs {len(features_b)}")
+    distances = []
+    for x, y in zip(features_a, features_b, strict=True):
+        if x.shape != y.shape or x.dim() != 3:
+            raise ValueError(
+                f"features must be equal [B, N, d] tensors, got {tuple(x.shape)}, {tuple(y.shape)}"
+            )
+        per_image = torch.linalg.vector_norm((x.double() - y.double()).flatten(1), dim=1) / math.sqrt(
+            x.shape[1]
+        )
+        distances.append(float(per_image.mean()))
+    return distances
+
+
+def measure_steps(total: int, every: int) -> list[int]:
+    """Steps at which the encoders are compared: 0 (the shared start), every ``every``, and the last."""
+    if total < 1 or every < 1:
+        raise ValueError(f"steps and every must be >= 1, got {total} and {every}")
+    return sorted({0, *range(every, total + 1, every), total})
+
+
+# --------------------------------------------------------------------------------------- recording
+class ConflictRecorder(TrainerCallback):
+    """Training callback: snapshots (run A, ``role="reference"``) or compares (run B, ``"compare"``).
+
+    Measurements happen before the first update (step 0) and after the update of every step in
+    ``steps``. The probe forward runs in eval mode without gradients and leaves the routing
+    state of the training batch untouched.
+    """
+
+    def __init__(
+        self,
+        snapshot_dir: str | Path,
+        probe: Sequence[dict[str, Any]],
+        steps: Sequence[int],
+        role: str,
+        keep_snapshots: bool = False,
+    ) -> None:
+        if role not in ("reference", "compare"):
+            raise ValueError(f"role must be 'reference' or 'compare', got {role!r}")
+        self.snapshot_dir = Path(snapshot_dir)
+        self.probe = list(probe)
+        self.steps = set(steps)
+        self.role = role
+        self.keep_snapshots = keep_snapshots
+        self.records: list[dict[str, Any]] = []
+        self._batch: dict[str, torch.Tensor] | None = None
+        self._initial_norms: list[float] | None = None
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+
+    def before_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
+        if step == 1 and 0 in self.steps:
+            self.measure(0, model)
+
+    def after_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
+        if step in self.steps:
+            self.measure(step, model)
+
+    def _features(self, model: nn.Module) -> list[torch.Tensor]:
+        if self._batch is None:
+            self._batch = model.collate(self.probe)
+        with preserve_forward_state(model):
+            return [h.detach().float().cpu().contiguous() for h in vision_forward(model, self._batch)]
+
+    def measure(self, step: int, model: nn.Module) -> None:
+        """Snapshot (reference) or compare against the reference snapshot of the same step."""
+        params = block_vectors(model)
+        features = self._features(model)
+        path = self.snapshot_dir / f"step_{step:06d}.safetensors"
+        if self._initial_norms is None:
+            self._initial_norms = [float(torch.linalg.vector_norm(v.double())) for v in params]
+        if self.role == "reference":
+            tensors = {f"param.{i}": v for i, v in enumerate(params)}
+            tensors.update({f"feature.{i}": f for i, f in enumerate(features)})
+            save_file(tensors, str(path))
+            return
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: run A wrote no snapshot for step {step}")
+        reference = load_file(str(path))
+        ref_params = [reference[f"param.{i}"] for i in range(len(params))]
+        ref_features = [reference[f"feature.{i}"] for i in range(len(features))]
+        l2 = vector_distances(ref_params, params)
+        self.records.append(
+            {
+                "step": step,
+                "param_l2": l2,
+                "param_relative": [
+                    d / n if n > 0 else 0.0 for d, n in zip(l2, self._initial_norms, strict=True)
+                ],
+                "feature_l2": feature_distances(ref_features, features),
+            }
+        )
+        if not self.keep_snapshots:
+            path.unlink()
+
+
+# ------------------------------------------------------------------------------------------- driver
+def _load_probe(samples: Sequence[dict[str, Any]], image_folder: str | Path | None) -> list[dict[str, Any]]:
+    probe = []
+    for sample in samples:
+        path = Path(sample["image"])
+        if image_folder is not None and not path.is_absolute():
+            path = Path(image_folder) / path
+        with Image.open(path) as handle:
+            image = handle.convert("RGB")
+        probe.append({"id": sample["id"], "image": image, "conversations": sample["conversations"]})
+    return probe
+
+
+def run_conflict(
+    samples_a: Sequence[dict[str, Any]],
+    samples_b: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    *,
+    image_folder: str | Path | None = None,
+    strategies: Sequence[str] = ("full", "covft"),
+    steps: int = 100,
+    every: int = 10,
+    probe_size: int = 8,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    tasks: tuple[str, str] = ("a", "b"),
+    keep_runs: bool = False,
+    keep_snapshots: bool = False,
+) -> dict[str, Any]:
+    """Train A and B for every strategy and return the distances (also the JSON's content).
+
+    ``samples_a[i]`` and ``samples_b[i]`` should show the same image (see :func:`split_by_task`).
+    Each run starts from the same model (``config`` + ``overrides``: model, ``init_from``...),
+    with the same seed and schedule. Runs go to ``out_dir/runs`` and are deleted after
+    measuring unless ``keep_runs``.
+    """
+    from covft.train import train
+
+    if not samples_a or not samples_b:
+        raise ValueError("both runs need at least one sample")
+    out = Path(out_dir)
+    images_a = [s.get("image") for s in samples_a]
+    images_b = [s.get("image") for s in samples_b]
+    same_images = images_a == images_b
+    file_a = write_records(samples_a, out / "data" / f"{tasks[0]}.json")
+    file_b = write_records(samples_b, out / "data" / f"{tasks[1]}.json")
+    probe = _load_probe(list(samples_a)[: max(1, probe_size)], image_folder)
+    schedule = measure_steps(steps, every)
+    results: dict[str, Any] = {}
+    for strategy in strategies:
+        snapshots = out / "snapshots" / strategy
+        losses: dict[str, list[float]] = {}
+        recorder: ConflictRecorder | None = None
+        info: dict[str, Any] = {}
+        for role, task, data in (("reference", tasks[0], file_a), ("compare", tasks[1], file_b)):
+            run_dir = out / "runs" / f"{strategy}-{task}"
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            cfg = analysis_config(
+                config=config,
+                overrides=overrides,
+                method=strategy,
+                train_file=data,
+                image_folder=image_folder,
+                output_dir=run_dir,
+                steps=steps,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+            )
+            recorder = ConflictRecorder(snapshots, probe, schedule, role, keep_snapshots=keep_snapshots)
+            info_hook = _ModelInfo()
+            result = train(cfg, callbacks=[recorder, info_hook])
+            losses[task] = list(result.loss_history)
+            info = info_hook.info
+            if not keep_runs:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        if not keep_snapshots:
+            shutil.rmtree(snapshots, ignore_errors=True)
+        assert recorder is not None
+        records = recorder.records
+        results[strategy] = {
+            "steps": [r["step"] for r in records],
+            "param_l2": [r["param_l2"] for r in records],
+            "param_relative": [r["param_relative"] for r in records],
+            "feature_l2": [r["feature_l2"] for r in records],
+            "final": {key: records[-1][key] for key in ("param_l2", "param_relative", "feature_l2")},
+            "loss": losses,
+            **info,
+        }
+    if not keep_runs:
+        shutil.rmtree(out / "runs", ignore_errors=True)
+    if not keep_snapshots:
+        shutil.rmtree(out / "snapshots", ignore_errors=True)
+    return {
+        "analysis": "conflict",
+        "tasks": {"a": tasks[0], "b": tasks[1]},
+        "n_samples": len(samples_a),
+        "same_images": same_images,
+        "probe_ids": [p["id"] for p in probe],
+        "total_steps": steps,
+        "strategies": results,
+        "definitions": {
+            "param_l2": "||theta_A - theta_B||_2 over all parameters of the block (CoMoE: experts, router, CVE, norms)",
+            "param_relative": "param_l2 / ||theta_block at step 0||_2",
+            "feature_l2": "mean over probe images of ||H_A - H_B||_F / sqrt(tokens), same inputs (query of A)",
+        },
+    }
+
+
+class _ModelInfo(TrainerCallback):
+    """Callback that notes the structure of the trained model once (for the report)."""
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] = {}
+
+    def before_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
+        if not self.info:
+            self.info = {
+                "num_blocks": len(block_list(model)),
+                "feeding_blocks": int(model.feeding_layers),
+                "comoe_layers": list(model.comoe_layers),
+                "trainable_vision_parameters": int(model.num_parameters("vision", trainable=True)),
+            }
