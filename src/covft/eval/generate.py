@@ -1,0 +1,374 @@
+"""Generation and evaluation: benchmark items in, predictions, scores and paper-layout reports out.
+
+:func:`predict` runs greedy, batched generation over contract items (docs/benchmark-records.md):
+the item's ``prompt`` is the human turn (``"<image>\\n"`` prepended when the item has an image) and
+the item's ``context`` is what CoVFT's context encoder sees, so LLaVA-1.5's instruction suffix
+("Answer with the option's letter ...") never reaches the router. Predictions are appended to a
+JSONL cache as batches finish; a rerun generates only what the cache lacks.
+
+:func:`evaluate` does that for several benchmarks, scores them and writes ``results.json``,
+``predictions/<benchmark>.jsonl`` and ``results.md`` (the paper's 12-column table). The
+``covft eval`` command and the demo both call it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from covft.data.templates import IMAGE_PLACEHOLDER
+
+DEFAULT_MAX_NEW_TOKENS = 128
+"""LLaVA-1.5's evaluation scripts generate at most 128 new tokens (greedy stops earlier at EOS)."""
+RESULTS_FILE = "results.json"
+REPORT_FILE = "results.md"
+PREDICTIONS_DIR = "predictions"
+SETTINGS_FILE = "eval_settings.json"
+
+
+# --------------------------------------------------------------------------- samples and context
+
+
+def build_sample(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The collator sample for one contract item: its prompt as the single human turn.
+
+    ``"<image>\\n"`` is prepended when the item has an image (loaded here, RGB). The assistant
+    prefix is added by the collator (``for_generation=True``).
+    """
+    if "prompt" not in item:
+        raise KeyError(f"item {item.get('id')!r} has no 'prompt' (see docs/benchmark-records.md)")
+    ref = item.get("image")
+    image = ref.load() if ref is not None and hasattr(ref, "load") else ref
+    prompt = str(item["prompt"])
+    value = f"{IMAGE_PLACEHOLDER}\n{prompt}" if image is not None else prompt
+    return {"id": str(item["id"]), "image": image, "conversations": [{"from": "human", "value": value}]}
+
+
+def context_of(item: Mapping[str, Any]) -> str:
+    """The text CoVFT's context encoder sees for an item: its ``context``, else its prompt."""
+    text = item.get("context")
+    if text is None:
+        text = item["prompt"]
+    return " ".join(str(text).replace(IMAGE_PLACEHOLDER, " ").split())
+
+
+def override_context(model: Any, batch: dict, items: Sequence[Mapping[str, Any]]) -> dict:
+    """Replace the collator's context inputs with the items' ``context`` texts.
+
+    The collator builds the context from the human turn, which for a benchmark prompt includes
+    the instruction suffix; the paper's router sees the question only. Rows follow
+    ``pixel_values`` order (items with an image). A model whose strategy does not read text is
+    left untouched.
+    """
+    if "context_input_ids" not in batch:
+        return batch
+    contexts = [context_of(item) for item in items if item.get("image") is not None]
+    tokenizer = model.ensure_text_encoder().tokenizer
+    encoded = tokenizer(
+        contexts,
+        padding=True,
+        truncation=True,
+        max_length=model.collator().context_max_length,
+        return_tensors="pt",
+    )
+    batch["context_input_ids"] = encoded["input_ids"]
+    batch["context_attention_mask"] = encoded["attention_mask"]
+    return batch
+
+
+def _to_model(batch: dict, model: Any) -> dict:
+    """Move a batch to the model's device; floating tensors (pixels) take the model's dtype."""
+    param = next(model.llava.parameters())
+    moved = {}
+    for key, value in batch.items():
+        if value.is_floating_point():
+            moved[key] = value.to(device=param.device, dtype=param.dtype)
+        else:
+            moved[key] = value.to(param.device)
+    return moved
+
+
+def generate_batch(
+    model: Any,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    template: str | None = None,
+) -> list[str]:
+    """Greedy answers for one batch of items: the decoded new tokens, stripped."""
+    samples = [build_sample(item) for item in items]
+    batch = model.collate(samples, template=template, for_generation=True)
+    batch = _to_model(override_context(model, batch, items), model)
+    output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+    new_tokens = output[:, batch["input_ids"].shape[1] :]
+    texts = model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    return [text.strip() for text in texts]
+
+
+# --------------------------------------------------------------------------- prediction cache
+
+
+def read_cache(path: str | os.PathLike[str]) -> dict[str, str]:
+    """``{id: prediction}`` from a JSONL prediction cache (empty if the file does not exist).
+
+    A last line cut short by a crash (no newline, not valid JSON) is dropped and the file
+    truncated before it, so appending continues cleanly; a bad complete line is an error naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    complete, _, tail = data.rpartition(b"\n")
+    predictions: dict[str, str] = {}
+    lines = complete.split(b"\n") if complete or data.startswith(b"\n") else []
+    for number, raw in enumerate(lines, start=1):
+        if raw.strip():
+            record = _parse_line(raw)
+            if record is None:
+                raise ValueError(
+                    f"prediction cache {path} line {number} is not an {{'id', 'prediction'}} record; "
+                    "delete the file to regenerate"
+                )
+            predictions[record[0]] = record[1]
+    if tail.strip():
+        record = _parse_line(tail)
+        if record is None:  # an interrupted append
+            with path.open("r+b") as handle:
+                handle.truncate(len(data) - len(tail))
+        else:
+            predictions[record[0]] = record[1]
+            with path.open("ab") as handle:
+                handle.write(b"\n")
+    return predictions
+
+
+def _parse_line(raw: bytes) -> tuple[str, str] | None:
+    try:
+        record = json.loads(raw.decode("utf-8"))
+        return str(record["id"]), str(record["prediction"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return None
+
+
+def _append(path: Path, records: Sequence[tuple[str, str]]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        for item_id, prediction in records:
+            handle.write(json.dumps({"id": item_id, "prediction": prediction}, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def predict(
+    model: Any,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    cache: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    desc: str = "generate",
+    template: str | None = None,
+) -> list[dict[str, Any]]:
+    """Greedy predictions for ``items``; returns records (each item plus ``prediction``), in order.
+
+    With ``cache`` (a JSONL path), predictions already there are reused and new ones are appended
+    after every batch, so an interrupted run continues where it stopped.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    ids = [str(item["id"]) for item in items]
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        duplicates = sorted({i for i in ids if i in seen or seen.add(i)})
+        raise ValueError(
+            f"item ids must be unique (predictions are cached by id); repeated: {duplicates[:5]}"
+        )
+    cache_path = Path(cache) if cache is not None else None
+    done: dict[str, str] = {}
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        known = read_cache(cache_path)
+        done = {i: known[i] for i in ids if i in known}
+    todo = [item for item in items if str(item["id"]) not in done]
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(items), initial=len(done), desc=desc, disable=not progress, dynamic_ncols=True)
+    try:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            texts = generate_batch(model, chunk, max_new_tokens=max_new_tokens, template=template)
+            pairs = [(str(item["id"]), text) for item, text in zip(chunk, texts, strict=True)]
+            done.update(pairs)
+            if cache_path is not None:
+                _append(cache_path, pairs)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return [{**item, "prediction": done[str(item["id"])]} for item in items]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _check_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to mix predictions of different models or settings in one output directory."""
+    path = out_dir / SETTINGS_FILE
+    if path.is_file() and not overwrite:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+        if changed:
+            raise ValueError(
+                f"{out_dir} holds predictions made with other settings {changed} (saved, now); "
+                "use another output directory or overwrite=True (--overwrite) to start afresh"
+            )
+    if overwrite and (out_dir / PREDICTIONS_DIR).is_dir():
+        for file in (out_dir / PREDICTIONS_DIR).glob("*.jsonl"):
+            file.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+
+def evaluate(
+    model: Any,
+    items_by_benchmark: Mapping[str, Sequence[Mapping[str, Any]]],
+    out_dir: str | os.PathLike[str],
+    *,
+    run_name: str = "model",
+    batch_size: int = 8,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    progress: bool = True,
+    settings: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Generate, score and report every benchmark; returns the content of ``results.json``.
+
+    ``items_by_benchmark`` maps benchmark names (``covft.eval.BENCHMARKS``; a suite uses the
+    same names) to contract items. Writes into ``out_dir``: ``predictions/<name>.jsonl`` (also
+    the resume cache), ``results.json`` (per-benchmark scores with breakdowns and the summary:
+    MME raw, G / K / V / Avg with MME/20) and ``results.md`` (the paper's table). ``settings``
+    (e.g. the checkpoint path) are recorded; rerunning with different ones into the same
+    directory is refused unless ``overwrite``.
+    """
+    from covft.eval.benchmarks import BENCHMARKS
+    from covft.eval.report import markdown_table, summarize
+    from covft.eval.scoring import score
+
+    unknown = sorted(set(items_by_benchmark) - set(BENCHMARKS))
+    if unknown:
+        raise KeyError(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+    if not items_by_benchmark:
+        raise ValueError("evaluate() got no benchmarks")
+    out = Path(out_dir)
+    recorded = {"run": run_name, "max_new_tokens": max_new_tokens, **dict(settings or {})}
+    _check_settings(out, recorded, overwrite)
+    scores: dict[str, dict[str, Any]] = {}
+    ordered = [name for name in BENCHMARKS if name in items_by_benchmark]
+    for name in ordered:
+        items = items_by_benchmark[name]
+        if not items:
+            raise ValueError(f"benchmark {name!r} has no items")
+        records = predict(
+            model,
+            items,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            cache=out / PREDICTIONS_DIR / f"{name}.jsonl",
+            progress=progress,
+            desc=name,
+        )
+        scores[name] = score(name, records)
+    values = {name: result["score"] for name, result in scores.items()}
+    results = {
+        "run": run_name,
+        "settings": recorded,
+        "scores": scores,
+        "summary": summarize(values),
+    }
+    (out / RESULTS_FILE).write_text(
+        json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    lines = [
+        f"# Evaluation: {run_name}\n",
+        markdown_table({run_name: values}),
+        "\n| benchmark | metric | n | score |",
+    ]
+    lines.append("|---|---|---:|---:|")
+    lines += [f"| {n} | {s['metric']} | {s['n']} | {s['score']:.2f} |" for n, s in scores.items()]
+    (out / REPORT_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return results
+
+
+def load_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a run directory's ``results.json`` (written by :func:`evaluate`)."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {run_dir} is not an evaluated run (covft eval writes it)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def scores_of(results: Mapping[str, Any]) -> dict[str, float]:
+    """``{benchmark: score}`` of a results mapping (MME raw, as :func:`covft.eval.summarize` takes)."""
+    return {name: float(entry["score"]) for name, entry in results["scores"].items()}
+
+
+def parse_benchmarks(spec: str | Sequence[str]) -> list[str]:
+    """``"all"`` or a comma-separated list (or a list) of benchmark names, checked, in table order."""
+    from covft.eval.benchmarks import BENCHMARKS
+
+    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else [str(n) for n in spec]
+    names = [n for n in names if n]
+    if not names or names == ["all"]:
+        return list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise KeyError(f"unknown benchmark(s) {unknown}; known: all, {', '.join(BENCHMARKS)}")
+    return [n for n in BENCHMARKS if n in names]
+
+
+def collect_items(
+    benchmarks: str | Sequence[str] = "all",
+    *,
+    data_root: str | os.PathLike[str] | None = None,
+    suite: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Items per benchmark, from the official files under ``data_root`` or from a suite directory.
+
+    With ``data_root`` each benchmark is read by its adapter from ``<data_root>/<subdir>``
+    (docs/benchmarks.md) and ``limit`` counts the adapter's units (MME images, MMBench questions,
+    MMVP pairs). With ``suite`` (written by ``covft.eval.benchmarks.write_suite``, e.g. the
+    conflict world's held-out suite) ``"all"`` means every benchmark the suite holds and ``limit``
+    keeps the first items of each file.
+    """
+    from covft.eval.benchmarks import get_adapter, load_suite
+
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be None or >= 0, got {limit}")
+    if (data_root is None) == (suite is None):
+        raise ValueError("give exactly one of data_root (official files) and suite (a suite directory)")
+    if suite is not None:
+        available = load_suite(suite)
+        wanted = parse_benchmarks(benchmarks)
+        if benchmarks in ("all", ["all"]):
+            wanted = [n for n in wanted if n in available]
+        missing = [n for n in wanted if n not in available]
+        if missing:
+            raise FileNotFoundError(
+                f"suite {suite} has no {', '.join(f'{n}.jsonl' for n in missing)} "
+                f"(it holds: {', '.join(sorted(available))})"
+            )
+        return {n: available[n][:limit] if limit is not None else available[n] for n in wanted}
+    root = Path(data_root)  # type: ignore[arg-type]
+    items = {}
+    for name in parse_benchmarks(benchmarks):
+        adapter = get_adapter(name)
+        items[name] = adapter.load(root / adapter.subdir, limit)
+    return items

@@ -1,0 +1,149 @@
+"""Generation: prompts and contexts reach the model as documented, the cache resumes, scores are real."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import covft
+from covft.eval.benchmarks import ImageRef, get_adapter
+from covft.eval.generate import (
+    build_sample,
+    collect_items,
+    evaluate,
+    parse_benchmarks,
+    predict,
+    read_cache,
+)
+from covft.models.model import CovftModel
+from tests.eval.conftest import build_gqa
+
+
+@pytest.fixture(scope="module")
+def model() -> CovftModel:
+    m = covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny", seed=0)
+    return covft.apply_vft(m, "covft")
+
+
+def items(n: int = 3) -> list[dict]:
+    return [
+        {
+            "id": f"q{i}",
+            "image": ImageRef(image=Image.new("RGB", (8, 8), (40 * i, 0, 0))),
+            "prompt": f"What colour is shape {i}?\nAnswer the question using a single word or phrase.",
+            "context": f"What colour is shape {i}?",
+            "answer": "red",
+        }
+        for i in range(n)
+    ]
+
+
+class Answering:
+    """Stands in for ``CovftModel.generate``: answers ``text`` to every prompt and records the calls."""
+
+    def __init__(self, model: CovftModel, text: str) -> None:
+        self.model, self.text, self.calls = model, text, []
+
+    def __call__(self, **batch: torch.Tensor) -> torch.Tensor:
+        self.calls.append(batch)
+        ids = self.model.tokenizer(self.text, add_special_tokens=False)["input_ids"]
+        answer = torch.tensor(ids + [self.model.tokenizer.eos_token_id]).expand(
+            batch["input_ids"].shape[0], -1
+        )
+        return torch.cat([batch["input_ids"], answer], dim=1)
+
+
+def test_sample_puts_image_placeholder_before_prompt() -> None:
+    item = items(1)[0]
+    sample = build_sample(item)
+    assert sample["conversations"] == [{"from": "human", "value": "<image>\n" + item["prompt"]}]
+    assert sample["image"].size == (8, 8)
+    text_only = build_sample({"id": "t", "image": None, "prompt": "Say hi"})
+    assert text_only["conversations"][0]["value"] == "Say hi" and text_only["image"] is None
+
+
+def test_router_sees_context_not_instruction(model: CovftModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = Answering(model, "red")
+    monkeypatch.setattr(model, "generate", fake)
+    records = predict(model, items(2), batch_size=2, max_new_tokens=4, progress=False)
+    assert [r["prediction"] for r in records] == ["red", "red"]
+    batch = fake.calls[0]
+    expected = model.text_encoder.tokenizer(
+        ["What colour is shape 0?", "What colour is shape 1?"], padding=True, return_tensors="pt"
+    )
+    assert torch.equal(batch["context_input_ids"], expected["input_ids"])
+    assert torch.equal(batch["context_attention_mask"], expected["attention_mask"])
+    decoded = model.tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()])
+    assert "Answer the question using a single word or phrase." in decoded  # the LLM still sees it
+    assert batch["input_ids"][:, 0].tolist() != batch["input_ids"][:, -1].tolist()  # left-padded prompt
+
+
+def test_predictions_match_plain_greedy_generation(model: CovftModel) -> None:
+    item = items(1)[0]
+    [record] = predict(model, [item], max_new_tokens=3, progress=False)
+    batch = model.collate([build_sample(item)], for_generation=True)
+    tokens = model.text_encoder.tokenizer([item["context"]], return_tensors="pt")
+    batch["context_input_ids"], batch["context_attention_mask"] = (
+        tokens["input_ids"],
+        tokens["attention_mask"],
+    )
+    out = model.generate(**batch, max_new_tokens=3)
+    expected = model.tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    assert record["prediction"] == expected
+    assert record["answer"] == "red" and record["id"] == "q0"  # the item's fields are kept
+
+
+def test_cache_resumes_and_survives_a_cut_line(
+    model: CovftModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "preds.jsonl"
+    cache.write_text('{"id": "q0", "prediction": "blue"}\n{"id": "q1", "pred', encoding="utf-8")
+    fake = Answering(model, "green")
+    monkeypatch.setattr(model, "generate", fake)
+    records = predict(model, items(3), batch_size=1, cache=cache, progress=False)
+    assert [r["prediction"] for r in records] == ["blue", "green", "green"]
+    assert len(fake.calls) == 2  # q1 and q2 only
+    assert read_cache(cache) == {"q0": "blue", "q1": "green", "q2": "green"}
+    assert all(json.loads(line) for line in cache.read_text().splitlines())
+    predict(model, items(3), cache=cache, progress=False)
+    assert len(fake.calls) == 2  # everything cached: nothing generated
+
+
+def test_bad_inputs_are_named(model: CovftModel, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unique.*\['q0'\]"):
+        predict(model, items(1) + items(1), progress=False)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        predict(model, items(1), batch_size=0, progress=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('not json\n{"id": "a", "prediction": "x"}\n')
+    with pytest.raises(ValueError, match="line 1"):
+        read_cache(bad)
+    with pytest.raises(KeyError, match="unknown benchmark"):
+        parse_benchmarks("gqa,vqav2")
+    assert parse_benchmarks("textvqa, gqa") == ["gqa", "textvqa"]  # table order
+    with pytest.raises(ValueError, match="exactly one of data_root"):
+        collect_items("gqa")
+
+
+def test_evaluate_scores_and_reports(
+    model: CovftModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_gqa(tmp_path / "data")
+    gqa = get_adapter("gqa").load(tmp_path / "data" / "gqa")
+    monkeypatch.setattr(model, "generate", Answering(model, "No"))
+    results = evaluate(model, {"gqa": gqa}, tmp_path / "run", run_name="always-no", progress=False)
+    # answers: "no", "woman", "the dog" -> one of three right
+    assert results["scores"]["gqa"]["score"] == pytest.approx(100 / 3)
+    assert results["summary"]["G"] == pytest.approx(100 / 3)
+    assert results["summary"]["missing"] == [n for n in parse_benchmarks("all") if n != "gqa"]
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["scores"]["gqa"]["n"] == 3 and saved["run"] == "always-no"
+    report = (tmp_path / "run" / "results.md").read_text()
+    assert "| always-no |" in report and "33.33" in report
+    assert read_cache(tmp_path / "run" / "predictions" / "gqa.jsonl") == {i["id"]: "No" for i in gqa}
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate(model, {"gqa": gqa}, tmp_path / "run", run_name="another", progress=False)
