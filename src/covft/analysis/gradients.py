@@ -1,0 +1,317 @@
+"""Gradient conflict (paper supp. Fig. A): how well each step's vision gradient agrees with the
+dominant gradient direction of the run.
+
+For every optimizer step the gradient of all trainable vision parameters (after accumulation,
+cross-process reduction and clipping: what the optimizer receives) is flattened into one vector
+``g_t``. The dominant direction ``u`` is the first principal component of the stacked gradients
+``G = [g_1; ...; g_T]`` **(ours)**: by default without centring (the top right-singular vector of
+``G``, the direction carrying most gradient energy, which is what "dominant gradient direction"
+means: centring would remove exactly the direction the steps share), optionally centred
+(``center=True``, scikit-learn's ``PCA``). ``u`` is sign-aligned with the mean gradient, and the
+statistic is ``cos(g_t, u)`` per step, summarised by its mean and standard deviation.
+
+Memory: ``G`` is ``T x D`` floats. For small models it is kept exactly; for large ones a fixed,
+seeded random projection maps every ``g_t`` to ``k`` dimensions (default 4096) chunk by chunk,
+never materialising the projection matrix, so only ``T x k`` floats are stored. Random
+projections preserve inner products and norms approximately (Johnson-Lindenstrauss), hence the
+cosines. See :class:`GradientSketch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from covft.train.trainer import TrainerCallback
+
+__all__ = [
+    "PAPER_GRADIENT_COSINE",
+    "GradientRecorder",
+    "GradientSketch",
+    "cosine_to_direction",
+    "cosine_to_dominant",
+    "dominant_direction",
+    "vision_gradients",
+]
+
+PAPER_GRADIENT_COSINE: dict[str, dict[str, float]] = {
+    "full": {"mean": 0.076, "std": 0.112},
+    "covft": {"mean": 0.189, "std": 0.051},
+}
+"""Supp. Fig. A (LLaVA-1.5-7B, LLaVA-665K mix, 8xH100): for reference only, not comparable to a
+small run on other data."""
+
+PROJECTIONS = ("none", "gaussian", "countsketch")
+
+
+def dominant_direction(grads: torch.Tensor | np.ndarray, center: bool = False) -> np.ndarray:
+    """Unit first principal component of the rows of ``grads`` ``[T, D]``, sign-aligned with their mean.
+
+    Uncentred (default): the top eigenvector of the Gram matrix ``G G^T`` (``T x T``, exact and
+    cheap for few steps and many dimensions) mapped back through ``G^T``. Centred: scikit-learn
+    ``PCA(n_components=1)``.
+    """
+    matrix = np.asarray(
+        grads.detach().cpu().double() if isinstance(grads, torch.Tensor) else grads, dtype=np.float64
+    )
+    if matrix.ndim != 2 or matrix.shape[0] < 1:
+        raise ValueError(f"grads must be [steps, dims] with at least one step, got shape {matrix.shape}")
+    if center:
+        from sklearn.decomposition import PCA
+
+        if matrix.shape[0] < 2:
+            raise ValueError("a centred principal component needs at least two steps")
+        direction = PCA(n_components=1, svd_solver="full").fit(matrix).components_[0]
+    else:
+        gram = matrix @ matrix.T
+        _, vectors = np.linalg.eigh(gram)
+        direction = matrix.T @ vectors[:, -1]
+    norm = np.linalg.norm(direction)
+    if norm == 0:
+        raise ValueError("all gradients are zero: there is no dominant direction")
+    direction = direction / norm
+    if float(direction @ matrix.mean(axis=0)) < 0:
+        direction = -direction
+    return direction
+
+
+def cosine_to_direction(grads: torch.Tensor | np.ndarray, direction: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of ``grads`` ``[T, D]`` with ``direction`` ``[D]`` (0 for zero rows)."""
+    matrix = np.asarray(
+        grads.detach().cpu().double() if isinstance(grads, torch.Tensor) else grads, dtype=np.float64
+    )
+    vector = np.asarray(
+        direction.detach().cpu().double() if isinstance(direction, torch.Tensor) else direction,
+        dtype=np.float64,
+    )
+    if matrix.ndim == 1:
+        matrix = matrix[None]
+    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(vector)
+    dots = matrix @ vector
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def cosine_to_dominant(
+    grads: torch.Tensor | np.ndarray, center: bool = False
+) -> tuple[np.ndarray, float, float]:
+    """``(cosines per step, mean, standard deviation)`` against :func:`dominant_direction`.
+
+    The standard deviation is the population one (``ddof=0``) over steps.
+    """
+    cosines = cosine_to_direction(grads, dominant_direction(grads, center=center))
+    return cosines, float(cosines.mean()), float(cosines.std())
+
+
+class GradientSketch:
+    """A fixed, seeded random projection ``R^D -> R^k`` applied chunk-wise to a list of tensors.
+
+    The input vector is the concatenation of the tensors (parameter gradients, in a fixed order).
+    Chunk ``j`` of tensor ``p`` (``chunk`` elements) is projected with its own random matrix drawn
+    from a generator seeded by ``(seed, p, j)``, regenerated on every call instead of stored, so
+    every step uses the same projection and memory stays ``O(k * chunk)``.
+
+    - ``"gaussian"``: entries ``N(0, 1/k)``; inner products are preserved in expectation with
+      relative error ``~1/sqrt(k)``. Costs ``D * k`` multiply-adds (and random draws) per call:
+      fine on a GPU for towers of a few hundred million parameters, slow on a CPU.
+    - ``"countsketch"``: every coordinate is added, with a random sign, to one random bucket
+      (``O(D)`` per call); also unbiased for inner products, a little noisier.
+    """
+
+    def __init__(self, dim: int = 4096, seed: int = 0, kind: str = "gaussian", chunk: int = 4096) -> None:
+        if kind not in ("gaussian", "countsketch"):
+            raise ValueError(f"kind must be 'gaussian' or 'countsketch', got {kind!r}")
+        if dim < 1 or chunk < 1:
+            raise ValueError(f"dim and chunk must be >= 1, got {dim} and {chunk}")
+        self.dim = dim
+        self.seed = seed
+        self.kind = kind
+        self.chunk = chunk
+
+    def _generator(self, device: torch.device, tensor_index: int, chunk_index: int) -> torch.Generator:
+        state = np.random.SeedSequence([self.seed, tensor_index, chunk_index]).generate_state(1, np.uint64)[0]
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(state) & ((1 << 63) - 1))
+        return generator
+
+    def __call__(self, tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+        """The projection of the concatenated, flattened ``tensors``: a float32 CPU vector of ``dim``."""
+        out: torch.Tensor | None = None
+        for p, tensor in enumerate(tensors):
+            flat = tensor.detach().reshape(-1).float()
+            if out is None:
+                out = torch.zeros(self.dim, device=flat.device)
+            for j, start in enumerate(range(0, flat.numel(), self.chunk)):
+                piece = flat[start : start + self.chunk]
+                generator = self._generator(flat.device, p, j)
+                if self.kind == "gaussian":
+                    matrix = (
+                        torch.randn(self.dim, piece.numel(), generator=generator, device=flat.device)
+                        / self.dim**0.5
+                    )
+                    out += matrix @ piece
+                else:
+                    buckets = torch.randint(
+                        0, self.dim, (piece.numel(),), generator=generator, device=flat.device
+                    )
+                    signs = (
+                        torch.randint(0, 2, (piece.numel(),), generator=generator, device=flat.device) * 2 - 1
+                    )
+                    out.index_add_(0, buckets, piece * signs)
+        if out is None:
+            raise ValueError("nothing to project: no tensors given")
+        return out.cpu()
+
+
+def vision_gradients(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``(name, grad)`` of every trainable vision parameter in a fixed order; zeros where no grad."""
+    pairs = []
+    for name, param in model.named_parameters():
+        if param.requires_grad and model.part_of(name) == "vision":
+            grad = param.grad if param.grad is not None else torch.zeros_like(param)
+            pairs.append((name, grad))
+    if not pairs:
+        raise ValueError("the model has no trainable vision parameters (strategy 'freeze'?)")
+    return pairs
+
+
+class GradientRecorder(TrainerCallback):
+    """Training callback: stores each step's flattened (or sketched) vision gradient.
+
+    ``projection`` is ``"none"`` (exact: ``T x D`` floats on the CPU), ``"gaussian"`` or
+    ``"countsketch"`` (``T x dim`` floats, see :class:`GradientSketch`). Gradients of parameters
+    sharded by ZeRO-3/FSDP are not visible here: run the analysis on one process or with DDP.
+    """
+
+    def __init__(self, projection: str = "none", dim: int = 4096, seed: int = 0) -> None:
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+        self.projection = projection
+        self.sketch = GradientSketch(dim, seed, projection) if projection != "none" else None
+        self.rows: list[torch.Tensor] = []
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.num_parameters = 0
+
+    def before_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
+        grads = [g for _, g in vision_gradients(model)]
+        self.num_parameters = sum(g.numel() for g in grads)
+        if self.sketch is None:
+            row = torch.cat([g.detach().float().reshape(-1).cpu() for g in grads])
+        else:
+            row = self.sketch(grads)
+        self.rows.append(row)
+        self.steps.append(step)
+        self.losses.append(float(loss))
+
+    def matrix(self) -> torch.Tensor:
+        """The stacked ``[T, D or dim]`` gradients recorded so far."""
+        if not self.rows:
+            raise ValueError("no gradients were recorded (did training run any step?)")
+        return torch.stack(self.rows)
+
+
+def choose_projection(requested: str, num_parameters: int, steps: int, max_exact_mb: float) -> str:
+    """``"auto"``: exact when ``steps x params`` float32 fit in ``max_exact_mb``, else count-sketch."""
+    if requested != "auto":
+        return requested
+    return "none" if steps * num_parameters * 4 <= max_exact_mb * 2**20 else "countsketch"
+
+
+def run_gradients(
+    out_dir: Any,
+    *,
+    data: str,
+    image_folder: str | None = None,
+    strategies: Sequence[str] = ("full", "covft"),
+    steps: int = 50,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    projection: str = "auto",
+    sketch_dim: int = 4096,
+    max_exact_mb: float = 2048.0,
+    center: bool = False,
+    keep_runs: bool = False,
+) -> dict[str, Any]:
+    """Train every strategy on the same data and schedule; return the cosine statistics per strategy."""
+    import shutil
+    from pathlib import Path
+
+    from covft.analysis.runs import analysis_config
+    from covft.train import train
+
+    out = Path(out_dir)
+    results: dict[str, Any] = {}
+    for strategy in strategies:
+        run_dir = out / "runs" / strategy
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        cfg = analysis_config(
+            config=config,
+            overrides=overrides,
+            method=strategy,
+            train_file=data,
+            image_folder=image_folder,
+            output_dir=run_dir,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+        )
+        deferred = _DeferredRecorder(projection, sketch_dim, cfg.train.seed, steps, max_exact_mb)
+        train(cfg, callbacks=[deferred])
+        recorder = deferred.recorder
+        assert recorder is not None
+        cosines, mean, std = cosine_to_dominant(recorder.matrix(), center=center)
+        results[strategy] = {
+            "steps": recorder.steps,
+            "cosine": cosines.tolist(),
+            "mean": mean,
+            "std": std,
+            "loss": recorder.losses,
+            "num_parameters": recorder.num_parameters,
+            "projection": recorder.projection,
+            "sketch_dim": sketch_dim if recorder.projection != "none" else None,
+        }
+        if not keep_runs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if not keep_runs:
+        shutil.rmtree(out / "runs", ignore_errors=True)
+    return {
+        "analysis": "gradients",
+        "data": str(data),
+        "total_steps": steps,
+        "center": center,
+        "strategies": results,
+        "paper": {
+            "source": "CoVFT supp. Fig. A, LLaVA-1.5-7B on the 665K mix (reference only)",
+            **PAPER_GRADIENT_COSINE,
+        },
+        "definition": "cos(g_t, u), u = first principal component of stacked per-step vision gradients "
+        f"({'centred' if center else 'uncentred'}), sign-aligned with their mean",
+    }
+
+
+class _DeferredRecorder(TrainerCallback):
+    """Builds the :class:`GradientRecorder` at the first step, when the gradient size is known."""
+
+    def __init__(self, projection: str, dim: int, seed: int, steps: int, max_exact_mb: float) -> None:
+        self.requested = projection
+        self.dim = dim
+        self.seed = seed
+        self.steps = steps
+        self.max_exact_mb = max_exact_mb
+        self.recorder: GradientRecorder | None = None
+
+    def before_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
+        if self.recorder is None:
+            count = sum(g.numel() for _, g in vision_gradients(model))
+            chosen = choose_projection(self.requested, count, self.steps, self.max_exact_mb)
+            self.recorder = GradientRecorder(chosen, self.dim, self.seed)
+        self.recorder.before_optimizer_step(step, model, loss)
