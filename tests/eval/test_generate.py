@@ -20,7 +20,6 @@ from covft.eval.generate import (
     read_cache,
 )
 from covft.models.model import CovftModel
-from tests.eval.conftest import build_gqa
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +129,9 @@ def test_bad_inputs_are_named(model: CovftModel, tmp_path: Path) -> None:
 
 
 def test_evaluate_scores_and_reports(
-    model: CovftModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model: CovftModel, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build_gqa(tmp_path / "data")
-    gqa = get_adapter("gqa").load(tmp_path / "data" / "gqa")
+    gqa = get_adapter("gqa").load(data_root / "gqa")
     monkeypatch.setattr(model, "generate", Answering(model, "No"))
     results = evaluate(model, {"gqa": gqa}, tmp_path / "run", run_name="always-no", progress=False)
     # answers: "no", "woman", "the dog" -> one of three right

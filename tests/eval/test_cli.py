@@ -1,0 +1,138 @@
+"""`covft eval` and `covft compare` end to end on a tiny saved checkpoint and every adapter's fixture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import covft
+from covft.cli import main
+from covft.eval.benchmarks import BENCHMARKS, ImageRef, write_suite
+from covft.eval.generate import read_cache
+from covft.eval.report import COLUMN_TITLES
+from covft.models.model import CovftModel
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny", seed=0)
+    covft.apply_vft(model, "covft")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-covft"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def generate_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts ``CovftModel.generate`` calls (batch sizes), still generating for real."""
+    calls: list[int] = []
+    original = CovftModel.generate
+
+    def counting(self: CovftModel, *args, **kwargs):
+        calls.append(int(kwargs["input_ids"].shape[0]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CovftModel, "generate", counting)
+    return calls
+
+
+def test_eval_every_benchmark_then_resume(
+    checkpoint: Path,
+    data_root: Path,
+    tmp_path: Path,
+    generate_calls: list[int],
+    capsys: pytest.CaptureFixture,
+) -> None:
+    out = tmp_path / "run"
+    argv = ["eval", str(checkpoint), "--data-root", str(data_root), "--out", str(out)]
+    argv += ["--limit", "1", "--batch-size", "16", "--max-new-tokens", "2", "--no-progress"]
+    assert main(argv) == 0
+    assert len(generate_calls) == 12  # one batch per benchmark
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["scores"]) == list(BENCHMARKS)
+    assert results["summary"]["missing"] == []
+    for key in ("G", "K", "V", "Avg"):
+        assert 0.0 <= results["summary"][key] <= 100.0
+    # the summary is the paper's: Avg over the 12 scores with MME / 20
+    scaled = [s["score"] / (20 if n == "mme" else 1) for n, s in results["scores"].items()]
+    assert results["summary"]["Avg"] == pytest.approx(sum(scaled) / 12)
+    # --limit counts units: one MME image (2 questions), one MMBench question (4 rotations), one MMVP pair
+    assert results["scores"]["mme"]["n"] == 2 and results["scores"]["mmbench_en"]["n"] == 4
+    for name in BENCHMARKS:
+        cached = read_cache(out / "predictions" / f"{name}.jsonl")
+        assert len(cached) == results["scores"][name]["n"]
+    table = (out / "results.md").read_text()
+    header = table.splitlines()[2]
+    assert all(title in header for title in COLUMN_TITLES.values()) and "Avg." in header
+    assert "| tiny-covft |" in capsys.readouterr().out
+
+    generate_calls.clear()
+    assert main(argv) == 0
+    assert generate_calls == []  # everything came from the prediction cache
+    assert json.loads((out / "results.json").read_text())["scores"] == results["scores"]
+
+
+def test_eval_suite_and_compare(
+    checkpoint: Path, tmp_path: Path, generate_calls: list[int], capsys: pytest.CaptureFixture
+) -> None:
+    suite = tmp_path / "suite"
+    image = ImageRef(image=Image.new("RGB", (16, 16), (200, 30, 30)))
+    gqa = [
+        {"id": f"g{i}", "image": image, "prompt": f"What colour? {i}\nAnswer the question using a single word or phrase.",
+         "context": f"What colour? {i}", "answer": "red"}
+        for i in range(3)
+    ]  # fmt: skip
+    options = {"A": "red", "B": "blue"}
+    mmvp = [
+        {"id": f"m{i}", "image": image, "prompt": "Which colour?\nA. red\nB. blue\nAnswer with the option's letter.",
+         "context": "Which colour?\nA. red\nB. blue", "pair_id": "0", "options": options, "answer": "A"}
+        for i in range(2)
+    ]  # fmt: skip
+    write_suite(suite, "gqa", gqa)
+    write_suite(suite, "mmvp", mmvp)
+    runs = []
+    for name in ("first", "second"):
+        out = tmp_path / name
+        argv = ["eval", str(checkpoint), "--suite", str(suite), "--out", str(out), "--name", name]
+        assert main([*argv, "--max-new-tokens", "2", "--no-progress"]) == 0
+        results = json.loads((out / "results.json").read_text())
+        assert sorted(results["scores"]) == ["gqa", "mmvp"]
+        assert results["scores"]["gqa"]["n"] == 3 and results["scores"]["mmvp"]["n"] == 2
+        assert results["summary"]["covers"]["Avg"] == ["gqa", "mmvp"]
+        runs.append(out)
+    assert sum(generate_calls) == 2 * 5
+
+    capsys.readouterr()
+    assert main(["compare", *map(str, runs), "--out", str(tmp_path / "cmp")]) == 0
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| first |" in table and "| second |" in table
+    png = (tmp_path / "cmp" / "comparison.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| first |" in capsys.readouterr().out
+
+
+def test_cli_errors_are_clear(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", str(checkpoint), "--suite", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert "suite directory not found" in capsys.readouterr().err
+    argv = [
+        "eval",
+        str(checkpoint),
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path),
+        "--benchmarks",
+        "gqa",
+    ]
+    assert main(argv) == 2
+    assert "gqa: missing" in capsys.readouterr().err
+    assert (
+        main(["eval", str(checkpoint), "--data-root", str(tmp_path), "--out", "x", "--benchmarks", "vqa"])
+        == 2
+    )
+    assert "unknown benchmark" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
+    assert "not an evaluated run" in capsys.readouterr().err
