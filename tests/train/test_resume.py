@@ -78,7 +78,9 @@ def test_resume_with_a_different_layout_is_refused(tiny_data: dict[str, Path], t
     )
     assert result.returncode == 99, result.stderr[-3000:]
     assert first.train.batch_size == 2
-    changed = tiny_config(tiny_data, tmp_path, "train.save_steps=1", "train.batch_size=3", "resume=true", steps=3)
+    changed = tiny_config(
+        tiny_data, tmp_path, "train.save_steps=1", "train.batch_size=3", "resume=true", steps=3
+    )
     with pytest.raises(Exception, match="cannot resume exactly.*batch_size"):
         train(changed)
 

@@ -190,12 +190,21 @@ def _accelerator(config: TrainConfig) -> Any:
 
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.train.precision]
     accelerator = Accelerator(
+        # torchrun on a machine without accelerators: accelerate needs to be told it is DDP on CPU
+        cpu=_no_accelerator_device(),
         mixed_precision=precision,
         gradient_accumulation_steps=config.train.grad_accum,
         step_scheduler_with_optimizer=False,
         # Text-only batches leave the vision tower unused; sparse routing leaves experts unused.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes != launched:
+        raise RuntimeError(
+            f"launched with WORLD_SIZE={launched} but accelerate runs {accelerator.num_processes} process(es); "
+            "every process would train alone and overwrite the others' output. Fix: launch with "
+            "`accelerate launch` and a config from covft/configs/accelerate, or set ACCELERATE_USE_CPU=1 on CPU"
+        )
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None:
         ds = plugin.deepspeed_config
@@ -204,6 +213,13 @@ def _accelerator(config: TrainConfig) -> Any:
         if ds.get("gradient_clipping", "auto") == "auto":
             ds["gradient_clipping"] = config.train.max_grad_norm or 0.0
     return accelerator
+
+
+def _no_accelerator_device() -> bool:
+    """True when no GPU-like device exists, so distributed runs must use the CPU (gloo)."""
+    from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
+
+    return not (torch.cuda.is_available() or is_xpu_available() or is_npu_available() or is_mps_available())
 
 
 def _is_deepspeed(accelerator: Any) -> bool:
