@@ -239,7 +239,7 @@ def _run_conflict(args: argparse.Namespace) -> int:
         print(
             f"  {strategy:>8}: parameter distance / block norm by depth "
             f"{[round(v, 4) for v in final['param_relative']]}; feature distance "
-            f"{[round(v, 4) for v in final['feature_l2']]}"
+            f"{[round(v, 4) for v in final['feature_l2']]}; outside the blocks {data['outside_l2'][-1]:.4f}"
         )
     print(f"wrote {out / 'conflict.json'}, conflict_depth.png, conflict_steps.png")
     return 0

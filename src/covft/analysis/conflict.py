@@ -52,6 +52,7 @@ __all__ = [
     "block_vectors",
     "feature_distances",
     "measure_steps",
+    "outside_block_vector",
     "run_conflict",
     "split_by_task",
     "vector_distances",
@@ -118,6 +119,19 @@ def block_vectors(model: nn.Module) -> list[torch.Tensor]:
         torch.cat([p.detach().float().reshape(-1).cpu() for p in block.parameters()])
         for block in block_list(model)
     ]
+
+
+def outside_block_vector(model: nn.Module) -> torch.Tensor:
+    """The vision tower's parameters outside the blocks (embeddings, pre/post norms), flattened.
+
+    Full fine-tuning trains them too; they shift every block's input, so the feature distance of
+    block 0 can be large although its own parameters barely moved.
+    """
+    inside = {id(p) for block in block_list(model) for p in block.parameters()}
+    outside = [p for p in model.vision_tower.parameters() if id(p) not in inside]
+    if not outside:
+        return torch.zeros(0)
+    return torch.cat([p.detach().float().reshape(-1).cpu() for p in outside])
 
 
 def vector_distances(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> list[float]:
@@ -214,12 +228,14 @@ class ConflictRecorder(TrainerCallback):
     def measure(self, step: int, model: nn.Module) -> None:
         """Snapshot (reference) or compare against the reference snapshot of the same step."""
         params = block_vectors(model)
+        outside = outside_block_vector(model)
         features = self._features(model)
         path = self.snapshot_dir / f"step_{step:06d}.safetensors"
         if self._initial_norms is None:
             self._initial_norms = [float(torch.linalg.vector_norm(v.double())) for v in params]
         if self.role == "reference":
             tensors = {f"param.{i}": v for i, v in enumerate(params)}
+            tensors["outside"] = outside
             tensors.update({f"feature.{i}": f for i, f in enumerate(features)})
             save_file(tensors, str(path))
             return
@@ -237,6 +253,7 @@ class ConflictRecorder(TrainerCallback):
                     d / n if n > 0 else 0.0 for d, n in zip(l2, self._initial_norms, strict=True)
                 ],
                 "feature_l2": feature_distances(ref_features, features),
+                "outside_l2": vector_distances([reference["outside"]], [outside])[0],
             }
         )
         if not self.keep_snapshots:
@@ -332,6 +349,7 @@ def run_conflict(
             "param_l2": [r["param_l2"] for r in records],
             "param_relative": [r["param_relative"] for r in records],
             "feature_l2": [r["feature_l2"] for r in records],
+            "outside_l2": [r["outside_l2"] for r in records],
             "final": {key: records[-1][key] for key in ("param_l2", "param_relative", "feature_l2")},
             "loss": losses,
             **info,
@@ -351,7 +369,9 @@ def run_conflict(
         "definitions": {
             "param_l2": "||theta_A - theta_B||_2 over all parameters of the block (CoMoE: experts, router, CVE, norms)",
             "param_relative": "param_l2 / ||theta_block at step 0||_2",
-            "feature_l2": "mean over probe images of ||H_A - H_B||_F / sqrt(tokens), same inputs (query of A)",
+            "feature_l2": "mean over probe images of ||H_A - H_B||_F / sqrt(tokens) of the block's output, same "
+            "inputs (query of A); cumulative: includes changes of earlier blocks and embeddings",
+            "outside_l2": "L2 distance of the vision parameters outside the blocks (embeddings, pre/post norms)",
         },
     }
 

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = [
     "plot_conflict_depth",
@@ -56,6 +57,7 @@ def plot_conflict_depth(result: dict[str, Any], path: str | Path) -> Path:
                     comoe, [values[i] for i in comoe], s=90, facecolors="none", edgecolors=line.get_color()
                 )
         ax.set_xlabel("vision block")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(title="strategy (circled: CoMoE blocks)")
@@ -86,6 +88,7 @@ def plot_conflict_steps(result: dict[str, Any], path: str | Path) -> Path:
             ax.grid(alpha=0.3)
         if blocks <= 12:
             axes[row][-1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
     return _save(fig, path)
 
 
