@@ -19,6 +19,7 @@ from covft.train.config import (
     save_config,
     valid_keys,
 )
+from covft.train.recipe import check_method_options, strategy_for
 
 CONFIG_ROOT = Path(str(resources.files("covft") / "configs"))
 
@@ -32,6 +33,7 @@ def test_every_shipped_recipe_parses_and_validates() -> None:
     for name in names:
         config = load_config(name)
         assert isinstance(config, TrainConfig), name
+        check_method_options(*strategy_for(config))  # method_options fit the strategy's options
         raw = yaml.safe_load((CONFIG_ROOT / f"{name}.yaml").read_text())
         assert set(raw) <= {k.split(".")[0] for k in valid_keys()}, name
         if name.startswith("stage2_"):
@@ -160,3 +162,13 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     save_config(config, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == config
     assert config_from_dict(config.to_dict()) == config
+
+
+def test_unknown_method_or_method_option_names_the_closest() -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'covft'"):
+        check_method_options("cofvt", {})
+    with pytest.raises(ConfigError, match=r"Did you mean 'method_options.num_experts'"):
+        check_method_options("covft", {"num_expert": 4})
+    with pytest.raises(ConfigError, match="not an option of method 'full'.*method_options=\\{\\}"):
+        check_method_options("full", {"num_experts": 4})
+    check_method_options("lora", {"r": 8, "train_llm": True})

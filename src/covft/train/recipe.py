@@ -12,6 +12,8 @@ matrices only, never to biases or normalisation parameters.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 from pathlib import Path
 from typing import Any
@@ -100,11 +102,30 @@ def build_model(config: TrainConfig) -> Any:
     if config.init_from:
         load_init_weights(model, config.init_from)
     method, options = strategy_for(config)
-    available = covft.available_methods()
-    if method not in available:
-        raise ConfigError(f"unknown method {method!r}. Fix: choose one of {available}")
+    check_method_options(method, options)
     covft.apply_vft(model, method, **options)
     return model
+
+
+def check_method_options(method: str, options: dict[str, Any]) -> None:
+    """Reject an unknown method or option up front, naming the closest valid one."""
+    import covft
+    from covft.strategies import get_strategy
+
+    available = covft.available_methods()
+    if method not in available:
+        close = difflib.get_close_matches(method, available, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown method {method!r}.{hint} Fix: choose one of {available}")
+    fields = [f.name for f in dataclasses.fields(get_strategy(method).Options)]
+    for key in options:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" Did you mean 'method_options.{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"method_options.{key} is not an option of method {method!r}.{hint} Valid: {fields}. "
+                "Fix: drop it (e.g. method_options={} when switching method on another strategy's config)"
+            )
 
 
 def learning_rates(loop: TrainLoopConfig) -> dict[str, float]:
