@@ -79,7 +79,7 @@ def override_context(model: Any, batch: dict, items: Sequence[Mapping[str, Any]]
     return batch
 
 
-def _to_model(batch: dict, model: Any) -> dict:
+def to_model(batch: dict, model: Any) -> dict:
     """Move a batch to the model's device; floating tensors (pixels) take the model's dtype."""
     param = next(model.llava.parameters())
     moved = {}
@@ -101,8 +101,15 @@ def generate_batch(
     """Greedy answers for one batch of items: the decoded new tokens, stripped."""
     samples = [build_sample(item) for item in items]
     batch = model.collate(samples, template=template, for_generation=True)
-    batch = _to_model(override_context(model, batch, items), model)
-    output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+    batch = to_model(override_context(model, batch, items), model)
+    if "pixel_values" in batch:
+        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+    else:
+        # A text-only batch goes to the LLaVA model directly: CovftModel.generate passes
+        # pixel_values=None on, and transformers' generate then runs the vision tower on None.
+        output = model.llava.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=model.tokenizer.pad_token_id
+        )
     new_tokens = output[:, batch["input_ids"].shape[1] :]
     texts = model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     return [text.strip() for text in texts]

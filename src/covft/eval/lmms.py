@@ -1,0 +1,248 @@
+"""An lmms-eval model for covft checkpoints: ``lmms-eval --model covft --model_args pretrained=DIR``.
+
+Install with ``pip install covft[lmms]``; the package's ``lmms_eval.models`` entry point names
+:class:`CovftLMM`. lmms-eval is imported only when the class is first used, so importing this
+module never needs it.
+
+The class is a "simple" lmms-eval model: each request carries ``(context, gen_kwargs,
+doc_to_visual, doc_id, task, split)``. The context (the task's prompt) is the human turn; the
+question without the task's answer-format instruction and without ``<image>`` is what CoVFT's
+context encoder sees (as in :mod:`covft.eval.generate`). Decoding is greedy (the paper evaluates at
+temperature 0) and stops at the task's ``until`` strings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from covft.data.templates import IMAGE_PLACEHOLDER
+from covft.eval.benchmarks.base import MC_SUFFIX, MC_SUFFIX_CN, SHORT_ANSWER_SUFFIX
+from covft.eval.generate import DEFAULT_MAX_NEW_TOKENS
+
+INSTALL_HINT = "pip install covft[lmms]"
+REGISTERED_NAME = "covft"
+#: Answer-format instructions that lmms-eval tasks append (LLaVA-1.5's); they never reach the router.
+INSTRUCTION_SUFFIXES: tuple[str, ...] = (
+    MC_SUFFIX,
+    MC_SUFFIX_CN,
+    SHORT_ANSWER_SUFFIX,
+    "Answer the question with a single word or phrase.",
+    "Answer with the option letter from the given choices directly.",
+)
+
+
+def question_of(context: str) -> str:
+    """The router's text for an lmms-eval context: ``<image>`` and a trailing instruction removed."""
+    text = context.replace(IMAGE_PLACEHOLDER, " ").strip()
+    changed = True
+    while changed:
+        changed = False
+        for suffix in INSTRUCTION_SUFFIXES:
+            if text.endswith(suffix):
+                text = text[: -len(suffix)].rstrip()
+                changed = True
+    return " ".join(text.split())
+
+
+def _stop(text: str, until: Sequence[str]) -> str:
+    """Cut ``text`` at the first of the ``until`` strings."""
+    cut = len(text)
+    for marker in until:
+        if marker:
+            position = text.find(marker)
+            if position != -1:
+                cut = min(cut, position)
+    return text[:cut].strip()
+
+
+class CovftLMMBase:
+    """Everything the lmms-eval model does, without lmms-eval (the public class adds its base class).
+
+    ``pretrained`` is anything ``covft.build_model`` takes (a covft checkpoint directory, a local
+    Hugging Face LLaVA directory, a preset). ``task_dict`` is filled by lmms-eval (``{task: {split:
+    docs}}``) before requests arrive.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        device: str = "cpu",
+        batch_size: int | str = 1,
+        max_new_tokens: int | str = DEFAULT_MAX_NEW_TOKENS,
+        **unused: Any,
+    ) -> None:
+        import covft
+
+        unknown = sorted(k for k in unused if k not in ("dtype", "trust_remote_code"))
+        if unknown:
+            raise TypeError(
+                f"covft model: unknown model_args {unknown}; valid: pretrained, device, batch_size, max_new_tokens"
+            )
+        try:
+            self.batch_size_per_gpu = int(batch_size)
+        except ValueError:
+            raise ValueError(f"covft model: batch_size must be an integer, got {batch_size!r}") from None
+        if self.batch_size_per_gpu < 1:
+            raise ValueError(f"covft model: batch_size must be >= 1, got {batch_size!r}")
+        self.max_new_tokens = int(max_new_tokens)
+        self.pretrained = str(pretrained)
+        self.model = covft.build_model(self.pretrained)
+        if device != "cpu":
+            self.model.to(device)
+        self.model.eval()
+        if not hasattr(self, "task_dict"):
+            self.task_dict: dict = {}
+
+    # ------------------------------------------------------------------ requests
+    def _doc(self, task: str, split: str, doc_id: Any) -> Any:
+        try:
+            return self.task_dict[task][split][doc_id]
+        except (KeyError, IndexError, TypeError):
+            raise KeyError(f"covft model: no document {doc_id!r} in task {task!r}, split {split!r}") from None
+
+    def _item(self, args: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A contract item and the generation kwargs from generate_until-shaped request args."""
+        from covft.eval.benchmarks import ImageRef
+
+        context, gen_kwargs, doc_to_visual, doc_id, task, split = args
+        visuals = doc_to_visual(self._doc(task, split, doc_id)) if doc_to_visual is not None else None
+        visuals = [v for v in (visuals or []) if v is not None]
+        if len(visuals) > 1:
+            raise ValueError(
+                f"covft model: task {task!r} gives {len(visuals)} images for document {doc_id!r}; "
+                "LLaVA-1.5-style covft models take one image per question"
+            )
+        image = visuals[0] if visuals else None
+        if image is not None and not hasattr(image, "convert"):
+            raise TypeError(
+                f"covft model: task {task!r} gives a {type(image).__name__} visual; only images (PIL) are supported"
+            )
+        item = {
+            "id": f"{task}/{split}/{doc_id}",
+            "image": ImageRef(image=image.convert("RGB")) if image is not None else None,
+            "prompt": context.replace(IMAGE_PLACEHOLDER, "").strip(),
+            "context": question_of(context),
+        }
+        return item, dict(gen_kwargs or {})
+
+    def generate_until(self, requests: Sequence[Any]) -> list[str]:
+        """Greedy answers, one per request, cut at the request's ``until`` strings."""
+        from tqdm.auto import tqdm
+
+        from covft.eval.generate import generate_batch
+
+        prepared = [self._item(request.args) for request in requests]
+        answers: list[str | None] = [None] * len(prepared)
+        groups: dict[int, list[int]] = {}
+        for index, (_item, kwargs) in enumerate(prepared):
+            limit = int(kwargs.get("max_new_tokens", self.max_new_tokens))
+            groups.setdefault(limit, []).append(index)
+        bar = tqdm(total=len(prepared), desc="covft generate_until", disable=self.rank != 0)
+        for limit, indices in groups.items():
+            for start in range(0, len(indices), self.batch_size_per_gpu):
+                chunk = indices[start : start + self.batch_size_per_gpu]
+                texts = generate_batch(self.model, [prepared[i][0] for i in chunk], max_new_tokens=limit)
+                for index, text in zip(chunk, texts, strict=True):
+                    until = prepared[index][1].get("until") or []
+                    answers[index] = _stop(text, [until] if isinstance(until, str) else until)
+                bar.update(len(chunk))
+        bar.close()
+        return [answer if answer is not None else "" for answer in answers]
+
+    def loglikelihood(self, requests: Sequence[Any]) -> list[tuple[float, bool]]:
+        """``(log p(continuation | context), whether greedy decoding would produce it)`` per request.
+
+        Requests carry ``(context, doc_to_target, doc_to_visual, doc_id, task, split)``; the
+        continuation is scored as the assistant's answer after the context's human turn, with the
+        space the vicuna template puts before answers (unless it already starts with one).
+        """
+        import torch
+
+        from covft.eval.generate import build_sample, override_context, to_model
+
+        results = []
+        for request in requests:
+            context, doc_to_target, doc_to_visual, doc_id, task, split = request.args
+            doc = self._doc(task, split, doc_id)
+            target = doc_to_target(doc) if callable(doc_to_target) else doc_to_target
+            if isinstance(target, list):
+                target = target[0]
+            item, _ = self._item((context, {}, doc_to_visual, doc_id, task, split))
+            prompt = build_sample(item)
+            batch = self.model.collate([prompt], for_generation=True)
+            batch = to_model(override_context(self.model, batch, [item]), self.model)
+            answer = str(target) if str(target)[:1].isspace() else f" {target}"  # vicuna: "ASSISTANT: answer"
+            target_ids = self.model.tokenizer(answer, add_special_tokens=False)["input_ids"]
+            if not target_ids:
+                results.append((0.0, True))
+                continue
+            device = batch["input_ids"].device
+            target_tensor = torch.tensor([target_ids], device=device)
+            input_ids = torch.cat([batch["input_ids"], target_tensor], dim=1)
+            mask = torch.cat([batch["attention_mask"], torch.ones_like(target_tensor)], dim=1)
+            with torch.no_grad():
+                extra = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+                logits = self.model(input_ids=input_ids, attention_mask=mask, **extra).logits
+            n = len(target_ids)
+            log_probs = torch.log_softmax(logits[0, -n - 1 : -1].float(), dim=-1)
+            picked = log_probs.gather(1, target_tensor[0].unsqueeze(1)).squeeze(1)
+            greedy = bool((log_probs.argmax(dim=-1) == target_tensor[0]).all())
+            value = float(picked.sum())
+            results.append((value if math.isfinite(value) else float("-inf"), greedy))
+        return results
+
+    def generate_until_multi_round(self, requests: Sequence[Any]) -> list[str]:
+        """Not supported: covft's model answers single-round tasks only."""
+        raise NotImplementedError(
+            "covft model: multi-round generation tasks (generate_until_multi_round) are not supported; "
+            "use single-round generate_until or loglikelihood tasks"
+        )
+
+    @property
+    def rank(self) -> int:
+        return int(getattr(self, "_rank", 0))
+
+    @property
+    def world_size(self) -> int:
+        return int(getattr(self, "_world_size", 1))
+
+
+_CLASS: type | None = None
+
+
+def _lmms_class() -> type:
+    """Build (once) the lmms-eval model class, importing lmms-eval now."""
+    global _CLASS
+    if _CLASS is not None:
+        return _CLASS
+    try:
+        from lmms_eval.api import registry
+        from lmms_eval.api.model import lmms
+    except ImportError as error:
+        raise ImportError(
+            f"covft.eval.lmms.CovftLMM needs lmms-eval, which is not installed: {INSTALL_HINT}"
+        ) from error
+
+    class CovftLMM(CovftLMMBase, lmms):
+        """covft checkpoints as an lmms-eval model (``--model covft --model_args pretrained=DIR``)."""
+
+        is_simple = True
+
+        def __init__(self, pretrained: str, **kwargs: Any) -> None:
+            lmms.__init__(self)
+            CovftLMMBase.__init__(self, pretrained, **kwargs)
+
+    CovftLMM.__module__ = __name__
+    models = getattr(registry, "MODEL_REGISTRY", None)
+    if isinstance(models, dict) and REGISTERED_NAME not in models:
+        registry.register_model(REGISTERED_NAME)(CovftLMM)
+    _CLASS = CovftLMM
+    return CovftLMM
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CovftLMM":
+        return _lmms_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

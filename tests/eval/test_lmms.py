@@ -1,0 +1,167 @@
+"""The lmms-eval plugin at its interface: fake lmms-eval modules, fake requests, a tiny checkpoint.
+
+lmms-eval itself is not installed in the test environment (it pulls a CUDA build of torch), so
+these tests stand in its two touch points: ``lmms_eval.api.model.lmms`` (the base class) and
+``lmms_eval.api.registry`` (``register_model`` / ``MODEL_REGISTRY``), and requests shaped like its
+``Instance`` (``args = (context, gen_kwargs, doc_to_visual, doc_id, task, split)``).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import covft
+from covft.eval import lmms as plugin
+from covft.eval.generate import build_sample, override_context
+from covft.models.model import CovftModel
+
+
+class Request:
+    """Shaped like lmms-eval's ``Instance``: only ``args`` is read."""
+
+    def __init__(self, *args: object) -> None:
+        self.args = args
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny", seed=0)
+    covft.apply_vft(model, "covft")
+    path = tmp_path_factory.mktemp("lmms") / "ckpt"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def fake_lmms_eval(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    class lmms:  # noqa: N801 - lmms-eval's name
+        def __init__(self) -> None:
+            self._rank, self._world_size, self.task_dict = 0, 1, {}
+
+    registry = types.ModuleType("lmms_eval.api.registry")
+    registry.MODEL_REGISTRY = {}
+
+    def register_model(*names: str):
+        def decorate(cls: type) -> type:
+            assert issubclass(cls, lmms)
+            for name in names:
+                registry.MODEL_REGISTRY[name] = cls
+            return cls
+
+        return decorate
+
+    registry.register_model = register_model
+    model_module = types.ModuleType("lmms_eval.api.model")
+    model_module.lmms = lmms
+    api = types.ModuleType("lmms_eval.api")
+    api.model, api.registry = model_module, registry
+    root = types.ModuleType("lmms_eval")
+    root.api = api
+    for name, module in {
+        "lmms_eval": root,
+        "lmms_eval.api": api,
+        "lmms_eval.api.model": model_module,
+        "lmms_eval.api.registry": registry,
+    }.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(plugin, "_CLASS", None)
+    return registry
+
+
+TASK = {
+    "gqa_lite": {
+        "test": [
+            {"question": "What colour is it?", "image": Image.new("RGB", (12, 12), (200, 0, 0))},
+            {"question": "Is it dark?", "image": Image.new("RGB", (12, 12), (0, 0, 30))},
+            {"question": "Say a word.", "image": None},
+        ]
+    }
+}
+SUFFIX = "\nAnswer the question using a single word or phrase."
+
+
+def visual(doc: dict) -> list:
+    return [doc["image"]] if doc["image"] is not None else []
+
+
+def test_import_needs_no_lmms_eval_until_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "lmms_eval", None)  # makes `import lmms_eval` fail
+    monkeypatch.setattr(plugin, "_CLASS", None)
+    assert plugin.question_of("<image>\nWhat is it?" + SUFFIX) == "What is it?"
+    with pytest.raises(ImportError, match=r"pip install covft\[lmms\]"):
+        plugin.CovftLMM  # noqa: B018 - the attribute access is the use
+
+
+def test_generate_until_answers_fake_requests(
+    fake_lmms_eval: types.ModuleType, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cls = plugin.CovftLMM
+    assert fake_lmms_eval.MODEL_REGISTRY["covft"] is cls
+    lm = cls(pretrained=str(checkpoint), batch_size="2", max_new_tokens="3")
+    lm.task_dict = TASK
+    requests = [
+        Request(f"<image>\n{doc['question']}{SUFFIX}", {"max_new_tokens": 3, "until": ["\n"]}, visual, i, "gqa_lite", "test")
+        for i, doc in enumerate(TASK["gqa_lite"]["test"])
+    ]  # fmt: skip
+    answers = lm.generate_until(requests)
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+
+    seen: list[dict] = []
+
+    def answer(self: CovftModel, **batch: torch.Tensor) -> torch.Tensor:
+        seen.append(batch)
+        ids = self.tokenizer("red\nand more", add_special_tokens=False)["input_ids"]
+        return torch.cat([batch["input_ids"], torch.tensor(ids).expand(batch["input_ids"].shape[0], -1)], 1)
+
+    monkeypatch.setattr(CovftModel, "generate", answer)
+    lm.batch_size_per_gpu = 3  # one batch: two images and a text-only document
+    assert lm.generate_until(requests) == ["red", "red", "red"]  # cut at the task's `until`
+    assert len(seen) == 1 and seen[0]["pixel_values"].shape[0] == 2
+    contexts = lm.model.text_encoder.tokenizer(
+        ["What colour is it?", "Is it dark?"], padding=True, return_tensors="pt"
+    )
+    assert torch.equal(seen[0]["context_input_ids"], contexts["input_ids"])  # the question, no suffix
+    with pytest.raises(NotImplementedError, match="multi-round"):
+        lm.generate_until_multi_round(requests)
+
+
+def test_loglikelihood_matches_the_model_loss(fake_lmms_eval: types.ModuleType, checkpoint: Path) -> None:
+    lm = plugin.CovftLMM(pretrained=str(checkpoint))
+    lm.task_dict = TASK
+    context = "<image>\nWhat colour is it?" + SUFFIX
+    [(logp, greedy)] = lm.loglikelihood([Request(context, lambda doc: "red", visual, 0, "gqa_lite", "test")])
+    # independently: the model's own cross-entropy over the answer tokens " red" (vicuna puts a space)
+    item, _ = lm._item((context, {}, visual, 0, "gqa_lite", "test"))
+    batch = override_context(lm.model, lm.model.collate([build_sample(item)], for_generation=True), [item])
+    answer = torch.tensor([lm.model.tokenizer(" red", add_special_tokens=False)["input_ids"]])
+    input_ids = torch.cat([batch["input_ids"], answer], 1)
+    labels = torch.cat([torch.full_like(batch["input_ids"], -100), answer], 1)
+    with torch.no_grad():
+        loss = lm.model(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            labels=labels,
+            pixel_values=batch["pixel_values"],
+            context_input_ids=batch["context_input_ids"],
+            context_attention_mask=batch["context_attention_mask"],
+        ).loss
+    assert logp == pytest.approx(-float(loss) * answer.shape[1], rel=1e-4)
+    assert logp < 0.0 and greedy is False  # a random model does not say " red"
+
+
+def test_bad_model_args_and_documents(fake_lmms_eval: types.ModuleType, checkpoint: Path) -> None:
+    with pytest.raises(TypeError, match=r"unknown model_args \['conv_template'\]"):
+        plugin.CovftLMM(pretrained=str(checkpoint), conv_template="vicuna")
+    lm = plugin.CovftLMM(pretrained=str(checkpoint))
+    lm.task_dict = TASK
+    with pytest.raises(KeyError, match="no document 7 in task 'gqa_lite'"):
+        lm.generate_until([Request("q", {}, visual, 7, "gqa_lite", "test")])
+    two = Request("q", {}, lambda doc: [doc["image"], doc["image"]], 0, "gqa_lite", "test")
+    with pytest.raises(ValueError, match="2 images"):
+        lm.generate_until([two])
