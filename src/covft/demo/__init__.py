@@ -1,0 +1,106 @@
+"""`covft demo`: the whole CoVFT pipeline end to end on the synthetic conflict world, on a CPU.
+
+World -> stage 0 (contrastive tower) -> stage 1 (projector) -> stage 2 for each strategy from the
+same stage-1 checkpoint -> the world's held-out 12-benchmark suite -> ``report.md``,
+``results.json`` and plots. Every finished stage is reused by a rerun. See docs/demo.md.
+
+This module stays light (argument parsing only); the work is in :mod:`covft.demo.pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from covft.demo.settings import DEFAULT_METHODS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the arguments of `covft demo`."""
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller world and schedule (a smoke run of every stage)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=("tiny", "smol"),
+        default="tiny",
+        help="tiny: small LM trained from scratch (fast); smol: SmolLM2-135M-Instruct (needs covft[smol])",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        metavar="METHOD",
+        help=f"strategies to compare (any of `covft methods`; default: {' '.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="seeds 0..N-1; the report gives mean and spread (default 1)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default runs/demo, or runs/demo-quick with --quick; -smol appended for smol)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="cache of the tokenizer, stage-0 towers and converted LMs (default $COVFT_CACHE or runs/cache)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: all cores, or 1 when the machine is already busy)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def default_threads() -> int:
+    """All cores, unless other processes already keep them busy (oversubscribed threads crawl)."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return 1 if load >= cores else cores
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; prints the table and where the report went."""
+    import torch
+
+    from covft.demo.pipeline import DemoError, DemoRun, run_demo
+    from covft.demo.settings import FULL, QUICK
+    from covft.models.demo_presets import default_cache_dir
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    out = args.out
+    if out is None:
+        out = Path("runs") / ("demo-quick" if args.quick else "demo")
+        if args.preset != "tiny":
+            out = out.with_name(f"{out.name}-{args.preset}")
+    print(f"covft demo: {args.preset} preset, {threads} thread(s), writing {out}", file=sys.stderr)
+    demo = DemoRun(
+        out=out,
+        settings=QUICK if args.quick else FULL,
+        preset=args.preset,
+        methods=list(args.methods),
+        seeds=args.seeds,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        progress=not args.no_progress,
+    )
+    try:
+        run_demo(demo)
+    except (DemoError, ImportError) as error:
+        print(f"covft demo: error: {error}", file=sys.stderr)
+        return 2
+    print(f"covft demo: wrote {out}/report.md, results.json and plots", file=sys.stderr)
+    return 0

@@ -1,0 +1,307 @@
+"""The demo pipeline: world -> stage 0 -> stage 1 -> stage 2 per strategy -> suite -> report.
+
+Every stage writes its result into its own folder and is skipped when that result is already
+there, so a rerun (or a run that was interrupted) only does what is missing:
+
+- ``<out>/world/``: the conflict world (``make_world`` reuses a matching ``meta.json``);
+- ``<cache>/tokenizer/<hash>/``, ``<cache>/stage0/<hash>/``: tokenizer and stage-0 tower, cached by
+  content hash and shared between demo folders;
+- ``<out>/seed<k>/stage1/``: projector alignment (``train_summary.json`` marks it finished);
+- ``<out>/seed<k>/stage2/<method>/``: instruction tuning from that stage-1 checkpoint;
+- ``<out>/seed<k>/eval/<method>/``: suite predictions and scores (``results.json``).
+
+Training runs inside a stage resume from their last checkpoint (``resume=true``). Each action is
+appended to ``<out>/stages.jsonl`` (``ran`` or ``reused``, with seconds), which the report and the
+tests read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import covft.models.demo_presets as demo_presets
+from covft.demo.settings import DemoSettings
+from covft.models.stage0 import Stage0Config, Stage0Result, pretrain_vision_tower
+
+STAGE_LOG = "stages.jsonl"
+SETTINGS_FILE = "demo_settings.json"
+PRESETS = ("tiny", "smol")
+
+
+class DemoError(RuntimeError):
+    """A demo run that cannot continue; the message says why and how to fix it."""
+
+
+@dataclass
+class DemoRun:
+    """Where a demo writes and what it runs."""
+
+    out: Path
+    settings: DemoSettings
+    preset: str = "tiny"
+    methods: Sequence[str] = ("freeze", "full", "lora", "covft")
+    seeds: int = 1
+    cache_dir: Path = field(default_factory=demo_presets.default_cache_dir)
+    progress: bool = True
+
+    @property
+    def world_dir(self) -> Path:
+        return self.out / "world"
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.out / f"seed{seed}"
+
+    def stage1_dir(self, seed: int) -> Path:
+        return self.seed_dir(seed) / "stage1"
+
+    def stage2_dir(self, seed: int, method: str) -> Path:
+        return self.seed_dir(seed) / "stage2" / method
+
+    def eval_dir(self, seed: int, method: str) -> Path:
+        return self.seed_dir(seed) / "eval" / method
+
+
+class StageLog:
+    """Appends one JSON line per stage action to ``<out>/stages.jsonl``."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / STAGE_LOG
+
+    def record(self, stage: str, action: str, seconds: float, **extra: Any) -> None:
+        entry = {
+            "stage": stage,
+            "action": action,
+            "seconds": round(seconds, 3),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **extra,
+        }
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def read_stage_log(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """The stage actions recorded in a demo folder, oldest first."""
+    return StageLog(Path(out)).entries()
+
+
+def _check_settings(run: DemoRun) -> None:
+    """Refuse to mix stages trained under other settings in one demo folder."""
+    recorded = {"preset": run.preset, "settings": run.settings.to_dict()}
+    path = run.out / SETTINGS_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved != json.loads(json.dumps(recorded)):
+            raise DemoError(
+                f"{run.out} holds a demo run with other settings or preset ({path}). Fix: pass another "
+                "--out (e.g. runs/demo-quick for --quick), or delete that folder to start afresh"
+            )
+    run.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def make_demo_world(run: DemoRun, log: StageLog) -> dict[str, Any]:
+    """Generate (or reuse) the world under ``<out>/world``."""
+    from covft.data.world import make_world
+
+    started = time.perf_counter()
+    meta_path = run.world_dir / "meta.json"
+    before = meta_path.stat().st_mtime_ns if meta_path.is_file() else None
+    s = run.settings
+    meta = make_world(
+        run.world_dir,
+        size=s.world_size,
+        seed=s.world_seed,
+        suite_size=s.suite_size,
+        image_size=s.image_size,
+        progress=run.progress,
+    )
+    reused = before is not None and meta_path.stat().st_mtime_ns == before
+    log.record("world", "reused" if reused else "ran", time.perf_counter() - started)
+    return meta
+
+
+def stage0_config(settings: DemoSettings) -> Stage0Config:
+    """The stage-0 config with the demo's tower options filled in."""
+    return replace(
+        settings.stage0,
+        vision_hidden=settings.vision_hidden,
+        vision_layers=settings.vision_layers,
+        image_size=settings.image_size,
+    )
+
+
+def run_stage0(run: DemoRun, log: StageLog) -> Stage0Result:
+    """Contrastive pretraining of the tower (cached by config hash under the cache folder)."""
+    started = time.perf_counter()
+    result = pretrain_vision_tower(
+        run.world_dir, stage0_config(run.settings), cache_dir=run.cache_dir, progress=run.progress
+    )
+    log.record("stage0", "reused" if result.reused else "ran", time.perf_counter() - started, key=result.key)
+    return result
+
+
+def model_options(run: DemoRun, stage0: Stage0Result, tokenizer_dir: Path | None) -> dict[str, Any]:
+    """``model_options`` for the trainer: the preset's keyword arguments (the seed comes from it)."""
+    s = run.settings
+    options: dict[str, Any] = {
+        "vision_weights": str(stage0.path.resolve()),
+        "vision_hidden": s.vision_hidden,
+        "vision_layers": s.vision_layers,
+        "image_size": s.image_size,
+    }
+    if run.preset == "tiny":
+        options.update(
+            tokenizer_dir=str(tokenizer_dir.resolve()) if tokenizer_dir else None,
+            llm_hidden=s.llm_hidden,
+            llm_layers=s.llm_layers,
+        )
+    else:
+        options["cache_dir"] = str(Path(run.cache_dir).resolve())
+    return options
+
+
+def _train_config(
+    run: DemoRun, *, stage: int, method: str, seed: int, output_dir: Path, options: dict[str, Any]
+) -> dict[str, Any]:
+    s = run.settings
+    world = run.world_dir.resolve()
+    first = stage == 1
+    return {
+        "model": run.preset,
+        "model_options": options,
+        "method": method,
+        "stage": stage,
+        "init_from": None if first else str(run.stage1_dir(seed).resolve()),
+        "output_dir": str(output_dir),
+        "resume": True,
+        "data": {
+            "train": str(world / ("captions.json" if first else "train.json")),
+            "image_folder": str(world),
+        },
+        "train": {
+            "max_steps": s.stage1_steps if first else s.stage2_steps,
+            "batch_size": s.stage1_batch_size if first else s.stage2_batch_size,
+            "lr": s.stage1_lr if first else s.stage2_lr,
+            "warmup_ratio": s.warmup_ratio,
+            "lr_scheduler": s.lr_scheduler,
+            "seed": seed,
+            "save_steps": s.save_steps,
+            "save_total_limit": 1,
+            "report_to": "none",
+            "logging_steps": 1,
+            "progress_bar": run.progress,
+        },
+    }
+
+
+def train_stage(name: str, config: dict[str, Any], log: StageLog) -> dict[str, Any]:
+    """Run one training stage with ``covft.train.train`` unless its summary is already there."""
+    from covft.train import train
+    from covft.train.config import config_from_dict
+
+    output = Path(config["output_dir"])
+    summary = output / "train_summary.json"
+    started = time.perf_counter()
+    if summary.is_file():
+        log.record(name, "reused", time.perf_counter() - started)
+        return json.loads(summary.read_text(encoding="utf-8"))
+    result = train(config_from_dict(config, source=name))
+    log.record(name, "ran", time.perf_counter() - started, steps=result.steps)
+    return json.loads(summary.read_text(encoding="utf-8"))
+
+
+def evaluate_stage(
+    run: DemoRun, seed: int, method: str, items: dict[str, list[dict]], log: StageLog
+) -> dict[str, Any]:
+    """Score one stage-2 model on the suite unless its ``results.json`` is already there."""
+    import covft
+    from covft.eval.generate import RESULTS_FILE, evaluate
+
+    out = run.eval_dir(seed, method)
+    started = time.perf_counter()
+    if (out / RESULTS_FILE).is_file():
+        log.record(f"eval/seed{seed}/{method}", "reused", time.perf_counter() - started)
+        return json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
+    model = covft.build_model(str(run.stage2_dir(seed, method)))
+    results = evaluate(
+        model,
+        items,
+        out,
+        run_name=method,
+        batch_size=run.settings.eval_batch_size,
+        max_new_tokens=run.settings.max_new_tokens,
+        progress=run.progress,
+        settings={"checkpoint": str(run.stage2_dir(seed, method)), "seed": seed},
+    )
+    log.record(f"eval/seed{seed}/{method}", "ran", time.perf_counter() - started)
+    return results
+
+
+# --------------------------------------------------------------------------- the whole demo
+
+
+def run_demo(run: DemoRun) -> dict[str, Any]:
+    """Run (or resume) every stage and write the report; returns the content of ``results.json``."""
+    from covft.demo.report import write_report
+    from covft.eval.generate import collect_items
+    from covft.strategies import available_methods
+
+    if run.preset not in PRESETS:
+        raise DemoError(f"preset must be one of {PRESETS}, got {run.preset!r}")
+    unknown = [m for m in run.methods if m not in available_methods()]
+    if unknown:
+        raise DemoError(f"unknown method(s) {unknown}; available: {', '.join(available_methods())}")
+    if run.seeds < 1:
+        raise DemoError(f"--seeds must be >= 1, got {run.seeds}")
+    if len(set(run.methods)) != len(run.methods) or not run.methods:
+        raise DemoError(f"give each method once, got {list(run.methods)}")
+    _check_settings(run)
+    log = StageLog(run.out)
+    total = time.perf_counter()
+
+    make_demo_world(run, log)
+    stage0 = run_stage0(run, log)
+    tokenizer_dir = None
+    if run.preset == "tiny":
+        tokenizer_dir = demo_presets.world_tokenizer(run.world_dir, run.cache_dir, run.settings.vocab_size)
+    options = model_options(run, stage0, tokenizer_dir)
+    items = collect_items("all", suite=run.world_dir / "suite")
+
+    scores: dict[int, dict[str, dict[str, float]]] = {}
+    for seed in range(run.seeds):
+        stage1 = run.stage1_dir(seed)
+        train_stage(
+            f"stage1/seed{seed}",
+            _train_config(run, stage=1, method="freeze", seed=seed, output_dir=stage1, options=options),
+            log,
+        )
+        scores[seed] = {}
+        for method in run.methods:
+            config = _train_config(
+                run,
+                stage=2,
+                method=method,
+                seed=seed,
+                output_dir=run.stage2_dir(seed, method),
+                options=options,
+            )
+            train_stage(f"stage2/seed{seed}/{method}", config, log)
+            results = evaluate_stage(run, seed, method, items, log)
+            scores[seed][method] = {name: float(entry["score"]) for name, entry in results["scores"].items()}
+    log.record("demo", "total", time.perf_counter() - total)
+    return write_report(run, stage0, scores, items)

@@ -1,0 +1,301 @@
+"""The demo's report: the paper's table, spread over seeds, a plain verdict and the plots.
+
+Writes into the demo folder:
+
+- ``report.md``: settings, stage-0 summary, the 12-benchmark table (mean over seeds, the paper's
+  layout), G / K / V / Avg with the spread over seeds, a rough sampling error of Avg, and a
+  verdict computed from the numbers (CoVFT vs the best other method), whatever it says;
+- ``results.json``: every score of every seed and method, means, spreads, timings;
+- ``groups.png`` (G/K/V/Avg bars), ``benchmarks.png`` (per-benchmark heatmap),
+  ``curves.png`` (stage-0 contrastive loss, stage-1 loss, stage-2 loss per method).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from covft.eval.report import (
+    COLUMN_TITLES,
+    ORDER,
+    SUMMARY_KEYS,
+    bar_chart,
+    format_score,
+    markdown_table,
+    scaled,
+    summarize,
+)
+
+if TYPE_CHECKING:
+    from covft.demo.pipeline import DemoRun
+    from covft.models.stage0 import Stage0Result
+
+REPORT_FILE = "report.md"
+RESULTS_FILE = "results.json"
+PLOTS = ("groups.png", "benchmarks.png", "curves.png")
+UNIT_KEYS = {"mme": "image_id", "mmbench_en": "index", "mmbench_cn": "index", "mmvp": "pair_id"}
+
+
+def mean_scores(per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, float]:
+    """Per-benchmark mean over seeds (raw scores, MME unscaled)."""
+    names = sorted({n for scores in per_seed.values() for n in scores})
+    return {n: statistics.fmean(s[n] for s in per_seed.values() if n in s) for n in names}
+
+
+def spread(values: list[float]) -> float | None:
+    """Sample standard deviation, or None with fewer than two values."""
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def scoring_units(items: Mapping[str, list[dict]]) -> dict[str, int]:
+    """Independent scoring units per benchmark (MME images, MMBench questions, MMVP pairs, items)."""
+    units = {}
+    for name, rows in items.items():
+        key = UNIT_KEYS.get(name)
+        units[name] = len({str(row[key]) for row in rows}) if key else len(rows)
+    return units
+
+
+def rough_standard_error(scores: Mapping[str, float], items: Mapping[str, list[dict]]) -> float:
+    """A rough sampling standard error of Avg: binomial per benchmark, independent benchmarks.
+
+    Each benchmark's score on the averaging scale is treated as a proportion of its maximum
+    (100; MME/20: 10 per subtask) measured on its independent units. It says how far apart two
+    methods must be before the suite's size, alone, stops explaining the gap.
+    """
+    units = scoring_units(items)
+    variance = 0.0
+    for name, value in scores.items():
+        top = 100.0
+        if name == "mme":
+            top = 10.0 * len({row["category"] for row in items[name]})
+        p = min(max(scaled(name, value) / top, 0.0), 1.0)
+        variance += (top * math.sqrt(p * (1 - p) / max(units[name], 1))) ** 2
+    return math.sqrt(variance) / max(len(scores), 1)
+
+
+def verdict(summaries: Mapping[str, Mapping[str, Any]], noise: float) -> str:
+    """One paragraph comparing CoVFT's Avg with the best other method; says what the numbers say."""
+    if "covft" not in summaries or len(summaries) < 2:
+        ranking = sorted(summaries, key=lambda m: summaries[m]["Avg"]["mean"], reverse=True)
+        return f"Ranking by Avg: {', '.join(ranking)} (CoVFT was not among the methods compared)."
+    others = {m: s for m, s in summaries.items() if m != "covft"}
+    best = max(others, key=lambda m: others[m]["Avg"]["mean"])
+    ours, theirs = summaries["covft"]["Avg"]["mean"], others[best]["Avg"]["mean"]
+    gap = ours - theirs
+    sds = [summaries[m]["Avg"]["sd"] for m in ("covft", best) if summaries[m]["Avg"]["sd"] is not None]
+    seed_note = f"; seed spread (sd) up to {max(sds):.2f}" if sds else "; one seed, so no seed spread"
+    head = (
+        f"CoVFT Avg {ours:.2f} vs the best other method, {best}, {theirs:.2f}: "
+        f"gap {gap:+.2f} points (rough sampling error of one Avg: {noise:.2f}{seed_note})."
+    )
+    floor = max([2.0 * noise, *(2.0 * sd for sd in sds)])
+    if gap <= 0:
+        return head + " **CoVFT does not beat the baselines in this setting.**"
+    if gap < floor:
+        return head + " CoVFT is ahead, but by less than the noise: **no reliable difference.**"
+    return head + " **CoVFT is ahead by more than the noise estimate in this setting.**"
+
+
+def group_summaries(
+    scores: Mapping[int, Mapping[str, Mapping[str, float]]], methods: list[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per method and key (G/K/V/Avg): mean over seeds, sd, and the per-seed values."""
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for method in methods:
+        per_seed = [summarize(scores[seed][method]) for seed in sorted(scores)]
+        result[method] = {}
+        for key in SUMMARY_KEYS:
+            values = [s[key] for s in per_seed if s[key] is not None]
+            result[method][key] = {
+                "mean": statistics.fmean(values) if values else None,
+                "sd": spread(values),
+                "per_seed": values,
+            }
+    return result
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def heatmap(rows: Mapping[str, Mapping[str, float]], path: Path) -> Path:
+    """Methods x benchmarks, on the averaging scale (MME/20), annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(rows)
+    names = [n for n in ORDER if any(n in rows[m] for m in methods)]
+    grid = [[scaled(n, rows[m][n]) if n in rows[m] else float("nan") for n in names] for m in methods]
+    figure, axis = plt.subplots(figsize=(1.0 + 0.8 * len(names), 1.2 + 0.5 * len(methods)))
+    image = axis.imshow(grid, cmap="viridis", aspect="auto", vmin=0, vmax=100)
+    axis.set_xticks(range(len(names)), [COLUMN_TITLES[n] for n in names], rotation=45, ha="right")
+    axis.set_yticks(range(len(methods)), methods)
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            if not math.isnan(value):
+                colour = "white" if value < 60 else "black"
+                axis.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color=colour)
+    figure.colorbar(image, ax=axis, label="score (MME/20)")
+    axis.set_title("Held-out suite, per benchmark (mean over seeds)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _smooth(values: list[float], weight: float = 0.9) -> list[float]:
+    smoothed, last = [], None
+    for value in values:
+        last = value if last is None else weight * last + (1 - weight) * value
+        smoothed.append(last)
+    return smoothed
+
+
+def training_curves(run: DemoRun, stage0: Stage0Result, path: Path) -> Path:
+    """Stage-0 contrastive loss, stage-1 loss and stage-2 loss per method (seed 0, smoothed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from covft.models.stage0 import read_losses
+    from covft.train.logging import read_log
+
+    figure, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    panels = [
+        (axes[0], "stage 0: contrastive (InfoNCE)", {"tower": read_losses(stage0)}),
+        (
+            axes[1],
+            "stage 1: projector on captions",
+            {"freeze": [r["loss"] for r in read_log(run.stage1_dir(0)) if "loss" in r]},
+        ),
+        (
+            axes[2],
+            "stage 2: instruction tuning",
+            {m: [r["loss"] for r in read_log(run.stage2_dir(0, m)) if "loss" in r] for m in run.methods},
+        ),
+    ]
+    for axis, title, curves in panels:
+        for label, losses in curves.items():
+            if losses:
+                steps = range(1, len(losses) + 1)
+                line = axis.plot(steps, _smooth(losses), label=label)[0]
+                axis.plot(steps, losses, alpha=0.2, color=line.get_color(), linewidth=0.8)
+        axis.set_title(title)
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel("loss")
+        axis.legend(fontsize=8)
+    figure.suptitle("Training curves (seed 0; bold: exponential moving average)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _timings(run: DemoRun) -> dict[str, float]:
+    from covft.demo.pipeline import read_stage_log
+
+    seconds: dict[str, float] = {}
+    for entry in read_stage_log(run.out):
+        if entry["action"] == "ran":
+            seconds[entry["stage"]] = entry["seconds"]
+    return seconds
+
+
+def spread_table(summaries: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """G / K / V / Avg as mean ± sd over seeds, plus every seed's Avg."""
+    lines = ["| Method | G. | K. | V. | Avg. | Avg. per seed |", "|---|---:|---:|---:|---:|---|"]
+    for method, summary in summaries.items():
+        cells = []
+        for key in SUMMARY_KEYS:
+            entry = summary[key]
+            text = format_score(entry["mean"])
+            if entry["sd"] is not None:
+                text += f" ± {format_score(entry['sd'])}"
+            cells.append(text)
+        seeds = ", ".join(format_score(v) for v in summary["Avg"]["per_seed"])
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {seeds} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    run: DemoRun,
+    stage0: Stage0Result,
+    scores: Mapping[int, Mapping[str, Mapping[str, float]]],
+    items: Mapping[str, list[dict]],
+) -> dict[str, Any]:
+    """Write report.md, results.json and the PNGs; print the table; return the results."""
+    methods = list(run.methods)
+    means = {m: mean_scores({seed: scores[seed][m] for seed in scores}) for m in methods}
+    summaries = group_summaries(scores, methods)
+    noise = statistics.fmean(rough_standard_error(means[m], items) for m in methods)
+    conclusion = verdict(summaries, noise)
+    table = markdown_table(means)
+    s = run.settings
+    timings = _timings(run)
+
+    bar_chart(means, run.out / "groups.png")
+    heatmap(means, run.out / "benchmarks.png")
+    training_curves(run, stage0, run.out / "curves.png")
+
+    results = {
+        "preset": run.preset,
+        "methods": methods,
+        "seeds": sorted(scores),
+        "settings": s.to_dict(),
+        "stage0": stage0.info,
+        "scores": {str(seed): dict(scores[seed]) for seed in scores},
+        "mean_scores": means,
+        "summary": summaries,
+        "rough_standard_error_avg": noise,
+        "verdict": conclusion,
+        "suite_units": scoring_units(items),
+        "seconds": timings,
+    }
+    (run.out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+    info = stage0.info
+    units = scoring_units(items)
+    stage0_line = (
+        f"contrastive loss {info.get('loss_first', float('nan')):.3f} -> "
+        f"{info.get('loss_last', float('nan')):.3f} over {s.stage0.steps} steps; image-to-caption "
+        f"top-1 on {info.get('held_out_pairs')} held-out pairs {info.get('retrieval_top1_before', 0):.1f}% "
+        f"-> {info.get('retrieval_top1_after', 0):.1f}% (cache key {stage0.key})"
+    )
+    lines = [
+        f"# CoVFT demo ({run.preset} preset)\n",
+        f"World: {s.world_size} training conversations, seed {s.world_seed}, {s.image_size}px; held-out "
+        f"suite of 12 benchmarks ({sum(len(v) for v in items.values())} items, "
+        f"{sum(units.values())} scoring units). Seeds: {', '.join(map(str, sorted(scores)))}.",
+        f"Schedule, identical for every method: stage 1 {s.stage1_steps} steps x {s.stage1_batch_size} "
+        f"(lr {s.stage1_lr:g}, projector only, plain template); stage 2 {s.stage2_steps} steps x "
+        f"{s.stage2_batch_size} (one lr {s.stage2_lr:g} for all parts, {s.lr_scheduler}, warmup "
+        f"{s.warmup_ratio:g}), each method from the same stage-1 checkpoint of its seed.",
+        f"Stage 0: {stage0_line}.\n",
+        "## Held-out suite (paper layout; mean over seeds; MME raw, averaged as MME/20)\n",
+        table,
+        "## Spread over seeds\n",
+        spread_table(summaries),
+        f"Rough sampling standard error of one Avg (binomial per benchmark, suite size only): "
+        f"{noise:.2f} points.\n",
+        "## Verdict\n",
+        conclusion + "\n",
+        "## Plots\n",
+        "![groups](groups.png)\n\n![benchmarks](benchmarks.png)\n\n![curves](curves.png)\n",
+        "## Time per stage (seconds, when it ran)\n",
+        "| stage | seconds |\n|---|---:|\n" + "".join(f"| {k} | {v:.1f} |\n" for k, v in timings.items()),
+    ]
+    (run.out / REPORT_FILE).write_text("\n".join(lines), encoding="utf-8")
+    print(table)
+    print(spread_table(summaries))
+    print(conclusion)
+    return results

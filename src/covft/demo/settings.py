@@ -1,0 +1,106 @@
+"""The demo's frozen settings: world, model size and one schedule shared by every strategy.
+
+These numbers were chosen from the paper's recipe and the CPU budget *before* any result was
+seen, and are not tuned per method: every strategy gets the same stage-1 checkpoint, learning
+rate, schedule, steps, batch size, data order and seed (the paper's configuration-aligned
+comparison). ``QUICK`` is a smoke run (too short to rank methods); ``FULL`` is the comparison.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from covft.models.stage0 import Stage0Config
+
+DEFAULT_METHODS = ("freeze", "full", "lora", "covft")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Everything that determines a demo run (besides the preset, methods and seeds)."""
+
+    # the world
+    world_size: int = 4000
+    """Training conversations of the conflict world."""
+    suite_size: int = 50
+    """Scoring units per held-out benchmark (docs/world.md)."""
+    world_seed: int = 0
+    image_size: int = 64
+    # the model (tiny preset)
+    llm_hidden: int = 128
+    llm_layers: int = 3
+    vision_hidden: int | None = None
+    """None: the presets' tower (width 128, 6 blocks)."""
+    vision_layers: int | None = None
+    vocab_size: int = 1024
+    """BPE vocabulary trained on the world's text (tiny preset)."""
+    # stage 0 (its tower options come from vision_hidden / vision_layers / image_size above)
+    stage0: Stage0Config = field(default_factory=lambda: Stage0Config(steps=150, batch_size=64))
+    # stage 1 (projector only, "plain" template on captions)
+    stage1_steps: int = 100
+    stage1_batch_size: int = 32
+    stage1_lr: float = 1e-3
+    # stage 2 (identical for every strategy)
+    stage2_steps: int = 500
+    stage2_batch_size: int = 16
+    stage2_lr: float = 5e-4
+    """One learning rate for vision, projector and LLM (LLaVA-1.5 uses one lr for everything)."""
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    save_steps: int = 100
+    """Resumable checkpoints inside a stage (a killed run continues from the last one)."""
+    # evaluation
+    eval_batch_size: int = 32
+    max_new_tokens: int = 16
+    """Every suite answer is a few tokens; greedy decoding stops at EOS before this."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (recorded in results.json and the stage hashes)."""
+        return asdict(self)
+
+    def key(self, *parts: str) -> str:
+        """A short hash of these settings plus ``parts`` (names stage folders)."""
+        payload = json.dumps([self.to_dict(), *parts], sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+#: The comparison: about 20 minutes for the tiny preset on 2 quiet CPU cores (docs/demo.md).
+FULL = DemoSettings()
+
+#: A smoke run: every stage, every plot, a few minutes; scores are near chance.
+QUICK = replace(
+    FULL,
+    world_size=800,
+    suite_size=12,
+    stage0=Stage0Config(steps=30, batch_size=64),
+    stage1_steps=20,
+    stage2_steps=60,
+    save_steps=0,
+)
+
+
+def micro(**overrides: Any) -> DemoSettings:
+    """A seconds-scale run for tests: a tiny world, tower and LM, a handful of steps."""
+    base = replace(
+        FULL,
+        world_size=60,
+        suite_size=2,
+        image_size=32,
+        llm_hidden=32,
+        llm_layers=1,
+        vision_hidden=32,
+        vision_layers=2,
+        vocab_size=300,
+        stage0=Stage0Config(steps=4, batch_size=16, eval_pairs=8),
+        stage1_steps=2,
+        stage1_batch_size=8,
+        stage2_steps=3,
+        stage2_batch_size=4,
+        save_steps=0,
+        eval_batch_size=64,
+        max_new_tokens=4,
+    )
+    return replace(base, **overrides)
