@@ -145,3 +145,10 @@ def test_evaluate_scores_and_reports(
     assert read_cache(tmp_path / "run" / "predictions" / "gqa.jsonl") == {i["id"]: "No" for i in gqa}
     with pytest.raises(ValueError, match="other settings"):
         evaluate(model, {"gqa": gqa}, tmp_path / "run", run_name="another", progress=False)
+
+
+def test_text_only_and_mixed_batches_generate(model: CovftModel) -> None:
+    text_only = {"id": "t", "image": None, "prompt": "Say hi", "context": "Say hi"}
+    records = predict(model, [text_only, *items(1)], batch_size=2, max_new_tokens=2, progress=False)
+    alone = predict(model, [text_only], max_new_tokens=2, progress=False)
+    assert records[0]["prediction"] == alone[0]["prediction"]  # left padding does not change the answer
