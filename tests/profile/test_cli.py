@@ -1,0 +1,68 @@
+"""`covft profile` end to end at a small tiny geometry: JSON structure, Table E markdown, ratios."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from covft.cli import main
+
+
+def test_profile_cli_writes_table_e_with_ratios(tmp_path, capsys):
+    out = tmp_path / "profile"
+    code = main(
+        [
+            "profile",
+            "--geometry", "tiny",
+            "--methods", "freeze,full,covft",
+            "--steps", "2",
+            "--warmup", "1",
+            "--vision-layers", "4",
+            "--llm-layers", "1",
+            "--batch-size", "1",
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "profile.json").read_text())
+    assert list(report["methods"]) == ["freeze", "full", "covft"]
+    for method, entry in report["methods"].items():
+        assert len(entry["train_step_s"]["samples"]) == 2
+        assert entry["train_step_s"]["min"] <= entry["train_step_s"]["median"] <= entry["train_step_s"]["max"]
+        assert entry["inference_s"]["median"] > 0
+        assert entry["memory"]["peak_bytes"] > 0
+        assert entry["flops"]["train_step"] == entry["flops"]["analytic_train_step"]
+        for key in ("train_step", "inference", "peak_memory", "train_flops", "prefill_flops"):
+            value = entry["ratios_vs_full"][key]
+            if method == "full":
+                assert value == 1.0
+            else:
+                assert value > 0 and math.isfinite(value)
+    ratios = {m: e["ratios_vs_full"] for m, e in report["methods"].items()}
+    assert ratios["covft"]["train_flops"] > 1 > ratios["freeze"]["train_flops"]
+    assert (
+        report["methods"]["covft"]["trainable_parameters"] > report["methods"]["full"]["trainable_parameters"]
+    )
+
+    markdown = (out / "profile.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| method"))
+    for column in ("train step", "inference / sample", "peak memory", "/ Full FT"):
+        assert column in header
+    rows = [line for line in markdown.splitlines() if line.startswith(("| freeze", "| full", "| covft"))]
+    assert len(rows) >= 3
+    assert "| full |" in capsys.readouterr().out
+
+
+def test_profile_refuses_methods_without_full(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="include 'full'"):
+        main(["profile", "--methods", "freeze,covft", "--out", str(tmp_path)])
+
+
+def test_flops_7b_prints_the_analytic_ratio(tmp_path, capsys):
+    assert main(["profile", "--flops-7b", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "flops_7b.json").read_text())
+    assert report["train_ratio_vs_full"]["full"] == 1.0
+    assert 1.0 < report["train_ratio_vs_full"]["covft"] < 1.1
+    assert "covft" in capsys.readouterr().out
