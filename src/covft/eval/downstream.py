@@ -418,7 +418,7 @@ def run_downstream(config: DownstreamConfig) -> dict[str, Any]:
             **efo,
             "train": training,
         }
-        write_report(report, out)
+        write_report(report, out, chart=False)  # results so far survive a later failure
     write_report(report, out)
     return report
 
@@ -503,15 +503,17 @@ def scatter(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``downstream.json``, ``downstream.md`` and (with at least one strategy) ``downstream.png``."""
+def write_report(
+    report: Mapping[str, Any], out_dir: str | os.PathLike[str], *, chart: bool = True
+) -> dict[str, Path]:
+    """Write ``downstream.json``, ``downstream.md`` and (``chart`` and a strategy) ``downstream.png``."""
     out = Path(out_dir)
     paths = {"json": out / RESULTS_FILE, "table": out / TABLE_FILE}
     paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     paths["table"].write_text(
         f"# Downstream tuning on {report['downstream']}\n\n{markdown(report)}", encoding="utf-8"
     )
-    if report["strategies"]:
+    if chart and report["strategies"]:
         paths["chart"] = scatter(report, out / CHART_FILE)
     return paths
 
