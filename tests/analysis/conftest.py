@@ -12,12 +12,13 @@ TINY = [
     "model=tiny-test",
     "model_options.vision_layers=3",
     "model_options.text_encoder=random-tiny",
+    "model_options.llm_layers=1",
     "train.precision=fp32",
     "train.warmup_ratio=0.0",
     "train.progress_bar=false",
     "data.num_workers=0",
 ]
-"""Recipe overrides for seconds-long runs: 3 vision blocks (2 feed the LLM, CoMoE in block 1)."""
+"""Recipe overrides for seconds-long runs: 3 vision blocks (2 feed the LLM, CoMoE in block 1), 1 LLM layer."""
 
 
 @pytest.fixture(scope="session")

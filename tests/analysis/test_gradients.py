@@ -94,7 +94,7 @@ def test_gradients_command_end_to_end(world, tmp_path) -> None:
         "--steps",
         "3",
         "--batch-size",
-        "2",
+        "1",
         "--lr",
         "1e-3",
     ]
