@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -14,6 +15,7 @@ from covft.cli import main
 from covft.eval.benchmarks import ImageRef, write_suite
 from covft.eval.downstream import (
     DownstreamConfigError,
+    build_base,
     exact_match,
     llava_items,
     load_config,
@@ -64,6 +66,27 @@ def test_strategy_shorthands_and_config_errors(tmp_path: Path) -> None:
         load_config(None, base)
     with pytest.raises(DownstreamConfigError, match="exactly one of upstream.suite"):
         load_config(None, [*base[:3], "strategies=[full]"])
+
+
+def test_preset_base_is_seeded_like_the_trainer() -> None:
+    options = [
+        "base=tiny-test",
+        "downstream.train=t",
+        "downstream.eval=e",
+        "upstream.suite=s",
+        "strategies=[full]",
+    ]
+    small = ["base_options={vision_layers: 1, text_encoder: random-tiny}"]
+    config = load_config(None, [*options, *small, "train.seed=3"])
+    expected = covft.build_model("tiny-test", vision_layers=1, text_encoder="random-tiny", seed=3)
+    built = build_base(config)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(built.state_dict().values(), expected.state_dict().values(), strict=True)
+    )
+    config.base_options["seed"] = 1
+    with pytest.raises(DownstreamConfigError, match="set train.seed instead"):
+        build_base(config)
 
 
 def write_downstream(root: Path) -> tuple[Path, Path]:

@@ -144,6 +144,8 @@ class DownstreamConfig:
     """``covft.train`` loop settings (``TrainLoopConfig`` fields: max_steps, lr, batch_size, ...)."""
     eval_batch_size: int = 8
     max_new_tokens: int = 32
+    device: str = "cpu"
+    """Where the base and the tuned models are evaluated (training places itself via accelerate)."""
     progress: bool = True
 
 
@@ -361,6 +363,7 @@ def measure(
 def tune(config: DownstreamConfig, spec: StrategySpec, model_dir: Path) -> dict[str, Any]:
     """Tune the base on D with one strategy through ``covft.train``; reuse a finished run."""
     from covft.train import train
+    from covft.train.checkpoint import list_checkpoints
     from covft.train.config import config_from_dict as train_config_from_dict
     from covft.train.trainer import SUMMARY_FILE
 
@@ -376,12 +379,31 @@ def tune(config: DownstreamConfig, spec: StrategySpec, model_dir: Path) -> dict[
         "method_options": dict(spec.options),
         "stage": 2,
         "output_dir": str(model_dir),
-        "resume": any(model_dir.glob("checkpoint-*")),
+        "resume": bool(list_checkpoints(model_dir)),  # an interrupted tuning run continues
         "data": {"train": config.downstream.train, "image_folder": config.downstream.image_folder},
         "train": loop,
     }
     result = train(train_config_from_dict(raw, f"downstream strategy {spec.name!r}"))
     return {"steps": result.steps, "final_loss": result.metrics["loss"], "reused": False}
+
+
+def build_base(config: DownstreamConfig) -> Any:
+    """The untuned base model, exactly as ``covft.train`` builds it before applying a strategy.
+
+    A preset is seeded with ``train.seed`` (the trainer seeds it so), so the base evaluated here is
+    the one every strategy starts from.
+    """
+    import covft
+    from covft.train.config import TrainLoopConfig
+
+    if config.base not in covft.available_presets():
+        return covft.build_model(config.base, **config.base_options)
+    if "seed" in config.base_options:
+        raise DownstreamConfigError(
+            "base_options.seed: covft.train seeds a preset with train.seed; set train.seed instead"
+        )
+    seed = config.train.get("seed", TrainLoopConfig().seed)
+    return covft.build_model(config.base, seed=seed, **config.base_options)
 
 
 def run_downstream(config: DownstreamConfig) -> dict[str, Any]:
@@ -395,7 +417,7 @@ def run_downstream(config: DownstreamConfig) -> dict[str, Any]:
     u = config.upstream
     upstream = collect_items(u.benchmarks, data_root=u.data_root, suite=u.suite, limit=u.limit)
 
-    base = covft.build_model(config.base, **config.base_options)
+    base = build_base(config).to(config.device)
     base_scores = measure(base, config, downstream, upstream, out / "base", "base")
     del base
     report: dict[str, Any] = {
@@ -407,7 +429,7 @@ def run_downstream(config: DownstreamConfig) -> dict[str, Any]:
     for spec in config.strategies:
         run_dir = out / spec.name
         training = tune(config, spec, run_dir / "model")
-        model = covft.load_pretrained(run_dir / "model")
+        model = covft.load_pretrained(run_dir / "model", device=config.device)
         scores = measure(model, config, downstream, upstream, run_dir, spec.name)
         del model
         efo = specialization_forgetting(base_scores["A_D"], scores["A_D"], base_scores["A_u"], scores["A_u"])
@@ -543,7 +565,7 @@ def run(args: argparse.Namespace) -> int:
         config.progress = False
     try:
         report = run_downstream(config)
-    except (ConfigError, FileNotFoundError, KeyError) as error:
+    except (ValueError, FileNotFoundError, KeyError) as error:  # config, data and strategy errors
         print(f"covft downstream: error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
     print(markdown(report))

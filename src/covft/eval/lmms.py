@@ -75,7 +75,7 @@ class CovftLMMBase:
     ) -> None:
         import covft
 
-        unknown = sorted(k for k in unused if k not in ("dtype", "trust_remote_code"))
+        unknown = sorted(unused)
         if unknown:
             raise TypeError(
                 f"covft model: unknown model_args {unknown}; valid: pretrained, device, batch_size, max_new_tokens"
