@@ -142,6 +142,7 @@ def stage0_config(settings: DemoSettings) -> Stage0Config:
         vision_hidden=settings.vision_hidden,
         vision_layers=settings.vision_layers,
         image_size=settings.image_size,
+        text_encoder=settings.text_encoder,
     )
 
 
@@ -163,6 +164,7 @@ def model_options(run: DemoRun, stage0: Stage0Result, tokenizer_dir: Path | None
         "vision_hidden": s.vision_hidden,
         "vision_layers": s.vision_layers,
         "image_size": s.image_size,
+        "text_encoder": s.text_encoder,
     }
     if run.preset == "tiny":
         options.update(

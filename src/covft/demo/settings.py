@@ -37,6 +37,8 @@ class DemoSettings:
     vision_layers: int | None = None
     vocab_size: int = 1024
     """BPE vocabulary trained on the world's text (tiny preset)."""
+    text_encoder: str = "minilm"
+    """Frozen text encoder: stage 0's caption targets and the context encoder of CoVFT / QA-ViT / Q-MoE."""
     # stage 0 (its tower options come from vision_hidden / vision_layers / image_size above)
     stage0: Stage0Config = field(default_factory=lambda: Stage0Config(steps=150, batch_size=64))
     # stage 1 (projector only, "plain" template on captions)
@@ -94,6 +96,7 @@ def micro(**overrides: Any) -> DemoSettings:
         vision_hidden=32,
         vision_layers=2,
         vocab_size=300,
+        text_encoder="random-tiny",
         stage0=Stage0Config(steps=4, batch_size=16, eval_pairs=8),
         stage1_steps=2,
         stage1_batch_size=8,

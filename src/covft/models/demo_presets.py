@@ -90,13 +90,16 @@ def load_vision_weights(model: CovftModel, path: str | os.PathLike) -> None:
     from safetensors.torch import load_file
 
     state = load_file(str(path))
-    tower = model.vision_tower
-    result = tower.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    expected = model.vision_tower.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
         raise ValueError(
-            f"{path} does not fit the preset's vision tower (missing {result.missing_keys[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]}): rerun stage 0 with the same tower options"
+            f"{path} does not fit the preset's vision tower (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, other shapes {mismatched[:3]}): rerun stage 0 with the same tower options"
         )
+    model.vision_tower.load_state_dict(state)
 
 
 # --------------------------------------------------------------------------- tokenizer

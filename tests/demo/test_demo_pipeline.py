@@ -1,0 +1,82 @@
+"""A micro demo runs end to end, writes its report, and a rerun retrains nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from covft.demo import add_arguments
+from covft.demo.pipeline import DemoError, DemoRun, read_stage_log, run_demo
+from covft.demo.report import PLOTS, verdict
+from covft.demo.settings import micro
+from covft.eval.benchmarks import BENCHMARKS
+
+
+def _weights(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.rglob("model.safetensors"))}
+
+
+def test_micro_demo_end_to_end_and_rerun_reuses_every_stage(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    run = DemoRun(
+        out=out, settings=micro(), methods=["freeze", "covft"], cache_dir=tmp_path / "cache", progress=False
+    )
+    results = run_demo(run)
+
+    assert (out / "report.md").is_file() and (out / "results.json").is_file()
+    for plot in PLOTS:
+        assert (out / plot).stat().st_size > 1000, plot
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["methods"] == ["freeze", "covft"] == results["methods"]
+    for method in ("freeze", "covft"):
+        assert sorted(saved["scores"]["0"][method]) == sorted(BENCHMARKS)
+        for key in ("G", "K", "V", "Avg"):
+            assert saved["summary"][method][key]["mean"] is not None
+    report = (out / "report.md").read_text()
+    assert "| Method | MME^P |" in report and "## Verdict" in report and "covft" in report
+
+    first = read_stage_log(out)
+    ran = {e["stage"] for e in first if e["action"] == "ran"}
+    assert {"world", "stage0", "stage1/seed0", "stage2/seed0/freeze", "stage2/seed0/covft"} <= ran
+    assert {"eval/seed0/freeze", "eval/seed0/covft"} <= ran
+    # both stage-2 runs started from the same stage-1 checkpoint, with the same schedule and seed
+    configs = [
+        json.loads((out / f"seed0/stage2/{m}/train_summary.json").read_text()) for m in ("freeze", "covft")
+    ]
+    assert configs[0]["steps"] == configs[1]["steps"] == micro().stage2_steps
+
+    stamps = _weights(out)
+    assert len(stamps) == 3  # stage 1 + two stage-2 models
+    run_demo(run)
+    second = read_stage_log(out)[len(first) :]
+    assert [e for e in second if e["action"] == "ran"] == []
+    assert {e["stage"] for e in second if e["action"] == "reused"} >= ran
+    assert _weights(out) == stamps  # nothing was retrained or rewritten
+
+    # other settings in the same folder are refused instead of silently mixed
+    with pytest.raises(DemoError, match="other settings"):
+        run_demo(
+            DemoRun(out=out, settings=micro(stage2_steps=4), methods=["freeze"], cache_dir=tmp_path / "cache")
+        )
+
+
+def test_verdict_reports_what_the_numbers_say() -> None:
+    def entry(avg: float, sd: float | None = None) -> dict:
+        return {"Avg": {"mean": avg, "sd": sd, "per_seed": [avg]}}
+
+    assert "does not beat" in verdict({"covft": entry(40.0), "full": entry(41.0), "freeze": entry(30.0)}, 1.0)
+    assert "no reliable difference" in verdict({"covft": entry(41.0), "full": entry(40.0)}, 1.0)
+    assert "ahead by more than the noise" in verdict({"covft": entry(50.0), "full": entry(40.0)}, 1.0)
+    assert "no reliable difference" in verdict({"covft": entry(50.0, 6.0), "full": entry(40.0, 1.0)}, 1.0)
+
+
+def test_cli_arguments() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--quick", "--methods", "freeze", "lora", "--seeds", "3", "--out", "x"])
+    assert args.quick and args.methods == ["freeze", "lora"] and args.seeds == 3 and args.out == Path("x")
+    assert parser.parse_args([]).preset == "tiny"
