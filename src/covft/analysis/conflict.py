@@ -39,6 +39,7 @@ from covft.analysis.runs import (
     block_list,
     human_text,
     preserve_forward_state,
+    require_single_process,
     task_of,
     vision_forward,
     write_records,
@@ -212,6 +213,8 @@ class ConflictRecorder(TrainerCallback):
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
 
     def before_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
+        if step == 1:
+            require_single_process("conflict")
         if step == 1 and 0 in self.steps:
             self.measure(0, model)
 

@@ -183,7 +183,7 @@ class GradientRecorder(TrainerCallback):
 
     ``projection`` is ``"none"`` (exact: ``T x D`` floats on the CPU), ``"gaussian"`` or
     ``"countsketch"`` (``T x dim`` floats, see :class:`GradientSketch`). Gradients of parameters
-    sharded by ZeRO-3/FSDP are not visible here: run the analysis on one process or with DDP.
+    sharded by ZeRO-3/FSDP are not visible here: the analysis runs on one process.
     """
 
     def __init__(self, projection: str = "none", dim: int = 4096, seed: int = 0) -> None:
@@ -311,6 +311,9 @@ class _DeferredRecorder(TrainerCallback):
 
     def before_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
         if self.recorder is None:
+            from covft.analysis.runs import require_single_process
+
+            require_single_process("gradients")
             count = sum(g.numel() for _, g in vision_gradients(model))
             chosen = choose_projection(self.requested, count, self.steps, self.max_exact_mb)
             self.recorder = GradientRecorder(chosen, self.dim, self.seed)

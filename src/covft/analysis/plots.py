@@ -133,7 +133,8 @@ def plot_context_clusters(
     fig, ax = plt.subplots(figsize=(7, 6))
     k = len(center_points)
     cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
-    ax.scatter(points[:, 0], points[:, 1], c=[cmap(int(c) % cmap.N) for c in labels], s=6, alpha=0.6)
+    size = 6 if len(points) > 1000 else 18
+    ax.scatter(points[:, 0], points[:, 1], c=[cmap(int(c) % cmap.N) for c in labels], s=size, alpha=0.6)
     for cluster, (x, y) in enumerate(center_points):
         ax.scatter([x], [y], marker="X", s=120, color=cmap(cluster % cmap.N), edgecolors="black")
         ax.annotate(

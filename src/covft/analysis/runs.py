@@ -28,6 +28,7 @@ __all__ = [
     "human_text",
     "load_records",
     "preserve_forward_state",
+    "require_single_process",
     "task_of",
     "vision_forward",
     "write_records",
@@ -211,3 +212,16 @@ def vision_forward(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     model.set_context(ids, mask, pixel_values.shape[0])
     outputs = model.vision_tower(pixel_values=pixel_values, output_hidden_states=True)
     return tuple(outputs.hidden_states[1:])
+
+
+def require_single_process(analysis: str) -> None:
+    """The training analyses compare runs step by step from one process (snapshots, full gradients);
+    under ``accelerate launch`` with several processes they would race on files and see sharded
+    state, so refuse clearly."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise RuntimeError(
+            f"covft analyze {analysis} runs on one process (found {dist.get_world_size()}). "
+            "Fix: run it with plain `covft analyze`, not `accelerate launch`/`torchrun`"
+        )
