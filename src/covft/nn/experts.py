@@ -19,11 +19,12 @@ from torch.autograd.function import once_differentiable
 __all__ = ["FusedExperts", "fused_experts"]
 
 
-# Token rows per chunk are chosen so that a chunk's [rows, E*h] temporaries stay below this many
-# bytes on CPU: small blocks are recycled by the system allocator and stay in cache, while a
-# fresh 70+ MiB block per temporary costs page faults on every call. GPUs (caching allocator)
-# use a single chunk.
-_CPU_CHUNK_BYTES = 16 * 2**20
+# Element-wise work (activation, gating, the activation's derivative) runs over chunks of token
+# rows whose [rows, E*h] temporaries stay below this many bytes on CPU, so they are recycled by
+# the system allocator and stay in cache instead of costing fresh page faults on every call.
+# GEMMs always cover all rows (splitting them would re-pack the weights per chunk). GPUs (caching
+# allocator) use a single chunk.
+_CPU_CHUNK_BYTES = 2**20
 
 
 def _row_chunks(rows: int, width: int, tensor: torch.Tensor) -> list[slice]:
@@ -46,8 +47,8 @@ class _FusedExpertsFunction(torch.autograd.Function):
     Saved for backward: ``x``, the fc1 pre-activation ``[B, N, E*h]``, the gates and the weights.
     The activation and the gated activation are recomputed in backward; the activation's
     derivative comes from autograd on the activation module, so any element-wise activation
-    works (QuickGELU, tanh-GELU, exact GELU, ...). Element-wise work runs over chunks of token
-    rows (see ``_CPU_CHUNK_BYTES``); every GEMM covers all experts at once.
+    works (QuickGELU, tanh-GELU, exact GELU, ...). Every GEMM covers all experts and all tokens;
+    element-wise work runs over chunks of token rows (see ``_CPU_CHUNK_BYTES``).
     """
 
     @staticmethod
@@ -56,16 +57,16 @@ class _FusedExpertsFunction(torch.autograd.Function):
         num_experts, hidden, _ = fc1_weight.shape
         rows, wide = batch * tokens, num_experts * hidden
         pre = torch.addmm(fc1_bias.reshape(wide), x.reshape(rows, dim), fc1_weight.reshape(wide, dim).t())
-        fc2_matrix_t = _fc2_as_matrix(fc2_weight).t()
         row_gates = gates.repeat_interleave(tokens, dim=0).unsqueeze(-1)  # [rows, E, 1]
-        out = torch.empty(rows, dim, dtype=x.dtype, device=x.device)
+        gated = torch.empty_like(pre)
         for chunk in _row_chunks(rows, wide, pre):
-            activated = act(pre[chunk])
-            if activated.untyped_storage().data_ptr() == pre.untyped_storage().data_ptr():
-                activated = activated.clone()  # e.g. nn.Identity: never scale the saved tensor in place
-            gated = activated.view(-1, num_experts, hidden).mul_(row_gates[chunk]).view(-1, wide)
-            torch.mm(gated, fc2_matrix_t, out=out[chunk])
-        del fc2_matrix_t
+            torch.mul(
+                act(pre[chunk]).view(-1, num_experts, hidden),
+                row_gates[chunk],
+                out=gated[chunk].view(-1, num_experts, hidden),
+            )
+        out = gated.mm(_fc2_as_matrix(fc2_weight).t())
+        del gated
         out = out.view(batch, tokens, dim).add_((gates @ fc2_bias).unsqueeze(1))
         ctx.act = act
         ctx.save_for_backward(x, pre, gates, fc1_weight, fc2_weight, fc2_bias)
@@ -81,13 +82,13 @@ class _FusedExpertsFunction(torch.autograd.Function):
         rows, wide = batch * tokens, num_experts * hidden
         grad_out = grad_out.reshape(rows, dim)
         need_pre = need_x or need_w1 or need_b1
-        need_grad_gated = need_gates or need_pre
         grad_x = grad_gates = grad_w1 = grad_b1 = grad_w2 = grad_b2 = None
         if not (need_pre or need_gates or need_w2 or need_b2):
             return grad_x, grad_gates, grad_w1, grad_b1, grad_w2, grad_b2, None
 
         row_gates = gates.repeat_interleave(tokens, dim=0).unsqueeze(-1)  # [rows, E, 1]
-        fc2_matrix = _fc2_as_matrix(fc2_weight) if need_grad_gated else None
+        # d loss / d (gated activation), all experts in one GEMM; scaled in place into d loss / d act.
+        grad_gated = grad_out.mm(_fc2_as_matrix(fc2_weight)) if (need_gates or need_pre) else None
         gated = torch.empty_like(pre) if need_w2 else None
         grad_pre = torch.empty_like(pre) if need_pre else None
         row_grad_gates = pre.new_empty(rows, num_experts) if need_gates else None
@@ -98,15 +99,15 @@ class _FusedExpertsFunction(torch.autograd.Function):
             act_values = activated.detach().view(-1, num_experts, hidden)
             if need_w2:
                 torch.mul(act_values, row_gates[chunk], out=gated[chunk].view(-1, num_experts, hidden))
-            if need_grad_gated:
-                grad_gated = grad_out[chunk].mm(fc2_matrix).view(-1, num_experts, hidden)
+            if grad_gated is not None:
+                grad_gated_chunk = grad_gated[chunk].view(-1, num_experts, hidden)
                 if need_gates:
-                    torch.sum(grad_gated * act_values, dim=-1, out=row_grad_gates[chunk])
+                    torch.sum(grad_gated_chunk * act_values, dim=-1, out=row_grad_gates[chunk])
                 if need_pre:
-                    grad_act = grad_gated.mul_(row_gates[chunk]).view(-1, wide)
+                    grad_act = grad_gated_chunk.mul_(row_gates[chunk]).view(-1, wide)
                     (grad_pre[chunk],) = torch.autograd.grad(activated, pre_chunk, grad_act)
             del activated, act_values
-        del fc2_matrix
+        del grad_gated
 
         if need_gates or need_b2:
             per_sample_grad_out = grad_out.view(batch, tokens, dim).sum(1)  # [B, d]
