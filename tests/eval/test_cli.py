@@ -16,13 +16,17 @@ from covft.eval.report import COLUMN_TITLES
 from covft.models.model import CovftModel
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def save_tiny_checkpoint(directory: Path) -> Path:
+    """A tiny CoVFT model (2 vision blocks, random text encoder) saved as ``directory/tiny-covft``."""
     model = covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny", seed=0)
     covft.apply_vft(model, "covft")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny-covft"
-    model.save_pretrained(path)
-    return path
+    model.save_pretrained(directory / "tiny-covft")
+    return directory / "tiny-covft"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from tests.eval.test_cli import save_tiny_checkpoint
 
-import covft
 from covft.eval import lmms as plugin
 from covft.eval.generate import build_sample, override_context
 from covft.models.model import CovftModel
@@ -31,11 +31,7 @@ class Request:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny", seed=0)
-    covft.apply_vft(model, "covft")
-    path = tmp_path_factory.mktemp("lmms") / "ckpt"
-    model.save_pretrained(path)
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("lmms"))
 
 
 @pytest.fixture
