@@ -165,3 +165,8 @@ def test_downstream_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     again = json.loads((tmp_path / "out" / "downstream.json").read_text())
     assert all(row["train"]["reused"] for row in again["strategies"].values())
     assert again["strategies"]["covft"]["E"] == report["strategies"]["covft"]["E"]
+
+    # changed settings never silently reuse a finished tuning run
+    capsys.readouterr()
+    assert main(["downstream", str(path), "train.max_steps=3", "--no-progress"]) == 2
+    assert "holds a finished tuning run with other settings (train differ)" in capsys.readouterr().err

@@ -46,7 +46,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -333,11 +333,31 @@ def measure(
     upstream: Mapping[str, list[dict]],
     out_dir: Path,
     name: str,
+    checkpoint: str,
 ) -> dict[str, Any]:
-    """A_D and every A_u of one model (predictions cached under ``out_dir``)."""
+    """A_D and every A_u of one model (predictions cached under ``out_dir``).
+
+    The upstream evaluation records ``checkpoint`` and the downstream split, so a rerun into the
+    same directory with another base or split is refused instead of reusing stale predictions.
+    """
     from covft.eval.generate import evaluate, predict
     from covft.eval.report import scaled
 
+    settings = {
+        "checkpoint": checkpoint,
+        "downstream_eval": config.downstream.eval,
+        "upstream": asdict(config.upstream),
+    }
+    results = evaluate(
+        model,
+        upstream,
+        out_dir / "upstream",
+        run_name=name,
+        batch_size=config.eval_batch_size,
+        max_new_tokens=config.max_new_tokens,
+        progress=config.progress,
+        settings=settings,
+    )
     records = predict(
         model,
         downstream,
@@ -347,30 +367,21 @@ def measure(
         progress=config.progress,
         desc=f"{name}: {config.downstream.name}",
     )
-    results = evaluate(
-        model,
-        upstream,
-        out_dir / "upstream",
-        run_name=name,
-        batch_size=config.eval_batch_size,
-        max_new_tokens=config.max_new_tokens,
-        progress=config.progress,
-    )
     accuracies = {u: scaled(u, entry["score"]) for u, entry in results["scores"].items()}
     return {"A_D": downstream_accuracy(config, records), "A_u": accuracies}
 
 
 def tune(config: DownstreamConfig, spec: StrategySpec, model_dir: Path) -> dict[str, Any]:
-    """Tune the base on D with one strategy through ``covft.train``; reuse a finished run."""
+    """Tune the base on D with one strategy through ``covft.train``; reuse a finished identical run.
+
+    A finished run in ``model_dir`` whose saved training config differs from this one (another
+    base, strategy, data or schedule) is an error rather than a silent reuse.
+    """
     from covft.train import train
     from covft.train.checkpoint import list_checkpoints
     from covft.train.config import config_from_dict as train_config_from_dict
-    from covft.train.trainer import SUMMARY_FILE
+    from covft.train.trainer import CONFIG_FILE, SUMMARY_FILE
 
-    summary = model_dir / SUMMARY_FILE
-    if summary.is_file() and (model_dir / "covft_config.json").is_file():
-        done = json.loads(summary.read_text(encoding="utf-8"))
-        return {"steps": done["steps"], "final_loss": done["metrics"]["loss"], "reused": True}
     loop = {"report_to": "none", "progress_bar": config.progress, **config.train}
     raw = {
         "model": config.base,
@@ -379,12 +390,34 @@ def tune(config: DownstreamConfig, spec: StrategySpec, model_dir: Path) -> dict[
         "method_options": dict(spec.options),
         "stage": 2,
         "output_dir": str(model_dir),
-        "resume": bool(list_checkpoints(model_dir)),  # an interrupted tuning run continues
         "data": {"train": config.downstream.train, "image_folder": config.downstream.image_folder},
         "train": loop,
     }
-    result = train(train_config_from_dict(raw, f"downstream strategy {spec.name!r}"))
+    train_config = train_config_from_dict(raw, f"downstream strategy {spec.name!r}")
+    summary = model_dir / SUMMARY_FILE
+    if summary.is_file() and (model_dir / "covft_config.json").is_file():
+        saved = yaml.safe_load((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        wanted = train_config.to_dict()
+        ignored = {"resume", "progress_bar"}
+        changed = sorted(
+            key
+            for key in set(saved) | set(wanted)
+            if key not in ignored and _without(saved.get(key), ignored) != _without(wanted.get(key), ignored)
+        )
+        if changed:
+            raise DownstreamConfigError(
+                f"{model_dir} holds a finished tuning run with other settings ({', '.join(changed)} differ). "
+                "Fix: choose another output_dir, or delete that folder to tune again"
+            )
+        done = json.loads(summary.read_text(encoding="utf-8"))
+        return {"steps": done["steps"], "final_loss": done["metrics"]["loss"], "reused": True}
+    train_config.resume = bool(list_checkpoints(model_dir))  # an interrupted tuning run continues
+    result = train(train_config)
     return {"steps": result.steps, "final_loss": result.metrics["loss"], "reused": False}
+
+
+def _without(value: Any, keys: set[str]) -> Any:
+    return {k: v for k, v in value.items() if k not in keys} if isinstance(value, dict) else value
 
 
 def build_base(config: DownstreamConfig) -> Any:
@@ -418,7 +451,7 @@ def run_downstream(config: DownstreamConfig) -> dict[str, Any]:
     upstream = collect_items(u.benchmarks, data_root=u.data_root, suite=u.suite, limit=u.limit)
 
     base = build_base(config).to(config.device)
-    base_scores = measure(base, config, downstream, upstream, out / "base", "base")
+    base_scores = measure(base, config, downstream, upstream, out / "base", "base", config.base)
     del base
     report: dict[str, Any] = {
         "downstream": config.downstream.name,
@@ -430,7 +463,7 @@ def run_downstream(config: DownstreamConfig) -> dict[str, Any]:
         run_dir = out / spec.name
         training = tune(config, spec, run_dir / "model")
         model = covft.load_pretrained(run_dir / "model", device=config.device)
-        scores = measure(model, config, downstream, upstream, run_dir, spec.name)
+        scores = measure(model, config, downstream, upstream, run_dir, spec.name, str(run_dir / "model"))
         del model
         efo = specialization_forgetting(base_scores["A_D"], scores["A_D"], base_scores["A_u"], scores["A_u"])
         report["strategies"][spec.name] = {
