@@ -68,17 +68,29 @@ class DemoRun:
         return self.seed_dir(seed) / "eval" / method
 
 
+def clock() -> tuple[float, float]:
+    """(wall clock, process CPU time) now, for :meth:`StageLog.record`."""
+    return time.perf_counter(), time.process_time()
+
+
 class StageLog:
     """Appends one JSON line per stage action to ``<out>/stages.jsonl``."""
 
     def __init__(self, out: Path) -> None:
         self.path = out / STAGE_LOG
 
-    def record(self, stage: str, action: str, seconds: float, **extra: Any) -> None:
+    def record(self, stage: str, action: str, started: tuple[float, float], **extra: Any) -> None:
+        """Log ``action`` (ran / reused / total) of ``stage``, timed from ``started`` (:func:`clock`).
+
+        ``seconds`` is wall time; ``cpu_seconds`` the process's CPU time (all threads), which on a
+        machine shared with other work says what the stage costs by itself.
+        """
+        wall, cpu = clock()
         entry = {
             "stage": stage,
             "action": action,
-            "seconds": round(seconds, 3),
+            "seconds": round(wall - started[0], 3),
+            "cpu_seconds": round(cpu - started[1], 3),
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **extra,
         }
@@ -118,7 +130,7 @@ def make_demo_world(run: DemoRun, log: StageLog) -> dict[str, Any]:
     """Generate (or reuse) the world under ``<out>/world``."""
     from covft.data.world import make_world
 
-    started = time.perf_counter()
+    started = clock()
     meta_path = run.world_dir / "meta.json"
     before = meta_path.stat().st_mtime_ns if meta_path.is_file() else None
     s = run.settings
@@ -131,7 +143,7 @@ def make_demo_world(run: DemoRun, log: StageLog) -> dict[str, Any]:
         progress=run.progress,
     )
     reused = before is not None and meta_path.stat().st_mtime_ns == before
-    log.record("world", "reused" if reused else "ran", time.perf_counter() - started)
+    log.record("world", "reused" if reused else "ran", started)
     return meta
 
 
@@ -148,11 +160,11 @@ def stage0_config(settings: DemoSettings) -> Stage0Config:
 
 def run_stage0(run: DemoRun, log: StageLog) -> Stage0Result:
     """Contrastive pretraining of the tower (cached by config hash under the cache folder)."""
-    started = time.perf_counter()
+    started = clock()
     result = pretrain_vision_tower(
         run.world_dir, stage0_config(run.settings), cache_dir=run.cache_dir, progress=run.progress
     )
-    log.record("stage0", "reused" if result.reused else "ran", time.perf_counter() - started, key=result.key)
+    log.record("stage0", "reused" if result.reused else "ran", started, key=result.key)
     return result
 
 
@@ -218,12 +230,12 @@ def train_stage(name: str, config: dict[str, Any], log: StageLog) -> dict[str, A
 
     output = Path(config["output_dir"])
     summary = output / "train_summary.json"
-    started = time.perf_counter()
+    started = clock()
     if summary.is_file():
-        log.record(name, "reused", time.perf_counter() - started)
+        log.record(name, "reused", started)
         return json.loads(summary.read_text(encoding="utf-8"))
     result = train(config_from_dict(config, source=name))
-    log.record(name, "ran", time.perf_counter() - started, steps=result.steps)
+    log.record(name, "ran", started, steps=result.steps)
     return json.loads(summary.read_text(encoding="utf-8"))
 
 
@@ -235,9 +247,9 @@ def evaluate_stage(
     from covft.eval.generate import RESULTS_FILE, evaluate
 
     out = run.eval_dir(seed, method)
-    started = time.perf_counter()
+    started = clock()
     if (out / RESULTS_FILE).is_file():
-        log.record(f"eval/seed{seed}/{method}", "reused", time.perf_counter() - started)
+        log.record(f"eval/seed{seed}/{method}", "reused", started)
         return json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
     model = covft.build_model(str(run.stage2_dir(seed, method)))
     results = evaluate(
@@ -250,7 +262,7 @@ def evaluate_stage(
         progress=run.progress,
         settings={"checkpoint": str(run.stage2_dir(seed, method)), "seed": seed},
     )
-    log.record(f"eval/seed{seed}/{method}", "ran", time.perf_counter() - started)
+    log.record(f"eval/seed{seed}/{method}", "ran", started)
     return results
 
 
@@ -274,7 +286,7 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
         raise DemoError(f"give each method once, got {list(run.methods)}")
     _check_settings(run)
     log = StageLog(run.out)
-    total = time.perf_counter()
+    total = clock()
 
     make_demo_world(run, log)
     stage0 = run_stage0(run, log)
@@ -305,5 +317,5 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
             train_stage(f"stage2/seed{seed}/{method}", config, log)
             results = evaluate_stage(run, seed, method, items, log)
             scores[seed][method] = {name: float(entry["score"]) for name, entry in results["scores"].items()}
-    log.record("demo", "total", time.perf_counter() - total)
+    log.record("demo", "total", total)
     return write_report(run, stage0, scores, items)

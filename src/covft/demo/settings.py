@@ -23,7 +23,7 @@ class DemoSettings:
     """Everything that determines a demo run (besides the preset, methods and seeds)."""
 
     # the world
-    world_size: int = 4000
+    world_size: int = 3000
     """Training conversations of the conflict world."""
     suite_size: int = 50
     """Scoring units per held-out benchmark (docs/world.md)."""
@@ -40,13 +40,13 @@ class DemoSettings:
     text_encoder: str = "minilm"
     """Frozen text encoder: stage 0's caption targets and the context encoder of CoVFT / QA-ViT / Q-MoE."""
     # stage 0 (its tower options come from vision_hidden / vision_layers / image_size above)
-    stage0: Stage0Config = field(default_factory=lambda: Stage0Config(steps=150, batch_size=64))
+    stage0: Stage0Config = field(default_factory=lambda: Stage0Config(steps=100, batch_size=64))
     # stage 1 (projector only, "plain" template on captions)
-    stage1_steps: int = 100
+    stage1_steps: int = 80
     stage1_batch_size: int = 32
     stage1_lr: float = 1e-3
     # stage 2 (identical for every strategy)
-    stage2_steps: int = 500
+    stage2_steps: int = 300
     stage2_batch_size: int = 16
     stage2_lr: float = 5e-4
     """One learning rate for vision, projector and LLM (LLaVA-1.5 uses one lr for everything)."""
