@@ -131,7 +131,7 @@ def test_identical_runs_are_at_distance_zero(world, tmp_path) -> None:
     for key in ("param_l2", "param_relative", "feature_l2"):
         assert all(v == 0.0 for row in data[key] for v in row), key
     assert data["outside_l2"] == [0.0, 0.0]
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "snapshots").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # runs and snapshots cleaned up
 
 
 def test_conflict_command_end_to_end(world, tmp_path) -> None:

@@ -55,7 +55,9 @@ def _training_arguments(parser: argparse.ArgumentParser, steps: int) -> None:
         "--lr", type=float, default=None, help="learning rate for every part (default: recipe's)"
     )
     group.add_argument("--seed", type=int, default=None, help="seed of every run (default: recipe's)")
-    group.add_argument("--keep-runs", action="store_true", help="keep the trained models under OUT/runs")
+    group.add_argument(
+        "--keep-runs", action="store_true", help="keep the trained models under OUT/analysis_runs"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     conflict.add_argument("--probe-size", type=int, default=8, help="probe images for feature distances")
     conflict.add_argument(
-        "--keep-snapshots", action="store_true", help="keep run A's snapshots under OUT/snapshots"
+        "--keep-snapshots", action="store_true", help="keep run A's snapshots under OUT/conflict_snapshots"
     )
     conflict.add_argument("--out", required=True, help="output folder")
     _training_arguments(conflict, steps=100)

@@ -35,10 +35,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from covft.analysis.runs import (
-    analysis_config,
+    RUNS_FOLDER,
+    RunSettings,
     block_list,
     human_text,
     preserve_forward_state,
+    remove_if_empty,
     require_single_process,
     task_of,
     vision_forward,
@@ -47,7 +49,11 @@ from covft.analysis.runs import (
 from covft.data.templates import IMAGE_PLACEHOLDER
 from covft.train.trainer import TrainerCallback
 
+SNAPSHOTS_FOLDER = "conflict_snapshots"
+"""Sub-folder of the output folder where run A's snapshots wait for run B."""
+
 __all__ = [
+    "SNAPSHOTS_FOLDER",
     "ConflictRecorder",
     "block_distances",
     "block_vectors",
@@ -299,11 +305,9 @@ def run_conflict(
 
     ``samples_a[i]`` and ``samples_b[i]`` should show the same image (see :func:`split_by_task`).
     Each run starts from the same model (``config`` + ``overrides``: model, ``init_from``...),
-    with the same seed and schedule. Runs go to ``out_dir/runs`` and are deleted after
-    measuring unless ``keep_runs``.
+    with the same seed and schedule. Runs go to ``out_dir/analysis_runs`` and are deleted
+    after measuring unless ``keep_runs``.
     """
-    from covft.train import train
-
     if not samples_a or not samples_b:
         raise ValueError("both runs need at least one sample")
     out = Path(out_dir)
@@ -314,35 +318,21 @@ def run_conflict(
     file_b = write_records(samples_b, out / "data" / f"{tasks[1]}.json")
     probe = _load_probe(list(samples_a)[: max(1, probe_size)], image_folder)
     schedule = measure_steps(steps, every)
+    settings = RunSettings(config, overrides, steps, batch_size, lr, seed, image_folder, keep_runs)
     results: dict[str, Any] = {}
     for strategy in strategies:
-        snapshots = out / "snapshots" / strategy
+        snapshots = out / SNAPSHOTS_FOLDER / strategy
         losses: dict[str, list[float]] = {}
         recorder: ConflictRecorder | None = None
         info: dict[str, Any] = {}
         for role, task, data in (("reference", tasks[0], file_a), ("compare", tasks[1], file_b)):
-            run_dir = out / "runs" / f"{strategy}-{task}"
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            cfg = analysis_config(
-                config=config,
-                overrides=overrides,
-                method=strategy,
-                train_file=data,
-                image_folder=image_folder,
-                output_dir=run_dir,
-                steps=steps,
-                batch_size=batch_size,
-                lr=lr,
-                seed=seed,
-            )
             recorder = ConflictRecorder(snapshots, probe, schedule, role, keep_snapshots=keep_snapshots)
             info_hook = _ModelInfo()
-            result = train(cfg, callbacks=[recorder, info_hook])
+            result = settings.train(
+                strategy, data, out / RUNS_FOLDER / f"{strategy}-{task}", [recorder, info_hook]
+            )
             losses[task] = list(result.loss_history)
             info = info_hook.info
-            if not keep_runs:
-                shutil.rmtree(run_dir, ignore_errors=True)
         if not keep_snapshots:
             shutil.rmtree(snapshots, ignore_errors=True)
         assert recorder is not None
@@ -357,10 +347,8 @@ def run_conflict(
             "loss": losses,
             **info,
         }
-    if not keep_runs:
-        shutil.rmtree(out / "runs", ignore_errors=True)
-    if not keep_snapshots:
-        shutil.rmtree(out / "snapshots", ignore_errors=True)
+    remove_if_empty(out / RUNS_FOLDER)
+    remove_if_empty(out / SNAPSHOTS_FOLDER)
     return {
         "analysis": "conflict",
         "tasks": {"a": tasks[0], "b": tasks[1]},

@@ -235,37 +235,22 @@ def run_gradients(
     overrides: Sequence[str] = (),
     projection: str = "auto",
     sketch_dim: int = 4096,
+    sketch_seed: int = 0,
     max_exact_mb: float = 2048.0,
     center: bool = False,
     keep_runs: bool = False,
 ) -> dict[str, Any]:
     """Train every strategy on the same data and schedule; return the cosine statistics per strategy."""
-    import shutil
     from pathlib import Path
 
-    from covft.analysis.runs import analysis_config
-    from covft.train import train
+    from covft.analysis.runs import RUNS_FOLDER, RunSettings, remove_if_empty
 
     out = Path(out_dir)
+    settings = RunSettings(config, overrides, steps, batch_size, lr, seed, image_folder, keep_runs)
     results: dict[str, Any] = {}
     for strategy in strategies:
-        run_dir = out / "runs" / strategy
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        cfg = analysis_config(
-            config=config,
-            overrides=overrides,
-            method=strategy,
-            train_file=data,
-            image_folder=image_folder,
-            output_dir=run_dir,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-        )
-        deferred = _DeferredRecorder(projection, sketch_dim, cfg.train.seed, steps, max_exact_mb)
-        train(cfg, callbacks=[deferred])
+        deferred = _DeferredRecorder(projection, sketch_dim, sketch_seed, steps, max_exact_mb)
+        settings.train(strategy, data, out / RUNS_FOLDER / strategy, [deferred])
         recorder = deferred.recorder
         assert recorder is not None
         cosines, mean, std = cosine_to_dominant(recorder.matrix(), center=center)
@@ -279,10 +264,7 @@ def run_gradients(
             "projection": recorder.projection,
             "sketch_dim": sketch_dim if recorder.projection != "none" else None,
         }
-        if not keep_runs:
-            shutil.rmtree(run_dir, ignore_errors=True)
-    if not keep_runs:
-        shutil.rmtree(out / "runs", ignore_errors=True)
+    remove_if_empty(out / RUNS_FOLDER)
     return {
         "analysis": "gradients",
         "data": str(data),

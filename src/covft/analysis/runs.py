@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +22,20 @@ from torch import nn
 
 from covft.data.templates import IMAGE_PLACEHOLDER
 
+RUNS_FOLDER = "analysis_runs"
+"""Sub-folder of an analysis' output folder that holds its training runs (one folder per run)."""
+
 __all__ = [
+    "RUNS_FOLDER",
     "TASK_PATTERNS",
+    "RunSettings",
     "analysis_config",
     "block_list",
     "family_labels",
     "human_text",
     "load_records",
     "preserve_forward_state",
+    "remove_if_empty",
     "require_single_process",
     "task_of",
     "vision_forward",
@@ -153,6 +161,54 @@ def analysis_config(
     if seed is not None:
         cfg.train.seed = int(seed)
     return cfg.validate()
+
+
+@dataclass
+class RunSettings:
+    """What every training run of one analysis shares: recipe, overrides, schedule and seed."""
+
+    config: str | None = None
+    """YAML recipe (path or packaged name); ``None``: the schema defaults."""
+    overrides: Sequence[str] = field(default_factory=tuple)
+    """``key=value`` recipe overrides (model, ``model_options.*``, ``init_from``...)."""
+    steps: int = 100
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int | None = None
+    image_folder: str | Path | None = None
+    keep_runs: bool = False
+    """Keep each run's output directory (the trained model) instead of deleting it after training."""
+
+    def train(self, strategy: str, data: str | Path, run_dir: str | Path, callbacks: Iterable[Any]) -> Any:
+        """Train ``strategy`` on ``data`` into a fresh ``run_dir``; returns the ``TrainResult``."""
+        from covft.train import train
+
+        run_dir = Path(run_dir)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        config = analysis_config(
+            config=self.config,
+            overrides=self.overrides,
+            method=strategy,
+            train_file=data,
+            image_folder=self.image_folder,
+            output_dir=run_dir,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed,
+        )
+        try:
+            return train(config, callbacks=list(callbacks))
+        finally:
+            if not self.keep_runs:
+                shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if it exists and holds nothing (never anything the user put there)."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def block_list(model: nn.Module) -> Sequence[nn.Module]:
