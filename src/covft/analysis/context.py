@@ -18,10 +18,12 @@ its router input (``ContextualMoE.last_context``, the CVE output) and its gates
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from covft.analysis.runs import preserve_forward_state, vision_forward
@@ -73,8 +75,9 @@ def collect_context(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Context vectors ``[N, d_ctx]`` (of ``block``) and routing weights ``[N, sum_blocks E]``.
 
-    ``samples`` are collator samples (``{"id", "image": PIL.Image, "conversations"}``), each with
-    one image. Runs only the vision tower, in eval mode, without gradients.
+    ``samples`` are collator samples (``{"id", "image", "conversations"}``), each with one image:
+    a PIL image, or a file path opened only when its batch runs (so thousands of samples never sit
+    in memory at once). Runs only the vision tower, in eval mode, without gradients.
     """
     from tqdm.auto import tqdm
 
@@ -84,7 +87,7 @@ def collect_context(
     routes: list[np.ndarray] = []
     bar = tqdm(total=len(samples), desc="context vectors", disable=not progress, unit="sample")
     for start in range(0, len(samples), batch_size):
-        chunk = list(samples[start : start + batch_size])
+        chunk = [_with_image(sample) for sample in samples[start : start + batch_size]]
         batch = model.collate(chunk)
         with preserve_forward_state(model):
             vision_forward(model, batch)
@@ -110,6 +113,15 @@ def collect_context(
     if not contexts:
         raise ValueError("no samples given")
     return np.concatenate(contexts), np.concatenate(routes)
+
+
+def _with_image(sample: dict[str, Any]) -> dict[str, Any]:
+    """The sample with its image opened as RGB when it is given as a path."""
+    image = sample["image"]
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as handle:
+            return {**sample, "image": handle.convert("RGB")}
+    return sample
 
 
 def pairwise_cosine(x: np.ndarray) -> np.ndarray:
@@ -218,9 +230,6 @@ def run_context(
     ``context_nearest.png`` and ``routing_vs_context.png``. Returns the JSON's content.
     """
     import json
-    from pathlib import Path
-
-    from PIL import Image
 
     import covft
     from covft.analysis import plots
@@ -236,20 +245,19 @@ def run_context(
     model = covft.build_model(checkpoint, **options)
     chosen_block = resolve_block(model, block)
 
-    def load(record: dict[str, Any]) -> Image.Image:
+    def image_path(record: dict[str, Any]) -> Path:
         path = Path(record["image"])
-        with Image.open(path if path.is_absolute() else folder / path) as handle:
-            return handle.convert("RGB")
+        return path if path.is_absolute() else folder / path
 
-    samples = []
-    for i in indices:
-        record = records[i]
-        samples.append(
-            {"id": str(record.get("id")), "image": load(record), "conversations": record["conversations"]}
-        )
+    samples = [
+        {
+            "id": str(records[i].get("id")),
+            "image": image_path(records[i]),
+            "conversations": records[i]["conversations"],
+        }
+        for i in indices
+    ]
     contexts, routes = collect_context(model, samples, chosen_block, batch_size, progress)
-    for sample in samples:
-        sample["image"].close()
     k = min(clusters, len(contexts))
     found = cluster_contexts(contexts, k=k, seed=seed, nearest=nearest)
     context_similarity = pairwise_cosine(contexts)
@@ -320,7 +328,9 @@ def run_context(
         out / "context_clusters.png",
         title=f"{len(indices)} context vectors (block {chosen_block}), PCA, k-means k={k}",
     )
-    sheet_images = [[load(item) for item in row["nearest"]] for row in cluster_rows]
+    sheet_images = [
+        [_with_image({"image": image_path(item)})["image"] for item in row["nearest"]] for row in cluster_rows
+    ]
     plots.plot_nearest_sheet(
         [row["nearest"] for row in cluster_rows], sheet_images, out / "context_nearest.png"
     )
