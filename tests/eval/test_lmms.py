@@ -18,7 +18,7 @@ from PIL import Image
 from tests.eval.test_cli import save_tiny_checkpoint
 
 from covft.eval import lmms as plugin
-from covft.eval.generate import build_sample, override_context
+from covft.eval.generate import build_sample
 from covft.models.model import CovftModel
 
 
@@ -134,7 +134,7 @@ def test_loglikelihood_matches_the_model_loss(fake_lmms_eval: types.ModuleType, 
     [(logp, greedy)] = lm.loglikelihood([Request(context, lambda doc: "red", visual, 0, "gqa_lite", "test")])
     # independently: the model's own cross-entropy over the answer tokens " red" (vicuna puts a space)
     item, _ = lm._item((context, {}, visual, 0, "gqa_lite", "test"))
-    batch = override_context(lm.model, lm.model.collate([build_sample(item)], for_generation=True), [item])
+    batch = lm.model.collate([build_sample(item)], for_generation=True)
     answer = torch.tensor([lm.model.tokenizer(" red", add_special_tokens=False)["input_ids"]])
     input_ids = torch.cat([batch["input_ids"], answer], 1)
     labels = torch.cat([torch.full_like(batch["input_ids"], -100), answer], 1)

@@ -178,3 +178,11 @@ def test_llava_15_7b_geometry_has_the_papers_trainable_vision_count():
     assert model.comoe_layers == list(range(11, 23))
     assert model.num_parameters("vision", trainable=True) == 529_007_664
     assert model.text_encoder.hidden_size == 768
+
+
+def test_generate_handles_text_only_batches():
+    model = _perturbed_covft()
+    batch = model.collate([make_samples()[1]], for_generation=True)
+    assert "pixel_values" not in batch
+    out = model.generate(**batch, max_new_tokens=3, min_new_tokens=3)
+    assert out.shape[1] == batch["input_ids"].shape[1] + 3

@@ -36,7 +36,8 @@ def build_sample(item: Mapping[str, Any]) -> dict[str, Any]:
     """The collator sample for one contract item: its prompt as the single human turn.
 
     ``"<image>\\n"`` is prepended when the item has an image (loaded here, RGB). The assistant
-    prefix is added by the collator (``for_generation=True``).
+    prefix is added by the collator (``for_generation=True``). The item's ``context`` (the question
+    without the instruction suffix) rides along for the router.
     """
     if "prompt" not in item:
         raise KeyError(f"item {item.get('id')!r} has no 'prompt' (see docs/benchmark-records.md)")
@@ -44,7 +45,12 @@ def build_sample(item: Mapping[str, Any]) -> dict[str, Any]:
     image = ref.load() if ref is not None and hasattr(ref, "load") else ref
     prompt = str(item["prompt"])
     value = f"{IMAGE_PLACEHOLDER}\n{prompt}" if image is not None else prompt
-    return {"id": str(item["id"]), "image": image, "conversations": [{"from": "human", "value": value}]}
+    return {
+        "id": str(item["id"]),
+        "image": image,
+        "conversations": [{"from": "human", "value": value}],
+        "context": context_of(item),  # the collator gives this, not the prompt, to the router
+    }
 
 
 def context_of(item: Mapping[str, Any]) -> str:
@@ -53,30 +59,6 @@ def context_of(item: Mapping[str, Any]) -> str:
     if text is None:
         text = item["prompt"]
     return " ".join(str(text).replace(IMAGE_PLACEHOLDER, " ").split())
-
-
-def override_context(model: Any, batch: dict, items: Sequence[Mapping[str, Any]]) -> dict:
-    """Replace the collator's context inputs with the items' ``context`` texts.
-
-    The collator builds the context from the human turn, which for a benchmark prompt includes
-    the instruction suffix; the paper's router sees the question only. Rows follow
-    ``pixel_values`` order (items with an image). A model whose strategy does not read text is
-    left untouched.
-    """
-    if "context_input_ids" not in batch:
-        return batch
-    contexts = [context_of(item) for item in items if item.get("image") is not None]
-    tokenizer = model.ensure_text_encoder().tokenizer
-    encoded = tokenizer(
-        contexts,
-        padding=True,
-        truncation=True,
-        max_length=model.collator().context_max_length,
-        return_tensors="pt",
-    )
-    batch["context_input_ids"] = encoded["input_ids"]
-    batch["context_attention_mask"] = encoded["attention_mask"]
-    return batch
 
 
 def to_model(batch: dict, model: Any) -> dict:
@@ -101,15 +83,8 @@ def generate_batch(
     """Greedy answers for one batch of items: the decoded new tokens, stripped."""
     samples = [build_sample(item) for item in items]
     batch = model.collate(samples, template=template, for_generation=True)
-    batch = to_model(override_context(model, batch, items), model)
-    if "pixel_values" in batch:
-        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-    else:
-        # A text-only batch goes to the LLaVA model directly: CovftModel.generate passes
-        # pixel_values=None on, and transformers' generate then runs the vision tower on None.
-        output = model.llava.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=model.tokenizer.pad_token_id
-        )
+    batch = to_model(batch, model)
+    output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
     new_tokens = output[:, batch["input_ids"].shape[1] :]
     texts = model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     return [text.strip() for text in texts]

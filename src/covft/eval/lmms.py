@@ -160,7 +160,7 @@ class CovftLMMBase:
         """
         import torch
 
-        from covft.eval.generate import build_sample, override_context, to_model
+        from covft.eval.generate import build_sample, to_model
 
         results = []
         for request in requests:
@@ -172,7 +172,7 @@ class CovftLMMBase:
             item, _ = self._item((context, {}, doc_to_visual, doc_id, task, split))
             prompt = build_sample(item)
             batch = self.model.collate([prompt], for_generation=True)
-            batch = to_model(override_context(self.model, batch, [item]), self.model)
+            batch = to_model(batch, self.model)
             answer = str(target) if str(target)[:1].isspace() else f" {target}"  # vicuna: "ASSISTANT: answer"
             target_ids = self.model.tokenizer(answer, add_special_tokens=False)["input_ids"]
             if not target_ids:

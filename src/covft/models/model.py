@@ -186,11 +186,10 @@ class CovftModel(nn.Module):
         the vision tower runs)."""
         if pixel_values is not None:
             self.set_context(context_input_ids, context_attention_mask, pixel_values.shape[0])
+            kwargs["pixel_values"] = pixel_values  # never pass pixel_values=None on: generate would use it
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        return self.llava.generate(
-            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, **kwargs
-        )
+        return self.llava.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     def auxiliary_loss(self) -> torch.Tensor | None:
         """Sum of the auxiliary (load-balancing) losses of the last forward, if any."""
