@@ -98,7 +98,10 @@ def build_model(config: TrainConfig) -> Any:
     """Build the model for this stage: base model, ``init_from`` weights, then the strategy."""
     import covft
 
-    model = covft.build_model(config.model, seed=config.train.seed, **config.model_options)
+    options = dict(config.model_options)
+    if config.model in covft.available_presets():
+        options.setdefault("seed", config.train.seed)  # a preset's random init follows the run's seed
+    model = covft.build_model(config.model, **options)
     if config.init_from:
         load_init_weights(model, config.init_from)
     method, options = strategy_for(config)
