@@ -97,6 +97,7 @@ def measure(
     *,
     repeats: int,
     warmup: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Measurement]:
     """Time ``module(x, softmax(logits))`` forward+backward for each module and measure what it
     saves for backward. Repeats alternate between the modules so that load from other processes
@@ -134,10 +135,10 @@ def measure(
     for _ in range(repeats):
         for name, module in modules.items():
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             step(module)
             _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {
         name: Measurement(name, statistics.median(times[name]), saved[name], peaks[name]) for name in modules
     }
@@ -155,8 +156,12 @@ def run_benchmark(
     repeats: int = 5,
     warmup: int = 1,
     seed: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict:
     """Measure both implementations on identical weights and inputs.
+
+    ``clock`` times each step: wall clock by default; ``time.thread_time`` (CPU time of this
+    thread, with ``torch.set_num_threads(1)``) is robust to other processes loading the machine.
 
     Returns ``{"fused": Measurement, "loop": Measurement, "time_ratio": loop/fused time,
     "memory_saving": 1 - fused/loop saved bytes, "max_abs_diff": largest output difference}``.
@@ -213,7 +218,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "thread"),
+        default="wall",
+        help="wall clock, or CPU time of the calling thread (needs --threads 1; robust to machine load)",
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.clock == "thread" and (args.device != "cpu" or torch.get_num_threads() != 1):
+        parser.error("--clock thread measures one CPU thread: use it with --device cpu --threads 1")
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
     device = torch.device(args.device)
     if args.dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -229,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         dtype=dtype,
         repeats=args.repeats,
         warmup=args.warmup,
+        clock=clock,
     )
     where = (
         torch.cuda.get_device_name(device)
@@ -237,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"CoMoE experts: B={args.batch} N={args.tokens} d={args.dim} h={args.hidden} E={args.experts}, "
-        f"{dtype}, {where}, torch {torch.__version__}"
+        f"{dtype}, {where}, {args.clock} clock, torch {torch.__version__}"
     )
     print(format_results(results))
 

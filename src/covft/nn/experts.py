@@ -36,7 +36,8 @@ def _row_chunks(rows: int, width: int, tensor: torch.Tensor) -> list[slice]:
 
 def _fc2_as_matrix(fc2_weight: torch.Tensor) -> torch.Tensor:
     """``[E, d, h] -> [d, E*h]``: the fc2 GEMM's reduction axis runs over (expert, hidden) together,
-    so the sum over experts happens inside the matrix product."""
+    so the sum over experts happens inside the matrix product. This is a copy (the stacked
+    ``nn.Linear`` layout cannot be viewed that way); it is weight-sized, never saved for backward."""
     num_experts, dim, hidden = fc2_weight.shape
     return fc2_weight.permute(1, 0, 2).reshape(dim, num_experts * hidden)
 
