@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,12 @@ def _weights(out: Path) -> dict[str, int]:
 def test_micro_demo_end_to_end_and_rerun_reuses_every_stage(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     run = DemoRun(
-        out=out, settings=micro(), methods=["freeze", "covft"], cache_dir=tmp_path / "cache", progress=False
+        out=out,
+        settings=micro(),
+        methods=["freeze", "covft"],
+        cache_dir=tmp_path / "cache",
+        progress=False,
+        jobs=2,
     )
     results = run_demo(run)
 
@@ -49,7 +55,7 @@ def test_micro_demo_end_to_end_and_rerun_reuses_every_stage(tmp_path: Path) -> N
 
     stamps = _weights(out)
     assert len(stamps) == 3  # stage 1 + two stage-2 models
-    run_demo(run)
+    run_demo(replace(run, jobs=1))
     second = read_stage_log(out)[len(first) :]
     assert [e for e in second if e["action"] == "ran"] == []
     assert {e["stage"] for e in second if e["action"] == "reused"} >= ran

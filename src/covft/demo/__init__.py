@@ -54,7 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads (default: all cores, or 1 when the machine is already busy)",
+        help="torch CPU threads for stages 0 and 1, shared by the stage-2 jobs "
+        "(default: all cores, or 1 when the machine is already busy)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="stage-2 runs at a time, each in its own process (default: one per core, at most one per method)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    jobs = args.jobs or min(os.cpu_count() or 1, len(args.methods))
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
     out = args.out
@@ -87,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
         out = Path("runs") / ("demo-quick" if args.quick else "demo")
         if args.preset != "tiny":
             out = out.with_name(f"{out.name}-{args.preset}")
-    print(f"covft demo: {args.preset} preset, {threads} thread(s), writing {out}", file=sys.stderr)
+    print(
+        f"covft demo: {args.preset} preset, {threads} thread(s), {jobs} stage-2 job(s), writing {out}",
+        file=sys.stderr,
+    )
     demo = DemoRun(
         out=out,
         settings=QUICK if args.quick else FULL,
@@ -96,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         cache_dir=args.cache_dir or default_cache_dir(),
         progress=not args.no_progress,
+        jobs=jobs,
     )
     try:
         run_demo(demo)

@@ -50,6 +50,8 @@ class DemoRun:
     seeds: int = 1
     cache_dir: Path = field(default_factory=demo_presets.default_cache_dir)
     progress: bool = True
+    jobs: int = 1
+    """Stage-2 runs (with their evaluation) at a time, in worker processes when above 1."""
 
     @property
     def world_dir(self) -> Path:
@@ -266,6 +268,51 @@ def evaluate_stage(
     return results
 
 
+def stage2_and_eval(
+    run: DemoRun, seed: int, method: str, options: dict[str, Any], threads: int | None = None
+) -> dict[str, float]:
+    """Stage 2 of one method from the seed's stage-1 checkpoint, then its suite scores.
+
+    Runs in the demo's process or in a worker process (``jobs > 1``); ``threads`` sets the
+    worker's torch threads.
+    """
+    from covft.eval.generate import collect_items
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    log = StageLog(run.out)
+    config = _train_config(
+        run, stage=2, method=method, seed=seed, output_dir=run.stage2_dir(seed, method), options=options
+    )
+    train_stage(f"stage2/seed{seed}/{method}", config, log)
+    items = collect_items("all", suite=run.world_dir / "suite")
+    results = evaluate_stage(run, seed, method, items, log)
+    return {name: float(entry["score"]) for name, entry in results["scores"].items()}
+
+
+def _stage2_all(run: DemoRun, seed: int, options: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Every method's stage 2 + evaluation for one seed, ``run.jobs`` at a time.
+
+    Methods are independent once stage 1 is done, so on a 2-core machine two single-threaded
+    workers keep both cores busy with less threading overhead than one two-threaded process.
+    """
+    jobs = min(run.jobs, len(run.methods))
+    if jobs <= 1:
+        return {m: stage2_and_eval(run, seed, m, options) for m in run.methods}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {m: pool.submit(stage2_and_eval, run, seed, m, options, threads) for m in run.methods}
+        return {m: futures[m].result() for m in run.methods}
+
+
 # --------------------------------------------------------------------------- the whole demo
 
 
@@ -282,6 +329,8 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
         raise DemoError(f"unknown method(s) {unknown}; available: {', '.join(available_methods())}")
     if run.seeds < 1:
         raise DemoError(f"--seeds must be >= 1, got {run.seeds}")
+    if run.jobs < 1:
+        raise DemoError(f"--jobs must be >= 1, got {run.jobs}")
     if len(set(run.methods)) != len(run.methods) or not run.methods:
         raise DemoError(f"give each method once, got {list(run.methods)}")
     _check_settings(run)
@@ -304,18 +353,6 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
             _train_config(run, stage=1, method="freeze", seed=seed, output_dir=stage1, options=options),
             log,
         )
-        scores[seed] = {}
-        for method in run.methods:
-            config = _train_config(
-                run,
-                stage=2,
-                method=method,
-                seed=seed,
-                output_dir=run.stage2_dir(seed, method),
-                options=options,
-            )
-            train_stage(f"stage2/seed{seed}/{method}", config, log)
-            results = evaluate_stage(run, seed, method, items, log)
-            scores[seed][method] = {name: float(entry["score"]) for name, entry in results["scores"].items()}
+        scores[seed] = _stage2_all(run, seed, options)
     log.record("demo", "total", total)
     return write_report(run, stage0, scores, items)
