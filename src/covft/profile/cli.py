@@ -16,7 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from covft.profile.cost import GEOMETRIES, ProfileSettings, format_markdown, profile
+from covft.profile.cost import (
+    GEOMETRIES,
+    ProfileSettings,
+    count_only,
+    format_flops_markdown,
+    format_markdown,
+    profile,
+)
 from covft.profile.flops import ANALYTIC_METHODS, LLAVA_15_7B_GEOMETRY, analytic_flops
 
 
@@ -55,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=Path("runs/profile"), help="directory for JSON + markdown"
     )
     parser.add_argument(
+        "--flops-only",
+        action="store_true",
+        help="only count FLOPs (FlopCounterMode + analytic), no timing or memory: e.g. the 7B vision "
+        "geometry with --llm-layers 2 on a CPU",
+    )
+    parser.add_argument(
         "--flops-7b",
         action="store_true",
         help="only print the analytic FLOP ratios of the full LLaVA-1.5-7B (no model is built)",
@@ -69,6 +82,7 @@ def analytic_7b_report(llm_layers: int | None = None, train_llm: bool = True) ->
         train_llm=train_llm,
     )
     train = {m: analytic_flops(geometry, m) for m in ANALYTIC_METHODS}
+    memory = {m: _static_7b_bytes(m, geometry.llm_layers, train_llm) for m in ANALYTIC_METHODS}
     prefill = {m: analytic_flops(geometry, m, inference=True) for m in ANALYTIC_METHODS}
     return {
         "geometry": geometry.to_dict(),
@@ -78,7 +92,24 @@ def analytic_7b_report(llm_layers: int | None = None, train_llm: bool = True) ->
         "prefill_ratio_vs_full": {
             m: prefill[m]["total"] / prefill["full"]["total"] for m in ANALYTIC_METHODS
         },
+        "static_training_bytes_bf16": memory,
+        "static_memory_ratio_vs_full": {
+            m: memory[m]["total"] / memory["full"]["total"] for m in ANALYTIC_METHODS
+        },
     }
+
+
+def _static_7b_bytes(method: str, llm_layers: int, train_llm: bool) -> dict[str, int]:
+    """Weights + gradients + AdamW state of the 7B model in bf16, built on the meta device."""
+    import torch
+
+    import covft
+    from covft.profile.cost import static_training_bytes
+
+    model = covft.build_model("llava-1.5-7b", device="meta", dtype=torch.bfloat16, llm_layers=llm_layers)
+    covft.apply_vft(model, method, train_llm=train_llm)
+    model.to(torch.bfloat16)
+    return static_training_bytes(model)
 
 
 def format_analytic(report: dict[str, Any]) -> str:
@@ -86,15 +117,18 @@ def format_analytic(report: dict[str, Any]) -> str:
     lines = [
         f"Analytic FLOPs, LLaVA-1.5-7B geometry ({g['llm_layers']} LLM layers, train_llm={g['train_llm']}, "
         f"{g['llm_tokens']} tokens/sample, {g['comoe_blocks']} CoMoE blocks x {g['num_experts']} experts):",
-        "| method | train step TFLOPs | vision part | train / Full FT | prefill TFLOPs | prefill / Full FT |",
-        "|---|---|---|---|---|---|",
+        "| method | train step TFLOPs | vision part | train / Full FT | prefill TFLOPs | prefill / Full FT "
+        "| weights+grads+AdamW (bf16) | / Full FT |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in ANALYTIC_METHODS:
         t, p = report["train_step"][m], report["prefill"][m]
+        memory = report["static_training_bytes_bf16"][m]["total"]
         lines.append(
             f"| {m} | {t['total'] / 1e12:.3f} | {t['vision'] / 1e12:.3f} | "
             f"{report['train_ratio_vs_full'][m]:.4f} | {p['total'] / 1e12:.3f} | "
-            f"{report['prefill_ratio_vs_full'][m]:.4f} |"
+            f"{report['prefill_ratio_vs_full'][m]:.4f} | {memory / 2**30:.2f} GiB | "
+            f"{report['static_memory_ratio_vs_full'][m]:.4f} |"
         )
     return "\n".join(lines)
 
@@ -129,6 +163,15 @@ def run(args: argparse.Namespace) -> int:
         memory=not args.no_memory,
         seed=args.seed,
     )
+    if args.flops_only:
+        report = count_only(settings)
+        report["analytic_7b"] = analytic_7b_report(train_llm=settings.train_llm)
+        markdown = format_flops_markdown(report) + "\n\n" + format_analytic(report["analytic_7b"])
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "flops.json").write_text(json.dumps(report, indent=2, default=str))
+        (args.out / "flops.md").write_text(markdown + "\n")
+        print(markdown)
+        return 0
     report = profile(settings)
     # the full 7B geometry's FLOP ratio, the floor the measured step-time ratio is compared with
     report["analytic_7b"] = analytic_7b_report(train_llm=settings.train_llm)

@@ -21,6 +21,7 @@ processes affects them alike; every figure keeps its spread (min/median/max).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import math
 import os
@@ -32,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from covft.profile.flops import ANALYTIC_METHODS, analytic_flops, count_flops, geometry_of
 
@@ -39,8 +41,11 @@ __all__ = [
     "GEOMETRIES",
     "ProfileSettings",
     "build_for_profile",
+    "count_only",
+    "format_flops_markdown",
     "format_markdown",
     "profile",
+    "static_training_bytes",
     "synthetic_batch",
 ]
 
@@ -279,6 +284,21 @@ def _spread(values: list[float]) -> dict[str, Any]:
     }
 
 
+def static_training_bytes(model, optimizer_states: int = 2) -> dict[str, int]:
+    """Bytes of weights, gradients and AdamW state (``optimizer_states`` tensors per trainable
+    parameter, in the parameter's dtype as ``torch.optim.AdamW`` keeps them): the part of the
+    training peak that activations come on top of. Works on ``device="meta"`` models."""
+    frozen = trainable = 0
+    for param in model.parameters():
+        size = param.numel() * param.element_size()
+        if param.requires_grad:
+            trainable += size
+        else:
+            frozen += size
+    total = frozen + trainable * (2 + optimizer_states)
+    return {"frozen_weights": frozen, "trainable_weights": trainable, "total": total}
+
+
 def _rss_bytes(field_name: str) -> int:
     """VmRSS / VmHWM of this process from /proc (Linux), in bytes."""
     with open("/proc/self/status") as status:
@@ -288,23 +308,31 @@ def _rss_bytes(field_name: str) -> int:
     raise RuntimeError(f"{field_name} not in /proc/self/status")
 
 
-def measure_cpu_memory(settings: ProfileSettings, method: str) -> dict[str, Any]:
-    """Peak resident memory of building ``method`` and running ``warmup + steps`` (at least 2)
-    training steps, as the increase over this process's resident set before building.
+def _release_freed_memory() -> None:
+    """Collect garbage and hand the allocator's free pages back to the OS (glibc ``malloc_trim``)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
-    Meant to run in a fresh process (see :func:`_isolated`), so that no earlier model's pages or
-    allocator caches are counted or reused.
+
+def measure_cpu_memory(settings: ProfileSettings, method: str) -> dict[str, Any]:
+    """Peak resident memory of building ``method`` and running 2 training steps, as the increase
+    over this process's resident set just before building.
+
+    Runs in a fresh process (see :func:`_isolated`). A first, unmeasured build and step load
+    every lazily imported module and start the thread pool; it is then freed and trimmed, and the
+    high-water mark is reset (``/proc/self/clear_refs``), so the figure is the model's own:
+    weights, gradients, AdamW state and activations.
     """
     torch.set_num_threads(settings.threads or torch.get_num_threads())
-    gc.collect()
+    warm = _Runner(settings, method)
+    warm.train_step()
+    warm.close()
+    del warm
+    _release_freed_memory()
     baseline = _rss_bytes("VmRSS")
-    try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        # without the reset the mark may predate the baseline; the forked process is fresh, so it
-        # is at most the server's import-time peak
-        pass
+    with open("/proc/self/clear_refs", "w") as handle:  # reset VmHWM to the current RSS (Linux >= 4.0)
+        handle.write("5")
     runner = _Runner(settings, method)
     for _ in range(2):  # the second step holds weights, gradients, AdamW state and activations at once
         runner.train_step()
@@ -312,19 +340,52 @@ def measure_cpu_memory(settings: ProfileSettings, method: str) -> dict[str, Any]
     return {
         "peak_bytes": peak - baseline,
         "baseline_bytes": baseline,
-        "kind": "CPU: peak RSS of a fresh process over 2 training steps, minus its RSS before building",
+        "kind": "CPU: peak RSS over build + 2 training steps minus the RSS before, one fresh process per method",
     }
 
 
+_PRELOAD = [
+    "covft.profile.cost",
+    "covft.strategies",
+    "covft.models.presets",
+    "transformers.models.llava.modeling_llava",
+    "transformers.models.clip.modeling_clip",
+    "transformers.models.llama.modeling_llama",
+    "transformers.models.bert.modeling_bert",
+]
+
+
 def _isolated(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run ``fn(*args)`` in a fresh process forked from a server that already imported covft."""
+    """Run ``fn(*args)`` in a fresh process forked from a server that already imported covft
+    and the model code (``forkserver``: no fork of a process whose thread pools already run)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["covft.profile.cost", "covft.strategies", "transformers.models.llava"])
+    context.set_forkserver_preload(_PRELOAD)
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(fn, *args).result()
+
+
+class _ScalarReads(TorchDispatchMode):
+    """Counts reads of a tensor's value by the host (``.item()``, ``bool(t)``, ...): on a GPU each
+    one waits for every queued kernel, so a forward should have as few as possible."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_host_syncs(fn: Callable[[], Any]) -> int:
+    """How many times ``fn()`` reads a tensor value on the host (each is a device sync on CUDA)."""
+    with _ScalarReads() as reads:
+        fn()
+    return reads.count
 
 
 def _flops(runner: _Runner, settings: ProfileSettings) -> dict[str, Any]:
@@ -332,6 +393,9 @@ def _flops(runner: _Runner, settings: ProfileSettings) -> dict[str, Any]:
     runner.optimizer.zero_grad(set_to_none=True)
     prefill_total, _ = count_flops(runner.prefill)
     result: dict[str, Any] = {"train_step": train_total, "prefill": prefill_total, "train_ops": train_ops}
+    result["host_syncs_train_forward_backward"] = count_host_syncs(runner.forward_backward)
+    runner.optimizer.zero_grad(set_to_none=True)
+    result["host_syncs_prefill"] = count_host_syncs(runner.prefill)
     if runner.method in ANALYTIC_METHODS:
         geometry = geometry_of(
             runner.model,
@@ -399,6 +463,7 @@ def _measure_sequential_cuda(settings: ProfileSettings) -> dict[str, dict[str, A
         infer = [runner.timed(runner.prefill) for _ in range(settings.inference_repeats)]
         results[method] = {
             "trainable_parameters": runner.trainable,
+            "static_training_bytes": static_training_bytes(runner.model),
             "train_step_s": _spread(train),
             "inference_s": _spread(infer),
             "memory": {
@@ -443,6 +508,59 @@ def _ratios(results: dict[str, dict[str, Any]]) -> None:
         entry["ratios_vs_full"]["inference_per_round"] = _spread(
             [a / b for a, b in zip(own, ref, strict=True)]
         )
+
+
+def count_only(settings: ProfileSettings) -> dict[str, Any]:
+    """FLOPs only (no timing, no memory): one model at a time, freed before the next.
+
+    For geometries that fit in memory for a step but would take too long to time, e.g. the 7B
+    vision tower with a reduced LLM on a CPU.
+    """
+    settings = settings.resolved()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    results: dict[str, dict[str, Any]] = {}
+    for method in settings.methods:
+        runner = _Runner(settings, method)
+        results[method] = {"trainable_parameters": runner.trainable, "flops": _flops(runner, settings)}
+        runner.close()
+        _release_freed_memory()
+    full = results["full"]["flops"]
+    for entry in results.values():
+        flops = entry["flops"]
+        entry["ratios_vs_full"] = {
+            "train_flops": flops["train_step"] / full["train_step"],
+            "prefill_flops": flops["prefill"] / full["prefill"],
+        }
+    device = torch.device(settings.device)
+    return {
+        "settings": asdict(settings),
+        "machine": machine_description(device),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "flops_only": True,
+        "methods": results,
+    }
+
+
+def format_flops_markdown(report: dict[str, Any]) -> str:
+    """Counted (and, where modelled, analytic) FLOPs of a training step and a prefill, per method."""
+    s = report["settings"]
+    lines = [
+        f"FLOPs counted with FlopCounterMode, geometry `{s['geometry']}` ({s['device']}, {s['dtype']}, batch "
+        f"{s['batch_size']}, LLM layers {s['llm_layers']}, train_llm={s['train_llm']}); {report['date_utc']}",
+        "",
+        "| method | train step TFLOPs (counted) | analytic | train / Full FT | prefill TFLOPs | prefill / Full FT |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, entry in report["methods"].items():
+        f, r = entry["flops"], entry["ratios_vs_full"]
+        analytic = f.get("analytic_train_step")
+        lines.append(
+            f"| {method} | {f['train_step'] / 1e12:.4f} | "
+            f"{'-' if analytic is None else f'{analytic / 1e12:.4f}'} | {r['train_flops']:.4f} | "
+            f"{f['prefill'] / 1e12:.4f} | {r['prefill_flops']:.4f} |"
+        )
+    return "\n".join(lines)
 
 
 def machine_description(device: torch.device) -> str:
