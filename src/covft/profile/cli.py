@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="default: cpu for tiny, cuda for llava-1.5-7b")
     parser.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on CUDA")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "thread"),
+        default="wall",
+        help="thread: CPU time of the one thread (needs --threads 1; robust to other processes' load)",
+    )
     parser.add_argument("--no-flops", action="store_true", help="skip FlopCounterMode counts")
     parser.add_argument("--no-memory", action="store_true", help="skip the CPU memory processes")
     parser.add_argument("--seed", type=int, default=0)
@@ -159,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         threads=args.threads,
+        clock=args.clock,
         count_flops=not args.no_flops,
         memory=not args.no_memory,
         seed=args.seed,

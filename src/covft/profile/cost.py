@@ -81,6 +81,9 @@ class ProfileSettings:
     count_flops: bool = True
     memory: bool = True
     threads: int | None = None
+    clock: str = "wall"
+    """wall (perf_counter) or thread (CPU time of this thread: with threads=1 on a CPU, immune to
+    other processes' load; it misses time spent waiting, which a 1-thread CPU run does not have)."""
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def resolved(self) -> ProfileSettings:
@@ -91,6 +94,10 @@ class ProfileSettings:
             raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={self.steps}, warmup={self.warmup}")
         if "full" not in self.methods:
             raise ValueError("ratios are taken against full fine-tuning: include 'full' in methods")
+        if self.clock not in ("wall", "thread"):
+            raise ValueError(f"clock must be wall or thread, got {self.clock!r}")
+        if self.clock == "thread" and (self.threads != 1 or (self.device or "cpu") != "cpu"):
+            raise ValueError("clock='thread' measures one CPU thread: use it with threads=1 on the CPU")
         big = self.geometry == "llava-1.5-7b"
         settings = ProfileSettings(**asdict(self))
         settings.methods = tuple(self.methods)
@@ -229,6 +236,7 @@ class _Runner:
     def __init__(self, settings: ProfileSettings, method: str) -> None:
         self.method = method
         self.device = torch.device(settings.device)
+        self.clock = time.thread_time if settings.clock == "thread" else time.perf_counter
         self.model = build_for_profile(settings, method)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.trainable = sum(p.numel() for p in params)
@@ -261,10 +269,10 @@ class _Runner:
 
     def timed(self, fn: Callable[[], Any]) -> float:
         _sync(self.device)
-        start = time.perf_counter()
+        start = self.clock()
         fn()
         _sync(self.device)
-        return time.perf_counter() - start
+        return self.clock() - start
 
     def close(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -608,7 +616,8 @@ def format_markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [
         f"Geometry `{s['geometry']}` ({s['device']}, {s['dtype']}, batch {s['batch_size']}, "
-        f"LLM layers {s['llm_layers']}, train_llm={s['train_llm']}); {report['machine']}; {report['date_utc']}",
+        f"LLM layers {s['llm_layers']}, train_llm={s['train_llm']}, {s['clock']} clock); {report['machine']}; "
+        f"{report['date_utc']}",
         "",
         "| method | train step | inference / sample (bs 1) | peak memory | train step / Full FT "
         "| inference / Full FT | memory / Full FT | train FLOPs / Full FT |",
