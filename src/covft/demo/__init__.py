@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from covft.demo.pipeline import DemoError, DemoRun, run_demo
-    from covft.demo.settings import FULL, QUICK
+    from covft.demo.settings import settings_for
     from covft.models.demo_presets import default_cache_dir
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     )
     demo = DemoRun(
         out=out,
-        settings=QUICK if args.quick else FULL,
+        settings=settings_for(args.preset, args.quick),
         preset=args.preset,
         methods=list(args.methods),
         seeds=args.seeds,

@@ -107,3 +107,37 @@ def micro(**overrides: Any) -> DemoSettings:
         max_new_tokens=4,
     )
     return replace(base, **overrides)
+
+
+#: The smol preset (SmolLM2-135M, ~30x the tiny LM's compute per token): a shorter schedule and
+#: LLaVA's kind of learning rate for a pretrained LM, again one lr for every part and method.
+SMOL_FULL = replace(
+    FULL,
+    world_size=1500,
+    suite_size=30,
+    stage1_steps=60,
+    stage1_batch_size=16,
+    stage2_steps=150,
+    stage2_batch_size=8,
+    stage2_lr=1e-4,
+    save_steps=50,
+    eval_batch_size=16,
+)
+SMOL_QUICK = replace(
+    QUICK,
+    world_size=400,
+    suite_size=6,
+    stage1_steps=10,
+    stage1_batch_size=16,
+    stage2_steps=20,
+    stage2_batch_size=8,
+    stage2_lr=1e-4,
+    eval_batch_size=16,
+)
+
+
+def settings_for(preset: str, quick: bool) -> DemoSettings:
+    """The frozen settings of a preset (``tiny`` or ``smol``), quick or full."""
+    if preset == "smol":
+        return SMOL_QUICK if quick else SMOL_FULL
+    return QUICK if quick else FULL
