@@ -102,18 +102,18 @@ def test_training_interrupted_mid_save_resumes_from_the_last_complete_checkpoint
     real_rename = ckpt.os.rename
 
     def rename(src: Any, dst: Any) -> None:
-        if Path(dst).name == "checkpoint-4":
-            raise KeyboardInterrupt("killed while committing checkpoint-4")
+        if Path(dst).name == "checkpoint-2":
+            raise KeyboardInterrupt("killed while committing checkpoint-2")
         real_rename(src, dst)
 
     monkeypatch.setattr(ckpt.os, "rename", rename)
-    extra = ["method=full", "method_options={}", "train.save_steps=2", "train.save_total_limit=5"]
+    extra = ["method=freeze", "method_options={}", "train.save_steps=1", "train.save_total_limit=5"]
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(tiny_data, tmp_path, *extra, steps=6))
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2]
-    assert (tmp_path / ".tmp-checkpoint-4").is_dir()
+        train(tiny_config(tiny_data, tmp_path, *extra, steps=3))
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [1]
+    assert (tmp_path / ".tmp-checkpoint-2").is_dir()
     monkeypatch.setattr(ckpt.os, "rename", real_rename)
-    result = train(tiny_config(tiny_data, tmp_path, *extra, "resume=true", steps=6))
-    assert result.steps == 6 and len(result.loss_history) == 6
-    assert not (tmp_path / ".tmp-checkpoint-4").exists()
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2, 4]
+    result = train(tiny_config(tiny_data, tmp_path, *extra, "resume=true", steps=3))
+    assert result.steps == 3 and len(result.loss_history) == 3
+    assert not (tmp_path / ".tmp-checkpoint-2").exists()
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [1, 2]

@@ -39,14 +39,14 @@ def stage1(tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
         trained.append(model.trainable_parameter_names())
 
     result = train(
-        tiny_config(tiny_data, output, "train.lr=1e-2", stage=1, steps=8), callbacks=[record_trainable]
+        tiny_config(tiny_data, output, "train.lr=1e-2", stage=1, steps=6), callbacks=[record_trainable]
     )
     assert trained and all(name.startswith(PROJECTOR) for name in trained[0])
     return result
 
 
 def test_stage1_trains_the_projector_only(stage1: TrainResult) -> None:
-    assert stage1.steps == 8 and len(stage1.loss_history) == 8
+    assert stage1.steps == 6 and len(stage1.loss_history) == 6
     assert stage1.loss_history[-1] < stage1.loss_history[0] - 0.1
     saved = json.loads((stage1.output_dir / "covft_config.json").read_text())
     assert saved["strategy"] == "freeze" and saved["options"]["train_llm"] is False
@@ -65,10 +65,10 @@ def test_stage2_from_stage1_loss_goes_down_for_every_strategy(
         "method_options={}",
         f"init_from={stage1.output_dir}",
         "train.lr=1e-3",
-        steps=8,
+        steps=6,
     )
     result = train(config)
-    assert result.steps == 8
+    assert result.steps == 6
     assert loss_went_down(result), result.loss_history
     saved = json.loads((tmp_path / method / "covft_config.json").read_text())
     assert saved["strategy"] == method
@@ -212,7 +212,15 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
     poisoner = TrainerCallback()
     poisoner.after_optimizer_step = poison  # type: ignore[method-assign]
-    config = tiny_config(tiny_data, tmp_path, "train.save_steps=2", "train.save_total_limit=null", steps=6)
+    config = tiny_config(
+        tiny_data,
+        tmp_path,
+        "method=full",
+        "method_options={}",
+        "train.save_steps=2",
+        "train.save_total_limit=null",
+        steps=4,
+    )
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 4") as info:
         train(config, callbacks=[poisoner])
     assert info.value.step == 4
@@ -250,7 +258,15 @@ def write_bad_training_set(tiny_data: dict[str, Path], root: Path) -> Path:
 
 def test_bad_samples_error_names_sample_and_file(tiny_data: dict[str, Path], tmp_path: Path) -> None:
     path = write_bad_training_set(tiny_data, tmp_path / "data")
-    config = tiny_config(tiny_data, tmp_path / "run", f"data.train={path}", "data.max_length=300", steps=2)
+    config = tiny_config(
+        tiny_data,
+        tmp_path / "run",
+        f"data.train={path}",
+        "data.max_length=300",
+        "method=freeze",
+        "method_options={}",
+        steps=2,
+    )
     with pytest.raises(BadSampleError) as info:
         train(config)
     message = str(info.value)
@@ -268,11 +284,13 @@ def test_bad_samples_skipped_are_counted_and_reported(
         f"data.train={path}",
         "data.max_length=300",
         "data.on_bad_sample=skip",
+        "method=freeze",
+        "method_options={}",
         "train.batch_size=4",
-        steps=4,
+        steps=2,
     )
     result = train(config)
-    assert result.steps == 4
+    assert result.steps == 2
     assert result.skipped["total"] == 2
     assert sum(result.skipped["counts"].values()) == 2
     messages = "\n".join(result.skipped["samples"])
@@ -284,11 +302,14 @@ def test_bad_samples_skipped_are_counted_and_reported(
 def test_an_existing_run_is_not_overwritten_without_resume(
     tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    train(tiny_config(tiny_data, tmp_path, "train.save_steps=1", steps=2))
+    cheap = ["method=freeze", "method_options={}"]
+    train(tiny_config(tiny_data, tmp_path, *cheap, "train.save_steps=1", steps=2))
     with pytest.raises(ConfigError, match="resume=true"):
-        train(tiny_config(tiny_data, tmp_path, steps=2))
+        train(tiny_config(tiny_data, tmp_path, *cheap, steps=2))
 
 
 def test_missing_data_file_is_a_clear_error(tiny_data: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(BadSampleError, match="data file not found"):
-        train(tiny_config(tiny_data, tmp_path, f"data.train={tmp_path / 'nope.json'}", steps=1))
+        train(
+            tiny_config(tiny_data, tmp_path, f"data.train={tmp_path / 'nope.json'}", "method=freeze", steps=1)
+        )
