@@ -5,10 +5,20 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+import torch
+
 from covft.cli import main
 
 
-def test_profile_cli_writes_table_e_with_ratios(tmp_path, capsys):
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_profile_cli_writes_table_e_with_ratios(tmp_path, capsys, restore_threads):
     out = tmp_path / "profile"
     code = main(
         [
@@ -20,6 +30,8 @@ def test_profile_cli_writes_table_e_with_ratios(tmp_path, capsys):
             "--vision-layers", "4",
             "--llm-layers", "1",
             "--batch-size", "1",
+            "--threads", "1",
+            "--clock", "thread",
             "--out", str(out),
         ]
     )  # fmt: skip
@@ -32,6 +44,7 @@ def test_profile_cli_writes_table_e_with_ratios(tmp_path, capsys):
         assert entry["inference_s"]["median"] > 0
         assert entry["memory"]["peak_bytes"] > 0
         assert entry["flops"]["train_step"] == entry["flops"]["analytic_train_step"]
+        assert entry["static_training_bytes"]["total"] > 0
         for key in ("train_step", "inference", "peak_memory", "train_flops", "prefill_flops"):
             value = entry["ratios_vs_full"][key]
             if method == "full":
@@ -51,13 +64,19 @@ def test_profile_cli_writes_table_e_with_ratios(tmp_path, capsys):
     rows = [line for line in markdown.splitlines() if line.startswith(("| freeze", "| full", "| covft"))]
     assert len(rows) >= 3
     assert "| full |" in capsys.readouterr().out
+    # covft reads the instruction through the text encoder: one more host read than full (its mask check)
+    syncs = {m: e["flops"]["host_syncs_train_forward_backward"] for m, e in report["methods"].items()}
+    assert syncs["covft"] >= syncs["full"]
 
 
 def test_profile_refuses_methods_without_full(tmp_path):
-    import pytest
-
     with pytest.raises(ValueError, match="include 'full'"):
         main(["profile", "--methods", "freeze,covft", "--out", str(tmp_path)])
+
+
+def test_thread_clock_needs_one_cpu_thread(tmp_path):
+    with pytest.raises(ValueError, match="threads=1"):
+        main(["profile", "--clock", "thread", "--out", str(tmp_path)])
 
 
 def test_flops_7b_prints_the_analytic_ratio(tmp_path, capsys):
@@ -65,4 +84,10 @@ def test_flops_7b_prints_the_analytic_ratio(tmp_path, capsys):
     report = json.loads((tmp_path / "flops_7b.json").read_text())
     assert report["train_ratio_vs_full"]["full"] == 1.0
     assert 1.0 < report["train_ratio_vs_full"]["covft"] < 1.1
+    memory = report["static_training_bytes_bf16"]
+    # bf16 weights, gradients and two AdamW states: 8 bytes per trainable parameter, 2 per frozen one
+    assert (
+        memory["full"]["total"] == memory["full"]["frozen_weights"] + 4 * memory["full"]["trainable_weights"]
+    )
+    assert 1.0 < report["static_memory_ratio_vs_full"]["covft"] < 1.1
     assert "covft" in capsys.readouterr().out

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from covft.nn import FusedExperts, QuickGELU
-from covft.profile.cost import ProfileSettings, _Runner
+from covft.profile.cost import ProfileSettings, _Runner, count_host_syncs
 from covft.profile.flops import (
     LLAVA_15_7B_GEOMETRY,
     analytic_flops,
@@ -104,6 +104,11 @@ def test_analytic_7b_ratio_is_a_few_percent():
     # the vision side is a small part: with a 2-layer LLM the same experts cost far more, relatively
     small = replace(LLAVA_15_7B_GEOMETRY, llm_layers=2)
     assert analytic_flops(small, "covft")["total"] / analytic_flops(small, "full")["total"] > ratio + 0.2
+
+
+def test_host_sync_counter_sees_item_calls():
+    x = torch.ones(3)
+    assert count_host_syncs(lambda: (x.sum().item(), bool(x.max() > 0), x * 2)) == 2
 
 
 def test_analytic_rejects_methods_it_does_not_model():

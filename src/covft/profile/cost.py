@@ -428,7 +428,8 @@ def _measure_interleaved(settings: ProfileSettings) -> dict[str, dict[str, Any]]
     """All models live at once; warm-up, then round-robin timing (CPU, or small GPU geometries)."""
     runners = {m: _Runner(settings, m) for m in settings.methods}
     results: dict[str, dict[str, Any]] = {
-        m: {"trainable_parameters": r.trainable} for m, r in runners.items()
+        m: {"trainable_parameters": r.trainable, "static_training_bytes": static_training_bytes(r.model)}
+        for m, r in runners.items()
     }
     for _ in range(settings.warmup):
         for runner in runners.values():
