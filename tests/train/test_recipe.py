@@ -313,3 +313,24 @@ def test_missing_data_file_is_a_clear_error(tiny_data: dict[str, Path], tmp_path
         train(
             tiny_config(tiny_data, tmp_path, f"data.train={tmp_path / 'nope.json'}", "method=freeze", steps=1)
         )
+
+
+def test_bf16_and_gradient_checkpointing_runs_in_one_process(
+    tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """Several runs with different accelerate settings in one process (what the demo does)."""
+    cheap = ["method=full", "method_options={}", "train.lr=1e-3"]
+    bf16 = train(tiny_config(tiny_data, tmp_path / "bf16", *cheap, "train.precision=bf16", steps=3))
+    checkpointed = train(
+        tiny_config(
+            tiny_data,
+            tmp_path / "ckpt",
+            *cheap,
+            "train.gradient_checkpointing=true",
+            "train.grad_accum=2",
+            steps=3,
+        )
+    )
+    for result in (bf16, checkpointed):
+        assert all(math.isfinite(x) for x in result.loss_history)
+        assert result.loss_history[-1] < result.loss_history[0]

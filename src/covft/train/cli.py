@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from covft.data.errors import BadSampleError
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, BadSampleError, NonFiniteLossError) as exc:
         print(f"covft train: {exc}", file=sys.stderr)
         return 1
-    metrics = ", ".join(f"{key}={value:.4g}" for key, value in result.metrics.items())
-    print(f"covft train: done, {result.steps} steps, {metrics}; model saved to {result.output_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per process
+        metrics = ", ".join(f"{key}={value:.4g}" for key, value in result.metrics.items())
+        print(f"covft train: done, {result.steps} steps, {metrics}; model saved to {result.output_dir}")
     return 0

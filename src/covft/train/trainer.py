@@ -186,8 +186,14 @@ class _Collator:
 def _accelerator(config: TrainConfig) -> Any:
     """An ``Accelerator`` for this run (DDP/DeepSpeed/FSDP come from ``accelerate launch``)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs
 
+    # accelerate keeps its settings in process-wide singletons; a library caller may run several
+    # stages with different settings (precision, accumulation) in one process, so each run starts
+    # from fresh settings. The process group itself (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.train.precision]
     accelerator = Accelerator(
         # torchrun on a machine without accelerators: accelerate needs to be told it is DDP on CPU
