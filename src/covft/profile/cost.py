@@ -582,7 +582,11 @@ def machine_description(device: torch.device) -> str:
 
 
 def profile(settings: ProfileSettings) -> dict[str, Any]:
-    """Measure every strategy of ``settings.methods``; returns the JSON-ready report."""
+    """Measure every strategy of ``settings.methods``; returns the JSON-ready report.
+
+    On a CPU with ``settings.memory`` the memory figures come from ``forkserver`` processes: call
+    this from the ``covft`` command or under ``if __name__ == "__main__":`` in a script.
+    """
     settings = settings.resolved()
     if settings.threads:
         torch.set_num_threads(settings.threads)
