@@ -109,6 +109,8 @@ def test_analytic_7b_ratio_is_a_few_percent():
 def test_host_sync_counter_sees_item_calls():
     x = torch.ones(3)
     assert count_host_syncs(lambda: (x.sum().item(), bool(x.max() > 0), x * 2)) == 2
+    with torch.no_grad():
+        assert count_host_syncs(lambda: x.sum().item()) == 1
 
 
 def test_analytic_rejects_methods_it_does_not_model():

@@ -261,9 +261,11 @@ class _Runner:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def prefill(self) -> torch.Tensor:
+    def prefill(self, inference_mode: bool = True) -> torch.Tensor:
+        """The first answer token of the prompt. ``inference_mode=False`` runs under ``no_grad``
+        instead: same operations, but visible to Python dispatch modes (host-sync counting)."""
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode() if inference_mode else torch.no_grad():
             out = self.model(**self.prompt, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].argmax(-1)
 
@@ -403,7 +405,8 @@ def _flops(runner: _Runner, settings: ProfileSettings) -> dict[str, Any]:
     result: dict[str, Any] = {"train_step": train_total, "prefill": prefill_total, "train_ops": train_ops}
     result["host_syncs_train_forward_backward"] = count_host_syncs(runner.forward_backward)
     runner.optimizer.zero_grad(set_to_none=True)
-    result["host_syncs_prefill"] = count_host_syncs(runner.prefill)
+    # inference_mode hides .item() from dispatch modes: count the same prefill under no_grad
+    result["host_syncs_prefill"] = count_host_syncs(lambda: runner.prefill(inference_mode=False))
     if runner.method in ANALYTIC_METHODS:
         geometry = geometry_of(
             runner.model,
