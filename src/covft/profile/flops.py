@@ -303,6 +303,8 @@ def geometry_of(
     model, *, llm_tokens: int, prompt_tokens: int, context_tokens: int, batch: int
 ) -> FlopGeometry:
     """The :class:`FlopGeometry` of a built :class:`~covft.models.CovftModel` (strategy applied)."""
+    from covft.models.towers import has_cls_token
+
     config = model.config
     vision, text = config.vision_config, config.text_config
     strategy = model.strategy
@@ -319,7 +321,7 @@ def geometry_of(
         image_size=vision.image_size,
         patch_size=vision.patch_size,
         channels=vision.num_channels,
-        cls_token=True,
+        cls_token=has_cls_token(model.vision_tower),
         image_tokens=model.num_image_tokens,
         llm_layers=text.num_hidden_layers,
         llm_width=text.hidden_size,
