@@ -199,7 +199,9 @@ def analytic_flops(geometry: FlopGeometry, method: str, *, inference: bool = Fal
     """FLOPs of one training step (forward + backward) or of one prefill (``inference=True``,
     logits of the last position only), in the counter's convention.
 
-    Returns ``{"forward", "backward", "total", "vision", "llm"}`` (vision = tower + CVE/experts
+    Models a CLIP-tower LLaVA (patch convolution, class token) with a Llama LLM; CoVFT with its
+    defaults (dense routing, CVE context, LayerNorms of all blocks trained, so the backward reaches
+    block 0). Returns ``{"forward", "backward", "total", "vision", "llm"}`` (vision = tower + CVE/experts
     + text encoder, forward and backward; llm = projector + LLM + lm_head).
     """
     if method not in ANALYTIC_METHODS:
