@@ -302,9 +302,14 @@ def test_bad_samples_skipped_are_counted_and_reported(
 def test_an_existing_run_is_not_overwritten_without_resume(
     tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    cheap = ["method=freeze", "method_options={}"]
-    train(tiny_config(tiny_data, tmp_path, *cheap, "train.save_steps=1", steps=2))
-    with pytest.raises(ConfigError, match="resume=true"):
+    cheap = ["method=freeze", "method_options={}", "train.save_steps=1"]
+    first = train(tiny_config(tiny_data, tmp_path, *cheap, steps=2))
+    with pytest.raises(ConfigError, match="already holds a finished run.*resume=true"):
+        train(tiny_config(tiny_data, tmp_path, *cheap, steps=2))
+    again = train(tiny_config(tiny_data, tmp_path, *cheap, "resume=true", steps=2))
+    assert again.loss_history == first.loss_history and again.steps == 2
+    (tmp_path / "train_summary.json").unlink()  # an unfinished run: checkpoints but no summary
+    with pytest.raises(ConfigError, match="already holds checkpoints.*resume=true"):
         train(tiny_config(tiny_data, tmp_path, *cheap, steps=2))
 
 

@@ -68,8 +68,9 @@ def test_killed_run_resumes_to_bitwise_identical_weights(
 def test_resume_with_a_different_layout_is_refused(tiny_data: dict[str, Path], tmp_path: Path) -> None:
     train(tiny_config(tiny_data, tmp_path, "method=full", "method_options={}", "train.save_steps=1", steps=2))
     assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "checkpoint-1"
+    (tmp_path / "train_summary.json").unlink()  # as if it had been killed after checkpoint-1
     changed = tiny_config(
-        tiny_data, tmp_path, "method=full", "method_options={}", "train.batch_size=3", "resume=true", steps=2
+        tiny_data, tmp_path, "method=full", "method_options={}", "train.batch_size=2", "resume=true", steps=2
     )
     with pytest.raises(ConfigError, match="cannot resume exactly.*batch_size"):
         train(changed)

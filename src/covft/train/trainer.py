@@ -19,6 +19,7 @@ treated as ``before_optimizer_step``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -300,6 +301,17 @@ def _save_final_model(accelerator: Any, model: nn.Module, output_dir: Path) -> N
     accelerator.wait_for_everyone()
 
 
+def _finished_run(output_dir: Path) -> TrainResult | None:
+    """The result recorded by a run that completed in ``output_dir``, if any."""
+    path = output_dir / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    return TrainResult(
+        output_dir, int(summary["steps"]), summary["metrics"], summary["loss_history"], summary["skipped"]
+    )
+
+
 def train(config: TrainConfig, callbacks: Iterable[Callback] = ()) -> TrainResult:
     """Run one training stage described by ``config``; see the module docstring."""
     from accelerate.utils import set_seed
@@ -311,17 +323,28 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = ()) -> TrainResul
     output_dir = Path(config.output_dir)
     if config.data.train is None:
         raise ConfigError("data.train is not set. Fix: data.train=PATH/TO/llava_format.json")
+    finished = _finished_run(output_dir)
+    if finished is not None:
+        if not config.resume:
+            raise ConfigError(
+                f"{output_dir} already holds a finished run ({finished.steps} steps). "
+                "Fix: choose another output_dir, or resume=true to get that run's result back"
+            )
+        print(
+            f"covft train: {output_dir} already finished ({finished.steps} steps); nothing to do", flush=True
+        )
+        return finished
+    existing = ckpt.list_checkpoints(output_dir)
+    if existing and not config.resume:
+        raise ConfigError(
+            f"{output_dir} already holds checkpoints ({existing[-1][1].name}) of an earlier run. "
+            "Fix: resume=true to continue it, or choose another output_dir"
+        )
 
     accelerator = _accelerator(config)
     main = accelerator.is_main_process
     resume_from = ckpt.latest_checkpoint(output_dir) if config.resume else None
     if main:
-        existing = ckpt.list_checkpoints(output_dir)
-        if existing and not config.resume:
-            raise ConfigError(
-                f"{output_dir} already holds checkpoints ({existing[-1][1].name}) of an earlier run. "
-                "Fix: resume=true to continue it, or choose another output_dir"
-            )
         output_dir.mkdir(parents=True, exist_ok=True)
         ckpt.remove_stale(output_dir)
         save_config(config, output_dir / CONFIG_FILE)
