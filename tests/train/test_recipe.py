@@ -313,6 +313,12 @@ def test_an_existing_run_is_not_overwritten_without_resume(
         train(tiny_config(tiny_data, tmp_path, *cheap, steps=2))
 
 
+def test_train_accepts_a_mapping(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    config = tiny_config(tiny_data, tmp_path, "method=freeze", "method_options={}", steps=1)
+    result = train(config.to_dict())
+    assert result.steps == 1 and result.output_dir == tmp_path
+
+
 def test_missing_data_file_is_a_clear_error(tiny_data: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(BadSampleError, match="data file not found"):
         train(

@@ -24,7 +24,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from covft.data.errors import BadSampleError
 from covft.data.sampler import GroupedBatchSampler
 from covft.train import checkpoint as ckpt
 from covft.train import recipe
-from covft.train.config import ConfigError, TrainConfig, save_config
+from covft.train.config import ConfigError, TrainConfig, config_from_dict, load_config, save_config
 from covft.train.logging import MetricsLogger
 
 CONFIG_FILE = "train_config.yaml"
@@ -312,11 +312,22 @@ def _finished_run(output_dir: Path) -> TrainResult | None:
     )
 
 
-def train(config: TrainConfig, callbacks: Iterable[Callback] = ()) -> TrainResult:
-    """Run one training stage described by ``config``; see the module docstring."""
+def train(
+    config: TrainConfig | Mapping[str, Any] | str | os.PathLike[str], callbacks: Iterable[Callback] = ()
+) -> TrainResult:
+    """Run one training stage and return its :class:`TrainResult`; see the module docstring.
+
+    ``config`` is a :class:`TrainConfig`, a nested mapping of config keys, or a YAML recipe (path
+    or shipped name). ``callbacks`` are :class:`TrainerCallback` objects or ``fn(step, model,
+    loss)`` functions (called before each optimizer step).
+    """
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
+    if isinstance(config, Mapping):
+        config = config_from_dict(dict(config))
+    elif not isinstance(config, TrainConfig):
+        config = load_config(config)
     config.validate()
     loop = config.train
     hooks = _as_callbacks(callbacks)
