@@ -404,7 +404,8 @@ def train(
     report.merge(dataset.skipped)
     if resume_from is not None:
         state = ckpt.load_checkpoint(accelerator, resume_from)
-        changed = {k: (state["layout"][k], v) for k, v in layout.items() if state["layout"].get(k) != v}
+        saved_layout = state.get("layout", {})
+        changed = {k: (saved_layout.get(k), v) for k, v in layout.items() if saved_layout.get(k) != v}
         if changed:
             raise ConfigError(
                 f"cannot resume exactly from {resume_from}: the data layout changed {changed} (saved, now). "
