@@ -75,7 +75,7 @@ def test_router_sees_context_not_instruction(model: CovftModel, monkeypatch: pyt
         ["What colour is shape 0?", "What colour is shape 1?"], padding=True, return_tensors="pt"
     )
     assert torch.equal(batch["context_input_ids"], expected["input_ids"])
-    assert torch.equal(batch["context_attention_mask"], expected["attention_mask"])
+    assert expected["attention_mask"].all() and "context_attention_mask" not in batch  # nothing padded
     decoded = model.tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()])
     assert "Answer the question using a single word or phrase." in decoded  # the LLM still sees it
     assert batch["input_ids"][:, 0].tolist() != batch["input_ids"][:, -1].tolist()  # left-padded prompt

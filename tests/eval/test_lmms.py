@@ -145,7 +145,7 @@ def test_loglikelihood_matches_the_model_loss(fake_lmms_eval: types.ModuleType, 
             labels=labels,
             pixel_values=batch["pixel_values"],
             context_input_ids=batch["context_input_ids"],
-            context_attention_mask=batch["context_attention_mask"],
+            context_attention_mask=batch.get("context_attention_mask"),
         ).loss
     assert logp == pytest.approx(-float(loss) * answer.shape[1], rel=1e-4)
     assert logp < 0.0 and greedy is False  # a random model does not say " red"

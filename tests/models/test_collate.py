@@ -145,3 +145,15 @@ def test_a_sample_context_field_overrides_the_human_turns():
     batch = m.collate([sample], for_generation=True)
     decoded = m.text_encoder.tokenizer.batch_decode(batch["context_input_ids"], skip_special_tokens=True)
     assert decoded == ["which colour? a. red b. blue"]
+
+
+def test_context_mask_is_omitted_when_nothing_is_padded():
+    m = covft.apply_vft(covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny"), "qavit")
+    batch = m.collate([make_samples()[0]])
+    assert "context_input_ids" in batch and "context_attention_mask" not in batch
+    padded = m.collate([make_samples()[0], make_samples()[2]])
+    assert padded["context_attention_mask"].sum(-1).tolist() == [8, 10]
+    with torch.no_grad():  # QA-ViT reads "no mask" as "every instruction token is real"
+        alone = m(**batch).logits[0]
+        both = m(**padded).logits[0, : alone.shape[0]]
+    torch.testing.assert_close(both, alone, rtol=1e-4, atol=1e-5)

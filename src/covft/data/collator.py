@@ -110,7 +110,8 @@ class Collator:
                     return_tensors="pt",
                 )
                 batch["context_input_ids"] = encoded["input_ids"]
-                batch["context_attention_mask"] = encoded["attention_mask"]
+                if not bool(encoded["attention_mask"].all()):  # no mask: no device sync in the encoder
+                    batch["context_attention_mask"] = encoded["attention_mask"]
         return batch
 
     def _tokenize(self, sample: dict, template: str, for_generation: bool, sample_id: str):

@@ -41,7 +41,7 @@ class QuestionAwareAttention(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         tokens, mask = self.state.text_tokens, self.state.text_mask
-        if tokens is None or mask is None:
+        if tokens is None:
             raise ValueError(
                 "QA-ViT needs the instruction's token states: pass context_input_ids (m.collate builds them)"
             )
@@ -57,12 +57,14 @@ class QuestionAwareAttention(nn.Module):
         q = heads(self.attn.q_proj(hidden_states))
         k = heads(self.attn.k_proj(keys_in))
         v = heads(self.attn.v_proj(keys_in))
-        visible = torch.cat(
-            [torch.ones(batch, length, dtype=torch.bool, device=mask.device), mask.bool()], dim=1
-        )
-        a = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=visible[:, None, None, :], scale=self.attn.scale
-        )
+        if mask is None:  # every instruction token is real
+            visible = None
+        else:
+            visible = torch.cat(
+                [torch.ones(batch, length, dtype=torch.bool, device=mask.device), mask.bool()], 1
+            )
+            visible = visible[:, None, None, :]
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=self.attn.scale)
         a = a.transpose(1, 2).reshape(batch, length, dim)
         out = self.attn.out_proj(a) + torch.tanh(self.gate) * self.instr_out_proj(a)
         return out, None
