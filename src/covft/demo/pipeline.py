@@ -208,6 +208,7 @@ def _train_config(
         "data": {
             "train": str(world / ("captions.json" if first else "train.json")),
             "image_folder": str(world),
+            "group_by_modality_length": s.group_by_modality_length,
         },
         "train": {
             "max_steps": s.stage1_steps if first else s.stage2_steps,

@@ -50,6 +50,11 @@ class DemoSettings:
     stage2_batch_size: int = 16
     stage2_lr: float = 5e-4
     """One learning rate for vision, projector and LLM (LLaVA-1.5 uses one lr for everything)."""
+    group_by_modality_length: bool = False
+    """Off: LLaVA groups image and text-only batches, but covft's GroupedBatchSampler (2026-11-22)
+    builds one global batch too few per epoch when both modalities leave leftovers (3,000 samples
+    of which 60 text-only, batch 16), and the trainer then never finishes the epoch. Every method
+    gets the same plain shuffled order."""
     warmup_ratio: float = 0.03
     lr_scheduler: str = "cosine"
     save_steps: int = 100
