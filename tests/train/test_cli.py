@@ -28,17 +28,21 @@ def covft_train(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_stage1_then_stage2_from_the_command_line(tiny_data: dict[str, Path], tmp_path: Path) -> None:
-    stage1 = tmp_path / "stage1"
-    done = covft_train("stage1", *tiny_overrides(tiny_data, stage1, stage=1, steps=3), "train.lr=1e-2")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "covft train: done, 3 steps" in done.stdout
+def test_stage1_then_stage2_from_the_command_line(
+    tiny_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stage1 = tmp_path / "stage1"  # in this process (same code path, one interpreter start saved)
+    assert (
+        main(["train", "stage1", *tiny_overrides(tiny_data, stage1, stage=1, steps=3), "train.lr=1e-2"]) == 0
+    )
+    assert "covft train: done, 3 steps" in capsys.readouterr().out
     stage2 = tmp_path / "stage2"
     yaml_file = REPO / "src" / "covft" / "configs" / "stage2_covft.yaml"
     done = covft_train(
         str(yaml_file), *tiny_overrides(tiny_data, stage2, steps=3), f"init_from={stage1}", "train.lr=1e-3"
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "covft train: done, 3 steps" in done.stdout
     resolved = yaml.safe_load((stage2 / "train_config.yaml").read_text())
     assert resolved["init_from"] == str(stage1) and resolved["method"] == "covft" and resolved["stage"] == 2
     assert json.loads((stage2 / "covft_config.json").read_text())["strategy"] == "covft"
