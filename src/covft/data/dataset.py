@@ -110,6 +110,10 @@ class Record:
         """Whether the sample carries at least one image."""
         return bool(self.images)
 
+    def error(self, reason: str, fix: str) -> BadSampleError:
+        """A :class:`BadSampleError` naming this sample, its file and record."""
+        return BadSampleError(reason, sample_id=self.sample_id, file=self.file, line=self.index, fix=fix)
+
 
 def _read_records(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield (record number, raw object) from a JSON list or a JSONL file.
@@ -270,12 +274,9 @@ class LlavaDataset:
     def _check_image_exists(self, record: Record, image: str) -> None:
         path = self.resolve_image(image)
         if not path.is_file():
-            raise BadSampleError(
+            raise record.error(
                 f"image file {str(path)!r} not found",
-                sample_id=record.sample_id,
-                file=record.file,
-                line=record.index,
-                fix="check data.image_folder and the sample's 'image' path, or use data.on_bad_sample=skip",
+                "check data.image_folder and the sample's 'image' path, or use data.on_bad_sample=skip",
             )
 
     def __len__(self) -> int:
@@ -298,20 +299,13 @@ class LlavaDataset:
             with Image.open(path) as handle:
                 return handle.convert("RGB")
         except FileNotFoundError as exc:
-            raise BadSampleError(
-                f"image file {str(path)!r} not found",
-                sample_id=record.sample_id,
-                file=record.file,
-                line=record.index,
-                fix="check data.image_folder and the sample's 'image' path",
+            raise record.error(
+                f"image file {str(path)!r} not found", "check data.image_folder and the sample's 'image' path"
             ) from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise BadSampleError(
+            raise record.error(
                 f"image file {str(path)!r} is corrupt or not an image ({exc})",
-                sample_id=record.sample_id,
-                file=record.file,
-                line=record.index,
-                fix="re-download or replace the image, or use data.on_bad_sample=skip",
+                "re-download or replace the image, or use data.on_bad_sample=skip",
             ) from exc
 
     def __getitem__(self, index: int) -> dict[str, Any] | SkippedSample:

@@ -141,14 +141,7 @@ class _Collator:
 
     def _locate(self, error: BadSampleError, index: int) -> BadSampleError:
         """Add the file and record of sample ``index`` to a collator error."""
-        record = self.dataset.records[index]
-        return BadSampleError(
-            error.reason,
-            sample_id=error.sample_id or record.sample_id,
-            file=record.file,
-            line=record.index,
-            fix=error.fix,
-        )
+        return self.dataset.records[index].error(error.reason, error.fix or "")
 
     def _collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return self.model.collate(samples, template=self.template, max_length=self.max_length)
