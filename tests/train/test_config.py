@@ -172,3 +172,18 @@ def test_unknown_method_or_method_option_names_the_closest() -> None:
     with pytest.raises(ConfigError, match="not an option of method 'full'.*method_options=\\{\\}"):
         check_method_options("full", {"num_experts": 4})
     check_method_options("lora", {"r": 8, "train_llm": True})
+
+
+def test_a_missing_tracker_package_fails_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from covft.train.logging import require_tracker
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"report_to=wandb needs the 'wandb' package.*report_to=none"):
+        require_tracker("wandb")
+    require_tracker("none")
+    require_tracker("tensorboard")

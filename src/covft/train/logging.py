@@ -12,6 +12,7 @@ wandb is imported only when ``report_to="wandb"`` is chosen, and TensorBoard onl
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -19,6 +20,21 @@ from typing import Any
 
 LOG_FILE = "log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+
+
+_TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "covft[tensorboard]"), "wandb": ("wandb", "covft[wandb]")}
+
+
+def require_tracker(report_to: str) -> None:
+    """Fail before any work is done when the chosen tracker's package is not installed."""
+    if report_to not in _TRACKER_PACKAGES:
+        return
+    package, extra = _TRACKER_PACKAGES[report_to]
+    if importlib.util.find_spec(package) is None:
+        raise ImportError(
+            f"train.report_to={report_to} needs the {package!r} package, which is not installed. "
+            f"Fix: pip install '{extra}', or set train.report_to=none (log.jsonl is always written)"
+        )
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ from covft.data.sampler import GroupedBatchSampler
 from covft.train import checkpoint as ckpt
 from covft.train import recipe
 from covft.train.config import ConfigError, TrainConfig, config_from_dict, load_config, save_config
-from covft.train.logging import MetricsLogger
+from covft.train.logging import MetricsLogger, require_tracker
 
 CONFIG_FILE = "train_config.yaml"
 SUMMARY_FILE = "train_summary.json"
@@ -327,6 +327,7 @@ def train(
     output_dir = Path(config.output_dir)
     if config.data.train is None:
         raise ConfigError("data.train is not set. Fix: data.train=PATH/TO/llava_format.json")
+    require_tracker(loop.report_to)
     finished = _finished_run(output_dir)
     if finished is not None:
         if not config.resume:
