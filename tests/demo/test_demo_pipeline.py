@@ -85,4 +85,6 @@ def test_cli_arguments() -> None:
     add_arguments(parser)
     args = parser.parse_args(["--quick", "--methods", "freeze", "lora", "--seeds", "3", "--out", "x"])
     assert args.quick and args.methods == ["freeze", "lora"] and args.seeds == 3 and args.out == Path("x")
-    assert parser.parse_args([]).preset == "tiny"
+    defaults = parser.parse_args([])
+    assert defaults.preset == "tiny" and defaults.stage2_steps is None and defaults.jobs is None
+    assert parser.parse_args(["--stage2-steps", "900"]).stage2_steps == 900

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from covft.demo.settings import DEFAULT_METHODS
@@ -63,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="stage-2 runs at a time, each in its own process (default: one per core, at most one per method)",
     )
+    parser.add_argument(
+        "--stage2-steps",
+        type=int,
+        default=None,
+        help="override the stage-2 steps of the chosen setting, for every method alike (a longer "
+        "comparison; use its own --out)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -99,9 +107,12 @@ def run(args: argparse.Namespace) -> int:
         f"covft demo: {args.preset} preset, {threads} thread(s), {jobs} stage-2 job(s), writing {out}",
         file=sys.stderr,
     )
+    settings = settings_for(args.preset, args.quick)
+    if args.stage2_steps is not None:
+        settings = replace(settings, stage2_steps=args.stage2_steps)
     demo = DemoRun(
         out=out,
-        settings=settings_for(args.preset, args.quick),
+        settings=settings,
         preset=args.preset,
         methods=list(args.methods),
         seeds=args.seeds,
