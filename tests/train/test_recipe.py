@@ -12,13 +12,14 @@ import torch
 from safetensors.torch import load_file
 
 import covft
+from covft.cli import main as cli_main
 from covft.data.errors import BadSampleError
 from covft.models.model import CovftModel
 from covft.train import NonFiniteLossError, TrainerCallback, TrainResult, recipe, train
 from covft.train import checkpoint as ckpt
 from covft.train.config import ConfigError
 from covft.train.logging import read_log
-from tests.train.conftest import tiny_config
+from tests.train.conftest import tiny_config, tiny_overrides
 
 PROJECTOR = "llava.model.multi_modal_projector."
 
@@ -58,19 +59,18 @@ def test_stage1_trains_the_projector_only(stage1: TrainResult) -> None:
 def test_stage2_from_stage1_loss_goes_down_for_every_strategy(
     method: str, stage1: TrainResult, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    config = tiny_config(
-        tiny_data,
-        tmp_path / method,
-        f"method={method}",
-        "method_options={}",
+    """`covft train stage2_<method>` (the shipped recipe, shrunk) from stage 1's output."""
+    output = tmp_path / method
+    overrides = tiny_overrides(tiny_data, output, steps=6) + [
         f"init_from={stage1.output_dir}",
         "train.lr=1e-3",
-        steps=6,
-    )
-    result = train(config)
+    ]
+    assert cli_main(["train", f"stage2_{method}", *overrides]) == 0
+    summary = json.loads((output / "train_summary.json").read_text())
+    result = TrainResult(output, summary["steps"], summary["metrics"], summary["loss_history"])
     assert result.steps == 6
     assert loss_went_down(result), result.loss_history
-    saved = json.loads((tmp_path / method / "covft_config.json").read_text())
+    saved = json.loads((output / "covft_config.json").read_text())
     assert saved["strategy"] == method
 
 
