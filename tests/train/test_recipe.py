@@ -299,6 +299,25 @@ def test_bad_samples_skipped_are_counted_and_reported(
     assert read_log(tmp_path / "run")[-1]["skipped_samples"] == 2
 
 
+def test_a_micro_batch_of_only_bad_samples_is_skipped(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    path = write_bad_training_set(tiny_data, tmp_path / "data")
+    steps = 8  # one sample per step: every sample, the two bad ones included, comes up
+    config = tiny_config(
+        tiny_data,
+        tmp_path / "run",
+        f"data.train={path}",
+        "data.max_length=300",
+        "data.on_bad_sample=skip",
+        "method=freeze",
+        "method_options={}",
+        "train.batch_size=1",
+        steps=steps,
+    )
+    result = train(config)
+    assert result.steps == steps and result.skipped["total"] == 2
+    assert all(math.isfinite(x) for x in result.loss_history)
+
+
 def test_an_existing_run_is_not_overwritten_without_resume(
     tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -146,6 +146,18 @@ class _Collator:
     def _collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return self.model.collate(samples, template=self.template, max_length=self.max_length)
 
+    def first_good_batch(self) -> dict[str, Any]:
+        """A one-sample batch of the first usable sample (stand-in for an all-bad micro-batch)."""
+        for index in range(len(self.dataset)):
+            batch, _ids = self([(index, self.dataset[index])])
+            if batch is not None:
+                return batch
+        raise BadSampleError(
+            "no sample of the dataset can be used",
+            file=self.dataset.records[0].file,
+            fix="fix the bad samples reported above",
+        )
+
     def __call__(self, items: list[tuple[int, Any]]) -> tuple[dict[str, Any] | None, list[str]]:
         """Returns (batch or None when every sample was skipped, sample ids)."""
         good: list[tuple[int, dict[str, Any]]] = []
@@ -454,13 +466,10 @@ def train(
                 batch, ids = collate(items)
                 weight = 1.0
                 if batch is None:  # every sample of this micro-batch was skipped
-                    if fallback is None:
-                        raise BadSampleError(
-                            "the first micro-batch held only bad samples, so there is no batch to keep the "
-                            "processes in step with",
-                            fix="fix or remove the bad samples listed above",
-                        )
-                    batch, weight = fallback, 0.0
+                    # forward a good batch with zero weight: every process still runs forward and
+                    # backward, so DDP stays in step, and nothing is learned from it
+                    batch = fallback if fallback is not None else collate.first_good_batch()
+                    weight = 0.0
                 else:
                     fallback = batch
                 step_ids.extend(ids)
