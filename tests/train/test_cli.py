@@ -60,8 +60,9 @@ def test_print_config_and_list_keys(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "stage1", "train.lr=5e-4", "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["train"]["lr"] == pytest.approx(5e-4) and printed["stage"] == 1
-    assert main(["train", "stage1", "--list-keys"]) == 0
+    assert main(["train", "--list-keys"]) == 0
     assert "data.on_bad_sample" in capsys.readouterr().out.split()
+    assert main(["train"]) == 2
 
 
 def test_bad_data_exits_with_a_message_not_a_traceback(tiny_data: dict[str, Path], tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``covft train``'s arguments."""
     parser.add_argument(
         "config",
+        nargs="?",
         help=f"YAML recipe: a path, or a shipped config name ({', '.join(packaged_config_names())})",
     )
     parser.add_argument(
@@ -31,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
     if args.list_keys:
         print("\n".join(valid_keys()))
         return 0
+    if args.config is None:
+        print(
+            "covft train: give a config (a YAML path or a shipped name, e.g. stage2_covft)", file=sys.stderr
+        )
+        return 2
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as exc:
