@@ -222,6 +222,17 @@ def test_every_sample_is_seen_each_epoch_and_batches_are_full() -> None:
     assert set().union(*map(set, batches)) == set(range(23))
 
 
+@pytest.mark.parametrize(("images", "texts", "size"), [(7, 7, 4), (3, 3, 4), (5, 0, 2), (1, 9, 3), (2, 1, 8)])
+def test_every_epoch_has_ceil_n_over_size_full_batches(images: int, texts: int, size: int) -> None:
+    sampler = GroupedBatchSampler([True] * images + [False] * texts, [1] * (images + texts), batch_size=size)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = sampler.global_batches()
+        assert len(batches) == sampler.steps_per_epoch == -(-(images + texts) // size)
+        assert all(len(b) == size for b in batches)
+        assert set().union(*map(set, batches)) == set(range(images + texts))
+
+
 def test_batches_group_modality_and_sort_by_length() -> None:
     sampler = make_sampler(n=40, batch_size=4)
     sampler.set_epoch(1)

@@ -104,11 +104,13 @@ class GroupedBatchSampler:
                 chunk = sorted(members[start : start + size], key=lambda i: -self.lengths[i])
                 batches.append(chunk)
             leftovers.extend(members[full:])
+        # the two modalities' remainders (each < size, together < 2 * size) make the mixed
+        # batch(es); the last one is completed by wrapping around the epoch's order
         if leftovers:
-            missing = size - len(leftovers)
-            pool = order * math.ceil(max(missing, 0) / len(order) + 1)
-            leftovers = leftovers + pool[:missing]
-            batches.append(sorted(leftovers, key=lambda i: -self.lengths[i]))
+            padded = len(leftovers) + (-len(leftovers)) % size
+            leftovers = (leftovers + order * math.ceil(padded / len(order)))[:padded]
+            for start in range(0, padded, size):
+                batches.append(sorted(leftovers[start : start + size], key=lambda i: -self.lengths[i]))
         permutation = torch.randperm(len(batches), generator=generator).tolist()
         return [batches[i] for i in permutation]
 
