@@ -47,7 +47,7 @@ class ReleaseLoopExperts(nn.Module):
             with torch.no_grad():
                 fc1.weight.copy_(fused.fc1_weight[e])
                 fc1.bias.copy_(fused.fc1_bias[e])
-                fc2.weight.copy_(fused.fc2_weight[e])
+                fc2.weight.copy_(fused.fc2_weight[e].t())
                 fc2.bias.copy_(fused.fc2_bias[e])
             experts.append(_ExpertMLP(fc1, fused.act, fc2))
         self.experts = nn.ModuleList(experts).to(fused.fc1_weight)

@@ -20,7 +20,7 @@ def loop_experts(
     """``sum_e gates[:, e] * fc2_e(act(fc1_e(x)))``, one expert at a time with plain autograd."""
     out = torch.zeros_like(x)
     for e in range(fc1_weight.shape[0]):
-        expert = F.linear(act(F.linear(x, fc1_weight[e], fc1_bias[e])), fc2_weight[e], fc2_bias[e])
+        expert = F.linear(act(F.linear(x, fc1_weight[e], fc1_bias[e])), fc2_weight[e].t(), fc2_bias[e])
         out = out + gates[:, e, None, None] * expert
     return out
 

@@ -23,7 +23,7 @@ def _inputs(dtype=torch.float32, seed=0, experts=E, dim=D, hidden=H, batch=B, to
     weights = [
         torch.randn(experts, hidden, dim, generator=generator, dtype=dtype) / dim**0.5,
         torch.randn(experts, hidden, generator=generator, dtype=dtype),
-        torch.randn(experts, dim, hidden, generator=generator, dtype=dtype) / hidden**0.5,
+        torch.randn(experts, hidden, dim, generator=generator, dtype=dtype) / hidden**0.5,  # fc2, transposed
         torch.randn(experts, dim, generator=generator, dtype=dtype),
     ]
     return [t.requires_grad_() for t in (x, gates, *weights)]
@@ -147,10 +147,10 @@ def test_from_linear_copies_weights_and_biases_into_every_expert():
     module = FusedExperts.from_linear(fc1, fc2, act, num_experts=E)
     assert module.act is act
     assert module.fc1_weight.shape == (E, H, D) and module.fc1_bias.shape == (E, H)
-    assert module.fc2_weight.shape == (E, D, H) and module.fc2_bias.shape == (E, D)
+    assert module.fc2_weight.shape == (E, H, D) and module.fc2_bias.shape == (E, D)
     for e in range(E):
         assert torch.equal(module.fc1_weight[e], fc1.weight) and torch.equal(module.fc1_bias[e], fc1.bias)
-        assert torch.equal(module.fc2_weight[e], fc2.weight) and torch.equal(module.fc2_bias[e], fc2.bias)
+        assert torch.equal(module.fc2_weight[e].t(), fc2.weight) and torch.equal(module.fc2_bias[e], fc2.bias)
     # With gates summing to one, identical experts compute the source MLP exactly.
     x = torch.randn(B, N, D)
     gates = torch.softmax(torch.randn(B, E), -1)
@@ -188,3 +188,19 @@ def test_shape_and_activation_errors():
         module(torch.randn(N, D), torch.ones(B, E))
     with pytest.raises(ValueError, match="out-of-place"):
         fused_experts(x, torch.ones(B, E), *list(module.parameters()), nn.ReLU(inplace=True))
+
+
+@pytest.mark.parametrize("name", ["quick_gelu", "gelu_pytorch_tanh", "gelu"])
+def test_hugging_face_activations_take_the_closed_form_backward_and_match_autograd(name, reference_experts):
+    activations = pytest.importorskip("transformers.activations")
+    act = activations.ACT2FN[name]
+    assert experts_module._activation_kind(act) is not None  # CLIP and SigLIP MLPs hit the fast path
+    inputs = _inputs(seed=3)
+    grad_out = torch.randn(B, N, D, generator=torch.Generator().manual_seed(4))
+    out, grads = _grads(fused_experts, inputs, act, grad_out)
+    ref_out, ref_grads = _grads(reference_experts, inputs, act, grad_out)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+    for label, grad, ref in zip(NAMES, grads, ref_grads, strict=True):
+        torch.testing.assert_close(
+            grad, ref, atol=1e-5 * max(ref.abs().max().item(), 1.0), rtol=1e-5, msg=label
+        )

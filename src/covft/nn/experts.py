@@ -11,12 +11,14 @@ CoMoE block cheaper in memory than the release (see ``benchmarks/bench_comoe.py`
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["FusedExperts", "fused_experts"]
+__all__ = ["FusedExperts", "fused_experts", "release_workspace"]
 
 
 # Element-wise work (activation, gating, the activation's derivative) runs over chunks of token
@@ -27,19 +29,55 @@ __all__ = ["FusedExperts", "fused_experts"]
 _CPU_CHUNK_BYTES = 2**20
 
 
+_workspace = threading.local()
+
+
+def _scratch(tag: str, like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor shaped like ``like`` for a temporary that dies inside one call.
+
+    On CPU the buffer is kept per thread and tag and reused by the next call: glibc serves every
+    block above 32 MiB (here each ``[B*N, E*h]`` temporary) with a fresh ``mmap`` whose pages fault
+    in again on every call, which costs more than the element-wise work itself. Elsewhere (the
+    CUDA caching allocator already reuses blocks) this is ``torch.empty_like``. Free the buffers
+    with :func:`release_workspace`.
+    """
+    if like.device.type != "cpu":
+        return torch.empty_like(like)
+    buffers = getattr(_workspace, "buffers", None)
+    if buffers is None:
+        buffers = _workspace.buffers = {}
+    buffer = buffers.get(tag)
+    if buffer is None or buffer.numel() < like.numel() or buffer.dtype != like.dtype:
+        buffer = buffers[tag] = torch.empty(like.numel(), dtype=like.dtype)
+    return buffer[: like.numel()].view(like.shape)
+
+
+def release_workspace() -> None:
+    """Drop this thread's reusable CPU scratch buffers (see ``_scratch``)."""
+    _workspace.buffers = {}
+
+
+def _activation_kind(act: nn.Module) -> str | None:
+    """Activations whose derivative the backward computes in closed form (fewer passes over the
+    ``[B*N, E*h]`` activations than autograd): "quick_gelu", "tanh" or "none" (exact GELU).
+    ``None`` for anything else, which goes through autograd."""
+    name = type(act).__name__
+    if name in ("QuickGELU", "QuickGELUActivation"):
+        return "quick_gelu"
+    if name in ("GELUTanh", "PytorchGELUTanh"):
+        return "tanh"
+    if isinstance(act, nn.GELU):
+        return act.approximate
+    if name == "GELUActivation" and getattr(act, "act", None) is F.gelu:
+        return "none"
+    return None
+
+
 def _row_chunks(rows: int, width: int, tensor: torch.Tensor) -> list[slice]:
     if tensor.device.type != "cpu":
         return [slice(0, rows)]
     step = max(1, _CPU_CHUNK_BYTES // (width * tensor.element_size()))
     return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
-
-
-def _fc2_as_matrix(fc2_weight: torch.Tensor) -> torch.Tensor:
-    """``[E, d, h] -> [d, E*h]``: the fc2 GEMM's reduction axis runs over (expert, hidden) together,
-    so the sum over experts happens inside the matrix product. This is a copy (the stacked
-    ``nn.Linear`` layout cannot be viewed that way); it is weight-sized, never saved for backward."""
-    num_experts, dim, hidden = fc2_weight.shape
-    return fc2_weight.permute(1, 0, 2).reshape(dim, num_experts * hidden)
 
 
 class _FusedExpertsFunction(torch.autograd.Function):
@@ -59,14 +97,14 @@ class _FusedExpertsFunction(torch.autograd.Function):
         rows, wide = batch * tokens, num_experts * hidden
         pre = torch.addmm(fc1_bias.reshape(wide), x.reshape(rows, dim), fc1_weight.reshape(wide, dim).t())
         row_gates = gates.repeat_interleave(tokens, dim=0).unsqueeze(-1)  # [rows, E, 1]
-        gated = torch.empty_like(pre)
+        gated = _scratch("forward_gated", pre)
         for chunk in _row_chunks(rows, wide, pre):
             torch.mul(
                 act(pre[chunk]).view(-1, num_experts, hidden),
                 row_gates[chunk],
                 out=gated[chunk].view(-1, num_experts, hidden),
             )
-        out = gated.mm(_fc2_as_matrix(fc2_weight).t())
+        out = gated.mm(fc2_weight.reshape(wide, dim))  # sums over experts inside the GEMM
         del gated
         out = out.view(batch, tokens, dim).add_((gates @ fc2_bias).unsqueeze(1))
         ctx.act = act
@@ -89,15 +127,30 @@ class _FusedExpertsFunction(torch.autograd.Function):
 
         row_gates = gates.repeat_interleave(tokens, dim=0).unsqueeze(-1)  # [rows, E, 1]
         # d loss / d (gated activation), all experts in one GEMM; scaled in place into d loss / d act.
-        grad_gated = grad_out.mm(_fc2_as_matrix(fc2_weight)) if (need_gates or need_pre) else None
-        gated = torch.empty_like(pre) if need_w2 else None
-        grad_pre = torch.empty_like(pre) if need_pre else None
+        grad_gated = None
+        if need_gates or need_pre:
+            grad_gated = torch.mm(
+                grad_out, fc2_weight.reshape(wide, dim).t(), out=_scratch("backward_grad", pre)
+            )
+        gated = _scratch("backward_gated", pre) if need_w2 else None
+        # d loss / d pre overwrites grad_gated chunk by chunk (each chunk is consumed first): one
+        # activation-sized buffer fewer, which on CPU is also one fresh mmap fewer.
+        grad_pre = grad_gated if need_pre else None
         row_grad_gates = pre.new_empty(rows, num_experts) if need_gates else None
+        kind = _activation_kind(ctx.act)
         for chunk in _row_chunks(rows, wide, pre):
-            with torch.enable_grad():
-                pre_chunk = pre[chunk].detach().requires_grad_(need_pre)
-                activated = ctx.act(pre_chunk)
-            act_values = activated.detach().view(-1, num_experts, hidden)
+            pre_chunk = pre[chunk]
+            if kind is None:  # any activation: its derivative through autograd
+                with torch.enable_grad():
+                    pre_chunk = pre_chunk.detach().requires_grad_(need_pre)
+                    activated = ctx.act(pre_chunk)
+                act_flat = activated.detach()
+            elif kind == "quick_gelu":  # x * sigmoid(1.702 x), derivative in closed form below
+                sig = torch.sigmoid(pre_chunk * 1.702)
+                act_flat = pre_chunk * sig
+            else:
+                act_flat = F.gelu(pre_chunk, approximate=kind)
+            act_values = act_flat.view(-1, num_experts, hidden)
             if need_w2:
                 torch.mul(act_values, row_gates[chunk], out=gated[chunk].view(-1, num_experts, hidden))
             if grad_gated is not None:
@@ -106,8 +159,15 @@ class _FusedExpertsFunction(torch.autograd.Function):
                     torch.sum(grad_gated_chunk * act_values, dim=-1, out=row_grad_gates[chunk])
                 if need_pre:
                     grad_act = grad_gated_chunk.mul_(row_gates[chunk]).view(-1, wide)
-                    (grad_pre[chunk],) = torch.autograd.grad(activated, pre_chunk, grad_act)
-            del activated, act_values
+                    if kind is None:
+                        (grad_pre[chunk],) = torch.autograd.grad(activated, pre_chunk, grad_act)
+                    elif kind == "quick_gelu":  # d/dx = s + 1.702 * x s (1 - s), written in place
+                        grad_act.mul_(torch.addcmul(sig, act_flat, 1.0 - sig, value=1.702))
+                    else:
+                        torch.ops.aten.gelu_backward.grad_input(
+                            grad_act, pre_chunk, approximate=kind, grad_input=grad_pre[chunk]
+                        )
+            del act_flat, act_values
         del grad_gated
 
         if need_gates or need_b2:
@@ -118,7 +178,7 @@ class _FusedExpertsFunction(torch.autograd.Function):
         if need_b2:
             grad_b2 = gates.t().mm(per_sample_grad_out)
         if need_w2:
-            grad_w2 = grad_out.t().mm(gated).view(dim, num_experts, hidden).permute(1, 0, 2).contiguous()
+            grad_w2 = gated.t().mm(grad_out).view(num_experts, hidden, dim)
             del gated
         if need_x:
             grad_x = grad_pre.mm(fc1_weight.reshape(wide, dim)).view(batch, tokens, dim)
@@ -143,8 +203,9 @@ def fused_experts(
     Args:
         x: ``[B, N, d]`` tokens.
         gates: ``[B, E]`` per-sample expert weights (one gate vector shared by all tokens).
-        fc1_weight: ``[E, h, d]``; fc1_bias: ``[E, h]``; fc2_weight: ``[E, d, h]``;
-            fc2_bias: ``[E, d]`` (the ``nn.Linear`` layouts stacked over experts).
+        fc1_weight: ``[E, h, d]`` (``nn.Linear`` layout stacked over experts); fc1_bias: ``[E, h]``;
+            fc2_weight: ``[E, h, d]`` (each expert's ``fc2.weight`` transposed, so all experts' fc2
+            is one contiguous ``[E*h, d]`` matrix and needs no copy); fc2_bias: ``[E, d]``.
         act: element-wise, parameter-free, out-of-place activation module.
 
     Returns:
@@ -160,7 +221,7 @@ def fused_experts(
     expected = {
         "fc1_weight": (fc1_weight, (num_experts, hidden, dim)),
         "fc1_bias": (fc1_bias, (num_experts, hidden)),
-        "fc2_weight": (fc2_weight, (num_experts, dim, hidden)),
+        "fc2_weight": (fc2_weight, (num_experts, hidden, dim)),
         "fc2_bias": (fc2_bias, (num_experts, dim)),
         "gates": (gates, (batch, num_experts)),
     }
@@ -185,8 +246,10 @@ def fused_experts(
 class FusedExperts(nn.Module):
     """E experts with the MLP shape fc1 (d->h), act, fc2 (h->d), mixed per sample by gates [B, E].
 
-    Parameters use the ``nn.Linear`` layouts stacked over experts: ``fc1_weight [E, h, d]``,
-    ``fc1_bias [E, h]``, ``fc2_weight [E, d, h]``, ``fc2_bias [E, d]``. Build it from a pretrained
+    Parameters: ``fc1_weight [E, h, d]`` and ``fc1_bias [E, h]`` (``nn.Linear`` layout stacked over
+    experts), ``fc2_weight [E, h, d]`` (each expert's ``fc2.weight`` **transposed**: all experts' fc2
+    is then one contiguous ``[E*h, d]`` matrix, used by the single fc2 GEMM without a copy) and
+    ``fc2_bias [E, d]``. Build it from a pretrained
     MLP with :meth:`from_linear` (upcycling) so that every expert starts as that MLP.
 
     Args:
@@ -219,7 +282,7 @@ class FusedExperts(nn.Module):
         self.act = act
         self.fc1_weight = nn.Parameter(torch.empty(num_experts, hidden_dim, dim, **factory))
         self.fc1_bias = nn.Parameter(torch.empty(num_experts, hidden_dim, **factory))
-        self.fc2_weight = nn.Parameter(torch.empty(num_experts, dim, hidden_dim, **factory))
+        self.fc2_weight = nn.Parameter(torch.empty(num_experts, hidden_dim, dim, **factory))
         self.fc2_bias = nn.Parameter(torch.empty(num_experts, dim, **factory))
         self.reset_parameters()
 
@@ -258,7 +321,7 @@ class FusedExperts(nn.Module):
         )
         with torch.no_grad():
             experts.fc1_weight.copy_(fc1.weight.unsqueeze(0).expand_as(experts.fc1_weight))
-            experts.fc2_weight.copy_(fc2.weight.unsqueeze(0).expand_as(experts.fc2_weight))
+            experts.fc2_weight.copy_(fc2.weight.t().unsqueeze(0).expand_as(experts.fc2_weight))
             for target, bias in ((experts.fc1_bias, fc1.bias), (experts.fc2_bias, fc2.bias)):
                 if bias is None:
                     target.zero_()
