@@ -40,6 +40,8 @@ def test_micro_demo_end_to_end_and_rerun_reuses_every_stage(tmp_path: Path) -> N
         assert sorted(saved["scores"]["0"][method]) == sorted(BENCHMARKS)
         for key in ("G", "K", "V", "Avg"):
             assert saved["summary"][method][key]["mean"] is not None
+    assert set(saved["routing"]) == {"covft"}  # routing entropy per CoMoE block, read from the trainer log
+    assert all(0.0 <= b["entropy"] <= b["max_entropy"] + 1e-6 for b in saved["routing"]["covft"].values())
     report = (out / "report.md").read_text()
     assert "| Method | MME^P |" in report and "## Verdict" in report and "covft" in report
 

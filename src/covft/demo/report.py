@@ -201,6 +201,58 @@ def training_curves(run: DemoRun, stage0: Stage0Result, path: Path) -> Path:
 # --------------------------------------------------------------------------- report
 
 
+def routing_summary(run: DemoRun) -> dict[str, dict[str, dict[str, float]]]:
+    """Per routed method and block: routing entropy and the largest mean gate at the last step (seed 0).
+
+    A dense softmax router can collapse (every sample sent to one expert); this shows whether it did.
+    """
+    from covft.train.logging import read_log
+
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for method in run.methods:
+        records = read_log(run.stage2_dir(0, method))
+        if not records or not any(k.startswith("routing/") for k in records[-1]):
+            continue
+        last = records[-1]
+        blocks = sorted({k.split("/")[1] for k in last if k.startswith("routing/")})
+        summary[method] = {}
+        for block in blocks:
+            gates = [float(v) for k, v in last.items() if k.startswith(f"routing/{block}/expert")]
+            summary[method][block] = {
+                "entropy": float(last[f"routing/{block}/entropy"]),
+                "max_entropy": float(last[f"routing/{block}/max_entropy"]),
+                "top_expert_share": max(gates) if gates else float("nan"),
+            }
+    return summary
+
+
+def routing_text(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """Markdown lines for :func:`routing_summary`, flagging collapsed routers."""
+    if not summary:
+        return ""
+    lines = [
+        "## Routing at the end of stage 2 (seed 0)\n",
+        "| method | block | entropy (nats) | max entropy | mean gate of the top expert |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    collapsed = []
+    for method, blocks in summary.items():
+        for block, entry in blocks.items():
+            lines.append(
+                f"| {method} | {block} | {entry['entropy']:.3f} | {entry['max_entropy']:.3f} | "
+                f"{entry['top_expert_share']:.3f} |"
+            )
+            if entry["entropy"] < 0.05 * entry["max_entropy"] and entry["top_expert_share"] > 0.95:
+                collapsed.append(f"{method} block {block}")
+    if collapsed:
+        lines.append(
+            f"\nRouting collapsed (near-zero entropy, one expert holds over {0.95:.0%} of the gate mass) in: "
+            f"{', '.join(collapsed)}. There the experts are not context-dependent and CoVFT behaves like "
+            "fine-tuning one MLP copy."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _timings(run: DemoRun) -> dict[str, dict[str, float]]:
     """Wall and CPU seconds of the last time each stage ran (and of the last whole demo call)."""
     from covft.demo.pipeline import read_stage_log
@@ -246,6 +298,7 @@ def write_report(
     table = markdown_table(means)
     s = run.settings
     timings = _timings(run)
+    routing = routing_summary(run)
 
     bar_chart(means, run.out / "groups.png")
     heatmap(means, run.out / "benchmarks.png")
@@ -264,6 +317,7 @@ def write_report(
         "verdict": conclusion,
         "suite_units": scoring_units(items),
         "seconds": timings,
+        "routing": routing,
     }
     (run.out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
@@ -293,6 +347,7 @@ def write_report(
         f"{noise:.2f} points.\n",
         "## Verdict\n",
         conclusion + "\n",
+        routing_text(routing),
         "## Plots\n",
         "![groups](groups.png)\n\n![benchmarks](benchmarks.png)\n\n![curves](curves.png)\n",
         "## Time per stage (when it last ran; `demo` is the last call, reused stages included)\n",
