@@ -181,6 +181,27 @@ def _load_tokenizer(tokenizer_dir: str | None):
 # --------------------------------------------------------------------------- presets
 
 
+def _absolute(path: str | os.PathLike | None) -> str | None:
+    """An absolute path for the checkpoint's ``base`` record (so a delta reloads from anywhere)."""
+    return None if path is None else str(Path(path).resolve())
+
+
+def _assemble_demo(vision, text, tokenizer, *, seed: int, device: str, base: dict[str, Any]) -> CovftModel:
+    """A demo LLaVA: the demo tower's image processor, template ``chat``, 512-token context."""
+    return assemble(
+        vision_config=vision,
+        text_config=text,
+        tokenizer=tokenizer,
+        image_processor=demo_image_processor(vision.image_size),
+        seed=seed,
+        device=device,
+        text_encoder=base["kwargs"]["text_encoder"],
+        template="chat",
+        base=base,
+        max_length=512,
+    )
+
+
 @register_preset("tiny")
 def tiny(
     *,
@@ -222,8 +243,8 @@ def tiny(
         "preset": "tiny",
         "kwargs": {
             "seed": seed,
-            "tokenizer_dir": None if tokenizer_dir is None else str(Path(tokenizer_dir).resolve()),
-            "vision_weights": None if vision_weights is None else str(Path(vision_weights).resolve()),
+            "tokenizer_dir": _absolute(tokenizer_dir),
+            "vision_weights": _absolute(vision_weights),
             "text_encoder": text_encoder,
             "llm_hidden": llm_hidden,
             "llm_layers": llm_layers,
@@ -233,18 +254,7 @@ def tiny(
             "image_size": image_size,
         },
     }
-    model = assemble(
-        vision_config=vision,
-        text_config=text,
-        tokenizer=tokenizer,
-        image_processor=demo_image_processor(vision.image_size),
-        seed=seed,
-        device=device,
-        text_encoder=text_encoder,
-        template="chat",
-        base=base,
-        max_length=512,
-    )
+    model = _assemble_demo(vision, text, tokenizer, seed=seed, device=device, base=base)
     if vision_weights is not None:
         load_vision_weights(model, vision_weights)
     return model
@@ -326,26 +336,15 @@ def smol(
         "preset": "smol",
         "kwargs": {
             "seed": seed,
-            "vision_weights": None if vision_weights is None else str(Path(vision_weights).resolve()),
+            "vision_weights": _absolute(vision_weights),
             "text_encoder": text_encoder,
-            "cache_dir": None if cache_dir is None else str(Path(cache_dir).resolve()),
+            "cache_dir": _absolute(cache_dir),
             "vision_hidden": vision_hidden,
             "vision_layers": vision_layers,
             "image_size": image_size,
         },
     }
-    model = assemble(
-        vision_config=vision,
-        text_config=text,
-        tokenizer=tokenizer,
-        image_processor=demo_image_processor(vision.image_size),
-        seed=seed,
-        device=device,
-        text_encoder=text_encoder,
-        template="chat",
-        base=base,
-        max_length=512,
-    )
+    model = _assemble_demo(vision, text, tokenizer, seed=seed, device=device, base=base)
     pretrained = AutoModelForCausalLM.from_pretrained(str(lm_dir), dtype=torch.float32)
     pretrained.resize_token_embeddings(len(tokenizer))
     llava = model.llava
