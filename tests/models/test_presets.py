@@ -63,3 +63,34 @@ def test_zero3_sharded_parameters_are_gathered_before_upcycling(monkeypatch):
     with gathered([sharded, plain[0]]):
         pass
     assert calls == [(1, None)]
+
+
+def test_instruction_vectors_are_cached_per_distinct_instruction():
+    model = covft.apply_vft(
+        covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny"), "covft"
+    )
+    encoder = model.text_encoder
+    calls = []
+    hook = encoder.model.register_forward_hook(
+        lambda module, args, out: calls.append(args[0].shape[0] if args else 1)
+    )
+    batch = model.collate(make_samples())
+    with torch.no_grad():
+        model(**batch)
+        first = model.context.text.clone()
+        model(**batch)
+    hook.remove()
+    assert len(calls) == 2  # two distinct instructions, each encoded once, one at a time
+    torch.testing.assert_close(model.context.text, first, rtol=0, atol=0)
+    uncached = encoder(batch["context_input_ids"], batch.get("context_attention_mask"))[0]
+    torch.testing.assert_close(first, uncached, rtol=1e-5, atol=1e-5)
+    assert model.context.text_tokens is None  # CoVFT routes on [CLS] only
+
+
+def test_qavit_reads_token_states_uncached():
+    model = covft.apply_vft(
+        covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny"), "qavit"
+    )
+    with torch.no_grad():
+        model(**model.collate(make_samples()))
+    assert model.context.text_tokens is not None and model.context.text_tokens.shape[0] == 2

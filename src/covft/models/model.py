@@ -137,15 +137,13 @@ class CovftModel(nn.Module):
                 "give one context per image, in pixel_values order"
             )
         encoder = self.ensure_text_encoder()
-        mask = (
-            context_attention_mask
-            if context_attention_mask is not None
-            else torch.ones_like(context_input_ids)
-        )
-        cls, tokens = encoder(context_input_ids, mask)
+        if self.strategy.needs_text_tokens:
+            cls, tokens = encoder(context_input_ids, context_attention_mask)
+        else:  # only the [CLS] vector: cached per distinct instruction
+            cls, tokens = encoder.encode_cls(context_input_ids, context_attention_mask), None
         self.context.text = cls
         self.context.text_tokens = tokens
-        self.context.text_mask = mask
+        self.context.text_mask = context_attention_mask  # None: every token is real
 
     def forward(
         self,

@@ -6,6 +6,8 @@ Any Hugging Face BERT-family model. The vector is the [CLS] position of the last
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -27,13 +29,21 @@ def minilm_path() -> str:
 
 
 class FrozenTextEncoder(nn.Module):
-    """A frozen BERT-family encoder; ``forward`` returns ([CLS] vectors, token states)."""
+    """A frozen BERT-family encoder; ``forward`` returns ([CLS] vectors, token states).
 
-    def __init__(self, model: nn.Module, tokenizer, spec: str) -> None:
+    :meth:`encode_cls` keeps the [CLS] vector of each distinct instruction (on CPU) in a bounded
+    LRU cache: instruction-tuning data repeats its questions, and an encoder that never trains
+    gives the same vector every time. Misses are encoded one instruction at a time, so a vector
+    never depends on which other instructions shared its batch (bitwise-exact resume).
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, spec: str, cache_size: int = 65536) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.spec = spec
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
         self.model.requires_grad_(False)
         self.model.eval()
 
@@ -47,10 +57,34 @@ class FrozenTextEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return hidden[:, 0], hidden
+
+    @torch.no_grad()
+    def encode_cls(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[CLS] vectors ``[B, d]``, from the cache where possible (CPU inputs only)."""
+        if self.cache_size <= 0 or input_ids.device.type != "cpu":
+            return self(input_ids, attention_mask)[0]
+        lengths = (
+            attention_mask.sum(-1).tolist()
+            if attention_mask is not None
+            else [input_ids.shape[1]] * len(input_ids)
+        )
+        rows = []
+        for ids, length in zip(input_ids, lengths, strict=True):
+            key = tuple(ids[: int(length)].tolist())
+            vector = self._cache.get(key)
+            if vector is None:
+                vector = self(ids[None, : int(length)])[0][0]
+                self._cache[key] = vector
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(key)
+            rows.append(vector)
+        return torch.stack(rows)
 
 
 def load_text_encoder(

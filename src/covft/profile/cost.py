@@ -173,6 +173,8 @@ def build_for_profile(settings: ProfileSettings, method: str):
         covft.apply_vft(model, method, **options)
     if model.text_encoder is not None:
         model.text_encoder.to(device=device, dtype=dtype)
+        # measure the uncached cost: every instruction encoded (the worst case, no repeated questions)
+        model.text_encoder.cache_size = 0
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model

@@ -44,6 +44,8 @@ class Strategy:
     Options: ClassVar[type[StrategyOptions]] = StrategyOptions
     needs_text: ClassVar[bool] = False
     """Whether the strategy reads the instruction through the frozen text encoder."""
+    needs_text_tokens: ClassVar[bool] = False
+    """Whether it reads the instruction's token states (not only the [CLS] vector)."""
     changes_structure: ClassVar[bool] = False
     """Whether ``apply`` swaps modules or adds parameters (such strategies cannot be re-applied)."""
 

@@ -81,6 +81,7 @@ class QaVit(Strategy):
     name = "qavit"
     Options = QaVitOptions
     needs_text = True
+    needs_text_tokens = True
     changes_structure = True
 
     def apply(self, model) -> None:
