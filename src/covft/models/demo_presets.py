@@ -30,6 +30,7 @@ import torch
 
 from covft.models.model import CovftModel
 from covft.models.presets import _vision_config, assemble, image_processor_for, register_preset
+from covft.models.tokenizer import SPECIAL_TOKENS
 
 #: The demo's vision tower: small enough for CPU, deep enough for "second half" CoMoE blocks.
 TINY_VISION: dict[str, int] = {
@@ -44,7 +45,6 @@ TINY_VISION: dict[str, int] = {
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.25, 0.25, 0.25)
 
-SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 #: A compact chat format for the tiny LM (no long system prompt: every token costs CPU time).
 TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] == 'user' %}"
@@ -134,7 +134,8 @@ def world_tokenizer(
     if (target / "tokenizer.json").is_file() and (target / "tokenizer_config.json").is_file():
         return target
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+
+    from covft.models.tokenizer import wrap as wrap_tokenizer
 
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -147,14 +148,7 @@ def world_tokenizer(
     )
     prompts = ["USER: ", "ASSISTANT: ", "ASSISTANT:"]
     backend.train_from_iterator(texts + prompts, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        extra_special_tokens={"image_token": "<image>"},
-    )
+    tokenizer = wrap_tokenizer(backend)
     tokenizer.chat_template = TINY_CHAT_TEMPLATE
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tok-", dir=target.parent))

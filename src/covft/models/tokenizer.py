@@ -9,8 +9,6 @@ SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 
 def byte_tokenizer():
     """Every byte is a token (no merges): deterministic, offline, small (261 ids)."""
-    from transformers import PreTrainedTokenizerFast
-
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     for symbol in sorted(alphabet):
@@ -18,7 +16,14 @@ def byte_tokenizer():
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
+    return wrap(backend)
+
+
+def wrap(backend: Tokenizer):
+    """A transformers tokenizer around a ``tokenizers`` backend that has :data:`SPECIAL_TOKENS`."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="<unk>",
         bos_token="<s>",
@@ -26,4 +31,3 @@ def byte_tokenizer():
         pad_token="<pad>",
         extra_special_tokens={"image_token": "<image>"},
     )
-    return tokenizer
