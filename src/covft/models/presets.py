@@ -56,27 +56,18 @@ def _vision_config(
 ):
     from transformers import CLIPVisionConfig, SiglipVisionConfig
 
+    common = dict(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
     if kind == "clip":
-        return CLIPVisionConfig(
-            hidden_size=hidden,
-            intermediate_size=intermediate,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            image_size=image_size,
-            patch_size=patch_size,
-            projection_dim=hidden,
-            hidden_act="quick_gelu",
-        )
+        return CLIPVisionConfig(**common, projection_dim=hidden, hidden_act="quick_gelu")
     if kind == "siglip":
-        return SiglipVisionConfig(
-            hidden_size=hidden,
-            intermediate_size=intermediate,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            image_size=image_size,
-            patch_size=patch_size,
-            hidden_act="gelu_pytorch_tanh",
-        )
+        return SiglipVisionConfig(**common, hidden_act="gelu_pytorch_tanh")
     raise ValueError(f"vision_tower must be 'clip' or 'siglip', got {kind!r}")
 
 
