@@ -10,7 +10,7 @@ import pytest
 
 from covft.demo import add_arguments
 from covft.demo.pipeline import DemoError, DemoRun, read_stage_log, run_demo
-from covft.demo.report import PLOTS, verdict
+from covft.demo.report import PLOTS, grounding_text, verdict
 from covft.demo.settings import micro
 from covft.eval.benchmarks import BENCHMARKS
 
@@ -49,6 +49,16 @@ def test_micro_demo_end_to_end_and_rerun_reuses_every_stage(tmp_path: Path) -> N
     ran = {e["stage"] for e in first if e["action"] == "ran"}
     assert {"world", "stage0", "stage1/seed0", "stage2/seed0/freeze", "stage2/seed0/covft"} <= ran
     assert {"eval/seed0/freeze", "eval/seed0/covft"} <= ran
+    assert {"eval-shuffled/seed0/freeze", "eval-shuffled/seed0/covft"} <= ran
+    # the blind control: same items, images permuted; the gain is the difference of the two Avgs
+    shuffled_settings = json.loads((out / "seed0/eval-shuffled/covft/results.json").read_text())["settings"]
+    assert shuffled_settings["shuffle_images"] == 0
+    for method in ("freeze", "covft"):
+        gain = saved["image_gain"][method]
+        assert gain["Avg"]["mean"] == pytest.approx(saved["summary"][method]["Avg"]["mean"])
+        assert gain["gain"]["mean"] == pytest.approx(gain["Avg"]["mean"] - gain["Avg_shuffled"]["mean"])
+        assert sorted(saved["scores_images_shuffled"]["0"][method]) == sorted(BENCHMARKS)
+    assert "blind control" in report
     # both stage-2 runs started from the same stage-1 checkpoint, with the same schedule and seed
     configs = [
         json.loads((out / f"seed0/stage2/{m}/train_summary.json").read_text()) for m in ("freeze", "covft")
@@ -78,6 +88,25 @@ def test_verdict_reports_what_the_numbers_say() -> None:
     assert "no reliable difference" in verdict({"covft": entry(41.0), "full": entry(40.0)}, 1.0)
     assert "ahead by more than the noise" in verdict({"covft": entry(50.0), "full": entry(40.0)}, 1.0)
     assert "no reliable difference" in verdict({"covft": entry(50.0, 6.0), "full": entry(40.0, 1.0)}, 1.0)
+
+
+def test_grounding_sentence_follows_the_image_gain() -> None:
+    def entry(real: float, blind: float) -> dict:
+        one = {"mean": real, "sd": None, "per_seed": [real]}
+        return {
+            "Avg": one,
+            "Avg_shuffled": {"mean": blind, "sd": None, "per_seed": [blind]},
+            "gain": {"mean": real - blind, "sd": None, "per_seed": [real - blind]},
+        }
+
+    table, sentence = grounding_text({"freeze": entry(30.0, 29.5), "covft": entry(31.0, 30.0)}, 1.0)
+    assert (
+        sentence.startswith("No method's answers rest on the image")
+        and "largest image gain 1.00, covft" in sentence
+    )
+    assert "| freeze | 30.00 | 29.50 | 0.50 |" in table
+    _, sentence = grounding_text({"freeze": entry(40.0, 25.0), "covft": entry(41.0, 30.0)}, 1.0)
+    assert sentence.startswith("The models use the image: image gain up to 15.00 points (freeze)")
 
 
 def test_cli_arguments() -> None:

@@ -18,6 +18,7 @@ from covft.eval.generate import (
     parse_benchmarks,
     predict,
     read_cache,
+    shuffle_images,
 )
 from covft.models.model import CovftModel
 
@@ -152,3 +153,26 @@ def test_text_only_and_mixed_batches_generate(model: CovftModel) -> None:
     records = predict(model, [text_only, *items(1)], batch_size=2, max_new_tokens=2, progress=False)
     alone = predict(model, [text_only], max_new_tokens=2, progress=False)
     assert records[0]["prediction"] == alone[0]["prediction"]  # left padding does not change the answer
+
+
+def test_shuffle_images_moves_every_image_within_its_benchmark() -> None:
+    items = {
+        "gqa": [{"id": f"g{i}", "prompt": f"q{i}", "answer": str(i), "image": f"img{i}"} for i in range(7)],
+        "mme": [
+            {"id": "m0", "prompt": "a", "image": "x0"},
+            {"id": "m1", "prompt": "b", "image": None},
+            {"id": "m2", "prompt": "c", "image": "x2"},
+        ],
+    }
+    shuffled = shuffle_images(items, seed=3)
+    gqa = shuffled["gqa"]
+    # every item keeps its prompt and answer, gets another item's image, and no image is lost
+    assert [s["prompt"] for s in gqa] == [i["prompt"] for i in items["gqa"]]
+    assert all(s["image"] != f"img{k}" for k, s in enumerate(gqa))
+    assert sorted(s["image"] for s in gqa) == sorted(i["image"] for i in items["gqa"])
+    # the text-only item stays text-only; the two image items swap
+    assert [s["image"] for s in shuffled["mme"]] == ["x2", None, "x0"]
+    # the input is untouched and the permutation is a function of the seed
+    assert items["gqa"][0]["image"] == "img0"
+    assert shuffle_images(items, seed=3) == shuffled
+    assert shuffle_images(items, seed=4)["gqa"] != gqa

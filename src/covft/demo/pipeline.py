@@ -66,8 +66,8 @@ class DemoRun:
     def stage2_dir(self, seed: int, method: str) -> Path:
         return self.seed_dir(seed) / "stage2" / method
 
-    def eval_dir(self, seed: int, method: str) -> Path:
-        return self.seed_dir(seed) / "eval" / method
+    def eval_dir(self, seed: int, method: str, shuffled: bool = False) -> Path:
+        return self.seed_dir(seed) / ("eval-shuffled" if shuffled else "eval") / method
 
 
 def clock() -> tuple[float, float]:
@@ -243,18 +243,36 @@ def train_stage(name: str, config: dict[str, Any], log: StageLog) -> dict[str, A
 
 
 def evaluate_stage(
-    run: DemoRun, seed: int, method: str, items: dict[str, list[dict]], log: StageLog
+    run: DemoRun,
+    seed: int,
+    method: str,
+    items: dict[str, list[dict]],
+    log: StageLog,
+    *,
+    shuffled: bool = False,
+    model: Any = None,
 ) -> dict[str, Any]:
-    """Score one stage-2 model on the suite unless its ``results.json`` is already there."""
-    import covft
-    from covft.eval.generate import RESULTS_FILE, evaluate
+    """Score one stage-2 model on the suite unless its ``results.json`` is already there.
 
-    out = run.eval_dir(seed, method)
+    ``shuffled``: the blind control (:func:`covft.eval.generate.shuffle_images`, seed 0): every
+    item gets another item's image, so the drop from the real score measures how much the
+    model's answers rest on the image. ``model``: the loaded stage-2 model, when the caller has it.
+    """
+    import covft
+    from covft.eval.generate import RESULTS_FILE, evaluate, shuffle_images
+
+    out = run.eval_dir(seed, method, shuffled)
+    name = f"eval{'-shuffled' if shuffled else ''}/seed{seed}/{method}"
     started = clock()
     if (out / RESULTS_FILE).is_file():
-        log.record(f"eval/seed{seed}/{method}", "reused", started)
+        log.record(name, "reused", started)
         return json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
-    model = covft.build_model(str(run.stage2_dir(seed, method)))
+    if model is None:
+        model = covft.build_model(str(run.stage2_dir(seed, method)))
+    settings: dict[str, Any] = {"checkpoint": str(run.stage2_dir(seed, method)), "seed": seed}
+    if shuffled:
+        items = shuffle_images(items, seed=0)
+        settings["shuffle_images"] = 0
     results = evaluate(
         model,
         items,
@@ -263,20 +281,22 @@ def evaluate_stage(
         batch_size=run.settings.eval_batch_size,
         max_new_tokens=run.settings.max_new_tokens,
         progress=run.progress,
-        settings={"checkpoint": str(run.stage2_dir(seed, method)), "seed": seed},
+        settings=settings,
     )
-    log.record(f"eval/seed{seed}/{method}", "ran", started)
+    log.record(name, "ran", started)
     return results
 
 
 def stage2_and_eval(
     run: DemoRun, seed: int, method: str, options: dict[str, Any], threads: int | None = None
-) -> dict[str, float]:
+) -> dict[str, dict[str, float]]:
     """Stage 2 of one method from the seed's stage-1 checkpoint, then its suite scores.
 
-    Runs in the demo's process or in a worker process (``jobs > 1``); ``threads`` sets the
-    worker's torch threads.
+    Returns ``{"real": scores, "shuffled": scores}``: the suite as it is and the blind control
+    with the images shuffled (:func:`evaluate_stage`). Runs in the demo's process or in a worker
+    process (``jobs > 1``); ``threads`` sets the worker's torch threads.
     """
+    import covft
     from covft.eval.generate import collect_items
 
     if threads is not None:
@@ -289,11 +309,18 @@ def stage2_and_eval(
     )
     train_stage(f"stage2/seed{seed}/{method}", config, log)
     items = collect_items("all", suite=run.world_dir / "suite")
-    results = evaluate_stage(run, seed, method, items, log)
-    return {name: float(entry["score"]) for name, entry in results["scores"].items()}
+    model = None
+    scores: dict[str, dict[str, float]] = {}
+    for kind in ("real", "shuffled"):
+        shuffled = kind == "shuffled"
+        if model is None and not (run.eval_dir(seed, method, shuffled) / "results.json").is_file():
+            model = covft.build_model(str(run.stage2_dir(seed, method)))
+        results = evaluate_stage(run, seed, method, items, log, shuffled=shuffled, model=model)
+        scores[kind] = {name: float(entry["score"]) for name, entry in results["scores"].items()}
+    return scores
 
 
-def _stage2_all(run: DemoRun, seed: int, options: dict[str, Any]) -> dict[str, dict[str, float]]:
+def _stage2_all(run: DemoRun, seed: int, options: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
     """Every method's stage 2 + evaluation for one seed, ``run.jobs`` at a time.
 
     Methods are independent once stage 1 is done, so on a 2-core machine two single-threaded
@@ -347,6 +374,7 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
     items = collect_items("all", suite=run.world_dir / "suite")
 
     scores: dict[int, dict[str, dict[str, float]]] = {}
+    blind: dict[int, dict[str, dict[str, float]]] = {}
     for seed in range(run.seeds):
         stage1 = run.stage1_dir(seed)
         train_stage(
@@ -354,6 +382,8 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
             _train_config(run, stage=1, method="freeze", seed=seed, output_dir=stage1, options=options),
             log,
         )
-        scores[seed] = _stage2_all(run, seed, options)
+        both = _stage2_all(run, seed, options)
+        scores[seed] = {m: both[m]["real"] for m in run.methods}
+        blind[seed] = {m: both[m]["shuffled"] for m in run.methods}
     log.record("demo", "total", total)
-    return write_report(run, stage0, scores, items)
+    return write_report(run, stage0, scores, items, shuffled=blind)

@@ -101,6 +101,59 @@ def verdict(summaries: Mapping[str, Mapping[str, Any]], noise: float) -> str:
     return head + " **CoVFT is ahead by more than the noise estimate in this setting.**"
 
 
+def image_gains(
+    scores: Mapping[int, Mapping[str, Mapping[str, float]]],
+    shuffled: Mapping[int, Mapping[str, Mapping[str, float]]],
+    methods: list[str],
+) -> dict[str, dict[str, Any]]:
+    """Per method: Avg on the suite, Avg with the images shuffled, and their difference (the
+    *image gain*), each as mean over seeds with sd and per-seed values."""
+    gains: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        real = [summarize(scores[seed][method])["Avg"] for seed in sorted(scores)]
+        blind = [summarize(shuffled[seed][method])["Avg"] for seed in sorted(scores)]
+        diff = [r - b for r, b in zip(real, blind, strict=True)]
+        gains[method] = {
+            key: {"mean": statistics.fmean(v), "sd": spread(v), "per_seed": v}
+            for key, v in (("Avg", real), ("Avg_shuffled", blind), ("gain", diff))
+        }
+    return gains
+
+
+def grounding_text(gains: Mapping[str, Mapping[str, Any]], noise: float) -> tuple[str, str]:
+    """Markdown for the blind control and one sentence on whether any method uses the image."""
+    lines = [
+        "## Does each model look at the image? (blind control)\n",
+        "The suite again with every item given another item's image (same benchmark, fixed "
+        "permutation). A model that answers from the question alone scores the same; the *image "
+        "gain* (Avg minus shuffled Avg) is how much its answers rest on the image.\n",
+        "| Method | Avg. | Avg., images shuffled | image gain |",
+        "|---|---:|---:|---:|",
+    ]
+    for method, entry in gains.items():
+        gain = format_score(entry["gain"]["mean"])
+        if entry["gain"]["sd"] is not None:
+            gain += f" ± {format_score(entry['gain']['sd'])}"
+        lines.append(
+            f"| {method} | {format_score(entry['Avg']['mean'])} | "
+            f"{format_score(entry['Avg_shuffled']['mean'])} | {gain} |"
+        )
+    best = max(gains, key=lambda m: gains[m]["gain"]["mean"])
+    top = gains[best]["gain"]["mean"]
+    if top < 2.0 * noise:
+        sentence = (
+            f"No method's answers rest on the image beyond the noise (largest image gain {top:.2f}, "
+            f"{best}; twice the rough sampling error is {2.0 * noise:.2f}): the models answer from "
+            "question priors, so this run cannot test how the vision encoder should be tuned."
+        )
+    else:
+        sentence = (
+            f"The models use the image: image gain up to {top:.2f} points ({best}), above twice the "
+            f"rough sampling error ({2.0 * noise:.2f})."
+        )
+    return "\n".join(lines) + "\n\n" + sentence + "\n", sentence
+
+
 def group_summaries(
     scores: Mapping[int, Mapping[str, Mapping[str, float]]], methods: list[str]
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -288,13 +341,21 @@ def write_report(
     stage0: Stage0Result,
     scores: Mapping[int, Mapping[str, Mapping[str, float]]],
     items: Mapping[str, list[dict]],
+    shuffled: Mapping[int, Mapping[str, Mapping[str, float]]] | None = None,
 ) -> dict[str, Any]:
-    """Write report.md, results.json and the PNGs; print the table; return the results."""
+    """Write report.md, results.json and the PNGs; print the table; return the results.
+
+    ``shuffled``: the blind control's scores (same layout as ``scores``), reported as image gains.
+    """
     methods = list(run.methods)
     means = {m: mean_scores({seed: scores[seed][m] for seed in scores}) for m in methods}
     summaries = group_summaries(scores, methods)
     noise = statistics.fmean(rough_standard_error(means[m], items) for m in methods)
     conclusion = verdict(summaries, noise)
+    gains = image_gains(scores, shuffled, methods) if shuffled else {}
+    grounding, grounding_sentence = grounding_text(gains, noise) if gains else ("", "")
+    if grounding_sentence:
+        conclusion += " " + grounding_sentence
     table = markdown_table(means)
     s = run.settings
     timings = _timings(run)
@@ -314,6 +375,8 @@ def write_report(
         "mean_scores": means,
         "summary": summaries,
         "rough_standard_error_avg": noise,
+        "image_gain": gains,
+        "scores_images_shuffled": {str(seed): dict(shuffled[seed]) for seed in shuffled} if shuffled else {},
         "verdict": conclusion,
         "suite_units": scoring_units(items),
         "seconds": timings,
@@ -345,6 +408,7 @@ def write_report(
         spread_table(summaries),
         f"Rough sampling standard error of one Avg (binomial per benchmark, suite size only): "
         f"{noise:.2f} points.\n",
+        grounding,
         "## Verdict\n",
         conclusion + "\n",
         routing_text(routing),

@@ -44,6 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name", default=None, help="run name in the report (default: the checkpoint's name)"
     )
+    parser.add_argument(
+        "--shuffle-images",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="blind control: give every item another item's image (same benchmark, permutation "
+        "seeded by SEED); the drop from the real score is how much answers rest on the image",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
     parser.add_argument(
         "--overwrite", action="store_true", help="discard cached predictions in --out and start afresh"
@@ -53,13 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the paper-layout table, return the exit status."""
-    from covft.eval.generate import REPORT_FILE, collect_items, evaluate
+    from covft.eval.generate import REPORT_FILE, collect_items, evaluate, shuffle_images
 
     try:
         items = collect_items(args.benchmarks, data_root=args.data_root, suite=args.suite, limit=args.limit)
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"covft eval: error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
+    if args.shuffle_images is not None:
+        items = shuffle_images(items, args.shuffle_images)
     import covft
 
     model = covft.build_model(str(args.checkpoint))
@@ -71,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         "source": str(args.suite or args.data_root),
         "limit": args.limit,
     }
+    if args.shuffle_images is not None:
+        settings["shuffle_images"] = args.shuffle_images
     try:
         evaluate(
             model,

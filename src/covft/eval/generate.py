@@ -315,6 +315,33 @@ def parse_benchmarks(spec: str | Sequence[str]) -> list[str]:
     return [n for n in BENCHMARKS if n in names]
 
 
+def shuffle_images(
+    items_by_benchmark: Mapping[str, Sequence[Mapping[str, Any]]], seed: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """A blind control: the same items with every image moved to another item of its benchmark.
+
+    Within each benchmark the images of the items that have one are permuted so that no item
+    keeps its own (a random permutation shifted by one place, so a benchmark with two or more
+    images has no fixed point; the permutation depends only on ``seed`` and the item count).
+    Prompts, answers and text-only items are unchanged. A model that ignores the image scores the
+    same on both; the gap between the real and the shuffled score is how much the model's answers
+    rest on the image (the "visual dependency" check of blind baselines).
+    """
+    import random
+
+    shuffled: dict[str, list[dict[str, Any]]] = {}
+    for name, items in items_by_benchmark.items():
+        copies = [dict(item) for item in items]
+        with_image = [i for i, item in enumerate(copies) if item.get("image") is not None]
+        order = list(with_image)
+        random.Random(f"{seed}:{name}:{len(order)}").shuffle(order)
+        images = [items[i]["image"] for i in order]
+        for k, i in enumerate(order):
+            copies[i]["image"] = images[(k + 1) % len(images)]
+        shuffled[name] = copies
+    return shuffled
+
+
 def collect_items(
     benchmarks: str | Sequence[str] = "all",
     *,
