@@ -7,7 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
 
+import covft
 from covft.demo import add_arguments
 from covft.demo.pipeline import DemoError, DemoRun, read_stage_log, run_demo
 from covft.demo.report import PLOTS, grounding_text, verdict
@@ -47,7 +51,27 @@ def test_micro_demo_end_to_end_and_rerun_reuses_every_stage(tmp_path: Path) -> N
 
     first = read_stage_log(out)
     ran = {e["stage"] for e in first if e["action"] == "ran"}
-    assert {"world", "stage0", "stage1/seed0", "stage2/seed0/freeze", "stage2/seed0/covft"} <= ran
+    assert {
+        "world",
+        "stage0",
+        "lm_corpus",
+        "lm",
+        "stage1/seed0",
+        "stage2/seed0/freeze",
+        "stage2/seed0/covft",
+    } <= ran
+    # the tiny LM was pretrained on text once, and stage 1 started from that LM (not a random one)
+    lm_dir = Path(saved["lm_pretraining"])
+    assert lm_dir.parent == (tmp_path / "cache" / "lm").resolve()
+    lm_state = load_file(str(lm_dir / "model.safetensors"))
+    stage1_state = load_file(str(out / "seed0/stage1/model.safetensors"))
+    lm_keys = [k for k in lm_state if k.startswith(("llava.model.language_model.", "llava.lm_head."))]
+    assert lm_keys and all(torch.equal(lm_state[k], stage1_state[k]) for k in lm_keys)  # stage 1: LM frozen
+    options = yaml.safe_load((out / "seed0/stage1/train_config.yaml").read_text())["model_options"]
+    assert options.pop("llm_weights") == str(lm_dir / "model.safetensors")
+    fresh = covft.build_model("tiny", seed=0, **options).state_dict()
+    assert not all(torch.equal(fresh[k], stage1_state[k]) for k in lm_keys)  # not a random LM
+    assert "LM pretraining (text only" in (out / "report.md").read_text()
     assert {"eval/seed0/freeze", "eval/seed0/covft"} <= ran
     assert {"eval-shuffled/seed0/freeze", "eval-shuffled/seed0/covft"} <= ran
     # the blind control: same items, images permuted; the gain is the difference of the two Avgs

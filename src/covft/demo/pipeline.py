@@ -17,6 +17,7 @@ tests read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -168,6 +169,61 @@ def run_stage0(run: DemoRun, log: StageLog) -> Stage0Result:
     )
     log.record("stage0", "reused" if result.reused else "ran", started, key=result.key)
     return result
+
+
+def lm_pretraining(run: DemoRun, log: StageLog, options: dict[str, Any]) -> Path | None:
+    """Pretrain the tiny preset's LM on the text-only world corpus (cached); None when not used.
+
+    LLaVA's stage 1 aligns a projector to a pretrained LLM; the tiny LM starts random, so it
+    first learns the world's language and chat format from :func:`covft.data.world.corpus.lm_corpus`
+    (the image replaced by its caption in words). One LM serves every seed and method, as one
+    Vicuna serves every LLaVA run. The run is ``covft.train.train`` on text-only data (the tower and
+    projector receive no gradient) under ``<cache>/lm/<hash>/``, the hash covering the corpus, the
+    model options (tokenizer, LM size, stage-0 tower) and the LM settings.
+    """
+    from covft.data.world.corpus import write_lm_corpus
+
+    s = run.settings
+    if run.preset != "tiny" or s.lm_steps <= 0:
+        return None
+    started = clock()
+    path = run.world_dir / "lm_corpus.json"
+    before = path.stat().st_mtime_ns if path.is_file() else None
+    corpus = write_lm_corpus(path, s.lm_corpus_size, seed=s.world_seed, image_size=s.image_size)
+    reused = before is not None and corpus.stat().st_mtime_ns == before
+    digest = hashlib.sha256(corpus.read_bytes())
+    digest.update(
+        json.dumps(
+            [options, s.lm_steps, s.lm_batch_size, s.lm_lr, s.warmup_ratio, s.lr_scheduler], sort_keys=True
+        ).encode()
+    )
+    output = (Path(run.cache_dir) / "lm" / digest.hexdigest()[:16]).resolve()
+    log.record("lm_corpus", "reused" if reused else "ran", started)
+    config = {
+        "model": run.preset,
+        "model_options": options,
+        "method": "freeze",
+        "stage": 2,
+        "init_from": None,
+        "output_dir": str(output),
+        "resume": True,
+        "data": {"train": str(corpus.resolve()), "image_folder": None, "group_by_modality_length": False},
+        "train": {
+            "max_steps": s.lm_steps,
+            "batch_size": s.lm_batch_size,
+            "lr": s.lm_lr,
+            "warmup_ratio": s.warmup_ratio,
+            "lr_scheduler": s.lr_scheduler,
+            "seed": 0,
+            "save_steps": s.save_steps,
+            "save_total_limit": 1,
+            "report_to": "none",
+            "logging_steps": 1,
+            "progress_bar": run.progress,
+        },
+    }
+    train_stage("lm", config, log)
+    return output
 
 
 def model_options(run: DemoRun, stage0: Stage0Result, tokenizer_dir: Path | None) -> dict[str, Any]:
@@ -371,6 +427,9 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
     if run.preset == "tiny":
         tokenizer_dir = demo_presets.world_tokenizer(run.world_dir, run.cache_dir, run.settings.vocab_size)
     options = model_options(run, stage0, tokenizer_dir)
+    lm_dir = lm_pretraining(run, log, options)
+    if lm_dir is not None:
+        options["llm_weights"] = str(lm_dir / "model.safetensors")
     items = collect_items("all", suite=run.world_dir / "suite")
 
     scores: dict[int, dict[str, dict[str, float]]] = {}
@@ -386,4 +445,4 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
         scores[seed] = {m: both[m]["real"] for m in run.methods}
         blind[seed] = {m: both[m]["shuffled"] for m in run.methods}
     log.record("demo", "total", total)
-    return write_report(run, stage0, scores, items, shuffled=blind)
+    return write_report(run, stage0, scores, items, shuffled=blind, lm_dir=lm_dir)

@@ -210,8 +210,9 @@ def _smooth(values: list[float], weight: float = 0.9) -> list[float]:
     return smoothed
 
 
-def training_curves(run: DemoRun, stage0: Stage0Result, path: Path) -> Path:
-    """Stage-0 contrastive loss, stage-1 loss and stage-2 loss per method (seed 0, smoothed)."""
+def training_curves(run: DemoRun, stage0: Stage0Result, path: Path, lm_dir: Path | None = None) -> Path:
+    """Stage-0 contrastive loss, LM pretraining loss (when run), stage-1 loss and stage-2 loss per
+    method (seed 0, smoothed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,16 +221,20 @@ def training_curves(run: DemoRun, stage0: Stage0Result, path: Path) -> Path:
     from covft.models.stage0 import read_losses
     from covft.train.logging import read_log
 
-    figure, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    panels = [
-        (axes[0], "stage 0: contrastive (InfoNCE)", {"tower": read_losses(stage0)}),
+    count = 4 if lm_dir is not None else 3
+    figure, axes = plt.subplots(1, count, figsize=(4.7 * count, 3.8))
+    panels = [(axes[0], "stage 0: contrastive (InfoNCE)", {"tower": read_losses(stage0)})]
+    if lm_dir is not None:
+        lm = [r["loss"] for r in read_log(lm_dir) if "loss" in r]
+        panels.append((axes[1], "LM pretraining: text only", {"lm": lm}))
+    panels += [
         (
-            axes[1],
+            axes[count - 2],
             "stage 1: projector on captions",
             {"freeze": [r["loss"] for r in read_log(run.stage1_dir(0)) if "loss" in r]},
         ),
         (
-            axes[2],
+            axes[count - 1],
             "stage 2: instruction tuning",
             {m: [r["loss"] for r in read_log(run.stage2_dir(0, m)) if "loss" in r] for m in run.methods},
         ),
@@ -342,6 +347,7 @@ def write_report(
     scores: Mapping[int, Mapping[str, Mapping[str, float]]],
     items: Mapping[str, list[dict]],
     shuffled: Mapping[int, Mapping[str, Mapping[str, float]]] | None = None,
+    lm_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Write report.md, results.json and the PNGs; print the table; return the results.
 
@@ -363,7 +369,7 @@ def write_report(
 
     bar_chart(means, run.out / "groups.png")
     heatmap(means, run.out / "benchmarks.png")
-    training_curves(run, stage0, run.out / "curves.png")
+    training_curves(run, stage0, run.out / "curves.png", lm_dir)
 
     results = {
         "preset": run.preset,
@@ -381,6 +387,7 @@ def write_report(
         "suite_units": scoring_units(items),
         "seconds": timings,
         "routing": routing,
+        "lm_pretraining": str(lm_dir) if lm_dir is not None else None,
     }
     (run.out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
@@ -392,6 +399,18 @@ def write_report(
         f"top-1 on {info.get('held_out_pairs')} held-out pairs {info.get('retrieval_top1_before', 0):.1f}% "
         f"-> {info.get('retrieval_top1_after', 0):.1f}% (cache key {stage0.key})"
     )
+    lm_line = "LM: the preset's pretrained language model (no LM pretraining here)."
+    if lm_dir is not None:
+        from covft.train.logging import read_log
+
+        lm_losses = [r["loss"] for r in read_log(lm_dir) if "loss" in r]
+        tail = lm_losses[-20:] or [float("nan")]
+        lm_line = (
+            f"LM pretraining (text only, the image replaced by its caption; one LM for every seed and "
+            f"method): {s.lm_steps} steps x {s.lm_batch_size} on {s.lm_corpus_size} conversations, "
+            f"lr {s.lm_lr:g}; loss {lm_losses[0] if lm_losses else float('nan'):.3f} -> "
+            f"{statistics.fmean(tail):.3f} (mean of the last {len(tail)} steps)."
+        )
     lines = [
         f"# CoVFT demo ({run.preset} preset)\n",
         f"World: {s.world_size} training conversations, seed {s.world_seed}, {s.image_size}px; held-out "
@@ -401,7 +420,8 @@ def write_report(
         f"(lr {s.stage1_lr:g}, projector only, plain template); stage 2 {s.stage2_steps} steps x "
         f"{s.stage2_batch_size} (one lr {s.stage2_lr:g} for all parts, {s.lr_scheduler}, warmup "
         f"{s.warmup_ratio:g}), each method from the same stage-1 checkpoint of its seed.",
-        f"Stage 0: {stage0_line}.\n",
+        f"Stage 0: {stage0_line}.",
+        lm_line + "\n",
         "## Held-out suite (paper layout; mean over seeds; MME raw, averaged as MME/20)\n",
         table,
         "## Spread over seeds\n",

@@ -41,6 +41,14 @@ class DemoSettings:
     """Frozen text encoder: stage 0's caption targets and the context encoder of CoVFT / QA-ViT / Q-MoE."""
     # stage 0 (its tower options come from vision_hidden / vision_layers / image_size above)
     stage0: Stage0Config = field(default_factory=lambda: Stage0Config(steps=100, batch_size=64))
+    # LM pretraining (tiny preset only): LLaVA starts from a pretrained LLM, the tiny LM from noise
+    lm_corpus_size: int = 12000
+    """Text-only conversations on fresh scenes, the image replaced by its caption
+    (:mod:`covft.data.world.corpus`)."""
+    lm_steps: int = 500
+    """0: no LM pretraining (the smol preset's LM is pretrained already)."""
+    lm_batch_size: int = 32
+    lm_lr: float = 1e-3
     # stage 1 (projector only, "plain" template on captions)
     stage1_steps: int = 80
     stage1_batch_size: int = 32
@@ -50,11 +58,9 @@ class DemoSettings:
     stage2_batch_size: int = 16
     stage2_lr: float = 5e-4
     """One learning rate for vision, projector and LLM (LLaVA-1.5 uses one lr for everything)."""
-    group_by_modality_length: bool = False
-    """Off: LLaVA groups image and text-only batches, but covft's GroupedBatchSampler (2026-11-22)
-    builds one global batch too few per epoch when both modalities leave leftovers (3,000 samples
-    of which 60 text-only, batch 16), and the trainer then never finishes the epoch. Every method
-    gets the same plain shuffled order."""
+    group_by_modality_length: bool = True
+    """As LLaVA-1.5: image and text-only samples in separate batches, sorted by length inside a
+    batch (less padding). The same order for every method."""
     warmup_ratio: float = 0.03
     lr_scheduler: str = "cosine"
     save_steps: int = 100
@@ -82,6 +88,8 @@ QUICK = replace(
     FULL,
     world_size=800,
     suite_size=12,
+    lm_corpus_size=2000,
+    lm_steps=100,
     stage0=Stage0Config(steps=30, batch_size=64),
     stage1_steps=20,
     stage2_steps=60,
@@ -102,6 +110,9 @@ def micro(**overrides: Any) -> DemoSettings:
         vision_layers=2,
         vocab_size=300,
         text_encoder="random-tiny",
+        lm_corpus_size=24,
+        lm_steps=2,
+        lm_batch_size=8,
         stage0=Stage0Config(steps=4, batch_size=16, eval_pairs=8),
         stage1_steps=2,
         stage1_batch_size=8,
@@ -125,6 +136,7 @@ SMOL_FULL = replace(
     stage2_steps=150,
     stage2_batch_size=8,
     stage2_lr=1e-4,
+    lm_steps=0,
     save_steps=50,
     eval_batch_size=16,
 )
@@ -137,6 +149,7 @@ SMOL_QUICK = replace(
     stage2_steps=20,
     stage2_batch_size=8,
     stage2_lr=1e-4,
+    lm_steps=0,
     eval_batch_size=16,
 )
 

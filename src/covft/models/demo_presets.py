@@ -102,6 +102,45 @@ def load_vision_weights(model: CovftModel, path: str | os.PathLike) -> None:
     model.vision_tower.load_state_dict(state)
 
 
+LLM_PREFIXES = ("llava.model.language_model.", "llava.lm_head.")
+
+
+def load_llm_weights(model: CovftModel, path: str | os.PathLike) -> None:
+    """Copy the language model (``language_model`` and ``lm_head``) of a saved covft model into ``model``.
+
+    ``path``: a run directory or its ``model.safetensors`` (e.g. the demo's LM pretraining run).
+    Nothing else is taken: the projector keeps this model's (seeded) initialisation and the tower
+    its own weights.
+    """
+    from safetensors import safe_open
+
+    file = Path(path)
+    if file.is_dir():
+        file = file / "model.safetensors"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist: point llm_weights at a finished LM pretraining run")
+    state = model.state_dict()
+    wanted = {k for k in state if k.startswith(LLM_PREFIXES)}
+    found: set[str] = set()
+    with torch.no_grad(), safe_open(str(file), framework="pt") as handle:
+        for name in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
+            if name not in wanted:
+                continue
+            tensor = handle.get_tensor(name)
+            if tensor.shape != state[name].shape:
+                raise ValueError(
+                    f"{file}: {name} has shape {tuple(tensor.shape)}, the preset's LM {tuple(state[name].shape)}: "
+                    "pretrain the LM with the same llm_hidden / llm_layers / tokenizer"
+                )
+            state[name].copy_(tensor)
+            found.add(name)
+    missing = sorted(wanted - found)
+    if missing:
+        raise ValueError(
+            f"{file} lacks {len(missing)} LM tensors (e.g. {missing[0]}): not a tiny-preset run?"
+        )
+
+
 # --------------------------------------------------------------------------- tokenizer
 
 
@@ -202,6 +241,7 @@ def tiny(
     seed: int = 0,
     tokenizer_dir: str | None = None,
     vision_weights: str | None = None,
+    llm_weights: str | None = None,
     text_encoder: str = "minilm",
     llm_hidden: int = 256,
     llm_layers: int = 4,
@@ -214,7 +254,9 @@ def tiny(
     """The demo's fast model: stage-0 ViT + a small Llama-architecture LM trained from scratch.
 
     ``tokenizer_dir``: a tokenizer from :func:`world_tokenizer` (None: the byte-level fallback,
-    for tests). ``vision_weights``: the stage-0 tower (None: random tower).
+    for tests). ``vision_weights``: the stage-0 tower (None: random tower). ``llm_weights``: a
+    run whose language model to start from (:func:`load_llm_weights`; the demo's text-only LM
+    pretraining), None: a random LM.
     """
     from transformers import LlamaConfig
 
@@ -239,6 +281,7 @@ def tiny(
             "seed": seed,
             "tokenizer_dir": _absolute(tokenizer_dir),
             "vision_weights": _absolute(vision_weights),
+            "llm_weights": _absolute(llm_weights),
             "text_encoder": text_encoder,
             "llm_hidden": llm_hidden,
             "llm_layers": llm_layers,
@@ -251,6 +294,8 @@ def tiny(
     model = _assemble_demo(vision, text, tokenizer, seed=seed, device=device, base=base)
     if vision_weights is not None:
         load_vision_weights(model, vision_weights)
+    if llm_weights is not None:
+        load_llm_weights(model, llm_weights)
     return model
 
 

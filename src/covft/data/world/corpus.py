@@ -1,0 +1,113 @@
+"""A text-only corpus for pretraining the demo's small language model on the world's language.
+
+LLaVA starts from a pretrained LLM (Vicuna): it already speaks, follows the chat format and can
+answer a question about a scene *described in words*; stage 1 then only has to teach a
+projector to turn image features into something that LLM reads. The demo's ``tiny`` LM starts
+from random weights, so without a pretraining of its own stage 1 would align a projector to
+noise (its loss stays at ``ln(vocabulary)``). This corpus stands in for that pretraining:
+
+- the world's instruction families, drawn on *fresh* scenes (a random stream of their own, so
+  no training or suite scene is reused), in the same conversation format;
+- the image replaced by its caption in words: ``"<image>\\n"`` becomes ``"Image: <caption>\\n"``
+  (:func:`scene_text`), so the LM learns to read a scene from a prefix, as an LLM reads text.
+  The caption names what is there (size, texture, colour, shape, a sign's text) and not where,
+  so questions about positions, boxes and depth still need the image later;
+- text-only samples as in the training mix.
+
+Deterministic given the seed. Written by :func:`write_lm_corpus` (reused when its sidecar
+metadata matches).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from covft.data.templates import IMAGE_PLACEHOLDER
+from covft.data.world.generate import WorldConfig, allocate
+from covft.data.world.scene import Scene
+from covft.data.world.tasks import caption, make_sample
+
+CORPUS_VERSION = "1"
+"""Bumped whenever the same arguments would produce a different corpus."""
+LM_STREAM = 5
+"""Random-stream tag of the corpus's scenes (training samples use 1, the suite its own)."""
+
+
+def scene_text(scene: Scene) -> str:
+    """What stands in for the image in the corpus: ``"Image: "`` and the scene's caption."""
+    return f"Image: {caption(scene)}"
+
+
+def lm_corpus(
+    size: int,
+    seed: int = 0,
+    image_size: int = 64,
+    progress: Callable[[int], Any] | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """``size`` text-only LLaVA records (no ``image`` key), families in the world's proportions.
+
+    ``options`` are :class:`~covft.data.world.generate.WorldConfig` fields (scene options,
+    ``family_weights``, ``alt_phrasing_rate``).
+    """
+    config = WorldConfig(size=size, seed=seed, image_size=image_size, **options)
+    families = allocate(size, config.family_weights)
+    order = np.random.default_rng([seed, LM_STREAM, 0]).permutation(len(families))
+    records = []
+    for i, j in enumerate(order):
+        rng = np.random.default_rng([seed, LM_STREAM, 1, i])
+        sample = make_sample(
+            families[int(j)], rng, image_size, config.alt_phrasing_rate, **config.scene_options
+        )
+        record = sample.record(f"lm-{i:06d}", None)
+        if sample.scene is not None:
+            first = record["conversations"][0]
+            first["value"] = first["value"].replace(IMAGE_PLACEHOLDER, scene_text(sample.scene), 1)
+        records.append(record)
+        if progress is not None:
+            progress(1)
+    return records
+
+
+def write_lm_corpus(
+    path: str | Path,
+    size: int,
+    seed: int = 0,
+    image_size: int = 64,
+    *,
+    progress: Callable[[int], Any] | None = None,
+    **options: Any,
+) -> Path:
+    """Write :func:`lm_corpus` as LLaVA JSON to ``path``, unless an identical one is already there.
+
+    The sidecar ``<path>.meta.json`` records the arguments and :data:`CORPUS_VERSION`; it is
+    written last, so an interrupted write is redone.
+    """
+    target = Path(path)
+    meta_path = target.with_name(target.name + ".meta.json")
+    meta = {
+        "version": CORPUS_VERSION,
+        "size": size,
+        "seed": seed,
+        "image_size": image_size,
+        "options": options,
+    }
+    if (
+        target.is_file()
+        and meta_path.is_file()
+        and json.loads(meta_path.read_text(encoding="utf-8")) == json.loads(json.dumps(meta))
+    ):
+        return target
+    records = lm_corpus(size, seed, image_size, progress=progress, **options)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(records, ensure_ascii=False) + "\n", encoding="utf-8")
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    return target
+
+
+__all__ = ["CORPUS_VERSION", "LM_STREAM", "lm_corpus", "scene_text", "write_lm_corpus"]
