@@ -62,6 +62,8 @@ def test_sample_puts_image_placeholder_before_prompt() -> None:
     sample = build_sample(item)
     assert sample["conversations"] == [{"from": "human", "value": "<image>\n" + item["prompt"]}]
     assert sample["image"].size == (8, 8)
+    pil = Image.new("RGB", (5, 5), (1, 2, 3))  # a PIL image is taken as it is (its .load() is pixel access)
+    assert build_sample({"id": "p", "image": pil, "prompt": "Q"})["image"] is pil
     text_only = build_sample({"id": "t", "image": None, "prompt": "Say hi"})
     assert text_only["conversations"][0]["value"] == "Say hi" and text_only["image"] is None
 

@@ -41,8 +41,14 @@ def build_sample(item: Mapping[str, Any]) -> dict[str, Any]:
     """
     if "prompt" not in item:
         raise KeyError(f"item {item.get('id')!r} has no 'prompt' (see docs/benchmark-records.md)")
+    from PIL import Image
+
     ref = item.get("image")
-    image = ref.load() if ref is not None and hasattr(ref, "load") else ref
+    # an ImageRef (or anything with .load()) is loaded; a PIL image, whose .load() returns its
+    # pixel access, is used as it is
+    image = (
+        ref.load() if ref is not None and not isinstance(ref, Image.Image) and hasattr(ref, "load") else ref
+    )
     prompt = str(item["prompt"])
     value = f"{IMAGE_PLACEHOLDER}\n{prompt}" if image is not None else prompt
     return {
