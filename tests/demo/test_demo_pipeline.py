@@ -143,3 +143,20 @@ def test_cli_arguments() -> None:
     defaults = parser.parse_args([])
     assert defaults.preset == "tiny" and defaults.stage2_steps is None and defaults.jobs is None
     assert parser.parse_args(["--stage2-steps", "900"]).stage2_steps == 900
+
+
+def test_set_overrides_parse_by_field_type_and_name_bad_keys() -> None:
+    from covft.demo import apply_overrides
+    from covft.demo.settings import FULL
+
+    changed = apply_overrides(
+        FULL, ["world_size=20000", "stage2_lr=1e-4", "group_by_modality_length=false", "vision_hidden=none"]
+    )
+    assert (changed.world_size, changed.stage2_lr, changed.group_by_modality_length) == (20000, 1e-4, False)
+    assert changed.vision_hidden is None and changed.stage2_steps == FULL.stage2_steps
+    with pytest.raises(ValueError, match="did you mean stage2_steps"):
+        apply_overrides(FULL, ["stage2_step=3"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        apply_overrides(FULL, ["stage2_steps"])
+    with pytest.raises(ValueError, match="cannot override 'stage0'"):
+        apply_overrides(FULL, ["stage0=3"])

@@ -71,7 +71,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override the stage-2 steps of the chosen setting, for every method alike (a longer "
         "comparison; use its own --out)",
     )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override fields of the chosen setting for every method alike, e.g. --set "
+        "world_size=20000 stage2_steps=3000 (fields: covft.demo.settings.DemoSettings; use its own --out)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def apply_overrides(settings, pairs: list[str]):
+    """``settings`` with ``KEY=VALUE`` overrides applied (values parsed as the field's type)."""
+    from dataclasses import fields
+
+    types = {f.name: f.type for f in fields(settings)}
+    changes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}")
+        if key not in types:
+            import difflib
+
+            close = difflib.get_close_matches(key, types, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(f"--set: the demo settings have no field {key!r}{hint}")
+        kind = str(types[key])
+        if kind.startswith("bool"):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--set {key}: expected true or false, got {value!r}")
+            changes[key] = value.lower() in ("true", "1")
+        elif kind.startswith("int"):
+            changes[key] = None if value.lower() == "none" and "None" in kind else int(value)
+        elif kind.startswith("float"):
+            changes[key] = float(value)
+        elif kind.startswith("str"):
+            changes[key] = value
+        else:
+            raise ValueError(f"--set cannot override {key!r} (type {kind}); edit covft.demo.settings instead")
+    return replace(settings, **changes)
 
 
 def default_threads() -> int:
@@ -110,6 +150,11 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_for(args.preset, args.quick)
     if args.stage2_steps is not None:
         settings = replace(settings, stage2_steps=args.stage2_steps)
+    try:
+        settings = apply_overrides(settings, args.set)
+    except ValueError as error:
+        print(f"covft demo: error: {error}", file=sys.stderr)
+        return 2
     demo = DemoRun(
         out=out,
         settings=settings,
