@@ -206,6 +206,7 @@ def lm_pretraining(run: DemoRun, log: StageLog, options: dict[str, Any]) -> Path
         "stage": 2,
         "init_from": None,
         "output_dir": str(output),
+        "name": "LM pretraining (text)",
         "resume": True,
         "data": {"train": str(corpus.resolve()), "image_folder": None, "group_by_modality_length": False},
         "train": {

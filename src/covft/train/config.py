@@ -111,6 +111,8 @@ class TrainConfig:
     init_from: str | None = None
     """A previous run's output directory whose weights initialise this one (stage 2 <- stage 1)."""
     output_dir: str = "runs/covft"
+    name: str | None = None
+    """A label for the progress bar (default ``stage <N> <method>``)."""
     resume: bool = False
     """Continue from the newest complete checkpoint in ``output_dir`` (exactly, step for step)."""
     data: DataConfig = field(default_factory=DataConfig)

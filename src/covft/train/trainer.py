@@ -438,7 +438,7 @@ def train(
     progress = tqdm(
         total=total_steps,
         initial=step,
-        desc=f"stage {config.stage} {recipe.strategy_for(config)[0]}",
+        desc=config.name or f"stage {config.stage} {recipe.strategy_for(config)[0]}",
         disable=not (main and loop.progress_bar),
         dynamic_ncols=True,
     )
