@@ -108,6 +108,12 @@ def test_eval_suite_and_compare(
         assert results["summary"]["covers"]["Avg"] == ["gqa", "mmvp"]
         runs.append(out)
     assert sum(generate_calls) == 2 * 5
+    blind = tmp_path / "blind"
+    argv = ["eval", str(checkpoint), "--suite", str(suite), "--out", str(blind), "--shuffle-images", "1"]
+    assert main([*argv, "--max-new-tokens", "2", "--no-progress"]) == 0
+    results = json.loads((blind / "results.json").read_text())
+    assert results["settings"]["shuffle_images"] == 1 and results["scores"]["gqa"]["n"] == 3
+    assert "shuffle_images" not in json.loads((runs[0] / "results.json").read_text())["settings"]
 
     capsys.readouterr()
     assert main(["compare", *map(str, runs), "--out", str(tmp_path / "cmp")]) == 0
