@@ -178,3 +178,24 @@ def test_shuffle_images_moves_every_image_within_its_benchmark() -> None:
     assert items["gqa"][0]["image"] == "img0"
     assert shuffle_images(items, seed=3) == shuffled
     assert shuffle_images(items, seed=4)["gqa"] != gqa
+
+
+def test_shuffle_images_keeps_scoring_units_together() -> None:
+    # MME: two questions per image (unit image_id); MMVP: two images per pair (unit pair_id)
+    mme = [{"id": f"{k}{q}", "prompt": q, "image_id": k, "image": f"mme{k}"} for k in range(4) for q in "ab"]
+    mmvp = [
+        {"id": f"p{k}{j}", "prompt": "Q", "pair_id": str(k), "image": f"v{k}{j}"}
+        for k in range(3)
+        for j in "xy"
+    ]
+    shuffled = shuffle_images({"mme": mme, "mmvp": mmvp}, seed=0)
+    new_mme = shuffled["mme"]
+    for k in range(4):  # both questions of an image get the same, other image
+        first, second = new_mme[2 * k]["image"], new_mme[2 * k + 1]["image"]
+        assert first == second != f"mme{k}"
+    assert sorted({s["image"] for s in new_mme}) == [f"mme{k}" for k in range(4)]
+    new_vp = shuffled["mmvp"]
+    for k in range(3):  # a pair becomes another whole pair, its two images in order
+        donor = new_vp[2 * k]["image"][1]
+        assert donor != str(k)
+        assert [new_vp[2 * k]["image"], new_vp[2 * k + 1]["image"]] == [f"v{donor}x", f"v{donor}y"]

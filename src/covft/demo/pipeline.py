@@ -312,7 +312,7 @@ def evaluate_stage(
     """Score one stage-2 model on the suite unless its ``results.json`` is already there.
 
     ``shuffled``: the blind control (:func:`covft.eval.generate.shuffle_images`, seed 0): every
-    item gets another item's image, so the drop from the real score measures how much the
+    scoring unit gets another unit's images, so the drop from the real score measures how much the
     model's answers rest on the image. ``model``: the loaded stage-2 model, when the caller has it.
     """
     import covft

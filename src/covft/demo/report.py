@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from covft.eval.generate import UNIT_KEYS
 from covft.eval.report import (
     COLUMN_TITLES,
     ORDER,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
 PLOTS = ("groups.png", "benchmarks.png", "curves.png")
-UNIT_KEYS = {"mme": "image_id", "mmbench_en": "index", "mmbench_cn": "index", "mmvp": "pair_id"}
 
 
 def mean_scores(per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, float]:
@@ -124,8 +124,9 @@ def grounding_text(gains: Mapping[str, Mapping[str, Any]], noise: float) -> tupl
     """Markdown for the blind control and one sentence on whether any method uses the image."""
     lines = [
         "## Does each model look at the image? (blind control)\n",
-        "The suite again with every item given another item's image (same benchmark, fixed "
-        "permutation). A model that answers from the question alone scores the same; the *image "
+        "The suite again with every scoring unit given another unit's images (same benchmark, fixed "
+        "permutation; an MME image's two questions, MMBench's circular variants and an MMVP pair stay "
+        "together). A model that answers from the question alone scores the same; the *image "
         "gain* (Avg minus shuffled Avg) is how much its answers rest on the image.\n",
         "| Method | Avg. | Avg., images shuffled | image gain |",
         "|---|---:|---:|---:|",

@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="SEED",
-        help="blind control: give every item another item's image (same benchmark, permutation "
-        "seeded by SEED); the drop from the real score is how much answers rest on the image",
+        help="blind control: give every scoring unit another unit's images (same benchmark, "
+        "permutation seeded by SEED); the drop from the real score is how much answers rest on the image",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
     parser.add_argument(

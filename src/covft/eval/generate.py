@@ -321,29 +321,66 @@ def parse_benchmarks(spec: str | Sequence[str]) -> list[str]:
     return [n for n in BENCHMARKS if n in names]
 
 
+#: The field that ties items scored together into one unit (MME: both questions on an image,
+#: MMBench: the circular variants of a question, MMVP: the two images of a pair).
+UNIT_KEYS = {"mme": "image_id", "mmbench_en": "index", "mmbench_cn": "index", "mmvp": "pair_id"}
+
+
+def _image_key(ref: Any) -> tuple[str, Any]:
+    """What makes two items' images the same image: their path, else the object itself."""
+    path = getattr(ref, "path", None)
+    if path is None and isinstance(ref, (str, os.PathLike)):
+        path = ref
+    return ("path", str(path)) if path is not None else ("object", id(ref))
+
+
 def shuffle_images(
     items_by_benchmark: Mapping[str, Sequence[Mapping[str, Any]]], seed: int = 0
 ) -> dict[str, list[dict[str, Any]]]:
-    """A blind control: the same items with every image moved to another item of its benchmark.
+    """A blind control: the same items, each scoring unit given another unit's images.
 
-    Within each benchmark the images of the items that have one are permuted so that no item
-    keeps its own (a random permutation shifted by one place, so a benchmark with two or more
-    images has no fixed point; the permutation depends only on ``seed`` and the item count).
-    Prompts, answers and text-only items are unchanged. A model that ignores the image scores the
-    same on both; the gap between the real and the shuffled score is how much the model's answers
-    rest on the image (the "visual dependency" check of blind baselines).
+    Items are grouped into scoring units (:data:`UNIT_KEYS`; elsewhere the items that share an
+    image), and the units of a benchmark that hold the same number of distinct images are
+    permuted among themselves (a random order shifted by one place, so no unit keeps its own
+    images when there are two or more), image for image in order of first appearance. The
+    structure scoring relies on survives: MME's two questions still share one image, MMBench's
+    circular variants too, and an MMVP pair becomes another pair. Prompts, answers and text-only
+    items are unchanged; the permutation depends only on ``seed``, the benchmark and the items.
+
+    A model that ignores the image scores the same on both; the gap between the real and the
+    shuffled score is how much its answers rest on the image (the "visual dependency" check of
+    blind baselines).
     """
     import random
 
     shuffled: dict[str, list[dict[str, Any]]] = {}
     for name, items in items_by_benchmark.items():
         copies = [dict(item) for item in items]
-        with_image = [i for i, item in enumerate(copies) if item.get("image") is not None]
-        order = list(with_image)
-        random.Random(f"{seed}:{name}:{len(order)}").shuffle(order)
-        images = [items[i]["image"] for i in order]
-        for k, i in enumerate(order):
-            copies[i]["image"] = images[(k + 1) % len(images)]
+        unit_field = UNIT_KEYS.get(name)
+        units: dict[Any, list[int]] = {}
+        for i, item in enumerate(items):
+            if item.get("image") is None:
+                continue
+            unit = item.get(unit_field) if unit_field else None
+            units.setdefault(
+                ("unit", str(unit)) if unit is not None else _image_key(item["image"]), []
+            ).append(i)
+        images: dict[Any, list[Any]] = {}  # unit -> its distinct images, in order of appearance
+        for unit, members in units.items():
+            seen: dict[Any, Any] = {}
+            for i in members:
+                seen.setdefault(_image_key(items[i]["image"]), items[i]["image"])
+            images[unit] = list(seen.values())
+        by_size: dict[int, list[Any]] = {}
+        for unit in units:
+            by_size.setdefault(len(images[unit]), []).append(unit)
+        for size, group in sorted(by_size.items()):
+            random.Random(f"{seed}:{name}:{size}:{len(group)}").shuffle(group)
+            for k, unit in enumerate(group):
+                donor = images[group[(k + 1) % len(group)]]
+                own = [_image_key(image) for image in images[unit]]
+                for i in units[unit]:
+                    copies[i]["image"] = donor[own.index(_image_key(items[i]["image"]))]
         shuffled[name] = copies
     return shuffled
 
