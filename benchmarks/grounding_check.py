@@ -1,0 +1,208 @@
+"""Can the demo's models read the image at all? Two diagnostics on a finished demo folder.
+
+``probe``: is the information in the tower's features? For objects of the world's training
+images, a logistic-regression probe (scikit-learn, 80/20 split) predicts each object's colour,
+shape and texture from the penultimate-block feature of the patch under the object's centre
+(the features LLaVA feeds the LLM), for the demo's stage-0 tower and for a random tower of the
+same architecture, next to the majority-class baseline.
+
+``family``: can the model learn to use it? Stage 2 on one task family alone (e.g. ``count``)
+from the demo's stage-1 checkpoint, then greedy answers on held-out questions of that family
+with the real images and with the images shuffled (:func:`covft.eval.generate.shuffle_images`);
+the gap is the image gain for that one skill.
+
+    python benchmarks/grounding_check.py probe --demo runs/demo
+    python benchmarks/grounding_check.py family --demo runs/demo --family count --steps 600
+
+Both read ``<demo>/world`` and ``<demo>/seed0/stage1``; ``family`` writes under ``--out``
+(default ``<demo>/grounding/<family>-<method>-<steps>``) and resumes a finished training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import covft
+from covft.eval.generate import predict, shuffle_images
+
+PROBE_TARGETS = ("color", "shape", "texture")
+
+
+def _stage1_options(demo: Path) -> dict[str, Any]:
+    import yaml
+
+    config = yaml.safe_load((demo / "seed0" / "stage1" / "train_config.yaml").read_text(encoding="utf-8"))
+    return dict(config["model_options"])
+
+
+def _load_rgb(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def centre_features(model, world: Path, annotations: list[dict], batch: int = 64):
+    """(features, labels per target): one row per object, the feature of its centre patch."""
+    rows, labels = [], {t: [] for t in PROBE_TARGETS}
+    model.eval()
+    for start in range(0, len(annotations), batch):
+        chunk = annotations[start : start + batch]
+        samples = [
+            {"id": a["id"], "image": _load_rgb(world / a["image"]), "conversations": [{"from": "human", "value": "<image>\nx"}]}
+            for a in chunk
+        ]  # fmt: skip
+        pixels = model.collate(samples, for_generation=True)["pixel_values"]
+        with torch.no_grad():
+            hidden = model.vision_tower(pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+        side = int(round(hidden.shape[1] ** 0.5))
+        for k, record in enumerate(chunk):
+            for obj in record["scene"]["objects"]:
+                col, row = min(int(obj["x"] * side), side - 1), min(int(obj["y"] * side), side - 1)
+                rows.append(hidden[k, row * side + col].float().numpy())
+                for target in PROBE_TARGETS:
+                    labels[target].append(obj[target])
+    import numpy as np
+
+    return np.stack(rows), labels
+
+
+def probe(demo: Path, max_images: int = 1200) -> dict[str, dict[str, float]]:
+    """Probe accuracy per tower and target, plus the majority baseline; prints a table."""
+    from sklearn.linear_model import LogisticRegression
+
+    world = demo / "world"
+    annotations = [
+        json.loads(line) for line in (world / "annotations" / "train.jsonl").read_text().splitlines()
+    ]
+    annotations = [a for a in annotations if a["scene"]["kind"] in ("objects", "clutter")][:max_images]
+    options = _stage1_options(demo)
+    towers = {
+        "stage 0": covft.build_model(str(demo / "seed0" / "stage1")),
+        "random": covft.build_model("tiny", **{**options, "vision_weights": None, "llm_weights": None}),
+    }
+    results: dict[str, dict[str, float]] = {}
+    for tower, model in towers.items():
+        features, labels = centre_features(model, world, annotations)
+        split = int(0.8 * len(features))
+        results[tower] = {"objects": float(len(features))}
+        for target in PROBE_TARGETS:
+            y = labels[target]
+            classifier = LogisticRegression(max_iter=2000).fit(features[:split], y[:split])
+            results[tower][target] = float(classifier.score(features[split:], y[split:]))
+            test = y[split:]
+            results[tower][f"{target}_majority"] = max(test.count(v) for v in set(test)) / len(test)
+    print("| tower | objects | " + " | ".join(f"{t} (majority)" for t in PROBE_TARGETS) + " |")
+    print("|---|---:|" + "---:|" * len(PROBE_TARGETS))
+    for tower, entry in results.items():
+        cells = [f"{100 * entry[t]:.1f} % ({100 * entry[t + '_majority']:.1f} %)" for t in PROBE_TARGETS]
+        print(f"| {tower} | {int(entry['objects'])} | " + " | ".join(cells) + " |")
+    return results
+
+
+def family(
+    demo: Path,
+    name: str,
+    *,
+    steps: int,
+    method: str = "freeze",
+    lr: float = 5e-4,
+    held_out: int = 100,
+    out: Path | None = None,
+) -> dict[str, float]:
+    """Stage 2 on one family, then accuracy on its held-out questions, real vs shuffled images."""
+    from covft.train import train
+    from covft.train.config import config_from_dict
+
+    world = demo / "world"
+    families = {
+        json.loads(line)["id"]: json.loads(line)["family"]
+        for line in (world / "annotations" / "train.jsonl").read_text().splitlines()
+    }
+    records = [r for r in json.loads((world / "train.json").read_text()) if families.get(r["id"]) == name]
+    if len(records) <= held_out:
+        raise SystemExit(f"family {name!r} has {len(records)} samples in {world}; need more than {held_out}")
+    train_records, test_records = records[:-held_out], records[-held_out:]
+    out = out or demo / "grounding" / f"{name}-{method}-{steps}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.json").write_text(json.dumps(train_records), encoding="utf-8")
+    if not (out / "model" / "train_summary.json").is_file():
+        config = {
+            "model": "tiny",
+            "model_options": _stage1_options(demo),
+            "method": method,
+            "stage": 2,
+            "init_from": str((demo / "seed0" / "stage1").resolve()),
+            "output_dir": str(out / "model"),
+            "resume": True,
+            "name": f"{name} only ({method})",
+            "data": {"train": str(out / "train.json"), "image_folder": str(world.resolve())},
+            "train": {"max_steps": steps, "batch_size": 16, "lr": lr, "warmup_ratio": 0.03,
+                      "lr_scheduler": "cosine", "seed": 0, "save_steps": 0, "report_to": "none"},
+        }  # fmt: skip
+        train(config_from_dict(config, source="grounding_check"))
+    model = covft.build_model(str(out / "model")).eval()
+    items = [
+        {"id": r["id"], "prompt": r["conversations"][0]["value"].replace("<image>", "").strip(),
+         "image": _load_rgb(world / r["image"]), "answer": r["conversations"][1]["value"]}
+        for r in test_records
+    ]  # fmt: skip
+    accuracy = {}
+    for kind, batch in (("real", items), ("shuffled", shuffle_images({name: items}, seed=0)[name])):
+        predictions = predict(model, batch, batch_size=50, max_new_tokens=8, progress=False)
+        right = [p["prediction"].strip().lower() == p["answer"].strip().lower() for p in predictions]
+        accuracy[kind] = 100.0 * sum(right) / len(right)
+    majority = max(sum(i["answer"] == a for i in items) for a in {i["answer"] for i in items})
+    accuracy["majority"] = 100.0 * majority / len(items)
+    accuracy["image_gain"] = accuracy["real"] - accuracy["shuffled"]
+    print(
+        f"{name} ({len(train_records)} training questions, {steps} steps x 16, {method}): held-out accuracy "
+        f"{accuracy['real']:.1f} % with the images, {accuracy['shuffled']:.1f} % with them shuffled "
+        f"(image gain {accuracy['image_gain']:+.1f}); most frequent answer {accuracy['majority']:.1f} %"
+    )
+    (out / "result.json").write_text(json.dumps(accuracy, indent=1) + "\n", encoding="utf-8")
+    return accuracy
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("probe", help="linear probes of the tower's patch features")
+    p.add_argument("--demo", type=Path, default=Path("runs/demo"))
+    p.add_argument("--max-images", type=int, default=1200)
+    f = sub.add_parser(
+        "family", help="stage 2 on one task family, held-out accuracy with real vs shuffled images"
+    )
+    f.add_argument("--demo", type=Path, default=Path("runs/demo"))
+    f.add_argument("--family", default="count")
+    f.add_argument("--steps", type=int, default=600)
+    f.add_argument("--method", default="freeze")
+    f.add_argument("--lr", type=float, default=5e-4)
+    f.add_argument("--held-out", type=int, default=100)
+    f.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.action == "probe":
+        probe(args.demo, args.max_images)
+    else:
+        family(
+            args.demo,
+            args.family,
+            steps=args.steps,
+            method=args.method,
+            lr=args.lr,
+            held_out=args.held_out,
+            out=args.out,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

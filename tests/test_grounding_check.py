@@ -1,0 +1,47 @@
+"""Keeps benchmarks/grounding_check.py from rotting: both diagnostics run on a micro demo."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from covft.demo.pipeline import DemoRun, run_demo
+from covft.demo.settings import micro
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "grounding_check.py"
+
+
+@pytest.fixture(scope="module")
+def check():
+    spec = importlib.util.spec_from_file_location("grounding_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_and_single_family_run_on_a_micro_demo(check, tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    run_demo(
+        DemoRun(
+            out=demo,
+            settings=micro(world_size=400),
+            methods=["freeze"],
+            cache_dir=tmp_path / "cache",
+            progress=False,
+        )
+    )
+    results = check.probe(demo, max_images=12)
+    for tower in ("stage 0", "random"):
+        entry = results[tower]
+        assert entry["objects"] >= 12  # every object of 12 scenes
+        for target in check.PROBE_TARGETS:
+            assert 0.0 <= entry[target] <= 1.0 and 0.0 < entry[f"{target}_majority"] <= 1.0
+
+    accuracy = check.family(demo, "count", steps=2, held_out=5)
+    assert set(accuracy) == {"real", "shuffled", "majority", "image_gain"}
+    assert accuracy["image_gain"] == pytest.approx(accuracy["real"] - accuracy["shuffled"])
+    assert (demo / "grounding" / "count-freeze-2" / "result.json").is_file()
+    with pytest.raises(SystemExit, match="family 'count' has"):
+        check.family(demo, "count", steps=2, held_out=10_000)
