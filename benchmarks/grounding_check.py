@@ -40,6 +40,12 @@ def _stage1_options(demo: Path) -> dict[str, Any]:
     return dict(config["model_options"])
 
 
+def _annotations(world: Path) -> list[dict]:
+    """The scene record of every training image (``<world>/annotations/train.jsonl``)."""
+    lines = (world / "annotations" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
 def _load_rgb(path: Path):
     from PIL import Image
 
@@ -77,10 +83,9 @@ def probe(demo: Path, max_images: int = 1200) -> dict[str, dict[str, float]]:
     from sklearn.linear_model import LogisticRegression
 
     world = demo / "world"
-    annotations = [
-        json.loads(line) for line in (world / "annotations" / "train.jsonl").read_text().splitlines()
+    annotations = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][
+        :max_images
     ]
-    annotations = [a for a in annotations if a["scene"]["kind"] in ("objects", "clutter")][:max_images]
     options = _stage1_options(demo)
     towers = {
         "stage 0": covft.build_model(str(demo / "seed0" / "stage1")),
@@ -120,10 +125,7 @@ def family(
     from covft.train.config import config_from_dict
 
     world = demo / "world"
-    families = {
-        json.loads(line)["id"]: json.loads(line)["family"]
-        for line in (world / "annotations" / "train.jsonl").read_text().splitlines()
-    }
+    families = {a["id"]: a["family"] for a in _annotations(world)}
     records = [r for r in json.loads((world / "train.json").read_text()) if families.get(r["id"]) == name]
     if len(records) <= held_out:
         raise SystemExit(f"family {name!r} has {len(records)} samples in {world}; need more than {held_out}")

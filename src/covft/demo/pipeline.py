@@ -17,11 +17,12 @@ tests read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -209,19 +210,7 @@ def lm_pretraining(run: DemoRun, log: StageLog, options: dict[str, Any]) -> Path
         "name": "LM pretraining (text)",
         "resume": True,
         "data": {"train": str(corpus.resolve()), "image_folder": None, "group_by_modality_length": False},
-        "train": {
-            "max_steps": s.lm_steps,
-            "batch_size": s.lm_batch_size,
-            "lr": s.lm_lr,
-            "warmup_ratio": s.warmup_ratio,
-            "lr_scheduler": s.lr_scheduler,
-            "seed": 0,
-            "save_steps": s.save_steps,
-            "save_total_limit": 1,
-            "report_to": "none",
-            "logging_steps": 1,
-            "progress_bar": run.progress,
-        },
+        "train": _loop(run, steps=s.lm_steps, batch_size=s.lm_batch_size, lr=s.lm_lr, seed=0),
     }
     train_stage("lm", config, log)
     return output
@@ -267,19 +256,31 @@ def _train_config(
             "image_folder": str(world),
             "group_by_modality_length": s.group_by_modality_length,
         },
-        "train": {
-            "max_steps": s.stage1_steps if first else s.stage2_steps,
-            "batch_size": s.stage1_batch_size if first else s.stage2_batch_size,
-            "lr": s.stage1_lr if first else s.stage2_lr,
-            "warmup_ratio": s.warmup_ratio,
-            "lr_scheduler": s.lr_scheduler,
-            "seed": seed,
-            "save_steps": s.save_steps,
-            "save_total_limit": 1,
-            "report_to": "none",
-            "logging_steps": 1,
-            "progress_bar": run.progress,
-        },
+        "train": _loop(
+            run,
+            steps=s.stage1_steps if first else s.stage2_steps,
+            batch_size=s.stage1_batch_size if first else s.stage2_batch_size,
+            lr=s.stage1_lr if first else s.stage2_lr,
+            seed=seed,
+        ),
+    }
+
+
+def _loop(run: DemoRun, *, steps: int, batch_size: int, lr: float, seed: int) -> dict[str, Any]:
+    """The ``train`` block every demo training run shares: the setting's schedule, resumable saves."""
+    s = run.settings
+    return {
+        "max_steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "warmup_ratio": s.warmup_ratio,
+        "lr_scheduler": s.lr_scheduler,
+        "seed": seed,
+        "save_steps": s.save_steps,
+        "save_total_limit": 1,
+        "report_to": "none",
+        "logging_steps": 1,
+        "progress_bar": run.progress,
     }
 
 
@@ -307,13 +308,14 @@ def evaluate_stage(
     log: StageLog,
     *,
     shuffled: bool = False,
-    model: Any = None,
+    load_model: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Score one stage-2 model on the suite unless its ``results.json`` is already there.
 
     ``shuffled``: the blind control (:func:`covft.eval.generate.shuffle_images`, seed 0): every
     scoring unit gets another unit's images, so the drop from the real score measures how much the
-    model's answers rest on the image. ``model``: the loaded stage-2 model, when the caller has it.
+    model's answers rest on the image. ``load_model``: returns the stage-2 model, called only when
+    there is something to generate (callers evaluating twice pass a cached loader).
     """
     import covft
     from covft.eval.generate import RESULTS_FILE, evaluate, shuffle_images
@@ -324,8 +326,7 @@ def evaluate_stage(
     if (out / RESULTS_FILE).is_file():
         log.record(name, "reused", started)
         return json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
-    if model is None:
-        model = covft.build_model(str(run.stage2_dir(seed, method)))
+    model = load_model() if load_model is not None else covft.build_model(str(run.stage2_dir(seed, method)))
     settings: dict[str, Any] = {"checkpoint": str(run.stage2_dir(seed, method)), "seed": seed}
     if shuffled:
         items = shuffle_images(items, seed=0)
@@ -366,13 +367,12 @@ def stage2_and_eval(
     )
     train_stage(f"stage2/seed{seed}/{method}", config, log)
     items = collect_items("all", suite=run.world_dir / "suite")
-    model = None
+    load_model = functools.cache(lambda: covft.build_model(str(run.stage2_dir(seed, method))))
     scores: dict[str, dict[str, float]] = {}
     for kind in ("real", "shuffled"):
-        shuffled = kind == "shuffled"
-        if model is None and not (run.eval_dir(seed, method, shuffled) / "results.json").is_file():
-            model = covft.build_model(str(run.stage2_dir(seed, method)))
-        results = evaluate_stage(run, seed, method, items, log, shuffled=shuffled, model=model)
+        results = evaluate_stage(
+            run, seed, method, items, log, shuffled=kind == "shuffled", load_model=load_model
+        )
         scores[kind] = {name: float(entry["score"]) for name, entry in results["scores"].items()}
     return scores
 

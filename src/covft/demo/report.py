@@ -211,9 +211,11 @@ def _smooth(values: list[float], weight: float = 0.9) -> list[float]:
     return smoothed
 
 
-def training_curves(run: DemoRun, stage0: Stage0Result, path: Path, lm_dir: Path | None = None) -> Path:
-    """Stage-0 contrastive loss, LM pretraining loss (when run), stage-1 loss and stage-2 loss per
-    method (seed 0, smoothed)."""
+def training_curves(
+    run: DemoRun, stage0: Stage0Result, path: Path, lm_losses: list[float] | None = None
+) -> Path:
+    """Stage-0 contrastive loss, LM pretraining loss (``lm_losses``, when it ran), stage-1 loss and
+    stage-2 loss per method (seed 0, smoothed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,12 +224,11 @@ def training_curves(run: DemoRun, stage0: Stage0Result, path: Path, lm_dir: Path
     from covft.models.stage0 import read_losses
     from covft.train.logging import read_log
 
-    count = 4 if lm_dir is not None else 3
+    count = 4 if lm_losses is not None else 3
     figure, axes = plt.subplots(1, count, figsize=(4.7 * count, 3.8))
     panels = [(axes[0], "stage 0: contrastive (InfoNCE)", {"tower": read_losses(stage0)})]
-    if lm_dir is not None:
-        lm = [r["loss"] for r in read_log(lm_dir) if "loss" in r]
-        panels.append((axes[1], "LM pretraining: text only", {"lm": lm}))
+    if lm_losses is not None:
+        panels.append((axes[1], "LM pretraining: text only", {"lm": lm_losses}))
     panels += [
         (
             axes[count - 2],
@@ -370,7 +371,12 @@ def write_report(
 
     bar_chart(means, run.out / "groups.png")
     heatmap(means, run.out / "benchmarks.png")
-    training_curves(run, stage0, run.out / "curves.png", lm_dir)
+    lm_losses = None
+    if lm_dir is not None:
+        from covft.train.logging import read_log
+
+        lm_losses = [r["loss"] for r in read_log(lm_dir) if "loss" in r]
+    training_curves(run, stage0, run.out / "curves.png", lm_losses)
 
     results = {
         "preset": run.preset,
@@ -401,10 +407,7 @@ def write_report(
         f"-> {info.get('retrieval_top1_after', 0):.1f}% (cache key {stage0.key})"
     )
     lm_line = "LM: the preset's pretrained language model (no LM pretraining here)."
-    if lm_dir is not None:
-        from covft.train.logging import read_log
-
-        lm_losses = [r["loss"] for r in read_log(lm_dir) if "loss" in r]
+    if lm_losses is not None:
         tail = lm_losses[-20:] or [float("nan")]
         lm_line = (
             f"LM pretraining (text only, the image replaced by its caption; one LM for every seed and "

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from covft.models.model import CovftModel
-from covft.models.presets import _vision_config, assemble, image_processor_for, register_preset
+from covft.models.presets import _llama_config, _vision_config, assemble, image_processor_for, register_preset
 from covft.models.tokenizer import SPECIAL_TOKENS
 
 #: The demo's vision tower: small enough for CPU, deep enough for "second half" CoMoE blocks.
@@ -258,22 +258,16 @@ def tiny(
     run whose language model to start from (:func:`load_llm_weights`; the demo's text-only LM
     pretraining), None: a random LM.
     """
-    from transformers import LlamaConfig
-
     tokenizer = _load_tokenizer(tokenizer_dir)
     vision = tiny_vision_config(vision_hidden, vision_layers, image_size)
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=llm_hidden,
-        intermediate_size=int(2.75 * llm_hidden),
-        num_hidden_layers=llm_layers,
-        num_attention_heads=llm_heads,
-        num_key_value_heads=llm_heads,
-        max_position_embeddings=1024,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    text = _llama_config(
+        tokenizer,
+        hidden=llm_hidden,
+        layers=llm_layers,
+        heads=llm_heads,
+        kv_heads=llm_heads,
+        intermediate=int(2.75 * llm_hidden),
+        max_positions=1024,
     )
     base = {
         "preset": "tiny",

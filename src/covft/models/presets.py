@@ -51,6 +51,40 @@ def build_model(name_or_path: str, **kwargs: Any) -> CovftModel:
     )
 
 
+def _llama_config(
+    tokenizer,
+    *,
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    intermediate: int,
+    max_positions: int,
+    vocab_size: int | None = None,
+    **extra,
+):
+    """A ``LlamaConfig`` of the given geometry, untied, with the tokenizer's special token ids.
+
+    ``vocab_size`` defaults to the tokenizer's length; ``extra`` are further config fields.
+    """
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer) if vocab_size is None else vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
 def _vision_config(
     kind: str, *, hidden: int, layers: int, heads: int, image_size: int, patch_size: int, intermediate: int
 ):
@@ -147,8 +181,6 @@ def tiny_test(
     device: str = "cpu",
 ) -> CovftModel:
     """A random LLaVA small enough for unit tests: seconds on a laptop CPU."""
-    from transformers import LlamaConfig
-
     from covft.models.tokenizer import byte_tokenizer
 
     tokenizer = byte_tokenizer()
@@ -161,18 +193,14 @@ def tiny_test(
         patch_size=patch_size,
         intermediate=4 * vision_hidden,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=llm_hidden,
-        intermediate_size=2 * llm_hidden,
-        num_hidden_layers=llm_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    text = _llama_config(
+        tokenizer,
+        hidden=llm_hidden,
+        layers=llm_layers,
+        heads=4,
+        kv_heads=2,
+        intermediate=2 * llm_hidden,
+        max_positions=4096,
     )
     base = {
         "preset": "tiny-test",
@@ -215,8 +243,6 @@ def llava_15_7b(
     The tokenizer is a byte-level stand-in: the geometry (and so every cost) is the real one, but
     a random-weight model has no use for Vicuna's vocabulary.
     """
-    from transformers import LlamaConfig
-
     from covft.models.tokenizer import byte_tokenizer
 
     if isinstance(dtype, str):
@@ -226,19 +252,16 @@ def llava_15_7b(
         "clip", hidden=1024, layers=24, heads=16, image_size=336, patch_size=14, intermediate=4096
     )
     vision.projection_dim = 768
-    text = LlamaConfig(
+    text = _llama_config(
+        tokenizer,
         vocab_size=32064,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=llm_layers,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        max_position_embeddings=4096,
+        hidden=4096,
+        layers=llm_layers,
+        heads=32,
+        kv_heads=32,
+        intermediate=11008,
+        max_positions=4096,
         rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     base = {
         "preset": "llava-1.5-7b",
