@@ -6,7 +6,9 @@ that feed the LLM), so the encoder layer class and its forward stay those of tra
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from covft.models.distributed import gathered
 from covft.models.towers import resolve_layers
@@ -43,6 +45,9 @@ class CovftOptions(StrategyOptions):
     train_layernorms: str = "all"
     """LayerNorms (layer_norm1/2) that train: all (every block, as the release: 529,007,664 parameters
     at ViT-L), feeding (only blocks that feed the LLM), none."""
+    context_vectors: str | None = None
+    """A file of the instructions' text-encoder vectors computed ahead (FrozenTextEncoder.save_vectors),
+    pinned in the encoder's cache: a pure speed-up, the vectors are those the encoder computes. (ours)"""
 
 
 @register_strategy
@@ -73,6 +78,8 @@ class Covft(Strategy):
             model.feeding_layers, layers=o.layers, start_layer=o.start_layer, last_n=o.last_n
         )
         text_dim = model.ensure_text_encoder().hidden_size if self.needs_text else None
+        if self.needs_text and o.context_vectors:
+            self._load_context_vectors(model.text_encoder, o.context_vectors)
         for index in chosen:
             block = model.encoder_layers[index]
             mlp = block.mlp
@@ -89,6 +96,17 @@ class Covft(Strategy):
                     load_balance_weight=o.load_balance_weight,
                 )
         model.comoe_layers = chosen
+
+    @staticmethod
+    def _load_context_vectors(encoder, path: str) -> None:
+        """Pin precomputed vectors; a missing file only costs speed (they are computed on demand)."""
+        if not Path(path).is_file():
+            warnings.warn(
+                f"context_vectors={path!r} does not exist: the instructions are encoded on demand instead",
+                stacklevel=3,
+            )
+            return
+        encoder.load_vectors(path)
 
     def vision_trainable(self, model):
         names = [n for i in model.comoe_layers for n in block_param_names(model, i, "mlp.")]
