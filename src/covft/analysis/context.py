@@ -38,6 +38,7 @@ __all__ = [
     "pairwise_cosine",
     "resolve_block",
     "run_context",
+    "select_samples",
 ]
 
 PAPER_ROUTING_CORRELATION = 0.76
@@ -189,7 +190,7 @@ def cluster_contexts(x: np.ndarray, k: int = 10, seed: int = 0, nearest: int = 4
     }
 
 
-def _select(records: Sequence[dict[str, Any]], num_samples: int, seed: int) -> list[int]:
+def select_samples(records: Sequence[dict[str, Any]], num_samples: int, seed: int) -> list[int]:
     """Indices of single-image records: all when ``num_samples`` is 0 or exceeds them, else a seeded draw."""
     candidates = [i for i, r in enumerate(records) if isinstance(r.get("image"), str)]
     if not candidates:
@@ -239,7 +240,7 @@ def run_context(
     out.mkdir(parents=True, exist_ok=True)
     folder = Path(image_folder) if image_folder is not None else Path(data).parent
     records = load_records(data)
-    indices = _select(records, num_samples, seed)
+    indices = select_samples(records, num_samples, seed)
     families = family_labels(data, records)
     options = {"text_encoder": text_encoder} if text_encoder else {}
     model = covft.build_model(checkpoint, **options)

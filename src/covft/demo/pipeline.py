@@ -35,6 +35,11 @@ from covft.models.stage0 import Stage0Config, Stage0Result, pretrain_vision_towe
 STAGE_LOG = "stages.jsonl"
 SETTINGS_FILE = "demo_settings.json"
 PRESETS = ("tiny", "smol")
+GRADIENTS_FILE = "vision_gradients.f32"
+"""Per-step count-sketched vision gradients of a stage-2 run (:class:`covft.analysis.gradients.GradientFile`)."""
+GRADIENT_METHODS = ("full", "covft")
+"""The stage-2 runs whose gradients supp. Fig. A compares."""
+MECHANISMS_DIR = "mechanisms"
 
 
 class DemoError(RuntimeError):
@@ -238,7 +243,14 @@ def model_options(run: DemoRun, stage0: Stage0Result, tokenizer_dir: Path | None
 
 
 def _train_config(
-    run: DemoRun, *, stage: int, method: str, seed: int, output_dir: Path, options: dict[str, Any]
+    run: DemoRun,
+    *,
+    stage: int,
+    method: str,
+    seed: int,
+    output_dir: Path,
+    options: dict[str, Any],
+    method_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     s = run.settings
     world = run.world_dir.resolve()
@@ -247,6 +259,7 @@ def _train_config(
         "model": run.preset,
         "model_options": options,
         "method": method,
+        "method_options": dict(method_options or {}),
         "stage": stage,
         "init_from": None if first else str(run.stage1_dir(seed).resolve()),
         "output_dir": str(output_dir),
@@ -284,7 +297,9 @@ def _loop(run: DemoRun, *, steps: int, batch_size: int, lr: float, seed: int) ->
     }
 
 
-def train_stage(name: str, config: dict[str, Any], log: StageLog) -> dict[str, Any]:
+def train_stage(
+    name: str, config: dict[str, Any], log: StageLog, callbacks: Sequence[Any] = ()
+) -> dict[str, Any]:
     """Run one training stage with ``covft.train.train`` unless its summary is already there."""
     from covft.train import train
     from covft.train.config import config_from_dict
@@ -295,7 +310,7 @@ def train_stage(name: str, config: dict[str, Any], log: StageLog) -> dict[str, A
     if summary.is_file():
         log.record(name, "reused", started)
         return json.loads(summary.read_text(encoding="utf-8"))
-    result = train(config_from_dict(config, source=name))
+    result = train(config_from_dict(config, source=name), callbacks=list(callbacks))
     log.record(name, "ran", started, steps=result.steps)
     return json.loads(summary.read_text(encoding="utf-8"))
 
@@ -346,15 +361,23 @@ def evaluate_stage(
 
 
 def stage2_and_eval(
-    run: DemoRun, seed: int, method: str, options: dict[str, Any], threads: int | None = None
+    run: DemoRun,
+    seed: int,
+    method: str,
+    options: dict[str, Any],
+    threads: int | None = None,
+    context: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Stage 2 of one method from the seed's stage-1 checkpoint, then its suite scores.
 
     Returns ``{"real": scores, "shuffled": scores}``: the suite as it is and the blind control
     with the images shuffled (:func:`evaluate_stage`). Runs in the demo's process or in a worker
-    process (``jobs > 1``); ``threads`` sets the worker's torch threads.
+    process (``jobs > 1``); ``threads`` sets the worker's torch threads. ``context``: the
+    instruction vectors of :func:`context_vectors`, for the methods that route on them.
+    ``full`` and ``covft`` record their vision gradients (:data:`GRADIENTS_FILE`, supp. Fig. A).
     """
     import covft
+    from covft.analysis.gradients import GradientFile
     from covft.eval.generate import collect_items
 
     if threads is not None:
@@ -362,10 +385,21 @@ def stage2_and_eval(
 
         torch.set_num_threads(threads)
     log = StageLog(run.out)
-    config = _train_config(
-        run, stage=2, method=method, seed=seed, output_dir=run.stage2_dir(seed, method), options=options
+    output = run.stage2_dir(seed, method)
+    method_options = (
+        {"context_vectors": str(context)} if context is not None and _routes_on_text(method) else {}
     )
-    train_stage(f"stage2/seed{seed}/{method}", config, log)
+    config = _train_config(
+        run,
+        stage=2,
+        method=method,
+        seed=seed,
+        output_dir=output,
+        options=options,
+        method_options=method_options,
+    )
+    callbacks = [GradientFile(output / GRADIENTS_FILE)] if method in GRADIENT_METHODS else []
+    train_stage(f"stage2/seed{seed}/{method}", config, log, callbacks)
     items = collect_items("all", suite=run.world_dir / "suite")
     load_model = functools.cache(lambda: covft.build_model(str(run.stage2_dir(seed, method))))
     scores: dict[str, dict[str, float]] = {}
@@ -377,7 +411,9 @@ def stage2_and_eval(
     return scores
 
 
-def _stage2_all(run: DemoRun, seed: int, options: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+def _stage2_all(
+    run: DemoRun, seed: int, options: dict[str, Any], context: Path | None
+) -> dict[str, dict[str, dict[str, float]]]:
     """Every method's stage 2 + evaluation for one seed, ``run.jobs`` at a time.
 
     Methods are independent once stage 1 is done, so on a 2-core machine two single-threaded
@@ -385,7 +421,7 @@ def _stage2_all(run: DemoRun, seed: int, options: dict[str, Any]) -> dict[str, d
     """
     jobs = min(run.jobs, len(run.methods))
     if jobs <= 1:
-        return {m: stage2_and_eval(run, seed, m, options) for m in run.methods}
+        return {m: stage2_and_eval(run, seed, m, options, context=context) for m in run.methods}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -394,8 +430,183 @@ def _stage2_all(run: DemoRun, seed: int, options: dict[str, Any]) -> dict[str, d
     threads = max(1, torch.get_num_threads() // jobs)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {m: pool.submit(stage2_and_eval, run, seed, m, options, threads) for m in run.methods}
+        futures = {
+            m: pool.submit(stage2_and_eval, run, seed, m, options, threads, context) for m in run.methods
+        }
         return {m: futures[m].result() for m in run.methods}
+
+
+def _routes_on_text(method: str) -> bool:
+    """Whether ``method``'s strategy takes precomputed instruction vectors (``context_vectors``)."""
+    from dataclasses import fields
+
+    from covft.strategies import get_strategy
+
+    return "context_vectors" in {f.name for f in fields(get_strategy(method).Options)}
+
+
+def context_vectors(run: DemoRun, log: StageLog, items: dict[str, list[dict]]) -> Path | None:
+    """The frozen text encoder's vector of every instruction of the world, computed once.
+
+    The vectors are a pure function of the instruction text, so every CoVFT run of every seed
+    (stage 2 and the suite) reads them from one file instead of encoding each instruction
+    again (a MiniLM miss costs about as much CPU as the rest of a CoVFT step at the tiny
+    geometry). Cached under ``<cache>/context/<hash>.safetensors``, the hash covering the
+    encoder's fingerprint and every instruction; None when no method routes on the instruction.
+    """
+    from covft.data.templates import context_text
+    from covft.eval.generate import context_of
+    from covft.models.text_encoder import load_text_encoder
+
+    if not any(_routes_on_text(m) for m in run.methods):
+        return None
+    started = clock()
+    records = json.loads((run.world_dir / "train.json").read_text(encoding="utf-8"))
+    texts = [context_text(r["conversations"]) for r in records if r.get("image")]
+    texts += [context_of(item) for rows in items.values() for item in rows]
+    encoder = load_text_encoder(run.settings.text_encoder)
+    digest = hashlib.sha256(json.dumps([encoder.fingerprint(), sorted(set(texts))]).encode())
+    path = (Path(run.cache_dir) / "context" / f"{digest.hexdigest()[:16]}.safetensors").resolve()
+    if path.is_file():
+        log.record("context_vectors", "reused", started)
+        return path
+    count = encoder.precompute(texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    encoder.save_vectors(partial)
+    os.replace(partial, path)
+    log.record("context_vectors", "ran", started, instructions=count)
+    return path
+
+
+def mechanisms(run: DemoRun, log: StageLog, options: dict[str, Any]) -> dict[str, Any]:
+    """The paper's four mechanisms measured on this demo's world and models (:mod:`covft.analysis`).
+
+    (i) Fig. 1c: two full fine-tuning runs from seed 0's stage-1 checkpoint, on grounding and on
+    captions of the same images (``mechanism_steps`` x ``mechanism_batch_size``), compared block
+    by block; (ii) supp. Fig. A: the vision gradients recorded by the demo's own ``full`` and
+    ``covft`` stage-2 runs, every seed; (iii, iv) Fig. 3a/b: context vectors and gates of each
+    seed's ``covft`` model on ``mechanism_samples`` training samples. Each gets a verdict
+    (:mod:`covft.analysis.mechanisms`). Written to ``<out>/mechanisms/`` (``mechanisms.json``,
+    ``mechanisms.png``, ``conflict.json``) and reused while the methods and seeds are the same.
+    """
+    from covft.analysis import plots
+
+    out = run.out / MECHANISMS_DIR
+    path = out / "mechanisms.json"
+    key = {"methods": sorted(run.methods), "seeds": run.seeds}
+    started = clock()
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            log.record("mechanisms", "reused", started)
+            return saved
+    out.mkdir(parents=True, exist_ok=True)
+    found: dict[str, Any] = {"key": key}
+    raw: dict[str, Any] = {}
+    for name, measure in (
+        ("conflict", _conflict_mechanism),
+        ("gradients", _gradient_mechanism),
+        ("context", _context_mechanisms),
+    ):
+        part_started = clock()
+        summary, raw[name] = measure(run, options, out)
+        wall, cpu = clock()
+        seconds = {"wall": round(wall - part_started[0], 2), "cpu": round(cpu - part_started[1], 2)}
+        parts = summary if name == "context" else {name: summary}
+        for entry in parts.values():
+            entry["seconds"] = seconds
+        found.update(parts)
+    plots.plot_mechanisms(found, raw, out / "mechanisms.png")
+    path.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
+    log.record("mechanisms", "ran", started)
+    return found
+
+
+def _conflict_mechanism(run: DemoRun, options: dict[str, Any], out: Path) -> tuple[dict[str, Any], Any]:
+    """(i): grounding vs captions on the same images, full fine-tuning, from seed 0's stage 1."""
+    from covft.analysis.conflict import run_conflict, split_by_task
+    from covft.analysis.mechanisms import conflict_summary
+    from covft.analysis.runs import load_records
+
+    s = run.settings
+    records = load_records(run.world_dir / "train.json")
+    captions = load_records(run.world_dir / "captions.json")
+    grounding, caption = split_by_task(records, "grounding", "caption", captions)
+    count = s.mechanism_steps * s.mechanism_batch_size
+    overrides = [
+        f"model={run.preset}",
+        f"init_from={json.dumps(str(run.stage1_dir(0).resolve()))}",
+        f"train.warmup_ratio={s.warmup_ratio}",
+        f"train.lr_scheduler={s.lr_scheduler}",
+        "train.progress_bar=false",
+        *(f"model_options.{k}={json.dumps(v)}" for k, v in options.items()),
+    ]
+    result = run_conflict(
+        grounding[:count],
+        caption[:count],
+        out / "conflict",
+        image_folder=run.world_dir,
+        strategies=("full",),
+        steps=s.mechanism_steps,
+        every=max(1, s.mechanism_steps // 2),
+        batch_size=s.mechanism_batch_size,
+        lr=s.stage2_lr,
+        seed=0,
+        overrides=overrides,
+        tasks=("grounding", "caption"),
+    )
+    (out / "conflict.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return conflict_summary(result), result
+
+
+def _gradient_mechanism(run: DemoRun, options: dict[str, Any], out: Path) -> tuple[dict[str, Any], Any]:
+    """(ii): the gradients the ``full`` and ``covft`` stage-2 runs recorded, per seed."""
+    from covft.analysis.gradients import read_gradient_file
+    from covft.analysis.mechanisms import gradient_summary, not_measured
+
+    missing = [m for m in GRADIENT_METHODS if m not in run.methods]
+    if missing:
+        return not_measured("gradients", f"{' and '.join(missing)} not among the methods"), None
+    per_seed = {}
+    for seed in range(run.seeds):
+        files = {m: run.stage2_dir(seed, m) / GRADIENTS_FILE for m in GRADIENT_METHODS}
+        absent = [str(f) for f in files.values() if not f.is_file()]
+        if absent:
+            reason = f"no recorded gradients ({', '.join(absent)}): stage 2 ran before recording existed; use a new --out"
+            return not_measured("gradients", reason), None
+        per_seed[seed] = {m: read_gradient_file(f)[1] for m, f in files.items()}
+    return gradient_summary(per_seed), per_seed
+
+
+def _context_mechanisms(run: DemoRun, options: dict[str, Any], out: Path) -> tuple[dict[str, Any], Any]:
+    """(iii, iv): context vectors and gates of every seed's ``covft`` model on training samples."""
+    import covft
+    from covft.analysis.context import collect_context, select_samples
+    from covft.analysis.mechanisms import context_summary, not_measured
+    from covft.analysis.runs import family_labels, load_records
+
+    if "covft" not in run.methods:
+        reason = "covft not among the methods"
+        return {
+            "clusters": not_measured("clusters", reason),
+            "routing": not_measured("routing", reason),
+        }, None
+    data = run.world_dir / "train.json"
+    records = load_records(data)
+    families = family_labels(data, records)
+    chosen = [records[i] for i in select_samples(records, run.settings.mechanism_samples, seed=0)]
+    samples = [
+        {"id": str(r["id"]), "image": run.world_dir / r["image"], "conversations": r["conversations"]}
+        for r in chosen
+    ]
+    labels = [families[str(r["id"])] for r in chosen]
+    per_seed = {}
+    for seed in range(run.seeds):
+        model = covft.build_model(str(run.stage2_dir(seed, "covft")))
+        contexts, routes = collect_context(model, samples, "last", batch_size=64, progress=False)
+        per_seed[seed] = (contexts, routes, labels)
+    return context_summary(per_seed), per_seed
 
 
 # --------------------------------------------------------------------------- the whole demo
@@ -432,6 +643,7 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
     if lm_dir is not None:
         options["llm_weights"] = str(lm_dir / "model.safetensors")
     items = collect_items("all", suite=run.world_dir / "suite")
+    context = context_vectors(run, log, items)
 
     scores: dict[int, dict[str, dict[str, float]]] = {}
     blind: dict[int, dict[str, dict[str, float]]] = {}
@@ -442,8 +654,9 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
             _train_config(run, stage=1, method="freeze", seed=seed, output_dir=stage1, options=options),
             log,
         )
-        both = _stage2_all(run, seed, options)
+        both = _stage2_all(run, seed, options, context)
         scores[seed] = {m: both[m]["real"] for m in run.methods}
         blind[seed] = {m: both[m]["shuffled"] for m in run.methods}
+    found = mechanisms(run, log, options)
     log.record("demo", "total", total)
-    return write_report(run, stage0, scores, items, shuffled=blind, lm_dir=lm_dir)
+    return write_report(run, stage0, scores, items, shuffled=blind, lm_dir=lm_dir, mechanisms=found)

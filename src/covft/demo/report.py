@@ -313,6 +313,80 @@ def routing_text(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> st
     return "\n".join(lines) + "\n"
 
 
+def _number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _mean_sd_text(entry: Mapping[str, float | None], digits: int = 3) -> str:
+    text = _number(entry["mean"], digits)
+    return text + (f" ± {_number(entry['sd'], digits)}" if entry.get("sd") is not None else "")
+
+
+def _mechanism_row(name: str, entry: Mapping[str, Any]) -> tuple[str, str]:
+    """(paper, here) cells of one mechanism."""
+    if entry["verdict"] == "not measured":
+        return "", f"not measured: {entry['reason']}"
+    if name == "conflict":
+        by_block = ", ".join(_number(v) for v in entry["param_l2_by_block"])
+        sums = entry["param_l2_sum_by_step"]
+        return entry["paper"], (
+            f"parameter L2 by block {by_block}; Spearman with depth {_number(entry['depth_spearman'], 2)}; "
+            f"sum over blocks {' -> '.join(_number(v) for v in sums)} at steps {entry['steps']} "
+            f"({entry['images']} image pairs, {entry['tasks']['a']} vs {entry['tasks']['b']})"
+        )
+    if name == "gradients":
+        paper = entry["paper"]
+        summary = entry["summary"]
+        return (
+            f"full {paper['full']['mean']} (sd {paper['full']['sd']}) -> CoVFT {paper['covft']['mean']} "
+            f"(sd {paper['covft']['sd']})",
+            f"full {_mean_sd_text(summary['full']['mean'])} (sd {_mean_sd_text(summary['full']['sd'])}) -> "
+            f"CoVFT {_mean_sd_text(summary['covft']['mean'])} (sd {_mean_sd_text(summary['covft']['sd'])}); "
+            "mean ± sd over seeds of each run's statistics",
+        )
+    if name == "clusters":
+        first = next(iter(entry["per_seed"].values()))
+        return entry["paper"], (
+            f"NMI {_mean_sd_text(entry['nmi'])}, purity {_mean_sd_text(entry['purity'])} "
+            f"(k-means k={entry['k']}, {first['samples']} training samples, {first['families']} task families)"
+        )
+    gate_sd = statistics.fmean(v["gate_sd"] for v in entry["per_seed"].values())
+    return f"r = {entry['paper']['pearson_r']}", (
+        f"r = {_mean_sd_text(entry['pearson_r'])} (gate sd across samples {gate_sd:.3f})"
+    )
+
+
+MECHANISM_TITLES = {
+    "conflict": "(i) Fig. 1c: preference conflict grows with depth",
+    "gradients": "(ii) supp. Fig. A: gradient cosine to the dominant direction",
+    "clusters": "(iii) Fig. 3a: context-vector clusters follow the task",
+    "routing": "(iv) Fig. 3b: routing similarity vs context similarity",
+}
+
+
+def mechanisms_text(found: Mapping[str, Any]) -> str:
+    """Markdown for the mechanisms section: paper vs here, the verdict and its rule, CPU seconds."""
+    if not found:
+        return ""
+    lines = [
+        "## The paper's mechanisms, measured on this world and these models\n",
+        "| mechanism | paper (LLaVA-1.5-7B, 665K) | here | verdict |",
+        "|---|---|---|---|",
+    ]
+    for name, title in MECHANISM_TITLES.items():
+        if name in found:
+            paper, here = _mechanism_row(name, found[name])
+            lines.append(f"| {title} | {paper} | {here} | **{found[name]['verdict']}** |")
+    lines.append("\nRules (fixed before measuring, covft.analysis.mechanisms):\n")
+    for name in MECHANISM_TITLES:
+        if name in found:
+            seconds = found[name].get("seconds", {})
+            cost = f" (measured in {seconds['cpu']:.0f} CPU s)" if seconds else ""
+            lines.append(f"- {MECHANISM_TITLES[name].split(':')[0]}: {found[name]['rule']}{cost}.")
+    lines.append("\n![mechanisms](mechanisms/mechanisms.png)\n")
+    return "\n".join(lines) + "\n"
+
+
 def _timings(run: DemoRun) -> dict[str, dict[str, float]]:
     """Wall and CPU seconds of the last time each stage ran (and of the last whole demo call)."""
     from covft.demo.pipeline import read_stage_log
@@ -350,11 +424,14 @@ def write_report(
     items: Mapping[str, list[dict]],
     shuffled: Mapping[int, Mapping[str, Mapping[str, float]]] | None = None,
     lm_dir: Path | None = None,
+    mechanisms: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write report.md, results.json and the PNGs; print the table; return the results.
 
     ``shuffled``: the blind control's scores (same layout as ``scores``), reported as image gains.
+    ``mechanisms``: the paper's mechanisms (:func:`covft.demo.pipeline.mechanisms`).
     """
+    found = {k: v for k, v in (mechanisms or {}).items() if k != "key"}
     methods = list(run.methods)
     means = {m: mean_scores({seed: scores[seed][m] for seed in scores}) for m in methods}
     summaries = group_summaries(scores, methods)
@@ -395,6 +472,7 @@ def write_report(
         "seconds": timings,
         "routing": routing,
         "lm_pretraining": str(lm_dir) if lm_dir is not None else None,
+        "mechanisms": found,
     }
     (run.out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
@@ -436,6 +514,7 @@ def write_report(
         "## Verdict\n",
         conclusion + "\n",
         routing_text(routing),
+        mechanisms_text(found),
         "## Plots\n",
         "![groups](groups.png)\n\n![benchmarks](benchmarks.png)\n\n![curves](curves.png)\n",
         "## Time per stage (when it last ran; `demo` is the last call, reused stages included)\n",

@@ -69,6 +69,12 @@ class DemoSettings:
     eval_batch_size: int = 32
     max_new_tokens: int = 16
     """Every suite answer is a few tokens; greedy decoding stops at EOS before this."""
+    # the paper's mechanisms (covft.analysis; measured after stage 2, not a schedule of the methods)
+    mechanism_steps: int = 60
+    """Steps of each of the two Fig. 1c runs (full fine-tuning on grounding, on captions)."""
+    mechanism_batch_size: int = 8
+    mechanism_samples: int = 600
+    """Training samples whose context vectors and gates each covft model gives (Fig. 3a/b)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (recorded in results.json and the stage hashes)."""
@@ -94,6 +100,8 @@ QUICK = replace(
     stage1_steps=20,
     stage2_steps=60,
     save_steps=0,
+    mechanism_steps=10,
+    mechanism_samples=150,
 )
 
 
@@ -121,6 +129,9 @@ def micro(**overrides: Any) -> DemoSettings:
         save_steps=0,
         eval_batch_size=64,
         max_new_tokens=4,
+        mechanism_steps=2,
+        mechanism_batch_size=2,
+        mechanism_samples=12,
     )
     return replace(base, **overrides)
 
