@@ -1,21 +1,22 @@
-"""Can the demo's models read the image at all? Two diagnostics on a finished demo folder.
+"""Can the demo's models read the image at all? Two diagnostics on a starting point and a world.
 
 ``probe``: is the information in the tower's features? For objects of the world's training
 images, a logistic-regression probe (scikit-learn, 80/20 split) predicts each object's colour,
 shape and texture from the penultimate-block feature of the patch under the object's centre
-(the features LLaVA feeds the LLM), for the demo's stage-0 tower and for a random tower of the
+(the features LLaVA feeds the LLM), for the starting point's tower and for a random tower of the
 same architecture, next to the majority-class baseline.
 
 ``family``: can the model learn to use it? Stage 2 on one task family alone (e.g. ``count``)
-from the demo's stage-1 checkpoint, then greedy answers on held-out questions of that family
-with the real images and with the images shuffled (:func:`covft.eval.generate.shuffle_images`);
-the gap is the image gain for that one skill.
+from the starting point, then greedy answers on held-out questions of that family with the real
+images and with the images shuffled (:func:`covft.eval.generate.shuffle_images`); the gap is the
+image gain for that one skill.
 
-    python benchmarks/grounding_check.py probe --demo runs/demo
-    python benchmarks/grounding_check.py family --demo runs/demo --family count --steps 600
+    python benchmarks/grounding_check.py probe --world runs/demo/world
+    python benchmarks/grounding_check.py family --world runs/demo/world --family count --steps 600
 
-Both read ``<demo>/world`` and ``<demo>/seed0/stage1``; ``family`` writes under ``--out``
-(default ``<demo>/grounding/<family>-<method>-<steps>``) and resumes a finished training.
+``--start`` is the starting point (a covft checkpoint; default: the one the package ships).
+``family`` writes under ``--out`` (default ``<world>/../grounding/<family>-<method>-<steps>``)
+and resumes a finished training.
 """
 
 from __future__ import annotations
@@ -28,16 +29,17 @@ from typing import Any
 import torch
 
 import covft
+from covft.demo.pretrain import SHIPPED
 from covft.eval.generate import predict, shuffle_images
 
 PROBE_TARGETS = ("color", "shape", "texture")
 
 
-def _stage1_options(demo: Path) -> dict[str, Any]:
-    import yaml
-
-    config = yaml.safe_load((demo / "seed0" / "stage1" / "train_config.yaml").read_text(encoding="utf-8"))
-    return dict(config["model_options"])
+def _start_options(start: Path) -> dict[str, Any]:
+    """The tiny preset's keyword arguments that rebuild the starting point's architecture (random weights)."""
+    config = json.loads((start / "covft_config.json").read_text(encoding="utf-8"))
+    kwargs = {k: v for k, v in config["base"]["kwargs"].items() if k not in ("vision_weights", "llm_weights")}
+    return {**kwargs, "tokenizer_dir": str(start.resolve())}
 
 
 def _annotations(world: Path) -> list[dict]:
@@ -78,18 +80,16 @@ def centre_features(model, world: Path, annotations: list[dict], batch: int = 64
     return np.stack(rows), labels
 
 
-def probe(demo: Path, max_images: int = 1200) -> dict[str, dict[str, float]]:
+def probe(world: Path, start: Path = SHIPPED, max_images: int = 1200) -> dict[str, dict[str, float]]:
     """Probe accuracy per tower and target, plus the majority baseline; prints a table."""
     from sklearn.linear_model import LogisticRegression
 
-    world = demo / "world"
     annotations = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][
         :max_images
     ]
-    options = _stage1_options(demo)
     towers = {
-        "stage 0": covft.build_model(str(demo / "seed0" / "stage1")),
-        "random": covft.build_model("tiny", **{**options, "vision_weights": None, "llm_weights": None}),
+        "starting point": covft.build_model(str(start)),
+        "random": covft.build_model("tiny", **_start_options(start)),
     }
     results: dict[str, dict[str, float]] = {}
     for tower, model in towers.items():
@@ -111,10 +111,11 @@ def probe(demo: Path, max_images: int = 1200) -> dict[str, dict[str, float]]:
 
 
 def family(
-    demo: Path,
+    world: Path,
     name: str,
     *,
     steps: int,
+    start: Path = SHIPPED,
     method: str = "freeze",
     lr: float = 5e-4,
     held_out: int = 100,
@@ -124,22 +125,21 @@ def family(
     from covft.train import train
     from covft.train.config import config_from_dict
 
-    world = demo / "world"
     families = {a["id"]: a["family"] for a in _annotations(world)}
     records = [r for r in json.loads((world / "train.json").read_text()) if families.get(r["id"]) == name]
     if len(records) <= held_out:
         raise SystemExit(f"family {name!r} has {len(records)} samples in {world}; need more than {held_out}")
     train_records, test_records = records[:-held_out], records[-held_out:]
-    out = out or demo / "grounding" / f"{name}-{method}-{steps}"
+    out = out or world.parent / "grounding" / f"{name}-{method}-{steps}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.json").write_text(json.dumps(train_records), encoding="utf-8")
     if not (out / "model" / "train_summary.json").is_file():
         config = {
             "model": "tiny",
-            "model_options": _stage1_options(demo),
+            "model_options": _start_options(start),
             "method": method,
             "stage": 2,
-            "init_from": str((demo / "seed0" / "stage1").resolve()),
+            "init_from": str(start.resolve()),
             "output_dir": str(out / "model"),
             "resume": True,
             "name": f"{name} only ({method})",
@@ -175,29 +175,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("probe", help="linear probes of the tower's patch features")
-    p.add_argument("--demo", type=Path, default=Path("runs/demo"))
     p.add_argument("--max-images", type=int, default=1200)
     f = sub.add_parser(
         "family", help="stage 2 on one task family, held-out accuracy with real vs shuffled images"
     )
-    f.add_argument("--demo", type=Path, default=Path("runs/demo"))
     f.add_argument("--family", default="count")
     f.add_argument("--steps", type=int, default=600)
     f.add_argument("--method", default="freeze")
     f.add_argument("--lr", type=float, default=5e-4)
     f.add_argument("--held-out", type=int, default=100)
     f.add_argument("--out", type=Path, default=None)
+    for command in (p, f):
+        command.add_argument("--world", type=Path, default=Path("runs/demo/world"), help="a conflict world")
+        command.add_argument(
+            "--start", type=Path, default=SHIPPED, help="the starting point (a covft checkpoint)"
+        )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.action == "probe":
-        probe(args.demo, args.max_images)
+        probe(args.world, args.start, args.max_images)
     else:
         family(
-            args.demo,
+            args.world,
             args.family,
             steps=args.steps,
+            start=args.start,
             method=args.method,
             lr=args.lr,
             held_out=args.held_out,

@@ -23,25 +23,27 @@ def check():
 
 def test_probe_and_single_family_run_on_a_micro_demo(check, tmp_path: Path) -> None:
     demo = tmp_path / "demo"
-    run_demo(
+    results = run_demo(
         DemoRun(
             out=demo,
             settings=micro(world_size=400),
             methods=["freeze"],
             cache_dir=tmp_path / "cache",
             progress=False,
+            from_scratch=True,
         )
     )
-    results = check.probe(demo, max_images=12)
-    for tower in ("stage 0", "random"):
+    world, start = demo / "world", Path(results["starting_point"]["path"])
+    results = check.probe(world, start, max_images=12)
+    for tower in ("starting point", "random"):
         entry = results[tower]
         assert entry["objects"] >= 12  # every object of 12 scenes
         for target in check.PROBE_TARGETS:
             assert 0.0 <= entry[target] <= 1.0 and 0.0 < entry[f"{target}_majority"] <= 1.0
 
-    accuracy = check.family(demo, "count", steps=2, held_out=5)
+    accuracy = check.family(world, "count", steps=2, start=start, held_out=5)
     assert set(accuracy) == {"real", "shuffled", "majority", "image_gain"}
     assert accuracy["image_gain"] == pytest.approx(accuracy["real"] - accuracy["shuffled"])
     assert (demo / "grounding" / "count-freeze-2" / "result.json").is_file()
     with pytest.raises(SystemExit, match="family 'count' has"):
-        check.family(demo, "count", steps=2, held_out=10_000)
+        check.family(world, "count", steps=2, start=start, held_out=10_000)

@@ -1,4 +1,4 @@
-"""The LM pretraining corpus: text only, the image replaced by its caption, deterministic."""
+"""The LM pretraining corpus: text only, the image replaced by its description, deterministic."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from covft.data.world.generate import WorldConfig, allocate
 from covft.data.world.tasks import make_sample
 
 
-def test_corpus_is_text_only_with_the_caption_in_place_of_the_image() -> None:
+def test_corpus_is_text_only_with_the_description_in_place_of_the_image() -> None:
     records = lm_corpus(60, seed=2)
     assert len(records) == 60
     assert all("image" not in r for r in records)
     assert not any("<image>" in turn["value"] for r in records for turn in r["conversations"])
-    # rebuild every sample from its random stream: same answers, the caption where the image was
+    # rebuild every sample from its random stream: same answers, the description where the image was
     config = WorldConfig(size=60, seed=2)
     families = allocate(60, config.family_weights)
     order = np.random.default_rng([2, LM_STREAM, 0]).permutation(60)
@@ -37,7 +37,9 @@ def test_corpus_is_text_only_with_the_caption_in_place_of_the_image() -> None:
             assert first == expected[0]["value"]
         else:
             with_scene += 1
-            assert first == expected[0]["value"].replace("<image>", scene_text(sample.scene))
+            assert first == expected[0]["value"].replace(
+                "<image>", scene_text(sample.scene, sample.rendering)
+            )
             assert first.startswith("Image: ")
     assert with_scene >= 55  # text-only samples are 2 % of the mix
 

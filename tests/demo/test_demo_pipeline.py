@@ -7,12 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from safetensors.torch import load_file
 
-import covft
-from covft.demo import add_arguments
+from covft.demo import add_arguments, pretrain
 from covft.demo.pipeline import DemoError, DemoRun, read_stage_log, run_demo
 from covft.demo.report import PLOTS, grounding_text, verdict
 from covft.demo.settings import micro
@@ -32,6 +29,7 @@ def test_micro_demo_end_to_end_and_rerun_reuses_every_stage(tmp_path: Path) -> N
         cache_dir=tmp_path / "cache",
         progress=False,
         jobs=2,
+        from_scratch=True,
     )
     results = run_demo(run)
 
@@ -52,26 +50,21 @@ def test_micro_demo_end_to_end_and_rerun_reuses_every_stage(tmp_path: Path) -> N
     first = read_stage_log(out)
     ran = {e["stage"] for e in first if e["action"] == "ran"}
     assert {
+        "pretrain/stage0",
+        "pretrain/lm",
+        "pretrain/stage1a",
+        "pretrain/stage1b",
         "world",
-        "stage0",
-        "lm_corpus",
-        "lm",
-        "stage1/seed0",
         "stage2/seed0/freeze",
         "stage2/seed0/covft",
     } <= ran
-    # the tiny LM was pretrained on text once, and stage 1 started from that LM (not a random one)
-    lm_dir = Path(saved["lm_pretraining"])
-    assert lm_dir.parent == (tmp_path / "cache" / "lm").resolve()
-    lm_state = load_file(str(lm_dir / "model.safetensors"))
-    stage1_state = load_file(str(out / "seed0/stage1/model.safetensors"))
-    lm_keys = [k for k in lm_state if k.startswith(("llava.model.language_model.", "llava.lm_head."))]
-    assert lm_keys and all(torch.equal(lm_state[k], stage1_state[k]) for k in lm_keys)  # stage 1: LM frozen
-    options = yaml.safe_load((out / "seed0/stage1/train_config.yaml").read_text())["model_options"]
-    assert options.pop("llm_weights") == str(lm_dir / "model.safetensors")
-    fresh = covft.build_model("tiny", seed=0, **options).state_dict()
-    assert not all(torch.equal(fresh[k], stage1_state[k]) for k in lm_keys)  # not a random LM
-    assert "LM pretraining (text only" in (out / "report.md").read_text()
+    # every method starts stage 2 from the one starting point the recipe trained (here, from scratch)
+    start = saved["starting_point"]
+    assert start["shipped"] is False and start["recipe_key"] == micro().pretrain.key()
+    for method in ("freeze", "covft"):
+        config = yaml.safe_load((out / f"seed0/stage2/{method}/train_config.yaml").read_text())
+        assert config["init_from"] == start["path"]
+    assert "trained here by the recipe" in report
     assert {"eval/seed0/freeze", "eval/seed0/covft"} <= ran
     assert {"eval-shuffled/seed0/freeze", "eval-shuffled/seed0/covft"} <= ran
     # the blind control: same items, images permuted; the gain is the difference of the two Avgs
@@ -90,7 +83,7 @@ def test_micro_demo_end_to_end_and_rerun_reuses_every_stage(tmp_path: Path) -> N
     assert configs[0]["steps"] == configs[1]["steps"] == micro().stage2_steps
 
     stamps = _weights(out)
-    assert len(stamps) == 3  # stage 1 + two stage-2 models
+    assert len(stamps) == 2  # the two stage-2 models
     run_demo(replace(run, jobs=1))
     second = read_stage_log(out)[len(first) :]
     assert [e for e in second if e["action"] == "ran"] == []
@@ -102,6 +95,27 @@ def test_micro_demo_end_to_end_and_rerun_reuses_every_stage(tmp_path: Path) -> N
         run_demo(
             DemoRun(out=out, settings=micro(stage2_steps=4), methods=["freeze"], cache_dir=tmp_path / "cache")
         )
+
+
+def test_demo_starts_from_a_shipped_folder_and_refuses_another_recipe(tmp_path: Path) -> None:
+    settings = micro()
+    final, summary = pretrain.pretrain(settings.pretrain, cache_dir=tmp_path / "train-cache", progress=False)
+    shipped = pretrain.export(final, tmp_path / "shipped", settings.pretrain, command="test", summary=summary)
+    out = tmp_path / "demo"
+    run = DemoRun(out=out, settings=settings, methods=["freeze"], cache_dir=tmp_path / "cache", progress=False,
+                  shipped=shipped)  # fmt: skip
+    results = run_demo(run)
+    log = read_stage_log(out)
+    assert not [e for e in log if e["stage"].startswith("pretrain/")]  # nothing of the recipe ran here
+    assert [e["action"] for e in log if e["stage"] == "starting point"] == ["reused"]
+    assert results["starting_point"]["shipped"] is True
+    config = yaml.safe_load((out / "seed0/stage2/freeze/train_config.yaml").read_text())
+    assert config["init_from"] == str(shipped.resolve())
+    assert "shipped with covft, hash-verified" in (out / "report.md").read_text()
+
+    other = replace(settings, pretrain=replace(settings.pretrain, stage1_steps=3))
+    with pytest.raises(DemoError, match=r"fields that differ: stage1_steps\)\. Fix"):
+        run_demo(replace(run, out=tmp_path / "other", settings=other))
 
 
 def test_verdict_reports_what_the_numbers_say() -> None:
@@ -150,13 +164,27 @@ def test_set_overrides_parse_by_field_type_and_name_bad_keys() -> None:
     from covft.demo.settings import FULL
 
     changed = apply_overrides(
-        FULL, ["world_size=20000", "stage2_lr=1e-4", "group_by_modality_length=false", "vision_hidden=none"]
+        FULL,
+        [
+            "world_size=20000",
+            "stage2_lr=1e-4",
+            "group_by_modality_length=false",
+            "pretrain.vision_hidden=none",
+            "pretrain.stage0.steps=7",
+        ],
     )
     assert (changed.world_size, changed.stage2_lr, changed.group_by_modality_length) == (20000, 1e-4, False)
-    assert changed.vision_hidden is None and changed.stage2_steps == FULL.stage2_steps
+    assert changed.pretrain.vision_hidden is None and changed.stage2_steps == FULL.stage2_steps
+    assert (
+        changed.pretrain.stage0.steps == 7
+        and changed.pretrain.stage0.batch_size == FULL.pretrain.stage0.batch_size
+    )
+    assert changed.pretrain.key() != FULL.pretrain.key()
     with pytest.raises(ValueError, match="did you mean stage2_steps"):
         apply_overrides(FULL, ["stage2_step=3"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         apply_overrides(FULL, ["stage2_steps"])
-    with pytest.raises(ValueError, match="cannot override 'stage0'"):
-        apply_overrides(FULL, ["stage0=3"])
+    with pytest.raises(ValueError, match="cannot override 'pretrain.stage0'"):
+        apply_overrides(FULL, ["pretrain.stage0=3"])
+    with pytest.raises(ValueError, match="did you mean pretrain.lm_steps"):
+        apply_overrides(FULL, ["pretrain.lm_step=3"])

@@ -1,13 +1,13 @@
-"""The demo pipeline: world -> stage 0 -> stage 1 -> stage 2 per strategy -> suite -> report.
+"""The demo pipeline: starting point -> world -> stage 2 per strategy and seed -> suite -> report.
 
-Every stage writes its result into its own folder and is skipped when that result is already
-there, so a rerun (or a run that was interrupted) only does what is missing:
+The starting point (tower, LM, stage 1: :mod:`covft.demo.pretrain`) is the shipped one, verified
+against the code's recipe, or with ``from_scratch`` trained here by that recipe. Every stage
+writes its result into its own folder and is skipped when that result is already there, so a
+rerun (or a run that was interrupted) only does what is missing:
 
+- ``<cache>/pretrain/``: the recipe's stages when trained here (cached by what determines each);
 - ``<out>/world/``: the conflict world (``make_world`` reuses a matching ``meta.json``);
-- ``<cache>/tokenizer/<hash>/``, ``<cache>/stage0/<hash>/``: tokenizer and stage-0 tower, cached by
-  content hash and shared between demo folders;
-- ``<out>/seed<k>/stage1/``: projector alignment (``train_summary.json`` marks it finished);
-- ``<out>/seed<k>/stage2/<method>/``: instruction tuning from that stage-1 checkpoint;
+- ``<out>/seed<k>/stage2/<method>/``: instruction tuning from the starting point;
 - ``<out>/seed<k>/eval/<method>/``: suite predictions and scores (``results.json``).
 
 Training runs inside a stage resume from their last checkpoint (``resume=true``). Each action is
@@ -23,14 +23,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import covft.models.demo_presets as demo_presets
 from covft.demo.settings import DemoSettings
-from covft.models.stage0 import Stage0Config, Stage0Result, pretrain_vision_tower
 
 STAGE_LOG = "stages.jsonl"
 SETTINGS_FILE = "demo_settings.json"
@@ -52,13 +51,20 @@ class DemoRun:
 
     out: Path
     settings: DemoSettings
-    preset: str = "tiny"
     methods: Sequence[str] = ("freeze", "full", "lora", "covft")
     seeds: int = 1
     cache_dir: Path = field(default_factory=demo_presets.default_cache_dir)
     progress: bool = True
     jobs: int = 1
     """Stage-2 runs (with their evaluation) at a time, in worker processes when above 1."""
+    from_scratch: bool = False
+    """Train the starting point by the code's recipe (cached) instead of using the shipped one."""
+    shipped: Path | None = None
+    """Where the shipped starting point is (None: :data:`covft.demo.pretrain.SHIPPED`)."""
+
+    @property
+    def preset(self) -> str:
+        return self.settings.pretrain.preset
 
     @property
     def world_dir(self) -> Path:
@@ -66,9 +72,6 @@ class DemoRun:
 
     def seed_dir(self, seed: int) -> Path:
         return self.out / f"seed{seed}"
-
-    def stage1_dir(self, seed: int) -> Path:
-        return self.seed_dir(seed) / "stage1"
 
     def stage2_dir(self, seed: int, method: str) -> Path:
         return self.seed_dir(seed) / "stage2" / method
@@ -135,147 +138,97 @@ def _check_settings(run: DemoRun) -> None:
 # --------------------------------------------------------------------------- stages
 
 
-def make_demo_world(run: DemoRun, log: StageLog) -> dict[str, Any]:
-    """Generate (or reuse) the world under ``<out>/world``."""
+def logged_world(out: Path, log: StageLog, stage: str, *, progress: bool, **config: Any) -> dict[str, Any]:
+    """:func:`covft.data.world.make_world` into ``out``, logged as ``ran`` or ``reused``."""
     from covft.data.world import make_world
 
     started = clock()
-    meta_path = run.world_dir / "meta.json"
+    meta_path = out / "meta.json"
     before = meta_path.stat().st_mtime_ns if meta_path.is_file() else None
-    s = run.settings
-    meta = make_world(
-        run.world_dir,
-        size=s.world_size,
-        seed=s.world_seed,
-        suite_size=s.suite_size,
-        image_size=s.image_size,
-        progress=run.progress,
-    )
+    meta = make_world(out, progress=progress, **config)
     reused = before is not None and meta_path.stat().st_mtime_ns == before
-    log.record("world", "reused" if reused else "ran", started)
+    log.record(stage, "reused" if reused else "ran", started)
     return meta
 
 
-def stage0_config(settings: DemoSettings) -> Stage0Config:
-    """The stage-0 config with the demo's tower options filled in."""
-    return replace(
-        settings.stage0,
-        vision_hidden=settings.vision_hidden,
-        vision_layers=settings.vision_layers,
-        image_size=settings.image_size,
-        text_encoder=settings.text_encoder,
-    )
+def make_demo_world(run: DemoRun, log: StageLog) -> dict[str, Any]:
+    """Generate (or reuse) the world under ``<out>/world``."""
+    s = run.settings
+    return logged_world(run.world_dir, log, "world", progress=run.progress, size=s.world_size,
+                        seed=s.world_seed, suite_size=s.suite_size, image_size=s.image_size,
+                        family_weights=s.family_weights)  # fmt: skip
 
 
-def run_stage0(run: DemoRun, log: StageLog) -> Stage0Result:
-    """Contrastive pretraining of the tower (cached by config hash under the cache folder)."""
-    started = clock()
-    result = pretrain_vision_tower(
-        run.world_dir, stage0_config(run.settings), cache_dir=run.cache_dir, progress=run.progress
-    )
-    log.record("stage0", "reused" if result.reused else "ran", started, key=result.key)
-    return result
+@dataclass
+class StartingPoint:
+    """The checkpoint every method and seed starts stage 2 from, and how it was made."""
+
+    path: Path
+    """A covft checkpoint (tower, projector, LM, tokenizer)."""
+    key: str
+    """The recipe's hash (:meth:`covft.demo.settings.PretrainSettings.key`)."""
+    shipped: bool
+    summary: dict[str, Any]
+    """Per recipe stage: stage-0 retrieval and losses, final metrics, loss curves."""
+
+    def model_options(self, settings: DemoSettings) -> dict[str, Any]:
+        """``model_options`` for the trainer: the preset's keyword arguments (the seed comes from it)."""
+        options = settings.pretrain.model_options()
+        if settings.pretrain.preset == "tiny":
+            options["tokenizer_dir"] = str(self.path.resolve())
+        else:
+            options["cache_dir"] = str(self.summary["cache_dir"])
+        return options
 
 
-def lm_pretraining(run: DemoRun, log: StageLog, options: dict[str, Any]) -> Path | None:
-    """Pretrain the tiny preset's LM on the text-only world corpus (cached); None when not used.
+def starting_point(run: DemoRun, log: StageLog) -> StartingPoint:
+    """The shipped starting point (verified against the code's recipe), or the recipe trained here.
 
-    LLaVA's stage 1 aligns a projector to a pretrained LLM; the tiny LM starts random, so it
-    first learns the world's language and chat format from :func:`covft.data.world.corpus.lm_corpus`
-    (the image replaced by its caption in words). One LM serves every seed and method, as one
-    Vicuna serves every LLaVA run. The run is ``covft.train.train`` on text-only data (the tower and
-    projector receive no gradient) under ``<cache>/lm/<hash>/``, the hash covering the corpus, the
-    model options (tokenizer, LM size, stage-0 tower) and the LM settings.
+    The smol preset is always trained here (SmolLM2's weights are not ours to ship).
     """
-    from covft.data.world.corpus import write_lm_corpus
+    from covft.demo import pretrain as recipe
 
-    s = run.settings
-    if run.preset != "tiny" or s.lm_steps <= 0:
-        return None
-    started = clock()
-    path = run.world_dir / "lm_corpus.json"
-    before = path.stat().st_mtime_ns if path.is_file() else None
-    corpus = write_lm_corpus(path, s.lm_corpus_size, seed=s.world_seed, image_size=s.image_size)
-    reused = before is not None and corpus.stat().st_mtime_ns == before
-    digest = hashlib.sha256(corpus.read_bytes())
-    digest.update(
-        json.dumps(
-            [options, s.lm_steps, s.lm_batch_size, s.lm_lr, s.warmup_ratio, s.lr_scheduler], sort_keys=True
-        ).encode()
-    )
-    output = (Path(run.cache_dir) / "lm" / digest.hexdigest()[:16]).resolve()
-    log.record("lm_corpus", "reused" if reused else "ran", started)
-    config = {
-        "model": run.preset,
-        "model_options": options,
-        "method": "freeze",
-        "stage": 2,
-        "init_from": None,
-        "output_dir": str(output),
-        "name": "LM pretraining (text)",
-        "resume": True,
-        "data": {"train": str(corpus.resolve()), "image_folder": None, "group_by_modality_length": False},
-        "train": _loop(run, steps=s.lm_steps, batch_size=s.lm_batch_size, lr=s.lm_lr, seed=0),
-    }
-    train_stage("lm", config, log)
-    return output
-
-
-def model_options(run: DemoRun, stage0: Stage0Result, tokenizer_dir: Path | None) -> dict[str, Any]:
-    """``model_options`` for the trainer: the preset's keyword arguments (the seed comes from it)."""
-    s = run.settings
-    options: dict[str, Any] = {
-        "vision_weights": str(stage0.path.resolve()),
-        "vision_hidden": s.vision_hidden,
-        "vision_layers": s.vision_layers,
-        "image_size": s.image_size,
-        "text_encoder": s.text_encoder,
-    }
-    if run.preset == "tiny":
-        options.update(
-            tokenizer_dir=str(tokenizer_dir.resolve()) if tokenizer_dir else None,
-            llm_hidden=s.llm_hidden,
-            llm_layers=s.llm_layers,
-        )
-    else:
-        options["cache_dir"] = str(Path(run.cache_dir).resolve())
-    return options
+    settings = run.settings.pretrain
+    if run.from_scratch or settings.preset != "tiny":
+        path, summary = recipe.pretrain(settings, cache_dir=run.cache_dir, progress=run.progress, log=log)
+        summary["cache_dir"] = str(Path(run.cache_dir).resolve())
+        return StartingPoint(path, settings.key(), False, summary)
+    try:
+        path = recipe.verify(run.shipped or recipe.SHIPPED, settings)
+    except recipe.PretrainedMismatch as error:
+        raise DemoError(str(error)) from error
+    summary = json.loads((path / recipe.RECIPE_FILE).read_text(encoding="utf-8"))["summary"]
+    log.record("starting point", "reused", clock(), key=settings.key())
+    return StartingPoint(path, settings.key(), True, summary)
 
 
 def _train_config(
     run: DemoRun,
     *,
-    stage: int,
     method: str,
     seed: int,
-    output_dir: Path,
+    start: StartingPoint,
     options: dict[str, Any],
     method_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Stage 2 of ``method``: from the starting point, the setting's schedule, the world's mix."""
     s = run.settings
     world = run.world_dir.resolve()
-    first = stage == 1
     return {
         "model": run.preset,
         "model_options": options,
         "method": method,
         "method_options": dict(method_options or {}),
-        "stage": stage,
-        "init_from": None if first else str(run.stage1_dir(seed).resolve()),
-        "output_dir": str(output_dir),
+        "stage": 2,
+        "init_from": str(start.path.resolve()),
+        "output_dir": str(run.stage2_dir(seed, method)),
         "resume": True,
         "data": {
-            "train": str(world / ("captions.json" if first else "train.json")),
+            "train": str(world / "train.json"),
             "image_folder": str(world),
             "group_by_modality_length": s.group_by_modality_length,
         },
-        "train": _loop(
-            run,
-            steps=s.stage1_steps if first else s.stage2_steps,
-            batch_size=s.stage1_batch_size if first else s.stage2_batch_size,
-            lr=s.stage1_lr if first else s.stage2_lr,
-            seed=seed,
-        ),
+        "train": _loop(run, steps=s.stage2_steps, batch_size=s.stage2_batch_size, lr=s.stage2_lr, seed=seed),
     }
 
 
@@ -364,11 +317,11 @@ def stage2_and_eval(
     run: DemoRun,
     seed: int,
     method: str,
-    options: dict[str, Any],
+    start: StartingPoint,
     threads: int | None = None,
     context: Path | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Stage 2 of one method from the seed's stage-1 checkpoint, then its suite scores.
+    """Stage 2 of one method from the starting point, then its suite scores.
 
     Returns ``{"real": scores, "shuffled": scores}``: the suite as it is and the blind control
     with the images shuffled (:func:`evaluate_stage`). Runs in the demo's process or in a worker
@@ -391,11 +344,10 @@ def stage2_and_eval(
     )
     config = _train_config(
         run,
-        stage=2,
         method=method,
         seed=seed,
-        output_dir=output,
-        options=options,
+        start=start,
+        options=start.model_options(run.settings),
         method_options=method_options,
     )
     callbacks = [GradientFile(output / GRADIENTS_FILE)] if method in GRADIENT_METHODS else []
@@ -412,7 +364,7 @@ def stage2_and_eval(
 
 
 def _stage2_all(
-    run: DemoRun, seed: int, options: dict[str, Any], context: Path | None
+    run: DemoRun, seed: int, start: StartingPoint, context: Path | None
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Every method's stage 2 + evaluation for one seed, ``run.jobs`` at a time.
 
@@ -421,17 +373,17 @@ def _stage2_all(
     """
     jobs = min(run.jobs, len(run.methods))
     if jobs <= 1:
-        return {m: stage2_and_eval(run, seed, m, options, context=context) for m in run.methods}
+        return {m: stage2_and_eval(run, seed, m, start, context=context) for m in run.methods}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     import torch
 
     threads = max(1, torch.get_num_threads() // jobs)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
         futures = {
-            m: pool.submit(stage2_and_eval, run, seed, m, options, threads, context) for m in run.methods
+            m: pool.submit(stage2_and_eval, run, seed, m, start, threads, context) for m in run.methods
         }
         return {m: futures[m].result() for m in run.methods}
 
@@ -464,7 +416,7 @@ def context_vectors(run: DemoRun, log: StageLog, items: dict[str, list[dict]]) -
     records = json.loads((run.world_dir / "train.json").read_text(encoding="utf-8"))
     texts = [context_text(r["conversations"]) for r in records if r.get("image")]
     texts += [context_of(item) for rows in items.values() for item in rows]
-    encoder = load_text_encoder(run.settings.text_encoder)
+    encoder = load_text_encoder(run.settings.pretrain.text_encoder)
     digest = hashlib.sha256(json.dumps([encoder.fingerprint(), sorted(set(texts))]).encode())
     path = (Path(run.cache_dir) / "context" / f"{digest.hexdigest()[:16]}.safetensors").resolve()
     if path.is_file():
@@ -479,10 +431,10 @@ def context_vectors(run: DemoRun, log: StageLog, items: dict[str, list[dict]]) -
     return path
 
 
-def mechanisms(run: DemoRun, log: StageLog, options: dict[str, Any]) -> dict[str, Any]:
+def mechanisms(run: DemoRun, log: StageLog, start: StartingPoint) -> dict[str, Any]:
     """The paper's four mechanisms measured on this demo's world and models (:mod:`covft.analysis`).
 
-    (i) Fig. 1c: two full fine-tuning runs from seed 0's stage-1 checkpoint, on grounding and on
+    (i) Fig. 1c: two full fine-tuning runs from the starting point, on grounding and on
     captions of the same images (``mechanism_steps`` x ``mechanism_batch_size``), compared block
     by block; (ii) supp. Fig. A: the vision gradients recorded by the demo's own ``full`` and
     ``covft`` stage-2 runs, every seed; (iii, iv) Fig. 3a/b: context vectors and gates of each
@@ -510,7 +462,7 @@ def mechanisms(run: DemoRun, log: StageLog, options: dict[str, Any]) -> dict[str
         ("context", _context_mechanisms),
     ):
         part_started = clock()
-        summary, raw[name] = measure(run, options, out)
+        summary, raw[name] = measure(run, start, out)
         wall, cpu = clock()
         seconds = {"wall": round(wall - part_started[0], 2), "cpu": round(cpu - part_started[1], 2)}
         parts = summary if name == "context" else {name: summary}
@@ -523,8 +475,8 @@ def mechanisms(run: DemoRun, log: StageLog, options: dict[str, Any]) -> dict[str
     return found
 
 
-def _conflict_mechanism(run: DemoRun, options: dict[str, Any], out: Path) -> tuple[dict[str, Any], Any]:
-    """(i): grounding vs captions on the same images, full fine-tuning, from seed 0's stage 1."""
+def _conflict_mechanism(run: DemoRun, start: StartingPoint, out: Path) -> tuple[dict[str, Any], Any]:
+    """(i): grounding vs captions on the same images, full fine-tuning, from the starting point."""
     from covft.analysis.conflict import run_conflict, split_by_task
     from covft.analysis.mechanisms import conflict_summary
     from covft.analysis.runs import load_records
@@ -536,11 +488,11 @@ def _conflict_mechanism(run: DemoRun, options: dict[str, Any], out: Path) -> tup
     count = s.mechanism_steps * s.mechanism_batch_size
     overrides = [
         f"model={run.preset}",
-        f"init_from={json.dumps(str(run.stage1_dir(0).resolve()))}",
+        f"init_from={json.dumps(str(start.path.resolve()))}",
         f"train.warmup_ratio={s.warmup_ratio}",
         f"train.lr_scheduler={s.lr_scheduler}",
         "train.progress_bar=false",
-        *(f"model_options.{k}={json.dumps(v)}" for k, v in options.items()),
+        *(f"model_options.{k}={json.dumps(v)}" for k, v in start.model_options(run.settings).items()),
     ]
     result = run_conflict(
         grounding[:count],
@@ -560,7 +512,7 @@ def _conflict_mechanism(run: DemoRun, options: dict[str, Any], out: Path) -> tup
     return conflict_summary(result), result
 
 
-def _gradient_mechanism(run: DemoRun, options: dict[str, Any], out: Path) -> tuple[dict[str, Any], Any]:
+def _gradient_mechanism(run: DemoRun, start: StartingPoint, out: Path) -> tuple[dict[str, Any], Any]:
     """(ii): the gradients the ``full`` and ``covft`` stage-2 runs recorded, per seed."""
     from covft.analysis.gradients import read_gradient_file
     from covft.analysis.mechanisms import gradient_summary, not_measured
@@ -579,7 +531,7 @@ def _gradient_mechanism(run: DemoRun, options: dict[str, Any], out: Path) -> tup
     return gradient_summary(per_seed), per_seed
 
 
-def _context_mechanisms(run: DemoRun, options: dict[str, Any], out: Path) -> tuple[dict[str, Any], Any]:
+def _context_mechanisms(run: DemoRun, start: StartingPoint, out: Path) -> tuple[dict[str, Any], Any]:
     """(iii, iv): context vectors and gates of every seed's ``covft`` model on training samples."""
     import covft
     from covft.analysis.context import collect_context, select_samples
@@ -633,30 +585,17 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
     log = StageLog(run.out)
     total = clock()
 
+    start = starting_point(run, log)
     make_demo_world(run, log)
-    stage0 = run_stage0(run, log)
-    tokenizer_dir = None
-    if run.preset == "tiny":
-        tokenizer_dir = demo_presets.world_tokenizer(run.world_dir, run.cache_dir, run.settings.vocab_size)
-    options = model_options(run, stage0, tokenizer_dir)
-    lm_dir = lm_pretraining(run, log, options)
-    if lm_dir is not None:
-        options["llm_weights"] = str(lm_dir / "model.safetensors")
     items = collect_items("all", suite=run.world_dir / "suite")
     context = context_vectors(run, log, items)
 
     scores: dict[int, dict[str, dict[str, float]]] = {}
     blind: dict[int, dict[str, dict[str, float]]] = {}
     for seed in range(run.seeds):
-        stage1 = run.stage1_dir(seed)
-        train_stage(
-            f"stage1/seed{seed}",
-            _train_config(run, stage=1, method="freeze", seed=seed, output_dir=stage1, options=options),
-            log,
-        )
-        both = _stage2_all(run, seed, options, context)
+        both = _stage2_all(run, seed, start, context)
         scores[seed] = {m: both[m]["real"] for m in run.methods}
         blind[seed] = {m: both[m]["shuffled"] for m in run.methods}
-    found = mechanisms(run, log, options)
+    found = mechanisms(run, log, start)
     log.record("demo", "total", total)
-    return write_report(run, stage0, scores, items, shuffled=blind, lm_dir=lm_dir, mechanisms=found)
+    return write_report(run, start, scores, items, shuffled=blind, mechanisms=found)

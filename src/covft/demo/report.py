@@ -2,12 +2,13 @@
 
 Writes into the demo folder:
 
-- ``report.md``: settings, stage-0 summary, the 12-benchmark table (mean over seeds, the paper's
+- ``report.md``: settings, the starting point's summary, the 12-benchmark table (mean over seeds, the paper's
   layout), G / K / V / Avg with the spread over seeds, a rough sampling error of Avg, and a
   verdict computed from the numbers (CoVFT vs the best other method), whatever it says;
 - ``results.json``: every score of every seed and method, means, spreads, timings;
 - ``groups.png`` (G/K/V/Avg bars), ``benchmarks.png`` (per-benchmark heatmap),
-  ``curves.png`` (stage-0 contrastive loss, stage-1 loss, stage-2 loss per method).
+  ``curves.png`` (the starting point's stages: stage-0 contrastive loss, LM, stage 1a/1b; stage-2
+  loss per method).
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ from covft.eval.report import (
 )
 
 if TYPE_CHECKING:
-    from covft.demo.pipeline import DemoRun
-    from covft.models.stage0 import Stage0Result
+    from covft.demo.pipeline import DemoRun, StartingPoint
 
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
@@ -211,36 +211,38 @@ def _smooth(values: list[float], weight: float = 0.9) -> list[float]:
     return smoothed
 
 
-def training_curves(
-    run: DemoRun, stage0: Stage0Result, path: Path, lm_losses: list[float] | None = None
-) -> Path:
-    """Stage-0 contrastive loss, LM pretraining loss (``lm_losses``, when it ran), stage-1 loss and
-    stage-2 loss per method (seed 0, smoothed)."""
+START_PANELS = {
+    "stage0": "stage 0: contrastive (InfoNCE)",
+    "lm": "LM: described scenes (text)",
+    "stage1a": "stage 1a: projector, dense captions",
+    "stage1b": "stage 1b: projector + LM, dense captions",
+}
+
+
+def training_curves(run: DemoRun, start: StartingPoint, path: Path) -> Path:
+    """The starting point's loss curves (binned, as recorded with it) and the stage-2 loss per
+    method (seed 0), smoothed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from covft.models.stage0 import read_losses
     from covft.train.logging import read_log
 
-    count = 4 if lm_losses is not None else 3
+    shown = [stage for stage in START_PANELS if start.summary.get(stage, {}).get("curve")]
+    count = len(shown) + 1
     figure, axes = plt.subplots(1, count, figsize=(4.7 * count, 3.8))
-    panels = [(axes[0], "stage 0: contrastive (InfoNCE)", {"tower": read_losses(stage0)})]
-    if lm_losses is not None:
-        panels.append((axes[1], "LM pretraining: text only", {"lm": lm_losses}))
-    panels += [
+    panels = [
+        (axes[i], START_PANELS[stage], {stage: start.summary[stage]["curve"]})
+        for i, stage in enumerate(shown)
+    ]
+    panels.append(
         (
-            axes[count - 2],
-            "stage 1: projector on captions",
-            {"freeze": [r["loss"] for r in read_log(run.stage1_dir(0)) if "loss" in r]},
-        ),
-        (
-            axes[count - 1],
+            axes[-1],
             "stage 2: instruction tuning",
             {m: [r["loss"] for r in read_log(run.stage2_dir(0, m)) if "loss" in r] for m in run.methods},
-        ),
-    ]
+        )
+    )
     for axis, title, curves in panels:
         for label, losses in curves.items():
             if losses:
@@ -248,10 +250,10 @@ def training_curves(
                 line = axis.plot(steps, _smooth(losses), label=label)[0]
                 axis.plot(steps, losses, alpha=0.2, color=line.get_color(), linewidth=0.8)
         axis.set_title(title)
-        axis.set_xlabel("optimizer step")
+        axis.set_xlabel("optimizer step" if axis is axes[-1] else "training progress (bins)")
         axis.set_ylabel("loss")
         axis.legend(fontsize=8)
-    figure.suptitle("Training curves (seed 0; bold: exponential moving average)")
+    figure.suptitle("Training curves (starting point: binned; stage 2: seed 0; bold: moving average)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -401,6 +403,30 @@ def _timings(run: DemoRun) -> dict[str, dict[str, float]]:
     return seconds
 
 
+def starting_point_text(start: StartingPoint) -> str:
+    """One paragraph: where the starting point came from and what each of its stages reached."""
+    made = "shipped with covft, hash-verified" if start.shipped else "trained here by the recipe"
+    parts = [
+        f"Starting point ({made}; recipe {start.key}): tower, projector and LM every method starts from."
+    ]
+    stage0 = start.summary.get("stage0", {})
+    if stage0:
+        parts.append(
+            f"Stage 0 (contrastive tower): loss {stage0.get('loss_first', float('nan')):.3f} -> "
+            f"{stage0.get('loss_last', float('nan')):.3f} over {stage0['config']['steps']} steps, image-to-"
+            f"caption top-1 on {stage0.get('held_out_pairs')} held-out pairs "
+            f"{stage0.get('retrieval_top1_before', 0):.1f}% -> {stage0.get('retrieval_top1_after', 0):.1f}%."
+        )
+    for stage in ("lm", "stage1a", "stage1b"):
+        entry = start.summary.get(stage)
+        if entry and entry.get("curve"):
+            curve = entry["curve"]
+            parts.append(
+                f"{START_PANELS[stage].capitalize()}: {entry['steps']} steps, loss {curve[0]:.3f} -> {curve[-1]:.3f}."
+            )
+    return " ".join(parts)
+
+
 def spread_table(summaries: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     """G / K / V / Avg as mean ± sd over seeds, plus every seed's Avg."""
     lines = ["| Method | G. | K. | V. | Avg. | Avg. per seed |", "|---|---:|---:|---:|---:|---|"]
@@ -419,11 +445,10 @@ def spread_table(summaries: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> st
 
 def write_report(
     run: DemoRun,
-    stage0: Stage0Result,
+    start: StartingPoint,
     scores: Mapping[int, Mapping[str, Mapping[str, float]]],
     items: Mapping[str, list[dict]],
     shuffled: Mapping[int, Mapping[str, Mapping[str, float]]] | None = None,
-    lm_dir: Path | None = None,
     mechanisms: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write report.md, results.json and the PNGs; print the table; return the results.
@@ -448,19 +473,19 @@ def write_report(
 
     bar_chart(means, run.out / "groups.png")
     heatmap(means, run.out / "benchmarks.png")
-    lm_losses = None
-    if lm_dir is not None:
-        from covft.train.logging import read_log
-
-        lm_losses = [r["loss"] for r in read_log(lm_dir) if "loss" in r]
-    training_curves(run, stage0, run.out / "curves.png", lm_losses)
+    training_curves(run, start, run.out / "curves.png")
 
     results = {
         "preset": run.preset,
         "methods": methods,
         "seeds": sorted(scores),
         "settings": s.to_dict(),
-        "stage0": stage0.info,
+        "starting_point": {
+            "path": str(start.path),
+            "recipe_key": start.key,
+            "shipped": start.shipped,
+            "summary": {k: v for k, v in start.summary.items() if k in START_PANELS},
+        },
         "scores": {str(seed): dict(scores[seed]) for seed in scores},
         "mean_scores": means,
         "summary": summaries,
@@ -471,39 +496,20 @@ def write_report(
         "suite_units": scoring_units(items),
         "seconds": timings,
         "routing": routing,
-        "lm_pretraining": str(lm_dir) if lm_dir is not None else None,
         "mechanisms": found,
     }
     (run.out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
-    info = stage0.info
     units = scoring_units(items)
-    stage0_line = (
-        f"contrastive loss {info.get('loss_first', float('nan')):.3f} -> "
-        f"{info.get('loss_last', float('nan')):.3f} over {s.stage0.steps} steps; image-to-caption "
-        f"top-1 on {info.get('held_out_pairs')} held-out pairs {info.get('retrieval_top1_before', 0):.1f}% "
-        f"-> {info.get('retrieval_top1_after', 0):.1f}% (cache key {stage0.key})"
-    )
-    lm_line = "LM: the preset's pretrained language model (no LM pretraining here)."
-    if lm_losses is not None:
-        tail = lm_losses[-20:] or [float("nan")]
-        lm_line = (
-            f"LM pretraining (text only, the image replaced by its caption; one LM for every seed and "
-            f"method): {s.lm_steps} steps x {s.lm_batch_size} on {s.lm_corpus_size} conversations, "
-            f"lr {s.lm_lr:g}; loss {lm_losses[0] if lm_losses else float('nan'):.3f} -> "
-            f"{statistics.fmean(tail):.3f} (mean of the last {len(tail)} steps)."
-        )
     lines = [
         f"# CoVFT demo ({run.preset} preset)\n",
         f"World: {s.world_size} training conversations, seed {s.world_seed}, {s.image_size}px; held-out "
         f"suite of 12 benchmarks ({sum(len(v) for v in items.values())} items, "
         f"{sum(units.values())} scoring units). Seeds: {', '.join(map(str, sorted(scores)))}.",
-        f"Schedule, identical for every method: stage 1 {s.stage1_steps} steps x {s.stage1_batch_size} "
-        f"(lr {s.stage1_lr:g}, projector only, plain template); stage 2 {s.stage2_steps} steps x "
-        f"{s.stage2_batch_size} (one lr {s.stage2_lr:g} for all parts, {s.lr_scheduler}, warmup "
-        f"{s.warmup_ratio:g}), each method from the same stage-1 checkpoint of its seed.",
-        f"Stage 0: {stage0_line}.",
-        lm_line + "\n",
+        f"Stage 2, identical for every method: {s.stage2_steps} steps x {s.stage2_batch_size} (one lr "
+        f"{s.stage2_lr:g} for all parts, {s.lr_scheduler}, warmup {s.warmup_ratio:g}), every method and "
+        "seed from the same starting point.",
+        starting_point_text(start) + "\n",
         "## Held-out suite (paper layout; mean over seeds; MME raw, averaged as MME/20)\n",
         table,
         "## Spread over seeds\n",

@@ -1,9 +1,14 @@
-"""The demo's frozen settings: world, model size and one schedule shared by every strategy.
+"""The demo's frozen settings: the shipped starting point's recipe, the world and one stage-2
+schedule shared by every strategy.
 
-These numbers were chosen from the paper's recipe and the CPU budget *before* any result was
-seen, and are not tuned per method: every strategy gets the same stage-1 checkpoint, learning
-rate, schedule, steps, batch size, data order and seed (the paper's configuration-aligned
-comparison). ``QUICK`` is a smoke run (too short to rank methods); ``FULL`` is the comparison.
+:class:`PretrainSettings` is the recipe of the method-agnostic starting point (tower, LM, stage
+1) that the package ships and ``covft demo --from-scratch`` retrains; :class:`DemoSettings` adds
+the demo world, stage 2 and the evaluation. The values were chosen from method-agnostic evidence
+only (the ``freeze`` baseline's image gain in the blind control and the training losses; the
+selection log is in docs/demo.md) and are not tuned per method: every strategy gets the same
+starting point, learning rate, schedule, steps, batch size, data order and seed (the paper's
+configuration-aligned comparison). ``QUICK`` is a smoke run (too short to rank methods);
+``FULL`` is the comparison.
 """
 
 from __future__ import annotations
@@ -13,46 +18,105 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from covft.data.world.tasks import FAMILY_WEIGHTS
 from covft.models.stage0 import Stage0Config
 
 DEFAULT_METHODS = ("freeze", "full", "lora", "covft")
+PRETRAIN_VERSION = "1"
+"""Bumped whenever the same recipe would train something different."""
 
 
 @dataclass(frozen=True)
-class DemoSettings:
-    """Everything that determines a demo run (besides the preset, methods and seeds)."""
+class PretrainSettings:
+    """Everything that determines the starting point (:mod:`covft.demo.pretrain`)."""
 
-    # the world
-    world_size: int = 3000
-    """Training conversations of the conflict world."""
-    suite_size: int = 50
-    """Scoring units per held-out benchmark (docs/world.md)."""
-    world_seed: int = 0
+    preset: str = "tiny"
+    """``tiny`` (shipped) or ``smol`` (SmolLM2 is pretrained already: no LM stage, nothing shipped)."""
+    # the pretraining world: captions and dense captions of its images, its text for the tokenizer
+    world_size: int = 20000
+    world_seed: int = 1
+    """Not the demo world's seed (0): pretraining never sees a demo training or suite image."""
     image_size: int = 64
     # the model (tiny preset)
     llm_hidden: int = 128
     llm_layers: int = 3
     vision_hidden: int | None = None
-    """None: the presets' tower (width 128, 6 blocks)."""
+    """None: the preset's tower (width 128, 6 blocks)."""
     vision_layers: int | None = None
     vocab_size: int = 1024
-    """BPE vocabulary trained on the world's text (tiny preset)."""
+    """BPE vocabulary trained on the pretraining world's text (tiny preset)."""
     text_encoder: str = "minilm"
     """Frozen text encoder: stage 0's caption targets and the context encoder of CoVFT / QA-ViT / Q-MoE."""
-    # stage 0 (its tower options come from vision_hidden / vision_layers / image_size above)
-    stage0: Stage0Config = field(default_factory=lambda: Stage0Config(steps=100, batch_size=64))
-    # LM pretraining (tiny preset only): LLaVA starts from a pretrained LLM, the tiny LM from noise
-    lm_corpus_size: int = 12000
-    """Text-only conversations on fresh scenes, the image replaced by its caption
-    (:mod:`covft.data.world.corpus`)."""
-    lm_steps: int = 500
-    """0: no LM pretraining (the smol preset's LM is pretrained already)."""
+    # stage 0: the CLIP-like tower (its tower options come from the fields above)
+    stage0: Stage0Config = field(default_factory=lambda: Stage0Config(steps=1500, batch_size=128))
+    # the LM on a text-only corpus, each image replaced by its complete description
+    lm_corpus_size: int = 40000
+    lm_steps: int = 2000
+    """0: no LM stage (the smol preset's LM is pretrained already)."""
     lm_batch_size: int = 32
     lm_lr: float = 1e-3
-    # stage 1 (projector only, "plain" template on captions)
-    stage1_steps: int = 80
+    # stage 1a: the projector alone, plain template, dense captions (LLaVA-1.5's feature alignment)
+    stage1_steps: int = 300
     stage1_batch_size: int = 32
     stage1_lr: float = 1e-3
+    # stage 1b: projector + LM, chat template, dense captions (0 steps: skipped); tower frozen
+    stage1b_steps: int = 1500
+    stage1b_batch_size: int = 32
+    stage1b_lr: float = 5e-4
+    stage1b_method: str = "freeze"
+    """What trains in stage 1b besides projector and LM: ``freeze`` (the tower stays as stage 0
+    left it) or ``full`` (the tower's feeding blocks too, as ShareGPT4V's detailed-caption stage)."""
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    save_steps: int = 200
+    """Resumable checkpoints inside a stage."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (recorded next to shipped weights and in results.json)."""
+        return asdict(self)
+
+    def key(self) -> str:
+        """The recipe's hash: recorded next to shipped weights, checked before they are used."""
+        payload = json.dumps([PRETRAIN_VERSION, self.to_dict()], sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def model_options(self) -> dict[str, Any]:
+        """The preset's keyword arguments for this recipe's model (no weights, no tokenizer)."""
+        options: dict[str, Any] = {
+            "vision_hidden": self.vision_hidden,
+            "vision_layers": self.vision_layers,
+            "image_size": self.image_size,
+            "text_encoder": self.text_encoder,
+        }
+        if self.preset == "tiny":
+            options.update(llm_hidden=self.llm_hidden, llm_layers=self.llm_layers)
+        return options
+
+    def stage0_config(self) -> Stage0Config:
+        """Stage 0 with this recipe's tower options filled in."""
+        return replace(
+            self.stage0,
+            vision_hidden=self.vision_hidden,
+            vision_layers=self.vision_layers,
+            image_size=self.image_size,
+            text_encoder=self.text_encoder,
+        )
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Everything that determines a demo run (besides the methods and seeds)."""
+
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
+    """The starting point every method and seed shares (shipped for ``FULL`` and ``QUICK``)."""
+    # the demo world: the instruction-tuning mix and the held-out suite
+    world_size: int = 3000
+    """Training conversations of the conflict world."""
+    suite_size: int = 50
+    """Scoring units per held-out benchmark (docs/world.md)."""
+    world_seed: int = 0
+    family_weights: dict[str, float] = field(default_factory=lambda: dict(FAMILY_WEIGHTS))
+    """Share of each task family in the instruction-tuning mix (:data:`covft.data.world.tasks.FAMILY_WEIGHTS`)."""
     # stage 2 (identical for every strategy)
     stage2_steps: int = 300
     stage2_batch_size: int = 16
@@ -76,6 +140,11 @@ class DemoSettings:
     mechanism_samples: int = 600
     """Training samples whose context vectors and gates each covft model gives (Fig. 3a/b)."""
 
+    @property
+    def image_size(self) -> int:
+        """The world's image size: the starting point's."""
+        return self.pretrain.image_size
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (recorded in results.json and the stage hashes)."""
         return asdict(self)
@@ -94,10 +163,6 @@ QUICK = replace(
     FULL,
     world_size=800,
     suite_size=12,
-    lm_corpus_size=1000,
-    lm_steps=60,
-    stage0=Stage0Config(steps=30, batch_size=64),
-    stage1_steps=20,
     stage2_steps=60,
     save_steps=0,
     mechanism_steps=10,
@@ -105,12 +170,10 @@ QUICK = replace(
 )
 
 
-def micro(**overrides: Any) -> DemoSettings:
-    """A seconds-scale run for tests: a tiny world, tower and LM, a handful of steps."""
-    base = replace(
-        FULL,
+def micro_pretrain(**overrides: Any) -> PretrainSettings:
+    """A seconds-scale recipe for tests: a tiny world, tower and LM, a handful of steps."""
+    base = PretrainSettings(
         world_size=60,
-        suite_size=2,
         image_size=32,
         llm_hidden=32,
         llm_layers=1,
@@ -118,12 +181,25 @@ def micro(**overrides: Any) -> DemoSettings:
         vision_layers=2,
         vocab_size=300,
         text_encoder="random-tiny",
+        stage0=Stage0Config(steps=4, batch_size=16, eval_pairs=8),
         lm_corpus_size=24,
         lm_steps=2,
         lm_batch_size=8,
-        stage0=Stage0Config(steps=4, batch_size=16, eval_pairs=8),
         stage1_steps=2,
         stage1_batch_size=8,
+        stage1b_steps=2,
+        stage1b_batch_size=8,
+        save_steps=0,
+    )
+    return replace(base, **overrides)
+
+
+def micro(**overrides: Any) -> DemoSettings:
+    """A seconds-scale demo for tests (on :func:`micro_pretrain`, which is never shipped)."""
+    base = DemoSettings(
+        pretrain=micro_pretrain(),
+        world_size=60,
+        suite_size=2,
         stage2_steps=3,
         stage2_batch_size=4,
         save_steps=0,
@@ -136,32 +212,39 @@ def micro(**overrides: Any) -> DemoSettings:
     return replace(base, **overrides)
 
 
-#: The smol preset (SmolLM2-135M, ~30x the tiny LM's compute per token): a shorter schedule and
-#: LLaVA's kind of learning rate for a pretrained LM, again one lr for every part and method.
-SMOL_FULL = replace(
-    FULL,
-    world_size=1500,
-    suite_size=30,
+#: The smol preset (SmolLM2-135M, ~30x the tiny LM's compute per token): its own tower and
+#: projector alignment (nothing shipped: SmolLM2's weights are not ours to ship), a shorter
+#: schedule and LLaVA's kind of learning rate for a pretrained LM, one lr for every part and method.
+SMOL_PRETRAIN = PretrainSettings(
+    preset="smol",
+    world_size=3000,
+    stage0=Stage0Config(steps=100, batch_size=64),
+    lm_steps=0,
     stage1_steps=60,
     stage1_batch_size=16,
+    stage1b_steps=0,
+    save_steps=50,
+)
+SMOL_FULL = replace(
+    FULL,
+    pretrain=SMOL_PRETRAIN,
+    world_size=1500,
+    suite_size=30,
     stage2_steps=150,
     stage2_batch_size=8,
     stage2_lr=1e-4,
-    lm_steps=0,
     save_steps=50,
     eval_batch_size=16,
 )
 SMOL_QUICK = replace(
-    QUICK,
+    SMOL_FULL,
+    pretrain=replace(
+        SMOL_PRETRAIN, world_size=400, stage0=Stage0Config(steps=30, batch_size=64), stage1_steps=10
+    ),
     world_size=400,
     suite_size=6,
-    stage1_steps=10,
-    stage1_batch_size=16,
     stage2_steps=20,
-    stage2_batch_size=8,
-    stage2_lr=1e-4,
-    lm_steps=0,
-    eval_batch_size=16,
+    save_steps=0,
 )
 
 

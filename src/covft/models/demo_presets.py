@@ -145,12 +145,15 @@ def load_llm_weights(model: CovftModel, path: str | os.PathLike) -> None:
 
 
 def world_texts(world_dir: str | os.PathLike) -> Iterator[str]:
-    """Every training text of a world: conversation turns of train.json and the captions.
+    """Every training text of a world: conversation turns of train.json, the captions and the dense
+    captions (when the world has them).
 
     The held-out suite is not read: its questions use the same closed vocabulary.
     """
     world = Path(world_dir)
-    for name in ("train.json", "captions.json"):
+    for name in ("train.json", "captions.json", "dense_captions.json"):
+        if not (world / name).is_file():
+            continue
         for record in json.loads((world / name).read_text(encoding="utf-8")):
             for turn in record["conversations"]:
                 yield turn["value"].replace("<image>", " ")

@@ -8,10 +8,12 @@ noise (its loss stays at ``ln(vocabulary)``). This corpus stands in for that pre
 
 - the world's instruction families, drawn on *fresh* scenes (a random stream of their own, so
   no training or suite scene is reused), in the same conversation format;
-- the image replaced by its caption in words: ``"<image>\\n"`` becomes ``"Image: <caption>\\n"``
-  (:func:`scene_text`), so the LM learns to read a scene from a prefix, as an LLM reads text.
-  The caption names what is there (size, texture, colour, shape, a sign's text) and not where,
-  so questions about positions, boxes and depth still need the image later;
+- the image replaced by its complete description in words (:func:`covft.data.world.describe.describe`:
+  every object's size, texture, colour, shape and box, the sign's text, a diagram's labels and
+  arrows, a depth scene's order): ``"<image>\\n"`` becomes ``"Image: <description>\\n"``
+  (:func:`scene_text`), so the LM learns each family's reasoning (count, compare positions,
+  apply a rule, follow an arrow, copy a box) from text, as an LLM reads text, and instruction
+  tuning later mostly has to connect image tokens to it;
 - text-only samples as in the training mix.
 
 Deterministic given the seed. Written by :func:`write_lm_corpus` (reused when its sidecar
@@ -28,19 +30,21 @@ from typing import Any
 import numpy as np
 
 from covft.data.templates import IMAGE_PLACEHOLDER
+from covft.data.world.describe import describe
 from covft.data.world.generate import WorldConfig, allocate
+from covft.data.world.render import Rendering
 from covft.data.world.scene import Scene
-from covft.data.world.tasks import caption, make_sample
+from covft.data.world.tasks import make_sample
 
-CORPUS_VERSION = "1"
+CORPUS_VERSION = "2"
 """Bumped whenever the same arguments would produce a different corpus."""
 LM_STREAM = 5
 """Random-stream tag of the corpus's scenes (training samples use 1, the suite its own)."""
 
 
-def scene_text(scene: Scene) -> str:
-    """What stands in for the image in the corpus: ``"Image: "`` and the scene's caption."""
-    return f"Image: {caption(scene)}"
+def scene_text(scene: Scene, rendering: Rendering) -> str:
+    """What stands in for the image in the corpus: ``"Image: "`` and the scene's full description."""
+    return f"Image: {describe(scene, rendering)}"
 
 
 def lm_corpus(
@@ -65,9 +69,10 @@ def lm_corpus(
             families[int(j)], rng, image_size, config.alt_phrasing_rate, **config.scene_options
         )
         record = sample.record(f"lm-{i:06d}", None)
-        if sample.scene is not None:
+        if sample.scene is not None and sample.rendering is not None:
             first = record["conversations"][0]
-            first["value"] = first["value"].replace(IMAGE_PLACEHOLDER, scene_text(sample.scene), 1)
+            text = scene_text(sample.scene, sample.rendering)
+            first["value"] = first["value"].replace(IMAGE_PLACEHOLDER, text, 1)
         records.append(record)
         if progress is not None:
             progress(1)

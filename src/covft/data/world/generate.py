@@ -4,6 +4,7 @@ Layout of ``out_dir``::
 
     train.json              LLaVA conversations (the instruction-tuning mix)
     captions.json           one caption per training image (stage 1 "plain" / stage 0 contrastive)
+    dense_captions.json     one complete description per training image (detailed captions)
     images/train/*.png      training images
     suite/<name>.jsonl      the 12 held-out benchmarks (docs/benchmark-records.md)
     suite/images/<name>/    their images
@@ -26,10 +27,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from covft.data.world.describe import dense_caption_record
 from covft.data.world.suite import BUILDERS, build_suite, pixel_hash
 from covft.data.world.tasks import FAMILY_WEIGHTS, caption, conflict_pair, make_sample
 
-WORLD_VERSION = "3"
+WORLD_VERSION = "4"
 """Bumped whenever the same config would produce different files."""
 
 TRAIN_STREAM = 1
@@ -111,7 +113,7 @@ def _write_training(out: Path, config: WorldConfig, progress: Callable[[int], An
     image_dir.mkdir(parents=True, exist_ok=True)
     families = allocate(config.size, config.family_weights)
     order = np.random.default_rng([config.seed, TRAIN_STREAM, 0]).permutation(len(families))
-    records, captions, annotations, hashes = [], [], [], set()
+    records, captions, dense, annotations, hashes = [], [], [], [], set()
     conflict: dict[str, list[dict[str, Any]]] = {"grounding": [], "caption": []}
     counts: dict[str, int] = {}
     for i, j in enumerate(order):
@@ -137,6 +139,7 @@ def _write_training(out: Path, config: WorldConfig, progress: Callable[[int], An
                     ],
                 }
             )
+            dense.append(dense_caption_record(sample_id, image, sample.scene, sample.rendering))
             if sample.scene.kind in ("objects", "clutter", "text"):
                 pair_rng = np.random.default_rng([config.seed, CONFLICT_STREAM, i])
                 for pair_sample in conflict_pair(sample.scene, sample.rendering, pair_rng):
@@ -155,6 +158,7 @@ def _write_training(out: Path, config: WorldConfig, progress: Callable[[int], An
         progress(1)
     _dump(out / "train.json", records)
     _dump(out / "captions.json", captions)
+    _dump(out / "dense_captions.json", dense)
     (out / "conflict").mkdir(exist_ok=True)
     for task, task_records in conflict.items():
         _dump(out / "conflict" / f"{task}.json", task_records)
@@ -196,7 +200,8 @@ def make_world(
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("version") == WORLD_VERSION and meta.get("config") == config.to_dict():
             return meta
-    for owned in ("images", "suite", "annotations", "conflict", "meta.json", "train.json", "captions.json"):
+    owned_files = ("meta.json", "train.json", "captions.json", "dense_captions.json")
+    for owned in ("images", "suite", "annotations", "conflict", *owned_files):
         target = out / owned
         if target.is_dir():
             shutil.rmtree(target)
@@ -227,6 +232,7 @@ def make_world(
         "files": {
             "train": "train.json",
             "captions": "captions.json",
+            "dense_captions": "dense_captions.json",
             "suite": "suite",
             "annotations": "annotations",
             "conflict": ["conflict/grounding.json", "conflict/caption.json"],
