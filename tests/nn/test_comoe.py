@@ -124,6 +124,20 @@ def test_uniform_has_no_router_and_every_parameter_gets_a_gradient(tiny_mlp):
     assert all(p.grad is not None for p in moe.parameters())
 
 
+def test_identical_experts_give_the_routing_path_only_rounding_noise_at_initialisation(tiny_mlp):
+    """Why dense routers collapse under Adam (docs/decisions.md): with the upcycled experts equal,
+    d loss / d gate is the same for every expert and the softmax's gradient vanishes, so the router
+    and the CVE see float32 rounding noise, about 1e-7 of the experts' gradient, while Adam divides
+    any gradient well above its epsilon by its own size."""
+    moe, _ = _build(tiny_mlp)
+    z = torch.randn(B, N, D)
+    out = moe(z)
+    (out * torch.randn_like(out)).sum().backward()
+    experts = moe.experts.fc1_weight.grad.abs().max()
+    routing = max(p.grad.abs().max() for p in [*moe.router.parameters(), *moe.cve.parameters()])
+    assert experts > 0.1 and routing < 1e-5 * experts
+
+
 def test_dense_cve_trains_every_parameter_after_experts_diverge(tiny_mlp):
     moe, _ = _build(tiny_mlp)
     with torch.no_grad():

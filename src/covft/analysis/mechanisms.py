@@ -62,12 +62,12 @@ def not_measured(mechanism: str, reason: str) -> dict[str, Any]:
     return {"verdict": "not measured", "reason": reason, "rule": RULES[mechanism]}
 
 
-def _spearman(values: Sequence[float]) -> float:
-    """Spearman's rank correlation of ``values`` with their position (0, 1, 2, ...)."""
+def _spearman(values: Sequence[float]) -> float | None:
+    """Spearman's rank correlation of ``values`` with their position (0, 1, 2, ...); None when undefined."""
     from scipy.stats import spearmanr
 
     if len(values) < 2 or len(set(values)) < 2:
-        return float("nan")
+        return None
     return float(spearmanr(np.arange(len(values)), values).statistic)
 
 
@@ -81,7 +81,7 @@ def conflict_summary(result: Mapping[str, Any], strategy: str = "full") -> dict[
     final = [float(v) for v in data["final"]["param_l2"][:feeding]]
     rho = _spearman(final)
     grows = sums[-1] > sums[middle]
-    deeper = not math.isnan(rho) and rho >= DEPTH_RHO_THRESHOLD
+    deeper = rho is not None and rho >= DEPTH_RHO_THRESHOLD
     return {
         "figure": "Fig. 1c",
         "strategy": strategy,
@@ -149,7 +149,7 @@ def context_summary(
         }
         gates = np.asarray(routes, dtype=np.float64)
         routing[str(seed)] = {
-            "pearson_r": _correlation_or_nan(contexts, gates),
+            "pearson_r": _correlation_or_none(contexts, gates),
             "gate_sd": float(gates.std(axis=0).mean()),
         }
     nmi = _mean_sd([c["nmi"] for c in clusters.values()])
@@ -163,7 +163,9 @@ def context_summary(
             "purity": _mean_sd([c["purity"] for c in clusters.values()]),
             "paper": "clusters align with task types (no number given)",
             "rule": RULES["clusters"],
-            "verdict": "reproduced" if nmi["mean"] >= CLUSTER_NMI_THRESHOLD else "not reproduced",
+            "verdict": "reproduced"
+            if nmi["mean"] is not None and nmi["mean"] >= CLUSTER_NMI_THRESHOLD
+            else "not reproduced",
         },
         "routing": {
             "figure": "Fig. 3b",
@@ -172,23 +174,24 @@ def context_summary(
             "paper": {"pearson_r": PAPER_ROUTING_CORRELATION},
             "rule": RULES["routing"],
             "verdict": "reproduced"
-            if not math.isnan(r["mean"]) and r["mean"] >= ROUTING_R_THRESHOLD
+            if r["mean"] is not None and r["mean"] >= ROUTING_R_THRESHOLD
             else "not reproduced",
         },
     }
 
 
-def _correlation_or_nan(contexts: np.ndarray, routes: np.ndarray) -> float:
-    """Pearson r of pairwise similarities; NaN when one similarity is constant (a collapsed router)."""
+def _correlation_or_none(contexts: np.ndarray, routes: np.ndarray) -> float | None:
+    """Pearson r of pairwise similarities; None when one similarity is constant (a collapsed router)."""
     try:
         return pairwise_correlation(contexts, routes)
     except ValueError:
-        return float("nan")
+        return None
 
 
-def _mean_sd(values: Sequence[float]) -> dict[str, float | None]:
-    finite = [v for v in values if not math.isnan(v)]
+def _mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
+    """Mean and sd over seeds of the defined values (None where a seed's value is undefined)."""
+    defined = [v for v in values if v is not None and not math.isnan(v)]
     return {
-        "mean": statistics.fmean(finite) if finite else float("nan"),
-        "sd": statistics.stdev(finite) if len(finite) > 1 else None,
+        "mean": statistics.fmean(defined) if defined else None,
+        "sd": statistics.stdev(defined) if len(defined) > 1 else None,
     }

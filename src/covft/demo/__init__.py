@@ -41,6 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="smaller world and schedule (a smoke run of every stage)"
     )
     parser.add_argument(
+        "--scale",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu (default): the comparison sized for two CPU cores; gpu: the same pipeline at GPU scale "
+        "(covft.demo.settings.GPU: a 10x world, 40x the stage-2 samples, bf16 on CUDA; planned for about "
+        "10 minutes on one H200-class GPU; tiny preset, not with --quick; default --out runs/demo-gpu)",
+    )
+    parser.add_argument(
         "--preset",
         choices=("tiny", "smol"),
         default="tiny",
@@ -188,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from covft.demo.pipeline import DemoError, DemoRun, run_demo
-    from covft.demo.settings import settings_for
+    from covft.demo.settings import GPU, settings_for
     from covft.models.demo_presets import default_cache_dir
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -197,7 +205,13 @@ def run(args: argparse.Namespace) -> int:
     jobs = args.jobs or min(os.cpu_count() or 1, len(args.methods))
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
-    settings = settings_for(args.preset, args.quick)
+    if args.scale == "gpu" and (args.quick or args.preset != "tiny"):
+        print(
+            "covft demo: error: --scale gpu is the tiny preset's full run (drop --quick / --preset)",
+            file=sys.stderr,
+        )
+        return 2
+    settings = GPU if args.scale == "gpu" else settings_for(args.preset, args.quick)
     if args.stage2_steps is not None:
         settings = replace(settings, stage2_steps=args.stage2_steps)
     try:
@@ -209,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         return pretrain_command(args, settings)
     out = args.out
     if out is None:
-        out = Path("runs") / ("demo-quick" if args.quick else "demo")
+        out = Path("runs") / ("demo-quick" if args.quick else "demo-gpu" if args.scale == "gpu" else "demo")
         if args.preset != "tiny":
             out = out.with_name(f"{out.name}-{args.preset}")
     print(

@@ -228,7 +228,10 @@ def _train_config(
             "image_folder": str(world),
             "group_by_modality_length": s.group_by_modality_length,
         },
-        "train": _loop(run, steps=s.stage2_steps, batch_size=s.stage2_batch_size, lr=s.stage2_lr, seed=seed),
+        "train": {
+            **_loop(run, steps=s.stage2_steps, batch_size=s.stage2_batch_size, lr=s.stage2_lr, seed=seed),
+            "precision": s.train_precision(),
+        },
     }
 
 
@@ -268,6 +271,16 @@ def train_stage(
     return json.loads(summary.read_text(encoding="utf-8"))
 
 
+def stage2_model(run: DemoRun, seed: int, method: str) -> Any:
+    """The trained stage-2 model, on the GPU when there is one (the suite runs where training ran)."""
+    import torch
+
+    import covft
+
+    model = covft.build_model(str(run.stage2_dir(seed, method)))
+    return model.to("cuda") if torch.cuda.is_available() else model
+
+
 def evaluate_stage(
     run: DemoRun,
     seed: int,
@@ -285,7 +298,6 @@ def evaluate_stage(
     model's answers rest on the image. ``load_model``: returns the stage-2 model, called only when
     there is something to generate (callers evaluating twice pass a cached loader).
     """
-    import covft
     from covft.eval.generate import RESULTS_FILE, evaluate, shuffle_images
 
     out = run.eval_dir(seed, method, shuffled)
@@ -294,7 +306,7 @@ def evaluate_stage(
     if (out / RESULTS_FILE).is_file():
         log.record(name, "reused", started)
         return json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
-    model = load_model() if load_model is not None else covft.build_model(str(run.stage2_dir(seed, method)))
+    model = load_model() if load_model is not None else stage2_model(run, seed, method)
     settings: dict[str, Any] = {"checkpoint": str(run.stage2_dir(seed, method)), "seed": seed}
     if shuffled:
         items = shuffle_images(items, seed=0)
@@ -329,7 +341,6 @@ def stage2_and_eval(
     instruction vectors of :func:`context_vectors`, for the methods that route on them.
     ``full`` and ``covft`` record their vision gradients (:data:`GRADIENTS_FILE`, supp. Fig. A).
     """
-    import covft
     from covft.analysis.gradients import GradientFile
     from covft.eval.generate import collect_items
 
@@ -353,7 +364,7 @@ def stage2_and_eval(
     callbacks = [GradientFile(output / GRADIENTS_FILE)] if method in GRADIENT_METHODS else []
     train_stage(f"stage2/seed{seed}/{method}", config, log, callbacks)
     items = collect_items("all", suite=run.world_dir / "suite")
-    load_model = functools.cache(lambda: covft.build_model(str(run.stage2_dir(seed, method))))
+    load_model = functools.cache(lambda: stage2_model(run, seed, method))
     scores: dict[str, dict[str, float]] = {}
     for kind in ("real", "shuffled"):
         results = evaluate_stage(

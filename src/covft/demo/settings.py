@@ -139,6 +139,8 @@ class DemoSettings:
     mechanism_batch_size: int = 8
     mechanism_samples: int = 600
     """Training samples whose context vectors and gates each covft model gives (Fig. 3a/b)."""
+    precision: str = "fp32"
+    """Stage-2 precision: fp32, bf16, or auto (bf16 on a CUDA GPU that supports it, else fp32)."""
 
     @property
     def image_size(self) -> int:
@@ -148,6 +150,14 @@ class DemoSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (recorded in results.json and the stage hashes)."""
         return asdict(self)
+
+    def train_precision(self) -> str:
+        """The trainer's ``precision`` for stage 2: ``auto`` resolves on this machine."""
+        if self.precision != "auto":
+            return self.precision
+        import torch
+
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
     def key(self, *parts: str) -> str:
         """A short hash of these settings plus ``parts`` (names stage folders)."""
@@ -253,3 +263,22 @@ def settings_for(preset: str, quick: bool) -> DemoSettings:
     if preset == "smol":
         return SMOL_QUICK if quick else SMOL_FULL
     return QUICK if quick else FULL
+
+
+#: The same pipeline at GPU scale (``covft demo --scale gpu``, docs/demo.md): the shipped
+#: starting point, a 10x world, 40x the stage-2 samples of ``FULL`` (3,000 steps x 64), a 4x
+#: suite, bf16 on a CUDA GPU. Planned for about 10 minutes on one H200-class GPU with 16 CPU
+#: cores; the estimate and how it was made are in docs/demo.md and benchmarks/gpu_demo_estimate.py.
+GPU = replace(
+    FULL,
+    world_size=30000,
+    suite_size=200,
+    stage2_steps=3000,
+    stage2_batch_size=64,
+    save_steps=500,
+    eval_batch_size=256,
+    mechanism_steps=200,
+    mechanism_batch_size=32,
+    mechanism_samples=3000,
+    precision="auto",
+)

@@ -1,0 +1,94 @@
+"""The demo's mechanisms stage, its shared instruction vectors, and the GPU-scale setting."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from covft.analysis.gradients import read_gradient_file
+from covft.demo import add_arguments
+from covft.demo import run as demo_command
+from covft.demo.pipeline import GRADIENTS_FILE, DemoRun, read_stage_log, run_demo
+from covft.demo.settings import FULL, GPU, micro
+
+VERDICTS = {"reproduced", "not reproduced"}
+
+
+def test_micro_demo_measures_the_four_mechanisms_on_the_gpu_settings_path(tmp_path: Path) -> None:
+    # the GPU setting's precision ("auto") on a machine without CUDA: fp32, every stage runs
+    settings = micro(precision=GPU.precision)
+    run = DemoRun(
+        out=tmp_path / "demo",
+        settings=settings,
+        methods=["full", "covft"],
+        seeds=2,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+        from_scratch=True,
+    )
+    results = run_demo(run)
+
+    found = results["mechanisms"]
+    assert set(found) == {"conflict", "gradients", "clusters", "routing"}
+    assert {entry["verdict"] for entry in found.values()} <= VERDICTS
+    assert set(found["gradients"]["per_seed"]) == {"0", "1"}
+    assert found["routing"]["paper"]["pearson_r"] == 0.76
+    assert found["conflict"]["images"] == settings.mechanism_steps * settings.mechanism_batch_size
+    saved = json.loads((run.out / "results.json").read_text())
+    assert saved["mechanisms"] == found
+    report = (run.out / "report.md").read_text()
+    assert "## The paper's mechanisms" in report and "| (iv) Fig. 3b" in report
+    assert (run.out / "mechanisms" / "mechanisms.png").stat().st_size > 1000
+
+    for seed in (0, 1):
+        steps, rows = read_gradient_file(run.stage2_dir(seed, "full") / GRADIENTS_FILE)
+        assert rows.shape[1] == 4096 and 1 <= len(steps) <= settings.stage2_steps
+        assert np.abs(rows).sum() > 0
+        assert not (run.stage2_dir(seed, "freeze") / GRADIENTS_FILE).exists()
+        config = yaml.safe_load((run.stage2_dir(seed, "covft") / "train_config.yaml").read_text())
+        assert Path(config["method_options"]["context_vectors"]).is_file()
+        assert config["train"]["precision"] == "fp32"
+        full_config = yaml.safe_load((run.stage2_dir(seed, "full") / "train_config.yaml").read_text())
+        assert full_config["method_options"] == {}
+    log = read_stage_log(run.out)
+    assert [e["action"] for e in log if e["stage"] == "context_vectors"] == ["ran"]  # once for both seeds
+    assert [e["action"] for e in log if e["stage"] == "mechanisms"] == ["ran"]
+
+    again = run_demo(run)
+    assert again["mechanisms"] == found
+    assert [e["action"] for e in read_stage_log(run.out) if e["stage"] == "mechanisms"] == ["ran", "reused"]
+
+
+def test_gpu_setting_is_the_full_pipeline_at_20_to_100_times_the_samples() -> None:
+    ratio = (GPU.stage2_steps * GPU.stage2_batch_size) / (FULL.stage2_steps * FULL.stage2_batch_size)
+    assert 20 <= ratio <= 100
+    assert GPU.world_size >= 10 * FULL.world_size and GPU.suite_size > FULL.suite_size
+    assert GPU.pretrain == FULL.pretrain  # the same shipped starting point
+    assert (GPU.stage2_lr, GPU.lr_scheduler, GPU.warmup_ratio) == (FULL.stage2_lr, "cosine", 0.03)
+    assert GPU.precision == "auto" and FULL.precision == "fp32"
+
+
+def test_auto_precision_is_bf16_on_a_cuda_gpu_with_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert GPU.train_precision() == "bf16" and FULL.train_precision() == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert GPU.train_precision() == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert replace(GPU, precision="bf16").train_precision() == "bf16"  # explicit choices stay
+
+
+def test_scale_gpu_is_the_tiny_full_run(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--scale", "gpu"]).scale == "gpu"
+    assert parser.parse_args([]).scale == "cpu"
+    assert demo_command(parser.parse_args(["--scale", "gpu", "--quick"])) == 2
+    assert "--scale gpu" in capsys.readouterr().err
