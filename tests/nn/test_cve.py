@@ -33,6 +33,30 @@ def test_output_shape_and_dependence_on_text():
     torch.testing.assert_close(cve(z, t_changed)[1], c[1])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_equals_multihead_attention_over_the_concatenated_keys_and_values(dtype):
+    """The cheap order of computation is method.md 2.2's attention, value for value and gradient for gradient."""
+    torch.manual_seed(0)
+    cve = ContextVectorExtractor(16, 12, num_heads=4).to(dtype)
+    with torch.no_grad():  # non-zero biases, so the dropped key bias and the value bias are exercised
+        cve.attn.in_proj_bias.normal_()
+    z, t = torch.randn(3, 7, 16, dtype=dtype), torch.randn(3, 12, dtype=dtype)
+
+    def reference():
+        visual, text = cve.visual_block(z), cve.text_block(t)
+        kv = torch.cat([visual, text.unsqueeze(1).expand(3, 7, 12)], dim=-1)
+        return cve.attn(text.unsqueeze(1), kv, kv, need_weights=False)[0].squeeze(1)
+
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 1e-12}
+    torch.testing.assert_close(cve(z, t), reference(), **tolerance)
+    cve(z, t).pow(2).sum().backward()
+    ours = {n: p.grad.clone() for n, p in cve.named_parameters()}
+    cve.zero_grad()
+    reference().pow(2).sum().backward()
+    for name, param in cve.named_parameters():
+        torch.testing.assert_close(ours[name], param.grad, **tolerance, msg=name)
+
+
 def test_single_query_pooling_ignores_token_order():
     torch.manual_seed(0)
     cve = ContextVectorExtractor(16, 12, num_heads=4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from covft.nn.layers import PostNormResidualBlock, QuickGELU
@@ -53,14 +54,36 @@ class ContextVectorExtractor(nn.Module):
             raise ValueError(
                 f"visual_tokens must be [B, N, {self.visual_dim}], got {tuple(visual_tokens.shape)}"
             )
-        batch, num_tokens, _ = visual_tokens.shape
+        batch = visual_tokens.shape[0]
         if text_vector.shape != (batch, self.text_dim):
             raise ValueError(
                 f"text_vector must be [{batch}, {self.text_dim}] (one row per image), "
                 f"got {tuple(text_vector.shape)}"
             )
-        visual = self.visual_block(visual_tokens)
-        text = self.text_block(text_vector)
-        key_value = torch.cat([visual, text.unsqueeze(1).expand(batch, num_tokens, self.text_dim)], dim=-1)
-        context, _ = self.attn(text.unsqueeze(1), key_value, key_value, need_weights=False)
-        return context.squeeze(1)
+        return self._attend(self.visual_block(visual_tokens), self.text_block(text_vector))
+
+    def _attend(self, visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``self.attn(query=text, key=value=[visual ; text repeated over tokens])``, computed exactly
+        but without building the ``[B, N, d + d_t]`` keys and values.
+
+        The text half of every key, ``W_k^t t + b_k``, is the same for all tokens: it shifts all
+        scores of a head by the same amount, which the softmax ignores. The text half of every value
+        is also the same for all tokens and the attention weights sum to one, so it passes through
+        as ``W_v^t t + b_v``. Only the visual halves depend on the token: the query is mapped into
+        the visual space once per head (``W_k^z^T q``) and the tokens are pooled with the attention
+        weights before ``W_v^z``. At the tiny demo geometry this removes ~80x of the attention's
+        FLOPs; at ViT-L/BERT-base, 40 % of CVE's (benchmarks/README.md).
+        """
+        attn = self.attn
+        batch, heads, dim = visual.shape[0], attn.num_heads, self.visual_dim
+        head_dim = self.text_dim // heads
+        query_bias, _, value_bias = attn.in_proj_bias.chunk(3)
+        query = F.linear(text, attn.q_proj_weight, query_bias).view(batch, heads, head_dim)
+        key_visual = attn.k_proj_weight[:, :dim].reshape(heads, head_dim, dim)
+        value_visual = attn.v_proj_weight[:, :dim].reshape(heads, head_dim, dim)
+        probe = torch.einsum("bhe,hed->bhd", query, key_visual) * head_dim**-0.5
+        weights = torch.einsum("bhd,bnd->bhn", probe, visual).softmax(dim=-1)
+        pooled = torch.einsum("bhn,bnd->bhd", weights, visual)
+        values = torch.einsum("bhd,hed->bhe", pooled, value_visual).reshape(batch, self.text_dim)
+        values = values + F.linear(text, attn.v_proj_weight[:, dim:], value_bias)
+        return attn.out_proj(values)

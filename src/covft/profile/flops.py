@@ -129,6 +129,7 @@ class FlopGeometry:
     context_tokens: int
     comoe_blocks: int = 0
     num_experts: int = 4
+    cve_heads: int = 4
     batch: int = 1
     train_llm: bool = True
     train_projector: bool = True
@@ -239,11 +240,17 @@ def analytic_flops(geometry: FlopGeometry, method: str, *, inference: bool = Fal
             vision.linear(rows, 2 * d, d, grad_input=on_path, grad_weight=on_path)
             vision.linear(batch, t, 2 * t, grad_input=False, grad_weight=on_path)
             vision.linear(batch, 2 * t, t, grad_input=on_path, grad_weight=on_path)
-            vision.linear(batch, t, t, grad_input=on_path, grad_weight=on_path)  # query projection
-            vision.linear(rows, d + t, t, grad_input=on_path, grad_weight=on_path)  # key
-            vision.linear(rows, d + t, t, grad_input=on_path, grad_weight=on_path)  # value
-            vision.attention(batch, 1, n, t, backward=on_path)
-            vision.linear(batch, t, t, grad_input=on_path, grad_weight=on_path)  # output projection
+            # single-query attention without materialised keys/values (ContextVectorExtractor._attend):
+            # query, query into the visual space per head, scores and pooling over the tokens (heads
+            # as rows), visual and text halves of the values, output projection
+            heads = g.cve_heads
+            vision.linear(batch, t, t, grad_input=on_path, grad_weight=on_path)
+            vision.linear(batch, t, d, grad_input=on_path, grad_weight=on_path)
+            vision.linear(batch * heads, d, n, grad_input=on_path, grad_weight=on_path)
+            vision.linear(batch * heads, n, d, grad_input=on_path, grad_weight=on_path)
+            vision.linear(batch, d, t, grad_input=on_path, grad_weight=on_path)
+            vision.linear(batch, t, t, grad_input=on_path, grad_weight=on_path)
+            vision.linear(batch, t, t, grad_input=on_path, grad_weight=on_path)
             vision.linear(batch, t, experts, grad_input=on_path, grad_weight=on_path)  # router
             # fused experts: fc1 and fc2 of all experts as two GEMMs, plus gates @ fc2_bias
             vision.linear(rows, d, experts * h, grad_input=on_path, grad_weight=on_path)
@@ -311,9 +318,11 @@ def geometry_of(
     vision, text = config.vision_config, config.text_config
     strategy = model.strategy
     encoder = model.text_encoder
-    num_experts = 4
+    num_experts, cve_heads = 4, 4
     if model.comoe_layers:
-        num_experts = model.encoder_layers[model.comoe_layers[0]].mlp.num_experts
+        moe = model.encoder_layers[model.comoe_layers[0]].mlp
+        num_experts = moe.num_experts
+        cve_heads = moe.cve.attn.num_heads if moe.cve is not None else cve_heads
     encoder_config = encoder.model.config if encoder is not None else None
     return FlopGeometry(
         vision_layers=vision.num_hidden_layers,
@@ -340,6 +349,7 @@ def geometry_of(
         context_tokens=context_tokens,
         comoe_blocks=len(model.comoe_layers),
         num_experts=num_experts,
+        cve_heads=cve_heads,
         batch=batch,
         train_llm=strategy.options.train_llm if strategy else True,
         train_projector=strategy.options.train_projector if strategy else True,

@@ -59,6 +59,11 @@ class Strategy:
         """Names of the parameters trained besides the LLM and the projector."""
         return ()
 
+    def lr_scales(self, model) -> dict[str, float]:
+        """Learning-rate multipliers of some trained parameters, by name (default: none; the
+        trainer gives every other parameter its part's learning rate)."""
+        return {}
+
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: make a strategy available by its ``name``."""

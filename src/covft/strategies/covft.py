@@ -45,6 +45,9 @@ class CovftOptions(StrategyOptions):
     train_layernorms: str = "all"
     """LayerNorms (layer_norm1/2) that train: all (every block, as the release: 529,007,664 parameters
     at ViT-L), feeding (only blocks that feed the LLM), none."""
+    router_lr_scale: float = 1.0
+    """Learning-rate multiplier of the routing path (router, CVE, concat projection): a
+    non-parameter setting, see docs/decisions.md "Routers that stay context-dependent". (ours)"""
     context_vectors: str | None = None
     """A file of the instructions' text-encoder vectors computed ahead (FrozenTextEncoder.save_vectors),
     pinned in the encoder's cache: a pure speed-up, the vectors are those the encoder computes. (ours)"""
@@ -72,6 +75,8 @@ class Covft(Strategy):
                 else ""
             )
             raise ValueError(f"context must be one of {CONTEXTS}, got {o.context!r}{hint}")
+        if not o.router_lr_scale > 0:
+            raise ValueError(f"router_lr_scale must be > 0, got {o.router_lr_scale}")
         if o.train_layernorms not in ("all", "feeding", "none"):
             raise ValueError(f"train_layernorms must be all, feeding or none, got {o.train_layernorms!r}")
         chosen = resolve_layers(
@@ -118,3 +123,15 @@ class Covft(Strategy):
                     model, i, "layer_norm2."
                 )
         return names
+
+    def lr_scales(self, model) -> dict[str, float]:
+        """``router_lr_scale`` for every parameter of the routing path of each CoMoE block."""
+        if self.options.router_lr_scale == 1.0:
+            return {}
+        routing = ("mlp.router.", "mlp.cve.", "mlp.concat_proj.")
+        return {
+            name: self.options.router_lr_scale
+            for i in model.comoe_layers
+            for sub in routing
+            for name in block_param_names(model, i, sub)
+        }

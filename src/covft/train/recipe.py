@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,9 +141,18 @@ def learning_rates(loop: TrainLoopConfig) -> dict[str, float]:
     }
 
 
-def optimizer_groups(parts: dict[str, list[nn.Parameter]], loop: TrainLoopConfig) -> list[dict[str, Any]]:
-    """AdamW parameter groups: one per (part, decay / no decay), named for logging."""
+def optimizer_groups(
+    parts: dict[str, list[nn.Parameter]],
+    loop: TrainLoopConfig,
+    scales: Mapping[int, float] | None = None,
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups: one per (part, decay / no decay), named for logging.
+
+    ``scales`` maps ``id(parameter)`` to a learning-rate multiplier (:func:`lr_scales`); each
+    multiplier of a part gets its own groups, named ``<part>_x<scale>``.
+    """
     rates = learning_rates(loop)
+    scales = scales or {}
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"parameter_groups() returned unknown parts {sorted(unknown)}; expected {PARTS}")
@@ -151,21 +161,42 @@ def optimizer_groups(parts: dict[str, list[nn.Parameter]], loop: TrainLoopConfig
     for part in PARTS:
         params = [p for p in parts.get(part, []) if p.requires_grad and id(p) not in seen]
         seen.update(id(p) for p in params)
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        for suffix, members, weight_decay in (("", decay, loop.weight_decay), ("_no_decay", no_decay, 0.0)):
-            if members:
-                groups.append(
-                    {
-                        "name": part + suffix,
-                        "params": members,
-                        "lr": rates[part],
-                        "weight_decay": weight_decay,
-                    }
-                )
+        for scale in sorted({scales.get(id(p), 1.0) for p in params}, reverse=True):
+            scaled = [p for p in params if scales.get(id(p), 1.0) == scale]
+            name = part if scale == 1.0 else f"{part}_x{scale:g}"
+            decay = [p for p in scaled if p.ndim >= 2]
+            no_decay = [p for p in scaled if p.ndim < 2]
+            for suffix, members, weight_decay in (
+                ("", decay, loop.weight_decay),
+                ("_no_decay", no_decay, 0.0),
+            ):
+                if members:
+                    groups.append(
+                        {
+                            "name": name + suffix,
+                            "params": members,
+                            "lr": rates[part] * scale,
+                            "weight_decay": weight_decay,
+                        }
+                    )
     if not groups:
         raise ConfigError("nothing to train: the strategy left no trainable parameters")
     return groups
+
+
+def lr_scales(model: nn.Module) -> dict[int, float]:
+    """The strategy's learning-rate multipliers (``Strategy.lr_scales``) by ``id(parameter)``."""
+    strategy = getattr(model, "strategy", None)
+    named = strategy.lr_scales(model) if strategy is not None else {}
+    if not named:
+        return {}
+    params = dict(model.named_parameters())
+    missing = sorted(set(named) - set(params))
+    if missing:
+        raise ValueError(
+            f"strategy {strategy.name!r} scales the learning rate of unknown parameters {missing[:3]}"
+        )
+    return {id(params[name]): float(scale) for name, scale in named.items()}
 
 
 def make_optimizer(groups: list[dict[str, Any]], loop: TrainLoopConfig) -> torch.optim.Optimizer:

@@ -377,7 +377,8 @@ def train(
     model = recipe.build_model(config)
     if loop.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    optimizer = recipe.make_optimizer(recipe.optimizer_groups(model.parameter_groups(), loop), loop)
+    groups = recipe.optimizer_groups(model.parameter_groups(), loop, recipe.lr_scales(model))
+    optimizer = recipe.make_optimizer(groups, loop)
     group_names = [group["name"] for group in optimizer.param_groups]
 
     sampler = GroupedBatchSampler(
