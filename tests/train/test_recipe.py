@@ -116,6 +116,30 @@ def test_parameter_groups_have_per_part_learning_rates(tiny_data: dict[str, Path
     assert sum(len(g["params"]) for g in groups) == len(grouped)
 
 
+def test_covft_router_lr_scale_gives_the_routing_path_its_own_groups(
+    tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_data, tmp_path, "train.lr=1e-3", "method_options.router_lr_scale=0.1", steps=10)
+    model = recipe.build_model(config)
+    groups = recipe.optimizer_groups(model.parameter_groups(), config.train, recipe.lr_scales(model))
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["vision"]["lr"] == pytest.approx(1e-3)
+    assert by_name["vision_x0.1"]["lr"] == by_name["vision_x0.1_no_decay"]["lr"] == pytest.approx(1e-4)
+    names = {id(p): n for n, p in model.named_parameters()}
+    scaled = {names[id(p)] for g in groups if g["name"].startswith("vision_x0.1") for p in g["params"]}
+    routing = {
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (".mlp.router." in n or ".mlp.cve." in n)
+    }
+    assert scaled == routing and routing
+    assert {id(p) for g in groups for p in g["params"]} == {
+        id(p) for p in model.parameters() if p.requires_grad
+    }
+    unscaled = tiny_config(tiny_data, tmp_path, "method_options.router_lr_scale=1.0", steps=10)
+    assert recipe.lr_scales(recipe.build_model(unscaled)) == {}
+
+
 def test_cosine_schedule_with_warmup() -> None:
     factor = recipe.lr_lambda("cosine", warmup_steps=3, total_steps=13)
     assert [factor(s) for s in range(3)] == pytest.approx([0.25, 0.5, 0.75])
