@@ -7,7 +7,9 @@ Pure functions (usable on any models or arrays) and the drivers that train and m
 - :mod:`covft.analysis.gradients`: :func:`cosine_to_dominant`, :func:`dominant_direction`,
   :class:`GradientSketch`, :func:`run_gradients`;
 - :mod:`covft.analysis.context`: :func:`collect_context`, :func:`cluster_contexts`,
-  :func:`pairwise_correlation`, :func:`run_context`.
+  :func:`pairwise_correlation`, :func:`run_context`;
+- :mod:`covft.analysis.mechanisms`: the four mechanisms as numbers with a verdict
+  (:func:`conflict_summary`, :func:`gradient_summary`, :func:`context_summary`).
 
 Sub-modules load on first use, so ``import covft.analysis`` stays light. The command line is
 ``covft analyze conflict|gradients|context`` (docs/analysis.md).
@@ -28,6 +30,8 @@ _EXPORTS = {
     "cosine_to_direction": "gradients",
     "dominant_direction": "gradients",
     "GradientSketch": "gradients",
+    "GradientFile": "gradients",
+    "read_gradient_file": "gradients",
     "run_gradients": "gradients",
     "collect_context": "context",
     "cluster_contexts": "context",
@@ -36,6 +40,9 @@ _EXPORTS = {
     "nearest_to_centroids": "context",
     "run_context": "context",
     "task_of": "runs",
+    "conflict_summary": "mechanisms",
+    "gradient_summary": "mechanisms",
+    "context_summary": "mechanisms",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -415,13 +415,16 @@ def context_vectors(run: DemoRun, log: StageLog, items: dict[str, list[dict]]) -
     (stage 2 and the suite) reads them from one file instead of encoding each instruction
     again (a MiniLM miss costs about as much CPU as the rest of a CoVFT step at the tiny
     geometry). Cached under ``<cache>/context/<hash>.safetensors``, the hash covering the
-    encoder's fingerprint and every instruction; None when no method routes on the instruction.
+    encoder's fingerprint and every instruction. None when no method routes on the instruction,
+    or on a CUDA GPU, where the encoder runs on the GPU with its batch for next to nothing.
     """
+    import torch
+
     from covft.data.templates import context_text
     from covft.eval.generate import context_of
     from covft.models.text_encoder import load_text_encoder
 
-    if not any(_routes_on_text(m) for m in run.methods):
+    if torch.cuda.is_available() or not any(_routes_on_text(m) for m in run.methods):
         return None
     started = clock()
     records = json.loads((run.world_dir / "train.json").read_text(encoding="utf-8"))

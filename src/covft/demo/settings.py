@@ -265,15 +265,16 @@ def settings_for(preset: str, quick: bool) -> DemoSettings:
     return QUICK if quick else FULL
 
 
-#: The same pipeline at GPU scale (``covft demo --scale gpu``, docs/demo.md): the shipped
-#: starting point, a 10x world, 40x the stage-2 samples of ``FULL`` (3,000 steps x 64), a 4x
-#: suite, bf16 on a CUDA GPU. Planned for about 10 minutes on one H200-class GPU with 16 CPU
-#: cores; the estimate and how it was made are in docs/demo.md and benchmarks/gpu_demo_estimate.py.
+#: The same pipeline at GPU scale (``covft demo --scale gpu``, docs/demo.md "GPU scale"): the
+#: same starting point, a 6.7x world, 20x the stage-2 samples of ``FULL`` (1,500 steps x 64), a
+#: 4x suite, bf16 on a CUDA GPU, the same learning rate and schedule for every method. Planned
+#: for about 7 minutes with one seed (11 with two) on one H200-class GPU with 16 CPU cores; the
+#: estimate is host-bound and explained in docs/demo.md.
 GPU = replace(
     FULL,
-    world_size=30000,
+    world_size=20000,
     suite_size=200,
-    stage2_steps=3000,
+    stage2_steps=1500,
     stage2_batch_size=64,
     save_steps=500,
     eval_batch_size=256,
