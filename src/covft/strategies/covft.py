@@ -45,9 +45,12 @@ class CovftOptions(StrategyOptions):
     train_layernorms: str = "all"
     """LayerNorms (layer_norm1/2) that train: all (every block, as the release: 529,007,664 parameters
     at ViT-L), feeding (only blocks that feed the LLM), none."""
-    router_lr_scale: float = 1.0
-    """Learning-rate multiplier of the routing path (router, CVE, concat projection): a
-    non-parameter setting, see docs/decisions.md "Routers that stay context-dependent". (ours)"""
+    router_lr_scale: float = 0.1
+    """Learning-rate multiplier of the routing path (router, CVE, concat projection). Identical
+    upcycled experts give the routing path only rounding noise to learn from at first, and Adam
+    turns any gradient into lr-sized steps, so at full lr dense routers collapse onto one expert;
+    1.0 is the release's behaviour. Chosen from routing health on training data, docs/decisions.md
+    "Routers that stay context-dependent". (ours)"""
     context_vectors: str | None = None
     """A file of the instructions' text-encoder vectors computed ahead (FrozenTextEncoder.save_vectors),
     pinned in the encoder's cache: a pure speed-up, the vectors are those the encoder computes. (ours)"""
