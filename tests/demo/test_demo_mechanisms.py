@@ -43,6 +43,11 @@ def test_micro_demo_measures_the_four_mechanisms_on_the_gpu_settings_path(tmp_pa
     assert found["conflict"]["images"] == settings.mechanism_steps * settings.mechanism_batch_size
     saved = json.loads((run.out / "results.json").read_text())
     assert saved["mechanisms"] == found
+    for block in saved["routing"]["covft"].values():  # the routing health of every seed
+        assert len(block["entropy_per_seed"]) == 2
+        assert block["lowest_share_of_max"] == pytest.approx(
+            min(block["entropy_per_seed"]) / block["max_entropy"]
+        )
     report = (run.out / "report.md").read_text()
     assert "## The paper's mechanisms" in report and "| (iv) Fig. 3b" in report
     assert (run.out / "mechanisms" / "mechanisms.png").stat().st_size > 1000
@@ -92,3 +97,24 @@ def test_scale_gpu_is_the_tiny_full_run(capsys: pytest.CaptureFixture[str]) -> N
     assert parser.parse_args([]).scale == "cpu"
     assert demo_command(parser.parse_args(["--scale", "gpu", "--quick"])) == 2
     assert "--scale gpu" in capsys.readouterr().err
+
+
+def test_routing_text_flags_blocks_below_a_quarter_of_log_e_and_collapse() -> None:
+    from covft.demo.report import routing_text
+
+    def block(entropies: list[float], top: float) -> dict:
+        maximum = 1.386
+        return {
+            "entropy": sum(entropies) / len(entropies),
+            "entropy_per_seed": entropies,
+            "max_entropy": maximum,
+            "lowest_share_of_max": min(entropies) / maximum,
+            "top_expert_share": top,
+        }
+
+    healthy = routing_text({"covft": {"2": block([1.2, 1.1], 0.4), "3": block([0.9, 0.8], 0.5)}})
+    assert "Every routed block keeps at least 25% of log E in every seed." in healthy
+    assert "| covft | 2 | 1.150 | 1.200, 1.100 | 79% | 0.400 |" in healthy
+    sick = routing_text({"covft": {"2": block([1.2, 0.2], 0.6), "4": block([0.0, 0.01], 0.999)}})
+    assert "Below 25% of log E in some seed: covft block 2, covft block 4." in sick
+    assert "collapsed" in sick and "covft block 4." in sick.split("collapsed")[1]

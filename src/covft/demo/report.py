@@ -263,52 +263,75 @@ def training_curves(run: DemoRun, start: StartingPoint, path: Path) -> Path:
 # --------------------------------------------------------------------------- report
 
 
-def routing_summary(run: DemoRun) -> dict[str, dict[str, dict[str, float]]]:
-    """Per routed method and block: routing entropy and the largest mean gate at the last step (seed 0).
+HEALTHY_ROUTING = 0.25
+"""A CoMoE block routes healthily when its entropy at the end of stage 2 is at least this share of log E."""
+
+
+def routing_summary(run: DemoRun) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per routed method and block, over seeds: the routing entropy of the last training batch
+    (mean, per seed, and the lowest share of log E) and the mean gate of the top expert.
 
     A dense softmax router can collapse (every sample sent to one expert); this shows whether it did.
     """
     from covft.train.logging import read_log
 
-    summary: dict[str, dict[str, dict[str, float]]] = {}
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
     for method in run.methods:
-        records = read_log(run.stage2_dir(0, method))
-        if not records or not any(k.startswith("routing/") for k in records[-1]):
+        lasts = [read_log(run.stage2_dir(seed, method)) for seed in range(run.seeds)]
+        lasts = [records[-1] for records in lasts if records]
+        if not lasts or not any(k.startswith("routing/") for k in lasts[0]):
             continue
-        last = records[-1]
-        blocks = sorted({k.split("/")[1] for k in last if k.startswith("routing/")})
+        blocks = sorted({k.split("/")[1] for k in lasts[0] if k.startswith("routing/")}, key=_block_order)
         summary[method] = {}
         for block in blocks:
-            gates = [float(v) for k, v in last.items() if k.startswith(f"routing/{block}/expert")]
+            entropies = [float(last[f"routing/{block}/entropy"]) for last in lasts]
+            top = [
+                max(float(v) for k, v in last.items() if k.startswith(f"routing/{block}/expert"))
+                for last in lasts
+            ]
+            maximum = float(lasts[0][f"routing/{block}/max_entropy"])
             summary[method][block] = {
-                "entropy": float(last[f"routing/{block}/entropy"]),
-                "max_entropy": float(last[f"routing/{block}/max_entropy"]),
-                "top_expert_share": max(gates) if gates else float("nan"),
+                "entropy": statistics.fmean(entropies),
+                "entropy_per_seed": entropies,
+                "max_entropy": maximum,
+                "lowest_share_of_max": min(entropies) / maximum,
+                "top_expert_share": statistics.fmean(top),
             }
     return summary
 
 
-def routing_text(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """Markdown lines for :func:`routing_summary`, flagging collapsed routers."""
+def _block_order(block: str) -> tuple[int, str]:
+    return (int(block), "") if block.isdigit() else (10**6, block)
+
+
+def routing_text(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """Markdown lines for :func:`routing_summary`, flagging collapsed and unhealthy routers."""
     if not summary:
         return ""
     lines = [
-        "## Routing at the end of stage 2 (seed 0)\n",
-        "| method | block | entropy (nats) | max entropy | mean gate of the top expert |",
-        "|---|---:|---:|---:|---:|",
+        "## Routing at the end of stage 2 (last training batch, every seed)\n",
+        "| method | block | entropy (nats), mean | per seed | lowest / log E | mean gate of the top expert |",
+        "|---|---:|---:|---|---:|---:|",
     ]
-    collapsed = []
+    collapsed, unhealthy = [], []
     for method, blocks in summary.items():
         for block, entry in blocks.items():
+            seeds = ", ".join(f"{v:.3f}" for v in entry["entropy_per_seed"])
             lines.append(
-                f"| {method} | {block} | {entry['entropy']:.3f} | {entry['max_entropy']:.3f} | "
-                f"{entry['top_expert_share']:.3f} |"
+                f"| {method} | {block} | {entry['entropy']:.3f} | {seeds} | "
+                f"{entry['lowest_share_of_max']:.0%} | {entry['top_expert_share']:.3f} |"
             )
+            if entry["lowest_share_of_max"] < HEALTHY_ROUTING:
+                unhealthy.append(f"{method} block {block}")
             if entry["entropy"] < 0.05 * entry["max_entropy"] and entry["top_expert_share"] > 0.95:
                 collapsed.append(f"{method} block {block}")
+    if unhealthy:
+        lines.append(f"\nBelow {HEALTHY_ROUTING:.0%} of log E in some seed: {', '.join(unhealthy)}.")
+    else:
+        lines.append(f"\nEvery routed block keeps at least {HEALTHY_ROUTING:.0%} of log E in every seed.")
     if collapsed:
         lines.append(
-            f"\nRouting collapsed (near-zero entropy, one expert holds over {0.95:.0%} of the gate mass) in: "
+            f"Routing collapsed (near-zero entropy, one expert holds over {0.95:.0%} of the gate mass) in: "
             f"{', '.join(collapsed)}. There the experts are not context-dependent and CoVFT behaves like "
             "fine-tuning one MLP copy."
         )
