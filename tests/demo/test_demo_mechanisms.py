@@ -118,3 +118,23 @@ def test_routing_text_flags_blocks_below_a_quarter_of_log_e_and_collapse() -> No
     sick = routing_text({"covft": {"2": block([1.2, 0.2], 0.6), "4": block([0.0, 0.01], 0.999)}})
     assert "Below 25% of log E in some seed: covft block 2, covft block 4." in sick
     assert "collapsed" in sick and "covft block 4." in sick.split("collapsed")[1]
+
+
+def test_the_image_gain_must_also_clear_its_spread_over_seeds() -> None:
+    from covft.demo.report import grounding_text
+
+    def entry(gains: list[float], sd: float) -> dict:
+        mean = sum(gains) / len(gains)
+        return {
+            "Avg": {"mean": 40.0, "sd": 1.0, "per_seed": [40.0] * len(gains)},
+            "Avg_shuffled": {"mean": 40.0 - mean, "sd": 1.0, "per_seed": [40.0 - g for g in gains]},
+            "gain": {"mean": mean, "sd": sd, "per_seed": gains},
+        }
+
+    _, sentence = grounding_text({"freeze": entry([1.0, 9.0], 5.66)}, 1.0)  # 5 > 2 x 1.0, but not > 2 x 5.66
+    assert (
+        sentence.startswith("No method's answers rest on the image")
+        and "gain's sd over seeds is 11.32" in sentence
+    )
+    _, sentence = grounding_text({"freeze": entry([9.0, 11.0], 1.41)}, 1.0)
+    assert sentence.startswith("The models use the image") and "sd over seeds (2.82)" in sentence

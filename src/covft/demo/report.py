@@ -141,16 +141,19 @@ def grounding_text(gains: Mapping[str, Mapping[str, Any]], noise: float) -> tupl
         )
     best = max(gains, key=lambda m: gains[m]["gain"]["mean"])
     top = gains[best]["gain"]["mean"]
-    if top < 2.0 * noise:
+    seed_sd = gains[best]["gain"]["sd"]
+    floor = 2.0 * max(noise, seed_sd or 0.0)
+    what = "the rough sampling error" if floor == 2.0 * noise else "the gain's sd over seeds"
+    if top < floor:
         sentence = (
             f"No method's answers rest on the image beyond the noise (largest image gain {top:.2f}, "
-            f"{best}; twice the rough sampling error is {2.0 * noise:.2f}): the models answer from "
+            f"{best}; twice {what} is {floor:.2f}): the models answer from "
             "question priors, so this run cannot test how the vision encoder should be tuned."
         )
     else:
         sentence = (
-            f"The models use the image: image gain up to {top:.2f} points ({best}), above twice the "
-            f"rough sampling error ({2.0 * noise:.2f})."
+            f"The models use the image: image gain up to {top:.2f} points ({best}), above twice "
+            f"{what} ({floor:.2f})."
         )
     return "\n".join(lines) + "\n\n" + sentence + "\n", sentence
 
