@@ -87,6 +87,7 @@ def test_clusters_following_families_and_context_routing_are_reproduced() -> Non
     assert summary["clusters"]["purity"]["mean"] == pytest.approx(1.0)
     assert summary["clusters"]["verdict"] == "reproduced"
     assert summary["routing"]["pearson_r"]["mean"] > 0.5 and summary["routing"]["verdict"] == "reproduced"
+    assert summary["routing"]["per_seed"]["0"]["between_family_share"] > 0.9  # routes follow the families
 
 
 def test_random_clusters_and_a_collapsed_router_are_not_reproduced() -> None:
@@ -99,6 +100,7 @@ def test_random_clusters_and_a_collapsed_router_are_not_reproduced() -> None:
     assert summary["clusters"]["verdict"] == "not reproduced"
     assert summary["routing"]["pearson_r"]["mean"] is None  # constant routing: r undefined
     assert summary["routing"]["per_seed"]["0"]["gate_sd"] == 0.0
+    assert summary["routing"]["per_seed"]["0"]["between_family_share"] is None
     assert summary["routing"]["verdict"] == "not reproduced"
 
 

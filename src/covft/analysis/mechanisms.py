@@ -151,6 +151,7 @@ def context_summary(
         routing[str(seed)] = {
             "pearson_r": _correlation_or_none(contexts, gates),
             "gate_sd": float(gates.std(axis=0).mean()),
+            "between_family_share": _between_share(gates, families),
         }
     nmi = _mean_sd([c["nmi"] for c in clusters.values()])
     r = _mean_sd([c["pearson_r"] for c in routing.values()])
@@ -178,6 +179,19 @@ def context_summary(
             else "not reproduced",
         },
     }
+
+
+def _between_share(x: np.ndarray, groups: Sequence[str]) -> float | None:
+    """Share of the total variance of the rows of ``x`` that lies between ``groups`` (eta squared)."""
+    labels = np.asarray(groups)
+    centred = x - x.mean(axis=0)
+    total = float((centred**2).sum())
+    if total == 0:
+        return None
+    between = sum(
+        (labels == g).sum() * float((centred[labels == g].mean(axis=0) ** 2).sum()) for g in np.unique(labels)
+    )
+    return between / total
 
 
 def _correlation_or_none(contexts: np.ndarray, routes: np.ndarray) -> float | None:

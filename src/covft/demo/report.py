@@ -378,9 +378,12 @@ def _mechanism_row(name: str, entry: Mapping[str, Any]) -> tuple[str, str]:
             f"NMI {_mean_sd_text(entry['nmi'])}, purity {_mean_sd_text(entry['purity'])} "
             f"(k-means k={entry['k']}, {first['samples']} training samples, {first['families']} task families)"
         )
-    gate_sd = statistics.fmean(v["gate_sd"] for v in entry["per_seed"].values())
+    seeds = entry["per_seed"].values()
+    gate_sd = statistics.fmean(v["gate_sd"] for v in seeds)
+    shares = [v["between_family_share"] for v in seeds if v.get("between_family_share") is not None]
+    share = f", {statistics.fmean(shares):.0%} of it between task families" if shares else ""
     return f"r = {entry['paper']['pearson_r']}", (
-        f"r = {_mean_sd_text(entry['pearson_r'])} (gate sd across samples {gate_sd:.3f})"
+        f"r = {_mean_sd_text(entry['pearson_r'])} (gate sd across samples {gate_sd:.3f}{share})"
     )
 
 
