@@ -9,10 +9,10 @@ noise (its loss stays at ``ln(vocabulary)``). This corpus stands in for that pre
 - the world's instruction families, drawn on *fresh* scenes (a random stream of their own, so
   no training or suite scene is reused), in the same conversation format;
 - the image replaced by its complete description in words (:func:`covft.data.world.describe.describe`:
-  every object's size, texture, colour, shape and box, the sign's text, a diagram's labels and
+  every object's size, texture, colour, shape and position, the sign's text, a diagram's labels and
   arrows, a depth scene's order): ``"<image>\\n"`` becomes ``"Image: <description>\\n"``
   (:func:`scene_text`), so the LM learns each family's reasoning (count, compare positions,
-  apply a rule, follow an arrow, copy a box) from text, as an LLM reads text, and instruction
+  apply a rule, follow an arrow) from text, as an LLM reads text, and instruction
   tuning later mostly has to connect image tokens to it;
 - text-only samples as in the training mix.
 
@@ -32,19 +32,18 @@ import numpy as np
 from covft.data.templates import IMAGE_PLACEHOLDER
 from covft.data.world.describe import describe
 from covft.data.world.generate import WorldConfig, allocate
-from covft.data.world.render import Rendering
 from covft.data.world.scene import Scene
 from covft.data.world.tasks import make_sample
 
-CORPUS_VERSION = "2"
+CORPUS_VERSION = "3"
 """Bumped whenever the same arguments would produce a different corpus."""
 LM_STREAM = 5
 """Random-stream tag of the corpus's scenes (training samples use 1, the suite its own)."""
 
 
-def scene_text(scene: Scene, rendering: Rendering) -> str:
+def scene_text(scene: Scene) -> str:
     """What stands in for the image in the corpus: ``"Image: "`` and the scene's full description."""
-    return f"Image: {describe(scene, rendering)}"
+    return f"Image: {describe(scene)}"
 
 
 def lm_corpus(
@@ -69,10 +68,9 @@ def lm_corpus(
             families[int(j)], rng, image_size, config.alt_phrasing_rate, **config.scene_options
         )
         record = sample.record(f"lm-{i:06d}", None)
-        if sample.scene is not None and sample.rendering is not None:
+        if sample.scene is not None:
             first = record["conversations"][0]
-            text = scene_text(sample.scene, sample.rendering)
-            first["value"] = first["value"].replace(IMAGE_PLACEHOLDER, text, 1)
+            first["value"] = first["value"].replace(IMAGE_PLACEHOLDER, scene_text(sample.scene), 1)
         records.append(record)
         if progress is not None:
             progress(1)
