@@ -16,7 +16,8 @@ disjoint from the demo world's images and suite):
    (:mod:`covft.models.stage0`);
 3. **LM**: the small LM on a text-only corpus where each image is replaced by its complete
    description (:mod:`covft.data.world.corpus`): it learns each family's reasoning from text;
-4. **stage 1a**: the projector alone on dense captions (LLaVA-1.5's feature alignment, ``plain``);
+4. **stage 1a**: the projector alone on dense captions (LLaVA-1.5's feature alignment, in the
+   LM's chat format);
 5. **stage 1b** (optional): projector and LM on the same dense captions in the chat format
    (ShareGPT4V's / LLaVA-NeXT's detailed-caption stage); the tower stays frozen throughout.
 """
@@ -123,9 +124,7 @@ def _trained(name: str, config: dict[str, Any], log: Any) -> dict[str, Any]:
 
 
 def _key(*parts: Any) -> str:
-    return hashlib.sha256(
-        json.dumps([PRETRAIN_VERSION, *parts], sort_keys=True, default=str).encode()
-    ).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def stage_folders(settings: PretrainSettings, cache_dir: Path) -> dict[str, Path]:
@@ -135,7 +134,7 @@ def stage_folders(settings: PretrainSettings, cache_dir: Path) -> dict[str, Path
     root = (Path(cache_dir) / "pretrain").resolve()
     world = _key(WORLD_VERSION, s.world_size, s.world_seed, s.image_size)
     schedule = (s.warmup_ratio, s.lr_scheduler)
-    lm = _key(world, CORPUS_VERSION, s.vocab_size, s.llm_hidden, s.llm_layers, s.lm_corpus_size, s.lm_steps,
+    lm = _key(PRETRAIN_VERSION, world, CORPUS_VERSION, s.vocab_size, s.llm_hidden, s.llm_layers, s.lm_corpus_size, s.lm_describe_share, s.lm_steps,
               s.lm_batch_size, s.lm_lr, schedule)  # fmt: skip
     stage1a = _key(lm, s.preset, asdict(s.stage0_config()), s.stage1_steps, s.stage1_batch_size, s.stage1_lr)
     stage1b = _key(stage1a, s.stage1b_steps, s.stage1b_batch_size, s.stage1b_lr, s.stage1b_method)
@@ -181,8 +180,8 @@ def pretrain_lm(
     folders = stage_folders(settings, cache_dir)
     log = log or StageLog(folders["world"].parent)
     options = _world_and_options(settings, cache_dir, progress, log)
-    corpus = write_lm_corpus(folders["world"] / "lm_corpus.json", settings.lm_corpus_size,
-                             seed=settings.world_seed, image_size=settings.image_size)  # fmt: skip
+    corpus = write_lm_corpus(folders["world"] / "lm_corpus.json", settings.lm_corpus_size, seed=settings.world_seed,
+                             image_size=settings.image_size, describe_share=settings.lm_describe_share)  # fmt: skip
     text = {"train": str(corpus), "image_folder": None, "group_by_modality_length": False}
     config = _run_config(settings, "LM on described scenes", folders["lm"], text, options=options, stage=2,
                          steps=settings.lm_steps, batch_size=settings.lm_batch_size, lr=settings.lm_lr,
@@ -218,7 +217,7 @@ def pretrain(
 
     train = functools.partial(_run_config, settings, options=options, progress=progress)
     dense = {"train": str(world / "dense_captions.json"), "image_folder": str(world)}
-    config = train("stage 1a (projector, dense captions)", folders["stage1a"], {**dense, "template": "plain"},
+    config = train("stage 1a (projector, dense captions)", folders["stage1a"], {**dense, "template": "chat"},
                    stage=1, steps=settings.stage1_steps, batch_size=settings.stage1_batch_size,
                    lr=settings.stage1_lr, extra=weights)  # fmt: skip
     summary["stage1a"] = _trained("pretrain/stage1a", config, log)
