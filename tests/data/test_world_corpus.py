@@ -37,9 +37,7 @@ def test_corpus_is_text_only_with_the_description_in_place_of_the_image() -> Non
             assert first == expected[0]["value"]
         else:
             with_scene += 1
-            assert first == expected[0]["value"].replace(
-                "<image>", scene_text(sample.scene, sample.rendering)
-            )
+            assert first == expected[0]["value"].replace("<image>", scene_text(sample.scene))
             assert first.startswith("Image: ")
     assert with_scene >= 55  # text-only samples are 2 % of the mix
 
@@ -52,3 +50,17 @@ def test_write_is_deterministic_and_reused(tmp_path: Path) -> None:
     assert write_lm_corpus(path, 30, seed=1) == path and path.stat().st_mtime_ns == stamp
     other = write_lm_corpus(path, 30, seed=2)  # other arguments: rewritten
     assert json.loads(other.read_text()) != json.loads(again.read_text())
+
+
+def test_a_share_of_description_requests_teaches_what_a_description_looks_like() -> None:
+    from covft.data.world.describe import DENSE_PROMPT
+
+    records = lm_corpus(40, seed=3, describe_share=0.25)
+    requests = [r for r in records if r["conversations"][0]["value"] == DENSE_PROMPT]
+    assert len(requests) == 10
+    for record in requests:
+        human, gpt = record["conversations"]
+        assert "image" not in record and " at " in gpt["value"] and gpt["value"].endswith(".")
+    others = [r for r in records if r not in requests]
+    described = [r for r in others if r["conversations"][0]["value"].startswith("Image: ")]
+    assert len(others) == 30 and len(described) >= 29  # all but the text-only questions (2 %)

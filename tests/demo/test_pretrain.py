@@ -52,7 +52,7 @@ def test_each_stage_trains_what_the_recipe_says(recipe) -> None:
     assert not _equal(_part(stage1b, PROJECTOR), _part(stage1a, PROJECTOR))
     # the LM corpus describes scenes in words; stage 1 trains on dense captions
     corpus = json.loads((folders["world"] / "lm_corpus.json").read_text())
-    assert any(" at [" in r["conversations"][0]["value"] for r in corpus)
+    assert any(" at " in r["conversations"][0]["value"] for r in corpus)
     for stage in ("lm", "stage1a", "stage1b"):
         assert summary[stage]["steps"] == 2 and len(summary[stage]["curve"]) == 2
     assert summary["stage0"]["config"]["steps"] == 4 and len(summary["stage0"]["curve"]) == 4

@@ -16,7 +16,8 @@ disjoint from the demo world's images and suite):
    (:mod:`covft.models.stage0`);
 3. **LM**: the small LM on a text-only corpus where each image is replaced by its complete
    description (:mod:`covft.data.world.corpus`): it learns each family's reasoning from text;
-4. **stage 1a**: the projector alone on dense captions (LLaVA-1.5's feature alignment, ``plain``);
+4. **stage 1a**: the projector alone on dense captions (LLaVA-1.5's feature alignment, in the
+   LM's chat format);
 5. **stage 1b** (optional): projector and LM on the same dense captions in the chat format
    (ShareGPT4V's / LLaVA-NeXT's detailed-caption stage); the tower stays frozen throughout.
 """
@@ -31,6 +32,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from covft.data.world.corpus import CORPUS_VERSION
+from covft.data.world.generate import WORLD_VERSION
 from covft.demo.settings import PRETRAIN_VERSION, PretrainSettings
 
 RECIPE_FILE = "recipe.json"
@@ -121,9 +124,7 @@ def _trained(name: str, config: dict[str, Any], log: Any) -> dict[str, Any]:
 
 
 def _key(*parts: Any) -> str:
-    return hashlib.sha256(
-        json.dumps([PRETRAIN_VERSION, *parts], sort_keys=True, default=str).encode()
-    ).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def stage_folders(settings: PretrainSettings, cache_dir: Path) -> dict[str, Path]:
@@ -131,9 +132,9 @@ def stage_folders(settings: PretrainSettings, cache_dir: Path) -> dict[str, Path
     stage reuses the earlier ones)."""
     s = settings
     root = (Path(cache_dir) / "pretrain").resolve()
-    world = _key(s.world_size, s.world_seed, s.image_size)
+    world = _key(WORLD_VERSION, s.world_size, s.world_seed, s.image_size)
     schedule = (s.warmup_ratio, s.lr_scheduler)
-    lm = _key(world, s.vocab_size, s.llm_hidden, s.llm_layers, s.lm_corpus_size, s.lm_steps,
+    lm = _key(PRETRAIN_VERSION, world, CORPUS_VERSION, s.vocab_size, s.llm_hidden, s.llm_layers, s.lm_corpus_size, s.lm_describe_share, s.lm_steps,
               s.lm_batch_size, s.lm_lr, schedule)  # fmt: skip
     stage1a = _key(lm, s.preset, asdict(s.stage0_config()), s.stage1_steps, s.stage1_batch_size, s.stage1_lr)
     stage1b = _key(stage1a, s.stage1b_steps, s.stage1b_batch_size, s.stage1b_lr, s.stage1b_method)
@@ -145,6 +146,49 @@ def stage_folders(settings: PretrainSettings, cache_dir: Path) -> dict[str, Path
     }
 
 
+def _world_and_options(
+    settings: PretrainSettings, cache_dir: Path, progress: bool, log: Any
+) -> dict[str, Any]:
+    """Make (or reuse) the pretraining world; the preset's options with its tokenizer (tiny) or
+    its LM cache (smol)."""
+    import covft.models.demo_presets as demo_presets
+    from covft.demo.pipeline import logged_world
+
+    world = stage_folders(settings, cache_dir)["world"]
+    logged_world(world, log, "pretrain/world", progress=progress, size=settings.world_size,
+                 seed=settings.world_seed, suite_size=0, image_size=settings.image_size)  # fmt: skip
+    options = settings.model_options()
+    if settings.preset == "tiny":
+        options["tokenizer_dir"] = str(
+            demo_presets.world_tokenizer(world, cache_dir, settings.vocab_size).resolve()
+        )
+    else:
+        options["cache_dir"] = str(Path(cache_dir).resolve())
+    return options
+
+
+def pretrain_lm(
+    settings: PretrainSettings, *, cache_dir: Path, progress: bool = True, log: Any = None
+) -> dict[str, Any] | None:
+    """The recipe's LM stage alone (it needs no tower): the summary, or None when the recipe has
+    none. :func:`pretrain` reuses it when finished."""
+    from covft.data.world.corpus import write_lm_corpus
+    from covft.demo.pipeline import StageLog
+
+    if settings.preset != "tiny" or settings.lm_steps <= 0:
+        return None
+    folders = stage_folders(settings, cache_dir)
+    log = log or StageLog(folders["world"].parent)
+    options = _world_and_options(settings, cache_dir, progress, log)
+    corpus = write_lm_corpus(folders["world"] / "lm_corpus.json", settings.lm_corpus_size, seed=settings.world_seed,
+                             image_size=settings.image_size, describe_share=settings.lm_describe_share)  # fmt: skip
+    text = {"train": str(corpus), "image_folder": None, "group_by_modality_length": False}
+    config = _run_config(settings, "LM on described scenes", folders["lm"], text, options=options, stage=2,
+                         steps=settings.lm_steps, batch_size=settings.lm_batch_size, lr=settings.lm_lr,
+                         progress=progress)  # fmt: skip
+    return _trained("pretrain/lm", config, log)
+
+
 def pretrain(
     settings: PretrainSettings, *, cache_dir: Path, progress: bool = True, log: Any = None
 ) -> tuple[Path, dict[str, Any]]:
@@ -154,49 +198,34 @@ def pretrain(
     Each stage is reused when finished and resumed when interrupted; its folder is named by what
     determines it (:func:`stage_folders`).
     """
-    import covft.models.demo_presets as demo_presets
-    from covft.data.world.corpus import write_lm_corpus
-    from covft.demo.pipeline import StageLog, clock, logged_world
+    from covft.demo.pipeline import StageLog, clock
     from covft.models.stage0 import pretrain_vision_tower, read_losses
 
     folders = stage_folders(settings, cache_dir)
     world = folders["world"]
     log = log or StageLog(world.parent)
-    logged_world(world, log, "pretrain/world", progress=progress, size=settings.world_size,
-                 seed=settings.world_seed, suite_size=0, image_size=settings.image_size)  # fmt: skip
+    options = _world_and_options(settings, cache_dir, progress, log)
     started = clock()
     stage0 = pretrain_vision_tower(world, settings.stage0_config(), cache_dir=cache_dir, progress=progress)
     log.record("pretrain/stage0", "reused" if stage0.reused else "ran", started, key=stage0.key)
     summary: dict[str, Any] = {"stage0": {**stage0.info, "curve": curve(read_losses(stage0))}}
-    options = settings.model_options()
     weights = {"vision_weights": str(stage0.path.resolve())}
-    if settings.preset == "tiny":
-        options["tokenizer_dir"] = str(
-            demo_presets.world_tokenizer(world, cache_dir, settings.vocab_size).resolve()
-        )
-    else:
-        options["cache_dir"] = str(Path(cache_dir).resolve())
-    train = functools.partial(_run_config, settings, options=options)
-
-    if settings.preset == "tiny" and settings.lm_steps > 0:
-        corpus = write_lm_corpus(world / "lm_corpus.json", settings.lm_corpus_size, seed=settings.world_seed,
-                                 image_size=settings.image_size)  # fmt: skip
-        text = {"train": str(corpus), "image_folder": None, "group_by_modality_length": False}
-        config = train("LM on described scenes", folders["lm"], text, stage=2, steps=settings.lm_steps,
-                       batch_size=settings.lm_batch_size, lr=settings.lm_lr, progress=progress)  # fmt: skip
-        summary["lm"] = _trained("pretrain/lm", config, log)
+    lm = pretrain_lm(settings, cache_dir=cache_dir, progress=progress, log=log)
+    if lm is not None:
+        summary["lm"] = lm
         weights["llm_weights"] = str(folders["lm"] / "model.safetensors")
 
+    train = functools.partial(_run_config, settings, options=options, progress=progress)
     dense = {"train": str(world / "dense_captions.json"), "image_folder": str(world)}
-    config = train("stage 1a (projector, dense captions)", folders["stage1a"], {**dense, "template": "plain"},
+    config = train("stage 1a (projector, dense captions)", folders["stage1a"], {**dense, "template": "chat"},
                    stage=1, steps=settings.stage1_steps, batch_size=settings.stage1_batch_size,
-                   lr=settings.stage1_lr, progress=progress, extra=weights)  # fmt: skip
+                   lr=settings.stage1_lr, extra=weights)  # fmt: skip
     summary["stage1a"] = _trained("pretrain/stage1a", config, log)
     if settings.stage1b_steps <= 0:
         return folders["stage1a"], summary
     config = train("stage 1b (projector + LM, dense captions)", folders["stage1b"], {**dense, "template": "chat"},
                    stage=2, init_from=folders["stage1a"], steps=settings.stage1b_steps,
-                   batch_size=settings.stage1b_batch_size, lr=settings.stage1b_lr, progress=progress,
+                   batch_size=settings.stage1b_batch_size, lr=settings.stage1b_lr,
                    method=settings.stage1b_method)  # fmt: skip
     summary["stage1b"] = _trained("pretrain/stage1b", config, log)
     return folders["stage1b"], summary

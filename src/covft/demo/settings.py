@@ -22,7 +22,7 @@ from covft.data.world.tasks import FAMILY_WEIGHTS
 from covft.models.stage0 import Stage0Config
 
 DEFAULT_METHODS = ("freeze", "full", "lora", "covft")
-PRETRAIN_VERSION = "1"
+PRETRAIN_VERSION = "2"
 """Bumped whenever the same recipe would train something different."""
 
 
@@ -51,11 +51,14 @@ class PretrainSettings:
     stage0: Stage0Config = field(default_factory=lambda: Stage0Config(steps=1500, batch_size=128))
     # the LM on a text-only corpus, each image replaced by its complete description
     lm_corpus_size: int = 40000
+    lm_describe_share: float = 0.15
+    """Share of description requests in the LM corpus (:func:`covft.data.world.corpus.lm_corpus`)."""
     lm_steps: int = 2000
     """0: no LM stage (the smol preset's LM is pretrained already)."""
     lm_batch_size: int = 32
     lm_lr: float = 1e-3
-    # stage 1a: the projector alone, plain template, dense captions (LLaVA-1.5's feature alignment)
+    # stage 1a: the projector alone on dense captions (LLaVA-1.5's feature alignment), in the LM's
+    # chat format (LLaVA's `plain` template assumes an LM of bare text; ours knows its chat only)
     stage1_steps: int = 300
     stage1_batch_size: int = 32
     stage1_lr: float = 1e-3

@@ -1,5 +1,5 @@
-"""Complete scene descriptions in words: every object's size, texture, colour, shape and box, the
-sign's text, a diagram's labels and arrows, a depth scene's order.
+"""Complete scene descriptions in words: every object's size, texture, colour, shape and position,
+the sign's text, a diagram's labels and arrows, a depth scene's order.
 
 Two uses, one text:
 
@@ -11,73 +11,62 @@ Two uses, one text:
   instruction tuning mostly has to connect image tokens to what the LM already does.
 
 Objects are listed left to right (by the centre's x), except in depth scenes, which list them
-from nearest to farthest. Boxes are the grounding family's (LLaVA's normalised ``[x1, y1, x2,
-y2]``, rounded outward).
+from nearest to farthest. A position is the centre in percent of the image side, ``x,y`` from the
+top left (``at 18,41``): compact (a few tokens, so the LM and stage 1 stay cheap) and enough for
+every question of the world except a box's exact corners, which the grounding family learns from
+the image.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from covft.data.world import formats
-from covft.data.world.render import Rendering
 from covft.data.world.scene import Scene
-from covft.data.world.tasks import join_phrases
 
 DENSE_PROMPT = "Describe the image in detail."
 """The human turn of a dense-caption conversation (after ``<image>``)."""
 
 
-def sign_box(scene: Scene) -> tuple[float, float, float, float]:
-    """The sign's box rounded outward to 2 decimals (as the grounding family gives it)."""
-    assert scene.sign is not None
-    x1, y1, x2, y2 = scene.sign.box
-    return (
-        np.floor(x1 * 100) / 100,
-        np.floor(y1 * 100) / 100,
-        np.ceil(x2 * 100) / 100,
-        np.ceil(y2 * 100) / 100,
-    )
+def position(x: float, y: float) -> str:
+    """A centre in percent of the image side: ``"18,41"``."""
+    return f"{round(100 * x)},{round(100 * y)}"
 
 
-def _object_phrase(scene: Scene, rendering: Rendering, index: int) -> str:
+def _object_phrase(scene: Scene, index: int) -> str:
     obj = scene.objects[index]
+    texture = "" if obj.texture == "solid" else f"{obj.texture} "
     label = f" labelled {obj.label}" if obj.label is not None else ""
-    return f"{obj.description()}{label} at {formats.box_text(rendering.normalized_box(index))}"
+    return f"{obj.size} {texture}{obj.color} {obj.shape}{label} at {position(obj.x, obj.y)}"
 
 
-def describe(scene: Scene, rendering: Rendering) -> str:
-    """The complete description of a rendered scene (deterministic, one line)."""
+def describe(scene: Scene) -> str:
+    """The complete description of a scene (deterministic, one line)."""
     if scene.kind == "depth":
         order = sorted(range(len(scene.objects)), key=lambda i: scene.objects[i].depth)
-        phrases = [_object_phrase(scene, rendering, i) for i in order]
-        return f"{len(phrases)} objects on the ground, from nearest to farthest: {join_phrases(phrases)}."
+        phrases = "; ".join(_object_phrase(scene, i) for i in order)
+        return f"{len(order)} objects on the ground, nearest first: {phrases}."
     order = sorted(range(len(scene.objects)), key=lambda i: (scene.objects[i].x, scene.objects[i].y))
-    phrases = [_object_phrase(scene, rendering, i) for i in order]
-    count = f"{len(phrases)} object{'' if len(phrases) == 1 else 's'}"
+    phrases = "; ".join(_object_phrase(scene, i) for i in order)
     parts = []
     if scene.sign is not None:
-        parts.append(f'A sign that says "{scene.sign.text}" at {formats.box_text(sign_box(scene))}')
-        parts.append(f"{count}: {join_phrases(phrases)}" if phrases else "No objects")
-    else:
-        parts.append(f"{count.capitalize()}: {join_phrases(phrases)}")
+        x1, y1, x2, y2 = scene.sign.box
+        parts.append(f'sign "{scene.sign.text}" at {position((x1 + x2) / 2, (y1 + y2) / 2)}')
+    parts.append(f"{len(order)} object{'' if len(order) == 1 else 's'}" + (f": {phrases}" if phrases else ""))
     if scene.kind == "diagram":
         names = [o.name for o in scene.objects]
-        arrows = [f"{names[a]} to {names[b]}" for a, b in scene.arrows]
-        parts.append(f"Arrows: {join_phrases(arrows)}")
-    return ". ".join(parts) + "."
+        parts.append("Arrows: " + ", ".join(f"{names[a]} to {names[b]}" for a, b in scene.arrows))
+    text = ". ".join(parts) + "."
+    return text[0].upper() + text[1:]
 
 
-def dense_caption_record(sample_id: str, image: str, scene: Scene, rendering: Rendering) -> dict:
+def dense_caption_record(sample_id: str, image: str, scene: Scene) -> dict:
     """A LLaVA conversation asking for the detailed description of ``image``."""
     return {
         "id": sample_id,
         "image": image,
         "conversations": [
             {"from": "human", "value": f"<image>\n{DENSE_PROMPT}"},
-            {"from": "gpt", "value": describe(scene, rendering)},
+            {"from": "gpt", "value": describe(scene)},
         ],
     }
 
 
-__all__ = ["DENSE_PROMPT", "dense_caption_record", "describe", "sign_box"]
+__all__ = ["DENSE_PROMPT", "dense_caption_record", "describe", "position"]

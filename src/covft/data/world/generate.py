@@ -31,7 +31,7 @@ from covft.data.world.describe import dense_caption_record
 from covft.data.world.suite import BUILDERS, build_suite, pixel_hash
 from covft.data.world.tasks import FAMILY_WEIGHTS, caption, conflict_pair, make_sample
 
-WORLD_VERSION = "4"
+WORLD_VERSION = "5"
 """Bumped whenever the same config would produce different files."""
 
 TRAIN_STREAM = 1
@@ -139,7 +139,7 @@ def _write_training(out: Path, config: WorldConfig, progress: Callable[[int], An
                     ],
                 }
             )
-            dense.append(dense_caption_record(sample_id, image, sample.scene, sample.rendering))
+            dense.append(dense_caption_record(sample_id, image, sample.scene))
             if sample.scene.kind in ("objects", "clutter", "text"):
                 pair_rng = np.random.default_rng([config.seed, CONFLICT_STREAM, i])
                 for pair_sample in conflict_pair(sample.scene, sample.rendering, pair_rng):
