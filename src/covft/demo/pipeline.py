@@ -455,6 +455,7 @@ def mechanisms(run: DemoRun, log: StageLog, start: StartingPoint) -> dict[str, A
     seed's ``covft`` model on ``mechanism_samples`` training samples. Each gets a verdict
     (:mod:`covft.analysis.mechanisms`). Written to ``<out>/mechanisms/`` (``mechanisms.json``,
     ``mechanisms.png``, ``conflict.json``) and reused while the methods and seeds are the same.
+    Each measurement returns ``({mechanism: summary}, raw data for the figure)``.
     """
     from covft.analysis import plots
 
@@ -476,13 +477,14 @@ def mechanisms(run: DemoRun, log: StageLog, start: StartingPoint) -> dict[str, A
         ("context", _context_mechanisms),
     ):
         part_started = clock()
-        summary, raw[name] = measure(run, start, out)
+        summaries, raw[name] = measure(run, start, out)
         wall, cpu = clock()
-        seconds = {"wall": round(wall - part_started[0], 2), "cpu": round(cpu - part_started[1], 2)}
-        parts = summary if name == "context" else {name: summary}
-        for entry in parts.values():
-            entry["seconds"] = seconds
-        found.update(parts)
+        for summary in summaries.values():
+            summary["seconds"] = {
+                "wall": round(wall - part_started[0], 2),
+                "cpu": round(cpu - part_started[1], 2),
+            }
+        found.update(summaries)
     plots.plot_mechanisms(found, raw, out / "mechanisms.png")
     path.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
     log.record("mechanisms", "ran", started)
@@ -523,7 +525,7 @@ def _conflict_mechanism(run: DemoRun, start: StartingPoint, out: Path) -> tuple[
         tasks=("grounding", "caption"),
     )
     (out / "conflict.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return conflict_summary(result), result
+    return {"conflict": conflict_summary(result)}, result
 
 
 def _gradient_mechanism(run: DemoRun, start: StartingPoint, out: Path) -> tuple[dict[str, Any], Any]:
@@ -533,16 +535,18 @@ def _gradient_mechanism(run: DemoRun, start: StartingPoint, out: Path) -> tuple[
 
     missing = [m for m in GRADIENT_METHODS if m not in run.methods]
     if missing:
-        return not_measured("gradients", f"{' and '.join(missing)} not among the methods"), None
+        return {
+            "gradients": not_measured("gradients", f"{' and '.join(missing)} not among the methods")
+        }, None
     per_seed = {}
     for seed in range(run.seeds):
         files = {m: run.stage2_dir(seed, m) / GRADIENTS_FILE for m in GRADIENT_METHODS}
         absent = [str(f) for f in files.values() if not f.is_file()]
         if absent:
             reason = f"no recorded gradients ({', '.join(absent)}): stage 2 ran before recording existed; use a new --out"
-            return not_measured("gradients", reason), None
+            return {"gradients": not_measured("gradients", reason)}, None
         per_seed[seed] = {m: read_gradient_file(f)[1] for m, f in files.items()}
-    return gradient_summary(per_seed), per_seed
+    return {"gradients": gradient_summary(per_seed)}, per_seed
 
 
 def _context_mechanisms(run: DemoRun, start: StartingPoint, out: Path) -> tuple[dict[str, Any], Any]:
