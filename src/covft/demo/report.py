@@ -234,7 +234,8 @@ def training_curves(run: DemoRun, start: StartingPoint, path: Path) -> Path:
 
     shown = [stage for stage in START_PANELS if start.summary.get(stage, {}).get("curve")]
     count = len(shown) + 1
-    figure, axes = plt.subplots(1, count, figsize=(4.7 * count, 3.8))
+    figure, grid = plt.subplots(1, count, figsize=(4.7 * count, 3.8), squeeze=False)
+    axes = list(grid[0])
     panels = [
         (axes[i], START_PANELS[stage], {stage: start.summary[stage]["curve"]})
         for i, stage in enumerate(shown)
