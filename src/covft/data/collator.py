@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from covft.data.errors import BadSampleError
+from covft.data.images import to_rgb
 from covft.data.templates import IMAGE_PLACEHOLDER, context_text, render
 
 IGNORE_INDEX = -100
@@ -167,7 +168,7 @@ class Collator:
                 sample_id=sample_id,
                 fix="load images with covft.data.dataset",
             )
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if self.image_aspect_ratio == "pad":
             image = expand_to_square(image, mean_colour(self.image_processor))
         return image
