@@ -254,8 +254,15 @@ def evaluate(
         raise KeyError(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
     if not items_by_benchmark:
         raise ValueError("evaluate() got no benchmarks")
+    from covft.models.checkpoint import prediction_identity
+
     out = Path(out_dir)
-    recorded = {"run": run_name, "max_new_tokens": max_new_tokens, **dict(settings or {})}
+    recorded = {
+        "run": run_name,
+        "max_new_tokens": max_new_tokens,
+        **prediction_identity(model),  # the cache belongs to these weights, not to a path
+        **dict(settings or {}),
+    }
     _check_settings(out, recorded, overwrite)
     scores: dict[str, dict[str, Any]] = {}
     ordered = [name for name in BENCHMARKS if name in items_by_benchmark]
