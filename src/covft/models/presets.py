@@ -155,7 +155,9 @@ def assemble(
     )
     torch.manual_seed(seed)
     with torch.device(device):
-        llava = LlavaForConditionalGeneration(config).to(dtype)
+        # _from_config, not the constructor: under DeepSpeed ZeRO-3 it builds the model partitioned
+        # (zero.Init) and initialises it gathered; otherwise it is the constructor, weight for weight
+        llava = LlavaForConditionalGeneration._from_config(config).to(dtype)
     llava.generation_config.pad_token_id = tokenizer.pad_token_id
     llava.generation_config.eos_token_id = tokenizer.eos_token_id
     llava.generation_config.bos_token_id = tokenizer.bos_token_id

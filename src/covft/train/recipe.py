@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from covft.models.distributed import gathered
 from covft.train.config import ConfigError, TrainConfig, TrainLoopConfig
 
 PARTS = ("vision", "projector", "llm")
@@ -70,22 +71,25 @@ def load_init_weights(model: nn.Module, path: str | Path) -> list[str]:
     """Copy every tensor of a saved run whose name and shape match ``model``; returns their names.
 
     Used for stage 2 <- stage 1: the stage-1 model has the base architecture, so its tensors map
-    onto the freshly built base model one to one before the stage-2 strategy is applied.
+    onto the freshly built base model one to one before the stage-2 strategy is applied. Under
+    DeepSpeed ZeRO-3 (a model built partitioned) each tensor is gathered while it is written.
     """
-    state = model.state_dict()
+    targets = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers())}
     loaded: list[str] = []
     mismatched: list[str] = []
     with torch.no_grad():
         for file in weight_files(path):
             with safe_open(str(file), framework="pt") as handle:
                 for name in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
-                    if name not in state:
+                    target = targets.get(name)
+                    if target is None:
                         continue
-                    tensor = handle.get_tensor(name)
-                    if tensor.shape != state[name].shape:
-                        mismatched.append(f"{name}: {tuple(tensor.shape)} vs {tuple(state[name].shape)}")
-                        continue
-                    state[name].copy_(tensor.to(state[name].dtype))
+                    with gathered([target], modifier_rank=0):
+                        tensor = handle.get_tensor(name)
+                        if tensor.shape != target.shape:
+                            mismatched.append(f"{name}: {tuple(tensor.shape)} vs {tuple(target.shape)}")
+                            continue
+                        target.data.copy_(tensor.to(target.dtype))
                     loaded.append(name)
     if mismatched:
         raise ConfigError(

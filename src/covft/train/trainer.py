@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from covft.data.collator import IGNORE_INDEX, mean_colour
 from covft.data.dataset import LlavaDataset, SkippedSample, SkipReport
 from covft.data.errors import BadSampleError
 from covft.data.sampler import GroupedBatchSampler
@@ -153,22 +154,54 @@ def _as_callbacks(callbacks: Iterable[Callback]) -> list[TrainerCallback]:
 
 
 class _Collator:
-    """Turns loaded samples into a model batch, applying the bad-sample policy."""
+    """Turns loaded samples into a model batch, applying the bad-sample policy.
 
-    def __init__(self, model: Any, dataset: LlavaDataset, config: TrainConfig, report: SkipReport) -> None:
+    With ``vision_every_batch`` (DeepSpeed and FSDP, which gather parameters module by module and
+    reduce gradients parameter by parameter, so every process must run the same modules), a
+    micro-batch without any image gets one blank image sample whose labels are all ignored: the
+    vision tower runs on every process and the loss is that of the real samples (LLaVA feeds a
+    zero image to text-only samples for the same reason).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        dataset: LlavaDataset,
+        config: TrainConfig,
+        report: SkipReport,
+        *,
+        vision_every_batch: bool = False,
+    ) -> None:
         self.model = model
         self.dataset = dataset
         self.template = recipe.default_template(config)
         self.max_length = config.data.max_length
         self.policy = config.data.on_bad_sample
         self.report = report
+        self.vision_every_batch = vision_every_batch
 
     def _locate(self, error: BadSampleError, index: int) -> BadSampleError:
         """Add the file and record of sample ``index`` to a collator error."""
         return self.dataset.records[index].error(error.reason, error.fix or "")
 
     def _collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.model.collate(samples, template=self.template, max_length=self.max_length)
+        blank = self.vision_every_batch and all(s.get("image") is None for s in samples)
+        if blank:
+            samples = [*samples, self._blank_image_sample()]
+        batch = self.model.collate(samples, template=self.template, max_length=self.max_length)
+        if blank:
+            batch["labels"][-1] = IGNORE_INDEX
+        return batch
+
+    def _blank_image_sample(self) -> dict[str, Any]:
+        from PIL import Image
+
+        colour = mean_colour(self.model.image_processor)  # zero after normalisation, like LLaVA's
+        return {
+            "id": "<blank image>",
+            "image": Image.new("RGB", (8, 8), colour),
+            "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "."}],
+        }
 
     def first_good_batch(self) -> dict[str, Any]:
         """A one-sample batch of the first usable sample (stand-in for an all-bad micro-batch)."""
@@ -219,7 +252,7 @@ def _accelerator(config: TrainConfig) -> Any:
     """An ``Accelerator`` for this run (DDP/DeepSpeed/FSDP come from ``accelerate launch``)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     # accelerate keeps its settings in process-wide singletons; a library caller may run several
     # stages with different settings (precision, accumulation) in one process, so each run starts
@@ -227,14 +260,27 @@ def _accelerator(config: TrainConfig) -> Any:
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.train.precision]
+    # Text-only batches leave the vision tower unused; sparse routing leaves experts unused.
+    handlers: list[Any] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    cpu = _no_accelerator_device()
+    if cpu and _flag("ACCELERATE_USE_FSDP"):
+        raise ConfigError(
+            "accelerate was launched with FSDP, which it enables only on GPU-like devices: on CPU it "
+            "either stops (no available devices) or silently runs plain data parallelism with the "
+            "whole model in every process. Fix: run FSDP on GPUs; on CPU use DeepSpeed ZeRO-3 "
+            "(configs/accelerate/deepspeed_zero3.yaml --num_processes N) or DDP (cpu_2proc.yaml)"
+        )
+    if cpu and _flag("ACCELERATE_USE_DEEPSPEED"):
+        # accelerate's CPU switch turns DeepSpeed off; DeepSpeed's own CPU accelerator runs on gloo
+        cpu = False
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
     accelerator = Accelerator(
         # torchrun on a machine without accelerators: accelerate needs to be told it is DDP on CPU
-        cpu=_no_accelerator_device(),
+        cpu=cpu,
         mixed_precision=precision,
         gradient_accumulation_steps=config.train.grad_accum,
         step_scheduler_with_optimizer=False,
-        # Text-only batches leave the vision tower unused; sparse routing leaves experts unused.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        kwargs_handlers=handlers,
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and accelerator.num_processes != launched:
@@ -243,14 +289,38 @@ def _accelerator(config: TrainConfig) -> Any:
             "every process would train alone and overwrite the others' output. Fix: launch with "
             "`accelerate launch` and a config from covft/configs/accelerate, or set ACCELERATE_USE_CPU=1 on CPU"
         )
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is not None:
-        ds = plugin.deepspeed_config
-        ds["train_micro_batch_size_per_gpu"] = config.train.batch_size
-        ds["gradient_accumulation_steps"] = config.train.grad_accum
-        if ds.get("gradient_clipping", "auto") == "auto":
-            ds["gradient_clipping"] = config.train.max_grad_norm or 0.0
     return accelerator
+
+
+def _fill_deepspeed_config(accelerator: Any, config: TrainConfig, model: Any) -> None:
+    """Fill the DeepSpeed JSON's ``auto`` entries from the covft config and the model.
+
+    accelerate fills bucket sizes from ``model.config.hidden_size``, which the wrapper does not
+    have; they follow the LLM's hidden size d as in transformers' Trainer (d^2, 0.9 d^2, 10 d).
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = config.train.batch_size
+    ds["gradient_accumulation_steps"] = config.train.grad_accum
+    if ds.get("gradient_clipping", "auto") == "auto":
+        ds["gradient_clipping"] = config.train.max_grad_norm or 0.0
+    hidden = model.llava.config.text_config.hidden_size
+    sizes = {
+        "reduce_bucket_size": hidden * hidden,
+        "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
+        "stage3_param_persistence_threshold": 10 * hidden,
+    }
+    zero = ds.setdefault("zero_optimization", {})
+    for key, value in sizes.items():
+        if zero.get(key) == "auto":
+            zero[key] = value
+
+
+def _flag(name: str) -> bool:
+    """Whether the launcher set environment variable ``name`` to true."""
+    return os.environ.get(name, "false").lower() in ("true", "1")
 
 
 def _no_accelerator_device() -> bool:
@@ -579,6 +649,7 @@ def train(
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = loop.max_steps if loop.max_steps > 0 else math.ceil(loop.epochs * steps_per_epoch)
     scheduler = recipe.make_scheduler(optimizer, loop, total_steps)
+    _fill_deepspeed_config(accelerator, config, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
@@ -606,7 +677,8 @@ def train(
     budget = _SkipBudget(
         accelerator, dataset, config.data.max_skip_fraction, enabled=config.data.on_bad_sample == "skip"
     )
-    collate = _Collator(unwrapped, dataset, config, report)
+    sharded = _is_deepspeed(accelerator) or getattr(accelerator.state, "fsdp_plugin", None) is not None
+    collate = _Collator(unwrapped, dataset, config, report, vision_every_batch=sharded)
     logger = MetricsLogger(
         output_dir,
         loop.report_to,
