@@ -35,11 +35,8 @@ def test_eval_into_the_same_out_after_retraining_the_checkpoint_is_refused(
 ) -> None:
     suite = tmp_path / "suite"
     image = ImageRef(image=Image.new("RGB", (16, 16), (200, 30, 30)))
-    gqa = [
-        {"id": f"g{i}", "image": image, "prompt": f"What colour? {i}\nAnswer the question using a single word or phrase.",
-         "context": f"What colour? {i}", "answer": "red"}
-        for i in range(2)
-    ]  # fmt: skip
+    questions = ["What colour is it?", "Is it round?"]
+    gqa = [dict(id=f"q{i}", image=image, prompt=q, context=q, answer="red") for i, q in enumerate(questions)]
     write_suite(suite, "gqa", gqa)
     checkpoint, out = tmp_path / "runs" / "stage2", tmp_path / "eval"
     argv = [

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,10 +22,8 @@ from covft.train import checkpoint as ckpt
 from covft.train import train
 from covft.train.logging import read_log
 from covft.train.trainer import CRASH_ENV
-from tests.train.conftest import tiny_config, tiny_overrides
-from tests.train.test_ddp import free_port
+from tests.train.conftest import REPO, tiny_config, tiny_overrides, two_processes
 
-REPO = Path(__file__).resolve().parents[2]
 ACCELERATE = REPO / "src" / "covft" / "configs" / "accelerate"
 needs_deepspeed = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None,
@@ -36,28 +31,10 @@ needs_deepspeed = pytest.mark.skipif(
 )
 
 
-def launch(
-    config: str, overrides: list[str], *, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def launch(config: str, overrides: list[str], *, env: dict[str, str] | None = None):
     """``accelerate launch --config_file <shipped config> --num_processes 2 -m covft.cli train ...``."""
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(ACCELERATE / config),
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(free_port()),
-        "-m",
-        "covft.cli",
-        "train",
-        "stage2_covft",
-        *overrides,
-    ]
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"), **(env or {}))
-    return subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)
+    train_command = ["-m", "covft.cli", "train", "stage2_covft", *overrides]
+    return two_processes(*train_command, accelerate_config=ACCELERATE / config, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -528,8 +528,8 @@ def _non_finite(loss: float, grad_norm: Any) -> tuple[str, float] | None:
     return None
 
 
-def _open_dataset(config: TrainConfig) -> LlavaDataset:
-    """The training data, checked; what parsing changed to match LLaVA is printed once."""
+def _open_dataset(config: TrainConfig, main: bool) -> LlavaDataset:
+    """The training data, checked; what parsing changed to match LLaVA is printed by ``main``."""
     dataset = LlavaDataset(
         config.data.train,  # type: ignore[arg-type]  # checked by the caller
         config.data.image_folder,
@@ -538,7 +538,7 @@ def _open_dataset(config: TrainConfig) -> LlavaDataset:
         max_skip_fraction=config.data.max_skip_fraction,
     )
     notes = dataset.notes_summary()
-    if notes and int(os.environ.get("RANK", "0")) == 0:
+    if notes and main:
         print(f"covft train: {notes}", flush=True)
     return dataset
 
@@ -623,7 +623,7 @@ def train(
     set_seed(loop.seed)
     if config.init_from:
         recipe.weight_files(config.init_from)  # a missing stage-1 run is named before anything is built
-    dataset = _open_dataset(config)
+    dataset = _open_dataset(config, main)
     model = recipe.build_model(config)
     # every input is valid: from here on, output_dir is written
     if main:
