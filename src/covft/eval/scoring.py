@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from covft.eval.benchmarks.base import LETTERS
+from covft.eval.official import EVALAI_NUMBERS, prediction_of
 from covft.eval.official import JUDGES as OFFICIAL_JUDGES
-from covft.eval.official import prediction_of
 
 # --------------------------------------------------------------------------- multiple choice
 
@@ -102,20 +102,6 @@ def extract_choice(prediction: str, options: dict[str, str]) -> str | None:
 # --------------------------------------------------------------------------- short answers
 
 _ARTICLES = {"a", "an", "the"}
-_NUMBER_WORDS = {
-    "none": "0",
-    "zero": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "ten": "10",
-}
 _CONTRACTIONS_WITH_APOSTROPHES = (
     "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've "
     "hasn't haven't he'd he'd've he's how'd how'll how's i'd i'd've i'm i've isn't it'd it'd've "
@@ -155,7 +141,7 @@ def normalize_vqa(answer: str) -> str:
     text = _vqa_punctuation(text)
     words = []
     for word in text.split():
-        word = _NUMBER_WORDS.get(word, word)
+        word = EVALAI_NUMBERS.get(word, word)
         if word in _ARTICLES:
             continue
         words.append(CONTRACTIONS.get(word, word))
