@@ -21,6 +21,7 @@ from covft.eval.benchmarks.base import (
     hf_records,
     options_from_list,
     options_lines,
+    prompt_fields,
 )
 
 if TYPE_CHECKING:
@@ -47,9 +48,7 @@ def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
             {
                 "id": str(record.get("id", number)),
                 "image": record["image"],
-                "prompt": text,
-                "context": protocol.context(NAME, text),
-                "protocol": protocol.name,
+                **prompt_fields(NAME, text, protocol),
                 "options": options,
                 "answer": LETTERS[answer],
             }

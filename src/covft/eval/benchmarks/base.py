@@ -14,8 +14,12 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from covft.eval.protocol import Protocol
 
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
 MC_SUFFIX_CN = "请直接回答选项字母。"
@@ -122,6 +126,11 @@ def read_jsonl(path: Path, benchmark: str, source: str) -> Iterator[dict]:
                 yield json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{benchmark}: {path} line {number} is not valid JSON ({error})") from error
+
+
+def prompt_fields(benchmark: str, prompt: str, protocol: Protocol) -> dict[str, str]:
+    """An item's ``prompt``, its router text (``context``, as ``protocol`` builds it) and ``protocol``."""
+    return {"prompt": prompt, "context": protocol.context(benchmark, prompt), "protocol": protocol.name}
 
 
 def first_existing(root: Path, candidates: Sequence[str]) -> Path:

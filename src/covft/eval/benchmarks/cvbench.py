@@ -26,6 +26,7 @@ from covft.eval.benchmarks.base import (
     image_file,
     missing_file,
     options_from_list,
+    prompt_fields,
     read_jsonl,
     read_parquet,
 )
@@ -80,9 +81,7 @@ def load_source(root: Path, name: str, limit: int | None, protocol: Protocol) ->
             {
                 "id": str(record["idx"]),
                 "image": record["image"],
-                "prompt": text,
-                "context": protocol.context(name, text),
-                "protocol": protocol.name,
+                **prompt_fields(name, text, protocol),
                 "options": options,
                 "answer": answer,
                 "source": wanted,

@@ -17,6 +17,7 @@ from covft.eval.benchmarks.base import (
     SHORT_ANSWER_SUFFIX,
     first_existing,
     image_file,
+    prompt_fields,
     read_json,
     read_jsonl,
 )
@@ -55,9 +56,7 @@ def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
             {
                 "id": qid,
                 "image": image_file(data / "images" / image, NAME, SOURCE),
-                "prompt": text,
-                "context": protocol.context(NAME, text),
-                "protocol": protocol.name,
+                **prompt_fields(NAME, text, protocol),
                 "answer": str(questions[qid]["answer"]),
             }
         )

@@ -26,6 +26,7 @@ from covft.eval.benchmarks.base import (
     is_missing,
     missing_file,
     options_lines,
+    prompt_fields,
     require,
 )
 
@@ -119,9 +120,7 @@ def load_split(root: Path, name: str, limit: int | None, protocol: Protocol) -> 
             {
                 "id": str(index),
                 "image": _image(row, images),
-                "prompt": text,
-                "context": protocol.context(name, text),
-                "protocol": protocol.name,
+                **prompt_fields(name, text, protocol),
                 "index": index % CIRCULAR_OFFSET,
                 "rotation": index // CIRCULAR_OFFSET,
                 "options": options,

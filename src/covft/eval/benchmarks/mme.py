@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from covft.eval.benchmarks.base import SHORT_ANSWER_SUFFIX, image_file, missing_file
+from covft.eval.benchmarks.base import SHORT_ANSWER_SUFFIX, image_file, missing_file, prompt_fields
 
 if TYPE_CHECKING:
     from covft.eval.protocol import Protocol
@@ -107,9 +107,7 @@ def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
                     {
                         "id": f"{image_id}/{k}",
                         "image": image,
-                        "prompt": text,
-                        "context": protocol.context(NAME, text),
-                        "protocol": protocol.name,
+                        **prompt_fields(NAME, text, protocol),
                         "category": task,
                         "image_id": image_id,
                         "answer": answer,

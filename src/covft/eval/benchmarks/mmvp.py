@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from covft.eval.benchmarks.base import MC_SUFFIX, image_file, options_lines, require
+from covft.eval.benchmarks.base import MC_SUFFIX, image_file, options_lines, prompt_fields, require
 
 if TYPE_CHECKING:
     from covft.eval.protocol import Protocol
@@ -72,9 +72,7 @@ def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
             {
                 "id": str(index),
                 "image": image_file(root / "MMVP Images" / f"{index}.jpg", NAME, SOURCE),
-                "prompt": text,
-                "context": protocol.context(NAME, text),
-                "protocol": protocol.name,
+                **prompt_fields(NAME, text, protocol),
                 "pair_id": str((index + 1) // 2),
                 "options": options,
                 "answer": answer,

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from covft.eval.benchmarks.base import hf_records
+from covft.eval.benchmarks.base import hf_records, prompt_fields
 
 if TYPE_CHECKING:
     from covft.eval.protocol import Protocol
@@ -47,9 +47,7 @@ def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
         item = {
             "id": str(record.get("id", number)),
             "image": record["image"],
-            "prompt": text,
-            "context": protocol.context(NAME, text),
-            "protocol": protocol.name,
+            **prompt_fields(NAME, text, protocol),
             "answer": str(record["answer"]),
         }
         options = parse_options(question)

@@ -24,6 +24,7 @@ from covft.eval.benchmarks.base import (
     image_file,
     options_from_list,
     options_lines,
+    prompt_fields,
     read_json,
 )
 
@@ -79,9 +80,7 @@ def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
             {
                 "id": str(pid),
                 "image": image_file(images / str(pid) / problem["image"], NAME, SOURCE),
-                "prompt": text,
-                "context": protocol.context(NAME, text),
-                "protocol": protocol.name,
+                **prompt_fields(NAME, text, protocol),
                 "choices": [str(c) for c in problem["choices"]],
                 "answer": int(problem["answer"]),
             }

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from covft.eval.benchmarks.base import SHORT_ANSWER_SUFFIX, image_file, read_json, read_jsonl
+from covft.eval.benchmarks.base import SHORT_ANSWER_SUFFIX, image_file, prompt_fields, read_json, read_jsonl
 
 if TYPE_CHECKING:
     from covft.eval.protocol import Protocol
@@ -55,9 +55,7 @@ def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
             {
                 "id": str(entry["question_id"]),
                 "image": image_file(root / "train_images" / f"{entry['image_id']}.jpg", NAME, SOURCE),
-                "prompt": text,
-                "context": protocol.context(NAME, text),
-                "protocol": protocol.name,
+                **prompt_fields(NAME, text, protocol),
                 "ocr_tokens": ocr,
                 "answers": [str(a) for a in entry["answers"]],
             }
