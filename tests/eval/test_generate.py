@@ -137,8 +137,11 @@ def test_evaluate_scores_and_reports(
     gqa = get_adapter("gqa").load(data_root / "gqa")
     monkeypatch.setattr(model, "generate", Answering(model, "No"))
     results = evaluate(model, {"gqa": gqa}, tmp_path / "run", run_name="always-no", progress=False)
-    # answers: "no", "woman", "the dog" -> one of three right
+    # answers: "dog", "no", "woman" -> one of three right, by the official rule
     assert results["scores"]["gqa"]["score"] == pytest.approx(100 / 3)
+    assert results["scores"]["gqa"]["rules"] == "official"
+    settings = json.loads((tmp_path / "run" / "eval_settings.json").read_text())
+    assert settings == {"run": "always-no", "max_new_tokens": 128, "protocol": "llava15"}
     assert results["summary"]["G"] == pytest.approx(100 / 3)
     assert results["summary"]["missing"] == [n for n in parse_benchmarks("all") if n != "gqa"]
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
