@@ -133,7 +133,7 @@ def test_every_other_mode_converts_to_its_colour(
     assert np.abs(pixels(result)[0, 0] - np.array(expected)).max() <= 2
 
 
-def test_exif_orientation_is_applied_once(tmp_path: Path) -> None:
+def test_exif_orientation_is_applied_when_the_file_is_opened(tmp_path: Path) -> None:
     stored = Image.new("RGB", (4, 2), (0, 0, 255))
     stored.putpixel((0, 0), (255, 0, 0))  # the red corner, top-left as stored
     exif = Image.Exif()
@@ -145,6 +145,7 @@ def test_exif_orientation_is_applied_once(tmp_path: Path) -> None:
     assert pixels(to_rgb(result)).tolist() == pixels(result).tolist()  # no second rotation
     with Image.open(source) as handle:
         assert handle.convert("RGB").size == (4, 2)  # what ignoring the tag gives
+        assert to_rgb(handle).size == (4, 2)  # a decoded image's orientation is the caller's
 
 
 def test_rgb_images_pass_through_unchanged() -> None:

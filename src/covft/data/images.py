@@ -4,10 +4,10 @@
 instead of scaling them (a 16-bit greyscale photo turns almost white, a float TIFF in [0, 1]
 black), drops alpha without compositing (a fully transparent pixel becomes black, whatever
 colour it was meant to show through) and ignores the EXIF orientation (a phone photo lies on
-its side). :func:`to_rgb` fixes all three:
+its side). :func:`open_image` fixes all three, :func:`to_rgb` the first two for an image already
+decoded (the collator applies it to every PIL image it is given):
 
-- **EXIF orientation** is applied first (``ImageOps.exif_transpose``; the tag is removed, so
-  calling :func:`to_rgb` again does not rotate twice).
+- **EXIF orientation** is applied when a file is opened (``ImageOps.exif_transpose``).
 - **High bit depth** is scaled linearly onto 0..255 from its nominal range: 16-bit modes
   (``I;16*``) from 0..65535; 32-bit integers (``I``) from the range of the file's bit depth
   (TIFF ``BitsPerSample``), else from the smallest of 0..255, 0..65535 and 0..2^31-1 that holds
@@ -42,14 +42,16 @@ class ImageTooLargeError(ValueError):
 
 
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file as 8-bit RGB (see the module docstring); raises ``OSError`` if unreadable.
+    """Open an image file as 8-bit RGB, upright (EXIF orientation) and converted by :func:`to_rgb`.
 
-    Raises :class:`ImageTooLargeError` for an image above ``PIL.Image.MAX_IMAGE_PIXELS``.
+    Raises ``OSError`` if unreadable and :class:`ImageTooLargeError` for an image above
+    ``PIL.Image.MAX_IMAGE_PIXELS``.
     """
     try:
         with Image.open(path) as handle:
             handle.load()
-            return to_rgb(handle)
+            bits = _declared_bits(handle)  # exif_transpose's copy no longer holds the file's tags
+            return _convert(ImageOps.exif_transpose(handle), bits, BACKGROUND)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(
             f"{exc} (Pillow's guard against decompression bombs, PIL.Image.MAX_IMAGE_PIXELS="
@@ -58,9 +60,15 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
 
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
-    """The image as 8-bit RGB: orientation applied, high bit depth scaled, alpha composited."""
-    bits = _declared_bits(image)  # before exif_transpose, whose copy no longer holds the file's tags
-    image = ImageOps.exif_transpose(image)
+    """A decoded image as 8-bit RGB: high bit depth scaled, transparency composited.
+
+    Orientation is the caller's (a file's EXIF tag is applied by :func:`open_image`, where the
+    file is read), so an image that is already RGB passes through unchanged.
+    """
+    return _convert(image, _declared_bits(image), background)
+
+
+def _convert(image: Image.Image, bits: int | None, background: tuple[int, int, int]) -> Image.Image:
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         image = _scaled_to_8_bit(image, bits)
     if image.has_transparency_data:
