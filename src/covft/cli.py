@@ -3,6 +3,11 @@
 Each sub-command lives next to the library code it drives, in a module that exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their command
 runs, so `covft --help` stays fast and never imports heavy optional dependencies.
+
+A user's mistake (:class:`covft.errors.UserError`: bad config, data, model path, missing optional
+package; or an ``OSError``: missing file, read-only or full disk) ends the command with its
+one-line message and exit status 1 (2 for a config error, like a usage error); ``--debug`` shows the traceback.
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +15,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+
+from covft.errors import UserError
+
+DEBUG_FLAG = "--debug"
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="covft",
         description="Context-aware visual fine-tuning for LLaVA-style multimodal LLMs.",
     )
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -44,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(argv) and argv[0] == DEBUG_FLAG  # `covft --debug COMMAND ...`
+    argv = argv[1:] if debug else argv
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         if argv and argv[0] not in ("-h", "--help"):
@@ -57,8 +70,26 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     sub = argparse.ArgumentParser(prog=f"covft {name}", description=help_text)
     module.add_arguments(sub)
+    sub.add_argument(DEBUG_FLAG, action="store_true", help="show the full traceback of an error")
     args = sub.parse_args(rest)
-    return int(module.run(args) or 0)
+    args.debug = args.debug or debug
+    try:
+        return int(module.run(args) or 0)
+    except (UserError, OSError) as error:
+        return _report(name, error, args.debug)
+    except KeyboardInterrupt:
+        print(f"covft {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _report(command: str, error: BaseException, debug: bool) -> int:
+    """Print a user error on one line (with its traceback under ``--debug``); the exit status."""
+    if debug:
+        traceback.print_exception(error)
+    print(f"covft {command}: error: {error}", file=sys.stderr)
+    if not debug:
+        print(f"(run `covft {command} ... {DEBUG_FLAG}` for the traceback)", file=sys.stderr)
+    return getattr(error, "exit_status", 1)
 
 
 if __name__ == "__main__":

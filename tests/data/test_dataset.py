@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from PIL import Image
 
 from covft.data import dataset as dataset_module
 from covft.data.dataset import LlavaDataset, SkippedSample
-from covft.data.errors import BadSampleError
+from covft.data.errors import BadSampleError, TooManyBadSamplesError
 from covft.data.sampler import GroupedBatchSampler
 
 
@@ -116,8 +118,31 @@ def test_malformed_json_names_file_line_and_column(tmp_path: Path, folder: Path)
 
 def test_a_file_not_starting_with_a_list_is_read_as_jsonl(tmp_path: Path, folder: Path) -> None:
     path = tmp_path / "d.json"
-    path.write_text('{"id": "a",\n "conversations": []}')
+    path.write_text('{"id": "a",\n "conversations": [')
     with pytest.raises(BadSampleError, match=r"d\.json \(record 1\): line is not valid JSON"):
+        LlavaDataset(path, folder)
+    path.write_text(json.dumps(record("one"), indent=1))  # one record, pretty-printed
+    with pytest.raises(BadSampleError, match=r"d\.json: file is a single JSON object spread over several"):
+        LlavaDataset(path, folder)
+
+
+def test_a_json_list_with_a_byte_order_mark_is_read_as_a_list(tmp_path: Path, folder: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps([record("one"), record("two")], indent=1).encode())
+    assert [r.sample_id for r in LlavaDataset(path, folder).records] == ["one", "two"]
+
+
+def test_records_nested_in_an_object_are_named(tmp_path: Path, folder: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"version": 2, "data": [record("one")]}, indent=1))
+    with pytest.raises(BadSampleError, match=r"JSON object with keys \['version', 'data'\].*under 'data'"):
+        LlavaDataset(path, folder)
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path: Path, folder: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_bytes(json.dumps([record("caf\u00e9")], ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(BadSampleError, match=r"d\.json: file is not UTF-8 text \(byte 0xe9"):
         LlavaDataset(path, folder)
 
 
@@ -172,6 +197,107 @@ def test_image_deleted_after_opening_is_reported(tmp_path: Path, folder: Path) -
     (folder / "gone.png").unlink()
     with pytest.raises(BadSampleError, match="sample 'gone'.*not found"):
         data[0]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` greyscale pixels, with no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_an_image_above_the_decompression_bomb_limit_is_a_named_bad_sample(
+    tmp_path: Path, folder: Path
+) -> None:
+    """Case 1: Pillow's DecompressionBombError (not an OSError) is a bad sample, not a crash."""
+    (folder / "huge.png").write_bytes(png_header_only(30000, 30000))
+    path = write_json(tmp_path / "d.json", [record("bomb", image="huge.png")])
+    with pytest.raises(
+        BadSampleError, match=r"sample 'bomb' in .*d\.json \(record 1\): .* too large"
+    ) as info:
+        LlavaDataset(path, folder)[0]
+    assert "decompression bomb" in str(info.value) and "Fix:" in str(info.value)
+    marker = LlavaDataset(path, folder, on_bad_sample="skip")[0]
+    assert isinstance(marker, SkippedSample) and marker.error.sample_id == "bomb"
+
+
+def test_user_assistant_roles_and_a_one_image_list_become_llava_records(tmp_path: Path, folder: Path) -> None:
+    """Case 2: what the loader accepts is what the templates and the collator take."""
+    raw = {
+        "id": "chat",
+        "image": ["a.png"],
+        "conversations": [
+            {"from": "user", "value": "<image>\nWhat?"},
+            {"from": "assistant", "value": "x"},
+        ],
+    }
+    data = LlavaDataset(write_json(tmp_path / "d.json", [raw]), folder)
+    sample = data[0]
+    assert [t["from"] for t in sample["conversations"]] == ["human", "gpt"]
+    assert isinstance(sample["image"], Image.Image)
+
+
+def test_several_images_in_one_sample_are_refused_when_the_file_is_opened(
+    tmp_path: Path, folder: Path
+) -> None:
+    """Case 2: refused by name at open time, not mid-run with "2 placeholders for 1 image"."""
+    raw = record("pair", image=None, question="<image> and <image>") | {"image": ["a.png", "b.png"]}
+    with pytest.raises(BadSampleError, match=r"sample 'pair' .*: 2 images in one sample.*one image per"):
+        LlavaDataset(write_json(tmp_path / "d.json", [record("ok"), raw]), folder)
+
+
+def test_a_leading_gpt_turn_is_dropped_and_reported(tmp_path: Path, folder: Path) -> None:
+    """Case 9: LLaVA drops a conversation's leading gpt turn; covft does too, and says so."""
+    raw = record("lead") | {
+        "conversations": [
+            {"from": "gpt", "value": "Hello!"},
+            {"from": "human", "value": "<image>\nWhat?"},
+            {"from": "gpt", "value": "x"},
+        ]
+    }
+    data = LlavaDataset(write_json(tmp_path / "d.json", [raw, record("plain")]), folder)
+    assert [t["value"] for t in data[0]["conversations"]] == ["<image>\nWhat?", "x"]
+    assert data.notes == {"dropped a leading gpt turn (LLaVA drops it too)": ["lead"]}
+    assert (
+        data.notes_summary() == "dropped a leading gpt turn (LLaVA drops it too): 1 sample(s), e.g. ['lead']"
+    )
+
+
+@pytest.mark.parametrize(
+    ("conversations", "message"),
+    [
+        ([("human", "<image>\nWhat?"), ("gpt", "  ")], r"turn 2 is an empty answer"),
+        ([("human", "What?"), ("gpt", "<image> x")], r"turn 2 is an answer containing <image>"),
+        ([("human", "<image>"), ("human", "What?"), ("gpt", "x")], r"turn 2 is a second human turn"),
+        ([("gpt", "hi"), ("gpt", "<image> x")], r"no assistant turn after a human turn|second gpt"),
+    ],
+)
+def test_answers_llava_would_train_on_silently_are_bad_samples(
+    tmp_path: Path, folder: Path, conversations: list[tuple[str, str]], message: str
+) -> None:
+    """Case 9: an empty answer (EOS only), <image> inside an answer, turns out of order."""
+    raw = record("odd") | {"conversations": [{"from": r, "value": v} for r, v in conversations]}
+    path = write_json(tmp_path / "d.json", [record("good"), raw])
+    with pytest.raises(BadSampleError, match=message) as info:
+        LlavaDataset(path, folder)
+    assert info.value.sample_id == "odd" and info.value.line == 2 and info.value.fix
+    assert LlavaDataset(path, folder, on_bad_sample="skip").skipped.total == 1
+
+
+def test_skipping_more_than_the_budget_stops_with_the_reasons(tmp_path: Path, folder: Path) -> None:
+    """Case 8: a wrong image folder under skip must not shrink the data silently."""
+    records = [record(f"s{i}", image="a.png" if i < 3 else f"missing{i}.png") for i in range(10)]
+    path = write_json(tmp_path / "d.json", records)
+    with pytest.raises(TooManyBadSamplesError) as info:
+        LlavaDataset(path, folder, on_bad_sample="skip", max_skip_fraction=0.5)
+    message = str(info.value)
+    assert "7 of 10 samples (70.0%) are unusable, more than data.max_skip_fraction=0.5" in message
+    assert "7 x image file '...' not found" in message and "data.image_folder" in message
+    data = LlavaDataset(path, folder, on_bad_sample="skip", max_skip_fraction=0.7)  # within budget
+    assert len(data) == 3 and data.num_records == 10
 
 
 def test_empty_dataset_is_an_error(tmp_path: Path, folder: Path) -> None:

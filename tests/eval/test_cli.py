@@ -45,14 +45,28 @@ def generate_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_eval_every_benchmark_then_resume(
     checkpoint: Path,
-    data_root: Path,
+    llava_tree: Path,
     tmp_path: Path,
     generate_calls: list[int],
     capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(
+        llava_tree
+    )  # `--data-root playground/data/eval`, as in LLaVA's and the release's scripts
     out = tmp_path / "run"
-    argv = ["eval", str(checkpoint), "--data-root", str(data_root), "--out", str(out)]
-    argv += ["--limit", "1", "--batch-size", "16", "--max-new-tokens", "2", "--no-progress"]
+    argv = ["eval", str(checkpoint), "--benchmarks", "all", "--data-root", "playground/data/eval"]
+    argv += [
+        "--out",
+        str(out),
+        "--limit",
+        "1",
+        "--batch-size",
+        "16",
+        "--max-new-tokens",
+        "2",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert len(generate_calls) == 12  # one batch per benchmark
     results = json.loads((out / "results.json").read_text())
@@ -72,11 +86,20 @@ def test_eval_every_benchmark_then_resume(
     header = table.splitlines()[2]
     assert all(title in header for title in COLUMN_TITLES.values()) and "Avg." in header
     assert "| tiny-covft |" in capsys.readouterr().out
+    settings = json.loads((out / "eval_settings.json").read_text())
+    assert settings["protocol"] == "llava15" and settings["textvqa_ocr_tokens"] is True
+    assert all(s["rules"] == "official" for s in results["scores"].values())
 
     generate_calls.clear()
     assert main(argv) == 0
     assert generate_calls == []  # everything came from the prediction cache
     assert json.loads((out / "results.json").read_text())["scores"] == results["scores"]
+    assert main([*argv, "--protocol", "lmms-eval"]) == 2  # other prompts: not into the same directory
+    assert "other settings" in capsys.readouterr().err
+    lmms = tmp_path / "lmms"
+    lmms_argv = ["eval", str(checkpoint), "--benchmarks", "mmvp", "--data-root", "playground/data/eval"]
+    assert main([*lmms_argv, "--out", str(lmms), "--protocol", "lmms-eval", "--max-new-tokens", "2"]) == 0
+    assert json.loads((lmms / "eval_settings.json").read_text())["protocol"] == "lmms-eval"
 
 
 def test_eval_suite_and_compare(
@@ -106,6 +129,7 @@ def test_eval_suite_and_compare(
         assert sorted(results["scores"]) == ["gqa", "mmvp"]
         assert results["scores"]["gqa"]["n"] == 3 and results["scores"]["mmvp"]["n"] == 2
         assert results["summary"]["covers"]["Avg"] == ["gqa", "mmvp"]
+        assert results["settings"]["protocol"] == "suite" and results["scores"]["gqa"]["rules"] == "tolerant"
         runs.append(out)
     assert sum(generate_calls) == 2 * 5
     blind = tmp_path / "blind"
@@ -144,5 +168,8 @@ def test_cli_errors_are_clear(checkpoint: Path, tmp_path: Path, capsys: pytest.C
         == 2
     )
     assert "unknown benchmark" in capsys.readouterr().err
+    suite = ["eval", str(checkpoint), "--suite", str(tmp_path), "--out", "x", "--protocol", "llava15"]
+    assert main(suite) == 2
+    assert "a suite's items carry their own prompt and router text" in capsys.readouterr().err
     assert main(["compare", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
     assert "not an evaluated run" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Scorers reproduce hand-computed values for every benchmark's metric."""
+"""covft's tolerant rules (the ``suite`` protocol: records without an official protocol) and the
+aggregation every rule set shares reproduce hand-computed values for every benchmark's metric."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_textvqa_score_is_mean_percent() -> None:
     ]
     result = score("textvqa", records)
     assert result["score"] == pytest.approx((60.0 + 100.0) / 2)
-    assert result["n"] == 2 and result["benchmark"] == "textvqa"
+    assert result["n"] == 2 and result["benchmark"] == "textvqa" and result["rules"] == "tolerant"
 
 
 def _mme(category: str, image: str, answer: str, prediction: str) -> dict:
@@ -204,8 +205,9 @@ def test_realworldqa_letter_and_short_answers() -> None:
 
 def test_loaded_items_score_100_with_gold_predictions(data_root: Path) -> None:
     adapter = get_adapter("mmbench_en")
-    items = adapter.load(data_root / adapter.subdir)
-    assert score("mmbench_en", _with(items, [i["answer"] for i in items]))["score"] == 100.0
+    items = adapter.load(adapter.folder(data_root))
+    gold = score("mmbench_en", _with(items, [i["answer"] for i in items]))
+    assert gold["score"] == 100.0 and gold["rules"] == "official"
     assert score("mmbench_en", _with(items, ["A"] * len(items)))["score"] == 0.0
 
 

@@ -20,6 +20,7 @@ from covft.eval.generate import (
     read_cache,
     shuffle_images,
 )
+from covft.models.checkpoint import prediction_identity
 from covft.models.model import CovftModel
 
 
@@ -137,8 +138,12 @@ def test_evaluate_scores_and_reports(
     gqa = get_adapter("gqa").load(data_root / "gqa")
     monkeypatch.setattr(model, "generate", Answering(model, "No"))
     results = evaluate(model, {"gqa": gqa}, tmp_path / "run", run_name="always-no", progress=False)
-    # answers: "no", "woman", "the dog" -> one of three right
+    # answers: "dog", "no", "woman" -> one of three right, by the official rule
     assert results["scores"]["gqa"]["score"] == pytest.approx(100 / 3)
+    assert results["scores"]["gqa"]["rules"] == "official"
+    settings = json.loads((tmp_path / "run" / "eval_settings.json").read_text())
+    identity = prediction_identity(model)  # the cache belongs to these weights (issue 13)
+    assert settings == {"run": "always-no", "max_new_tokens": 128, "protocol": "llava15", **identity}
     assert results["summary"]["G"] == pytest.approx(100 / 3)
     assert results["summary"]["missing"] == [n for n in parse_benchmarks("all") if n != "gqa"]
     saved = json.loads((tmp_path / "run" / "results.json").read_text())

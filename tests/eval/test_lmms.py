@@ -3,7 +3,8 @@
 lmms-eval itself is not installed in the test environment (it pulls a CUDA build of torch), so
 these tests stand in its two touch points: ``lmms_eval.api.model.lmms`` (the base class) and
 ``lmms_eval.api.registry`` (``register_model`` / ``MODEL_REGISTRY``), and requests shaped like its
-``Instance`` (``args = (context, gen_kwargs, doc_to_visual, doc_id, task, split)``).
+``Instance`` (``args = (context, gen_kwargs, doc_to_visual, doc_id, task, split)``; multi-round
+tasks add ``doc_to_text`` after ``doc_to_visual``, lmms_eval/api/task.py).
 """
 
 from __future__ import annotations
@@ -89,7 +90,6 @@ def visual(doc: dict) -> list:
 def test_import_needs_no_lmms_eval_until_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "lmms_eval", None)  # makes `import lmms_eval` fail
     monkeypatch.setattr(plugin, "_CLASS", None)
-    assert plugin.question_of("<image>\nWhat is it?" + SUFFIX) == "What is it?"
     with pytest.raises(ImportError, match=r"pip install covft\[lmms\]"):
         plugin.CovftLMM  # noqa: B018 - the attribute access is the use
 
@@ -108,6 +108,20 @@ def test_generate_until_answers_fake_requests(
     answers = lm.generate_until(requests)
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
 
+    seen = answer_red(monkeypatch)
+    lm.batch_size_per_gpu = 3  # one batch: two images and a text-only document
+    assert lm.generate_until(requests) == ["red", "red", "red"]  # cut at the task's `until`
+    assert len(seen) == 1 and seen[0]["pixel_values"].shape[0] == 2
+    contexts = lm.model.text_encoder.tokenizer(  # the router reads the whole prompt, as in training
+        [f"What colour is it? {SUFFIX.strip()}", f"Is it dark? {SUFFIX.strip()}"],
+        padding=True,
+        return_tensors="pt",
+    )
+    assert torch.equal(seen[0]["context_input_ids"], contexts["input_ids"])
+
+
+def answer_red(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Makes ``CovftModel.generate`` answer "red\\nand more" to everything; returns the batches it saw."""
     seen: list[dict] = []
 
     def answer(self: CovftModel, **batch: torch.Tensor) -> torch.Tensor:
@@ -116,15 +130,38 @@ def test_generate_until_answers_fake_requests(
         return torch.cat([batch["input_ids"], torch.tensor(ids).expand(batch["input_ids"].shape[0], -1)], 1)
 
     monkeypatch.setattr(CovftModel, "generate", answer)
-    lm.batch_size_per_gpu = 3  # one batch: two images and a text-only document
-    assert lm.generate_until(requests) == ["red", "red", "red"]  # cut at the task's `until`
-    assert len(seen) == 1 and seen[0]["pixel_values"].shape[0] == 2
-    contexts = lm.model.text_encoder.tokenizer(
-        ["What colour is it?", "Is it dark?"], padding=True, return_tensors="pt"
-    )
-    assert torch.equal(seen[0]["context_input_ids"], contexts["input_ids"])  # the question, no suffix
-    with pytest.raises(NotImplementedError, match="multi-round"):
-        lm.generate_until_multi_round(requests)
+    return seen
+
+
+def test_generate_until_multi_round_follows_the_task(
+    fake_lmms_eval: types.ModuleType, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lm = plugin.CovftLMM(pretrained=str(checkpoint))
+    lm.task_dict = TASK
+    calls: list[dict] = []
+
+    def doc_to_text(doc, previous_output=None, round_idx=None, previous_round_info=None):
+        """A two-round task shaped like lmms-eval's: round 1 asks about the first answer, then stops."""
+        calls.append({"outputs": list(previous_output), "round": round_idx, "info": previous_round_info})
+        if round_idx == 2:
+            return None, None, True, [*previous_output], None
+        context = f"You said {previous_output[-1]}. Why?"
+        return [doc["image"]], context, False, previous_output, {"asked": round_idx}
+
+    seen = answer_red(monkeypatch)
+    kwargs = {"max_new_tokens": 4, "until": "\n"}
+    requests = [
+        Request("<image>\nWhat colour is it?", kwargs, visual, doc_to_text, 0, "gqa_lite", "test"),
+        Request("Say a word.", kwargs, visual, doc_to_text, 2, "gqa_lite", "test"),
+    ]
+    assert lm.generate_until_multi_round(requests) == [["red", "red"], ["red", "red"]]
+    assert [(c["round"], c["outputs"], c["info"]) for c in calls[:2]] == [
+        (1, ["red"], None),
+        (2, ["red", "red"], {"asked": 1}),
+    ]
+    second_round = lm.model.tokenizer.decode(seen[1]["input_ids"][0])
+    assert "You said red. Why?" in second_round and "pixel_values" in seen[1]
+    assert "pixel_values" not in seen[2]  # the text-only document stays text-only
 
 
 def test_loglikelihood_matches_the_model_loss(fake_lmms_eval: types.ModuleType, checkpoint: Path) -> None:

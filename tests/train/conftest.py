@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +15,7 @@ from PIL import Image
 
 from covft.train.config import TrainConfig, load_config
 
+REPO = Path(__file__).resolve().parents[2]
 COLOURS = [(220, 20, 20), (20, 200, 20), (20, 20, 220), (220, 220, 20)]
 NAMES = ["red", "green", "blue", "yellow"]
 
@@ -135,3 +140,25 @@ def tiny_config(
     if base is None:
         base = "stage1" if stage == 1 else "stage2_covft"
     return load_config(base, [*tiny_overrides(data, output_dir, stage=stage, steps=steps), *extra])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def two_processes(
+    *args: str, accelerate_config: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` in 2 CPU processes from the repository root: ``torchrun``, or ``accelerate
+    launch`` with ``accelerate_config``; one thread per process."""
+    if accelerate_config is None:
+        launcher = ["torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    else:
+        launcher = ["accelerate.commands.launch", "--config_file", str(accelerate_config)]
+        launcher += ["--num_processes", "2", "--main_process_port", str(free_port())]
+    paths = os.pathsep.join([str(REPO), str(REPO / "src")])
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=paths, **(env or {}))
+    command = [sys.executable, "-m", *launcher, *args]
+    return subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)

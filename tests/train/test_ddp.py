@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,15 +10,7 @@ from safetensors.torch import load_file
 
 from covft.train import train
 from covft.train.logging import read_log
-from tests.train.conftest import tiny_config, tiny_overrides
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.train.conftest import tiny_config, tiny_overrides, two_processes
 
 
 @pytest.mark.slow
@@ -43,20 +31,7 @@ def test_two_process_ddp_matches_one_process_at_the_same_global_batch(
     # two processes: 2 samples each, no accumulation -> the same 4 samples per step
     distributed = tmp_path / "ddp"
     overrides = tiny_overrides(tiny_data, distributed, steps=steps) + [*common, "train.grad_accum=1"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        "-m",
-        "covft.cli",
-        "train",
-        "stage2_covft",
-        *overrides,
-    ]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = two_processes("-m", "covft.cli", "train", "stage2_covft", *overrides)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
 
     ddp_losses = [record["loss"] for record in read_log(distributed)]

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from covft.data.errors import BadSampleError
-from covft.data.templates import IMAGE_PLACEHOLDER, context_text, render
+from covft.data.images import to_rgb
+from covft.data.templates import IMAGE_PLACEHOLDER, context_text, render, router_text
 
 IGNORE_INDEX = -100
 
@@ -39,9 +40,9 @@ class Collator:
     Output keys: ``input_ids``, ``attention_mask``, ``labels`` (unless ``for_generation``),
     ``pixel_values`` (only the samples that have an image, in batch order) and, when the model's
     strategy needs the instruction, ``context_input_ids`` / ``context_attention_mask`` aligned
-    with ``pixel_values``. The context text is the sample's ``context`` field when it has one (an
-    evaluation item's question without the instruction suffix), else the human turns
-    (:func:`covft.data.templates.context_text`).
+    with ``pixel_values``. The context text is :func:`covft.data.templates.router_text` of the
+    sample's ``context`` field when it has one (an evaluation item's router text, as its protocol
+    built it), else of its human turns (:func:`covft.data.templates.context_text`).
     """
 
     tokenizer: Any
@@ -94,7 +95,8 @@ class Collator:
             labels.append(target)
             if sample.get("image") is not None:
                 images.append(self._prepare_image(sample["image"], sample_id))
-                contexts.append(sample.get("context") or context_text(sample["conversations"]))
+                context = sample.get("context")
+                contexts.append(router_text([context]) if context else context_text(sample["conversations"]))
         batch = self._pad(sequences, labels, left=for_generation)
         if for_generation:
             del batch["labels"]
@@ -167,7 +169,7 @@ class Collator:
                 sample_id=sample_id,
                 fix="load images with covft.data.dataset",
             )
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if self.image_aspect_ratio == "pad":
             image = expand_to_square(image, mean_colour(self.image_processor))
         return image

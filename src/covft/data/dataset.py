@@ -19,21 +19,26 @@ loop can count it and carry on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image, UnidentifiedImageError
 
-from covft.data.errors import BadSampleError
+from covft.data.errors import BadSampleError, TooManyBadSamplesError
+from covft.data.images import ImageTooLargeError, open_image
 
 IMAGE_PLACEHOLDER = "<image>"
 HUMAN_ROLES = ("human", "user")
 ASSISTANT_ROLES = ("gpt", "assistant")
+
+LEADING_ANSWER_DROPPED = "dropped a leading gpt turn (LLaVA drops it too)"
 
 BadSamplePolicy = Literal["error", "skip"]
 
@@ -63,13 +68,13 @@ class SkipReport:
 
     @property
     def counts(self) -> Counter[str]:
-        """Number of skipped samples per reason."""
-        return Counter(self.samples.values())
+        """Number of skipped samples per kind of reason (:func:`reason_kind`)."""
+        return Counter(reason_kind(reason) for reason in self.samples.values())
 
     @property
     def total(self) -> int:
         """Number of skipped samples."""
-        return sum(self.counts.values())
+        return len(self.samples)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form (stored in checkpoints so a resumed run keeps counting)."""
@@ -80,16 +85,24 @@ class SkipReport:
         """Inverse of :meth:`to_dict`."""
         return cls(samples=dict(data.get("samples", {})))
 
-    def summary(self) -> str:
-        """A human-readable multi-line summary, empty when nothing was skipped."""
+    def summary(self, kinds: int = 10) -> str:
+        """A human-readable summary of the ``kinds`` commonest reasons, empty when nothing was skipped."""
         if not self.total:
             return ""
         lines = [f"skipped {self.total} bad sample(s):"]
-        for reason, count in self.counts.most_common():
-            lines.append(f"  {count} x {reason}")
-            examples = [message for message, r in self.samples.items() if r == reason][:3]
+        counts = self.counts.most_common()
+        for kind, count in counts[:kinds]:
+            lines.append(f"  {count} x {kind}")
+            examples = [m for m, reason in self.samples.items() if reason_kind(reason) == kind][:3]
             lines.extend(f"      e.g. {example}" for example in examples)
+        if len(counts) > kinds:
+            lines.append(f"  ... and {len(counts) - kinds} other kind(s) of reason")
         return "\n".join(lines)
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its specifics (quoted names, numbers) blanked, to count reasons by kind."""
+    return re.sub(r"\d+", "N", re.sub(r"'[^']*'", "'...'", reason))
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,8 @@ class Record:
     """Record number in a JSON list, line number in a JSONL file (both 1-based)."""
     length: int
     """Rough length in words of the whole conversation, for length-grouped batching."""
+    notes: tuple[str, ...] = ()
+    """What parsing changed to match LLaVA (e.g. :data:`LEADING_ANSWER_DROPPED`)."""
 
     @property
     def has_image(self) -> bool:
@@ -115,13 +130,20 @@ class Record:
         return BadSampleError(reason, sample_id=self.sample_id, file=self.file, line=self.index, fix=fix)
 
 
-def _read_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (record number, raw object) from a JSON list or a JSONL file.
+def _read_records(path: Path, content: bytes) -> Iterator[tuple[int, Any]]:
+    """Yield (record number, raw object) from the ``content`` of a JSON list or a JSONL file.
 
-    A file is read as a JSON list when it starts with ``[``, otherwise as JSONL (one object per
-    line), whatever its suffix.
+    A file is read as a JSON list when it starts with ``[`` (after a UTF-8 byte-order mark, if
+    any), otherwise as JSONL (one object per line), whatever its suffix.
     """
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadSampleError(
+            f"file is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+            file=str(path),
+            fix="save the file as UTF-8 (LLaVA's JSON files are UTF-8)",
+        ) from exc
     stripped = text.lstrip()
     if path.suffix == ".jsonl" or (stripped and not stripped.startswith("[")):
         for number, line in enumerate(text.splitlines(), start=1):
@@ -130,12 +152,7 @@ def _read_records(path: Path) -> Iterator[tuple[int, Any]]:
             try:
                 yield number, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise BadSampleError(
-                    f"line is not valid JSON ({exc.msg} at column {exc.colno})",
-                    file=str(path),
-                    line=number,
-                    fix="repair or delete that line; JSONL needs one complete JSON object per line",
-                ) from exc
+                raise _not_jsonl(path, text, number, exc) from exc
         return
     try:
         data = json.loads(text)
@@ -148,12 +165,44 @@ def _read_records(path: Path) -> Iterator[tuple[int, Any]]:
     yield from enumerate(data, start=1)
 
 
+def _not_jsonl(path: Path, text: str, number: int, exc: json.JSONDecodeError) -> BadSampleError:
+    """The error for a line that is not JSON; names the real problem when the file is one JSON object."""
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, dict) and "conversations" in whole:
+        return BadSampleError(
+            "file is a single JSON object spread over several lines, neither a JSON list nor JSONL",
+            file=str(path),
+            fix="put the records in a list ([{...}, {...}]) or write one record per line (JSONL)",
+        )
+    if isinstance(whole, dict):
+        lists = [key for key, value in whole.items() if isinstance(value, list)]
+        inside = f"; the records may be the list under {lists[0]!r}" if lists else ""
+        return BadSampleError(
+            f"file is a JSON object with keys {list(whole)[:5]}, not a list of records{inside}",
+            file=str(path),
+            fix="save the list of records itself as the file (a JSON list or JSONL)",
+        )
+    return BadSampleError(
+        f"line is not valid JSON ({exc.msg} at column {exc.colno})",
+        file=str(path),
+        line=number,
+        fix="repair or delete that line; JSONL needs one complete JSON object per line",
+    )
+
+
 def parse_record(raw: Any, file: str, index: int) -> Record:
     """Check one raw record's structure and turn it into a :class:`Record`.
 
-    Raises :class:`BadSampleError` for a record that can never train: not an object, no
-    conversations, unknown roles, no assistant turn, or a number of ``<image>`` placeholders
-    different from the number of images.
+    Roles are normalised to LLaVA's ``human``/``gpt`` (``user``/``assistant`` are accepted), a
+    one-element image list to its path, and a leading assistant turn is dropped as LLaVA drops it
+    (the record's :attr:`Record.notes` say so). Raises :class:`BadSampleError` for a record that
+    can never train as intended: not an object, no conversations, unknown roles, turns that do not
+    alternate, no assistant turn, an empty answer (it would train on the end-of-sequence token
+    only), ``<image>`` inside an answer, more than one image, or a number of ``<image>``
+    placeholders different from the number of images.
     """
     if not isinstance(raw, dict):
         raise BadSampleError(
@@ -167,7 +216,23 @@ def parse_record(raw: Any, file: str, index: int) -> Record:
     def bad(reason: str, fix: str) -> BadSampleError:
         return BadSampleError(reason, sample_id=sample_id, file=file, line=index, fix=fix)
 
-    conversations = raw.get("conversations")
+    turns, notes = _turns(raw.get("conversations"), bad)
+    images = _images(raw.get("image"), bad)
+    placeholders = sum(t["value"].count(IMAGE_PLACEHOLDER) for t in turns)
+    if placeholders != len(images):
+        raise bad(
+            f"{placeholders} {IMAGE_PLACEHOLDER} placeholder(s) but {len(images)} image(s)",
+            f"put exactly one {IMAGE_PLACEHOLDER} in the human turns per image (LLaVA puts it in the "
+            "first turn) or fix the 'image' field",
+        )
+    length = sum(len(t["value"].split()) for t in turns)
+    return Record(sample_id, turns, images, file, index, length, notes)
+
+
+def _turns(
+    conversations: Any, bad: Callable[[str, str], BadSampleError]
+) -> tuple[list[dict[str, str]], tuple[str, ...]]:
+    """The conversation as alternating human/gpt turns, and notes on what was changed."""
     if not isinstance(conversations, list) or not conversations:
         raise bad("no 'conversations' list", "add a non-empty 'conversations' list of {from, value} turns")
     turns: list[dict[str, str]] = []
@@ -182,30 +247,51 @@ def parse_record(raw: Any, file: str, index: int) -> Record:
             )
         if not isinstance(turn["value"], str):
             raise bad(f"turn {number} 'value' is not a string", "make every turn's value a string")
-        turns.append({"from": role, "value": turn["value"]})
-    if not any(t["from"] in ASSISTANT_ROLES for t in turns):
+        turns.append({"from": "human" if role in HUMAN_ROLES else "gpt", "value": turn["value"]})
+    notes: tuple[str, ...] = ()
+    if turns[0]["from"] == "gpt":
+        turns = turns[1:]  # LLaVA's preprocessing drops it too: nothing asked, nothing to answer
+        notes = (LEADING_ANSWER_DROPPED,)
+    if not any(t["from"] == "gpt" for t in turns):
         raise bad(
-            "conversation has no assistant turn, so nothing would be learned from it",
+            "conversation has no assistant turn after a human turn, so nothing would be learned from it",
             "add a {'from': 'gpt', 'value': ...} answer or drop the sample",
         )
-    image = raw.get("image")
+    offset = 1 + len(notes)  # turn numbers as in the file
+    for position, turn in enumerate(turns):
+        number = position + offset
+        if turn["from"] != ("human" if position % 2 == 0 else "gpt"):
+            raise bad(
+                f"turn {number} is a second {turn['from']} turn in a row",
+                "make the turns alternate human, gpt, human, gpt, ... (merge or drop the extra turn)",
+            )
+        if turn["from"] == "gpt" and not turn["value"].strip():
+            raise bad(
+                f"turn {number} is an empty answer (it would train on the end-of-sequence token only)",
+                "write the answer or drop the sample",
+            )
+        if turn["from"] == "gpt" and IMAGE_PLACEHOLDER in turn["value"]:
+            raise bad(
+                f"turn {number} is an answer containing {IMAGE_PLACEHOLDER}",
+                f"move {IMAGE_PLACEHOLDER} into the first human turn (the image is part of the question)",
+            )
+    return turns, notes
+
+
+def _images(image: Any, bad: Callable[[str, str], BadSampleError]) -> tuple[str, ...]:
+    """The record's image path as a tuple of zero or one path."""
     if image is None:
-        images: tuple[str, ...] = ()
-    elif isinstance(image, str):
-        images = (image,)
-    elif isinstance(image, list) and all(isinstance(i, str) for i in image):
-        images = tuple(image)
-    else:
-        raise bad(f"'image' must be a path or a list of paths, got {image!r}", "fix the 'image' field")
-    placeholders = sum(t["value"].count(IMAGE_PLACEHOLDER) for t in turns)
-    if placeholders != len(images):
+        return ()
+    if isinstance(image, list) and len(image) == 1:
+        image = image[0]
+    if isinstance(image, str):
+        return (image,)
+    if isinstance(image, list) and all(isinstance(i, str) for i in image):
         raise bad(
-            f"{placeholders} {IMAGE_PLACEHOLDER} placeholder(s) but {len(images)} image(s)",
-            f"put exactly one {IMAGE_PLACEHOLDER} in the human turns per image (LLaVA puts it in the "
-            "first turn) or fix the 'image' field",
+            f"{len(image)} images in one sample; LLaVA-1.5 models take one image per sample",
+            "split the sample into one sample per image, or drop it",
         )
-    length = sum(len(t["value"].split()) for t in turns)
-    return Record(sample_id, turns, images, file, index, length)
+    raise bad(f"'image' must be a path or a list of paths, got {image!r}", "fix the 'image' field")
 
 
 class LlavaDataset:
@@ -222,6 +308,7 @@ class LlavaDataset:
         *,
         on_bad_sample: BadSamplePolicy = "error",
         check_images: bool = True,
+        max_skip_fraction: float = 1.0,
     ) -> None:
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
@@ -229,20 +316,53 @@ class LlavaDataset:
         self.image_folder = Path(image_folder) if image_folder is not None else None
         self.skipped = SkipReport()
         self.records: list[Record] = []
+        self.fingerprints: dict[str, str] = {}
+        """SHA-256 of each data file's bytes (a resumed run checks its data did not change)."""
         path_list = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         for path in path_list:
             self._load_file(Path(path), check_images)
+        self.files = ", ".join(str(p) for p in path_list)
         if not self.records:
-            detail = (
-                f" ({self.skipped.total} bad sample(s) skipped)\n{self.skipped.summary()}"
-                if self.skipped.total
-                else ""
-            )
+            detail = f" ({self.skipped.total} bad sample(s) skipped)" if self.skipped.total else ""
             raise BadSampleError(
                 f"dataset is empty: no usable samples{detail}",
-                file=", ".join(str(p) for p in path_list),
-                fix="point data.train at a LLaVA-format JSON/JSONL file with at least one valid sample",
+                file=self.files,
+                fix="point data.train at a LLaVA-format JSON/JSONL file with at least one valid sample"
+                + (f"\n{self.skipped.summary()}" if self.skipped.total else ""),
             )
+        self.check_skip_budget(self.skipped, max_skip_fraction)
+
+    @property
+    def num_records(self) -> int:
+        """Records in the data files, the usable ones and those skipped when the files were read."""
+        return len(self.records) + self.skipped.total
+
+    def check_skip_budget(self, report: SkipReport, max_fraction: float) -> None:
+        """Raise :class:`TooManyBadSamplesError` when ``report`` skipped more than ``max_fraction``."""
+        allowed = max_fraction * self.num_records
+        if report.total <= allowed:
+            return
+        raise TooManyBadSamplesError(
+            f"{report.total} of {self.num_records} samples ({100 * report.total / self.num_records:.1f}%) "
+            f"are unusable, more than data.max_skip_fraction={max_fraction:g} allows; stopped so that "
+            "the data cannot silently shrink",
+            file=self.files,
+            fix="repair the causes below (many missing images usually mean a wrong data.image_folder), "
+            f"or raise data.max_skip_fraction if losing that much data is intended\n{report.summary()}",
+        )
+
+    @property
+    def notes(self) -> dict[str, list[str]]:
+        """What parsing changed to match LLaVA -> the ids of the samples it changed."""
+        found: dict[str, list[str]] = {}
+        for record in self.records:
+            for note in record.notes:
+                found.setdefault(note, []).append(record.sample_id)
+        return found
+
+    def notes_summary(self) -> str:
+        """One line per kind of change parsing made (empty when none), with example ids."""
+        return "\n".join(f"{note}: {len(ids)} sample(s), e.g. {ids[:3]}" for note, ids in self.notes.items())
 
     def _load_file(self, path: Path, check_images: bool) -> None:
         if not path.is_file():
@@ -251,7 +371,9 @@ class LlavaDataset:
                 file=str(path),
                 fix="check data.train (relative paths are resolved against the current directory)",
             )
-        for index, raw in _read_records(path):
+        content = path.read_bytes()
+        self.fingerprints[str(path)] = hashlib.sha256(content).hexdigest()
+        for index, raw in _read_records(path, content):
             try:
                 record = parse_record(raw, str(path), index)
                 if check_images:
@@ -293,14 +415,20 @@ class LlavaDataset:
         return [r.has_image for r in self.records]
 
     def load_image(self, record: Record, image: str) -> Image.Image:
-        """Open one image as RGB, raising :class:`BadSampleError` if it is missing or corrupt."""
+        """Open one image as RGB (:func:`covft.data.images.to_rgb`), raising :class:`BadSampleError`
+        if it is missing, corrupt or too large to decode safely."""
         path = self.resolve_image(image)
         try:
-            with Image.open(path) as handle:
-                return handle.convert("RGB")
+            return open_image(path)
         except FileNotFoundError as exc:
             raise record.error(
                 f"image file {str(path)!r} not found", "check data.image_folder and the sample's 'image' path"
+            ) from exc
+        except ImageTooLargeError as exc:
+            raise record.error(
+                f"image file {str(path)!r} is too large to decode safely: {exc}",
+                "replace it with a downscaled copy (the vision tower sees 336 px anyway), or drop the "
+                "sample (data.on_bad_sample=skip)",
             ) from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise record.error(

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
 
-class BadSampleError(ValueError):
+from covft.errors import UserError
+
+
+class BadSampleError(UserError, ValueError):
     """A sample that cannot be used, with where it came from and what to do about it.
 
     The message always names the sample id and, when known, the file (and line or record
@@ -33,3 +38,14 @@ class BadSampleError(ValueError):
         if fix:
             text += f". Fix: {fix}"
         super().__init__(text)
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        # keep the fields through pickling (errors travel back from DataLoader worker processes)
+        rebuild = functools.partial(
+            type(self), self.reason, sample_id=self.sample_id, file=self.file, line=self.line, fix=self.fix
+        )
+        return rebuild, ()
+
+
+class TooManyBadSamplesError(BadSampleError):
+    """More samples were skipped than ``data.max_skip_fraction`` allows."""

@@ -14,6 +14,8 @@ assistant prefix.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from covft.data.errors import BadSampleError
@@ -143,14 +145,32 @@ def _chat(turns: list[dict], tokenizer, add_generation_prompt: bool, sample_id: 
     return segments
 
 
-def context_text(conversations: list[dict]) -> str:
-    """The text CoVFT's context encoder sees: every human turn joined by spaces, ``<image>`` removed.
+def router_text(turns: Iterable[str], *, remove: Iterable[str] = (), cut: str | None = None) -> str:
+    """The text CoVFT's context encoder (and QA-ViT's / Q-MoE's instruction encoder) reads.
 
-    Answers never reach it (method.md 2.2), so the router cannot peek at the target.
+    The one policy for training and evaluation: each human turn loses ``<image>``; then every
+    match of the regular expression ``cut`` (``.`` stops at line ends) and every occurrence of the
+    strings in ``remove`` are deleted; whitespace is collapsed and the turns are joined by spaces.
+    Training uses neither ``cut`` nor ``remove`` (:func:`context_text`); an evaluation protocol
+    (:mod:`covft.eval.protocol`) names what its benchmarks delete, as the paper's scripts did.
     """
+    pattern = re.compile(cut) if cut is not None else None
     parts = []
-    for turn in conversations:
-        if turn.get("from") == "human":
-            text = turn["value"].replace(IMAGE_PLACEHOLDER, " ")
-            parts.append(" ".join(text.split()))
+    for turn in turns:
+        text = turn.replace(IMAGE_PLACEHOLDER, " ")
+        if pattern is not None:
+            text = pattern.sub("", text)
+        for phrase in remove:
+            text = text.replace(phrase, "")
+        parts.append(" ".join(text.split()))
     return " ".join(p for p in parts if p)
+
+
+def context_text(conversations: list[dict]) -> str:
+    """The router text of a training conversation: :func:`router_text` of every human turn.
+
+    Answers never reach it (method.md 2.2), so the router cannot peek at the target; the
+    instructions inside the human turns (e.g. llava_v1_5_mix665k's "Answer the question using a
+    single word or phrase.") are kept.
+    """
+    return router_text(turn["value"] for turn in conversations if turn.get("from") == "human")

@@ -1,9 +1,11 @@
 """Evaluation on the paper's 12 benchmarks: adapters, scorers and the paper-layout report.
 
-``covft.eval.benchmarks`` reads official distributions into items; :func:`predict`
-(``covft.eval.generate``) adds a ``prediction`` to each; :func:`score` turns records into
-numbers; :func:`summarize` and :mod:`covft.eval.report` group them as the paper does;
-:func:`evaluate` does all of it for a model and writes a run's report.
+``covft.eval.benchmarks`` reads official distributions into items, prompted and routed as a
+protocol says (``covft.eval.protocol``); :func:`predict` (``covft.eval.generate``) adds a
+``prediction`` to each; :func:`score` turns records into numbers by the official rules
+(``covft.eval.official``) or, for suites, covft's tolerant ones; :func:`summarize` and
+:mod:`covft.eval.report` group them as the paper does; :func:`evaluate` does all of it for a model
+and writes a run's report.
 """
 
 from covft.eval.benchmarks import BENCHMARKS

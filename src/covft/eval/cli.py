@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from covft.eval.generate import DEFAULT_MAX_NEW_TOKENS
+from covft.eval.protocol import FILE_PROTOCOLS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,10 +28,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--data-root", type=Path, help="folder holding each benchmark's official files (docs/benchmarks.md)"
+        "--data-root",
+        type=Path,
+        help="folder holding each benchmark's official files, e.g. LLaVA's playground/data/eval (docs/benchmarks.md)",
     )
     source.add_argument(
         "--suite", type=Path, help="a suite directory written by write_suite (e.g. data/world/suite)"
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=FILE_PROTOCOLS,
+        default=None,
+        help="with --data-root: how prompts and router text are built: llava15 (default, the paper's: "
+        "as the CoVFT release's scripts) or lmms-eval (lmms-eval's prompts, router reads the whole prompt); "
+        "a suite's items bring their own. Recorded in eval_settings.json",
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory of this run")
     parser.add_argument("--limit", type=int, default=None, help="evaluate at most N units per benchmark")
@@ -64,7 +75,13 @@ def run(args: argparse.Namespace) -> int:
     from covft.eval.generate import REPORT_FILE, collect_items, evaluate, shuffle_images
 
     try:
-        items = collect_items(args.benchmarks, data_root=args.data_root, suite=args.suite, limit=args.limit)
+        items = collect_items(
+            args.benchmarks,
+            data_root=args.data_root,
+            suite=args.suite,
+            limit=args.limit,
+            protocol=args.protocol,
+        )
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"covft eval: error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2

@@ -269,8 +269,8 @@ def llava_items(
 ) -> list[dict]:
     """Contract items from a held-out LLaVA-format file: the first human turn and its gpt answer.
 
-    ``prompt`` and ``context`` are the human turn without ``<image>`` (the same text the context
-    encoder saw in training); ``answer`` is the first ``gpt`` turn.
+    ``prompt`` is the human turn without ``<image>``; the router reads it whole, as in training
+    (no ``context`` field); ``answer`` is the first ``gpt`` turn.
     """
     from covft.data.dataset import LlavaDataset
     from covft.data.templates import IMAGE_PLACEHOLDER
@@ -284,9 +284,7 @@ def llava_items(
         answer = next(t["value"] for t in turns if t["from"] in ("gpt", "assistant"))
         prompt = human.replace(IMAGE_PLACEHOLDER, "").strip()
         image = ImageRef(dataset.resolve_image(record.images[0])) if record.images else None
-        items.append(
-            {"id": record.sample_id, "image": image, "prompt": prompt, "context": prompt, "answer": answer}
-        )
+        items.append({"id": record.sample_id, "image": image, "prompt": prompt, "answer": answer})
     return items
 
 

@@ -2,9 +2,10 @@
 
 :func:`predict` runs greedy, batched generation over contract items (docs/benchmark-records.md):
 the item's ``prompt`` is the human turn (``"<image>\\n"`` prepended when the item has an image) and
-the item's ``context`` is what CoVFT's context encoder sees, so LLaVA-1.5's instruction suffix
-("Answer with the option's letter ...") never reaches the router. Predictions are appended to a
-JSONL cache as batches finish; a rerun generates only what the cache lacks.
+the item's ``context`` is the router text its protocol built (:mod:`covft.eval.protocol`; the
+collator passes it through :func:`covft.data.templates.router_text`, the function training uses).
+Predictions are appended to a JSONL cache as batches finish; a rerun generates only what the cache
+lacks.
 
 :func:`evaluate` does that for several benchmarks, scores them and writes ``results.json``,
 ``predictions/<benchmark>.jsonl`` and ``results.md`` (the paper's 12-column table). The
@@ -36,8 +37,8 @@ def build_sample(item: Mapping[str, Any]) -> dict[str, Any]:
     """The collator sample for one contract item: its prompt as the single human turn.
 
     ``"<image>\\n"`` is prepended when the item has an image (loaded here, RGB). The assistant
-    prefix is added by the collator (``for_generation=True``). The item's ``context`` (the question
-    without the instruction suffix) rides along for the router.
+    prefix is added by the collator (``for_generation=True``). The item's ``context`` (its
+    protocol's router text; the prompt when it has none) rides along for the router.
     """
     if "prompt" not in item:
         raise KeyError(f"item {item.get('id')!r} has no 'prompt' (see docs/benchmark-records.md)")
@@ -55,16 +56,8 @@ def build_sample(item: Mapping[str, Any]) -> dict[str, Any]:
         "id": str(item["id"]),
         "image": image,
         "conversations": [{"from": "human", "value": value}],
-        "context": context_of(item),  # the collator gives this, not the prompt, to the router
+        "context": str(item.get("context") or prompt),
     }
-
-
-def context_of(item: Mapping[str, Any]) -> str:
-    """The text CoVFT's context encoder sees for an item: its ``context``, else its prompt."""
-    text = item.get("context")
-    if text is None:
-        text = item["prompt"]
-    return " ".join(str(text).replace(IMAGE_PLACEHOLDER, " ").split())
 
 
 def to_model(batch: dict, model: Any) -> dict:
@@ -242,12 +235,14 @@ def evaluate(
     same names) to contract items. Writes into ``out_dir``: ``predictions/<name>.jsonl`` (also
     the resume cache), ``results.json`` (per-benchmark scores with breakdowns and the summary:
     MME raw, G / K / V / Avg with MME/20) and ``results.md`` (the paper's table). ``settings``
-    (e.g. the checkpoint path) are recorded; rerunning with different ones into the same
-    directory is refused unless ``overwrite``.
+    (e.g. the checkpoint path) are recorded with the items' protocol (:func:`covft.eval.protocol.describe`);
+    rerunning with different ones into the same directory is refused unless ``overwrite``.
     """
     from covft.eval.benchmarks import BENCHMARKS
+    from covft.eval.protocol import describe
     from covft.eval.report import markdown_table, summarize
     from covft.eval.scoring import score
+    from covft.models.checkpoint import prediction_identity
 
     unknown = sorted(set(items_by_benchmark) - set(BENCHMARKS))
     if unknown:
@@ -255,7 +250,13 @@ def evaluate(
     if not items_by_benchmark:
         raise ValueError("evaluate() got no benchmarks")
     out = Path(out_dir)
-    recorded = {"run": run_name, "max_new_tokens": max_new_tokens, **dict(settings or {})}
+    recorded = {
+        "run": run_name,
+        "max_new_tokens": max_new_tokens,
+        **prediction_identity(model),  # the cache belongs to these weights, not to a path
+        **describe(items_by_benchmark),
+        **dict(settings or {}),
+    }
     _check_settings(out, recorded, overwrite)
     scores: dict[str, dict[str, Any]] = {}
     ordered = [name for name in BENCHMARKS if name in items_by_benchmark]
@@ -391,22 +392,31 @@ def collect_items(
     data_root: str | os.PathLike[str] | None = None,
     suite: str | os.PathLike[str] | None = None,
     limit: int | None = None,
+    protocol: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Items per benchmark, from the official files under ``data_root`` or from a suite directory.
 
-    With ``data_root`` each benchmark is read by its adapter from ``<data_root>/<subdir>``
-    (docs/benchmarks.md) and ``limit`` counts the adapter's units (MME images, MMBench questions,
-    MMVP pairs). With ``suite`` (written by ``covft.eval.benchmarks.write_suite``, e.g. the
-    conflict world's held-out suite) ``"all"`` means every benchmark the suite holds and ``limit``
-    keeps the first items of each file.
+    With ``data_root`` each benchmark is read by its adapter from its folder there (LLaVA-1.5's
+    ``playground/data/eval`` layout works; docs/benchmarks.md), prompts and router text built by
+    ``protocol`` (default ``llava15``, the paper's; :mod:`covft.eval.protocol`), and ``limit``
+    counts the adapter's units (MME images, MMBench questions, MMVP pairs). With ``suite``
+    (written by ``covft.eval.benchmarks.write_suite``, e.g. the conflict world's held-out suite)
+    the items bring their own prompt and router text (the ``suite`` protocol), ``"all"`` means
+    every benchmark the suite holds and ``limit`` keeps the first items of each file.
     """
     from covft.eval.benchmarks import get_adapter, load_suite
+    from covft.eval.protocol import DEFAULT_PROTOCOL
 
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be None or >= 0, got {limit}")
     if (data_root is None) == (suite is None):
         raise ValueError("give exactly one of data_root (official files) and suite (a suite directory)")
     if suite is not None:
+        if protocol not in (None, "suite"):
+            raise ValueError(
+                f"a suite's items carry their own prompt and router text; protocol {protocol!r} "
+                "applies to official files (data_root) only"
+            )
         available = load_suite(suite)
         wanted = parse_benchmarks(benchmarks)
         if benchmarks in ("all", ["all"]):
@@ -422,5 +432,5 @@ def collect_items(
     items = {}
     for name in parse_benchmarks(benchmarks):
         adapter = get_adapter(name)
-        items[name] = adapter.load(root / adapter.subdir, limit)
+        items[name] = adapter.load(adapter.folder(root), limit, protocol or DEFAULT_PROTOCOL)
     return items

@@ -5,51 +5,32 @@ Install with ``pip install covft[lmms]``; the package's ``lmms_eval.models`` ent
 module never needs it.
 
 The class is a "simple" lmms-eval model: each request carries ``(context, gen_kwargs,
-doc_to_visual, doc_id, task, split)``. The context (the task's prompt) is the human turn; the
-question without the task's answer-format instruction and without ``<image>`` is what CoVFT's
-context encoder sees (as in :mod:`covft.eval.generate`). Decoding is greedy (the paper evaluates at
-temperature 0) and stops at the task's ``until`` strings.
+doc_to_visual, doc_id, task, split)``. The context (the task's prompt) is the human turn, and, as
+in training, the whole of it (without ``<image>``) is what CoVFT's context encoder reads
+(:func:`covft.data.templates.router_text`). Decoding is greedy (the paper evaluates at
+temperature 0) and stops at the task's ``until`` strings. Multi-round tasks
+(``generate_until_multi_round``) run round by round, each round's prompt and images coming from
+the task's ``doc_to_text``, as lmms-eval's own models do.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from covft.data.templates import IMAGE_PLACEHOLDER
-from covft.eval.benchmarks.base import MC_SUFFIX, MC_SUFFIX_CN, SHORT_ANSWER_SUFFIX
 from covft.eval.generate import DEFAULT_MAX_NEW_TOKENS
 
 INSTALL_HINT = "pip install covft[lmms]"
 REGISTERED_NAME = "covft"
-#: Answer-format instructions that lmms-eval tasks append (LLaVA-1.5's); they never reach the router.
-INSTRUCTION_SUFFIXES: tuple[str, ...] = (
-    MC_SUFFIX,
-    MC_SUFFIX_CN,
-    SHORT_ANSWER_SUFFIX,
-    "Answer the question with a single word or phrase.",
-    "Answer with the option letter from the given choices directly.",
-)
 
 
-def question_of(context: str) -> str:
-    """The router's text for an lmms-eval context: ``<image>`` and a trailing instruction removed."""
-    text = context.replace(IMAGE_PLACEHOLDER, " ").strip()
-    changed = True
-    while changed:
-        changed = False
-        for suffix in INSTRUCTION_SUFFIXES:
-            if text.endswith(suffix):
-                text = text[: -len(suffix)].rstrip()
-                changed = True
-    return " ".join(text.split())
-
-
-def _stop(text: str, until: Sequence[str]) -> str:
-    """Cut ``text`` at the first of the ``until`` strings."""
+def _stop(text: str, until: str | Sequence[str] | None) -> str:
+    """Cut ``text`` at the first of the task's ``until`` strings (one string or a list)."""
     cut = len(text)
-    for marker in until:
+    for marker in [until] if isinstance(until, str) else until or []:
         if marker:
             position = text.find(marker)
             if position != -1:
@@ -104,10 +85,15 @@ class CovftLMMBase:
 
     def _item(self, args: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """A contract item and the generation kwargs from generate_until-shaped request args."""
-        from covft.eval.benchmarks import ImageRef
-
         context, gen_kwargs, doc_to_visual, doc_id, task, split = args
         visuals = doc_to_visual(self._doc(task, split, doc_id)) if doc_to_visual is not None else None
+        return self._round_item(context, visuals, doc_id, task, split), dict(gen_kwargs or {})
+
+    @staticmethod
+    def _round_item(context: str, visuals: Any, doc_id: Any, task: str, split: str, turn: int = 0) -> dict:
+        """The contract item of one prompt and its visuals (at most one image)."""
+        from covft.eval.benchmarks import ImageRef
+
         visuals = [v for v in (visuals or []) if v is not None]
         if len(visuals) > 1:
             raise ValueError(
@@ -119,13 +105,22 @@ class CovftLMMBase:
             raise TypeError(
                 f"covft model: task {task!r} gives a {type(image).__name__} visual; only images (PIL) are supported"
             )
-        item = {
-            "id": f"{task}/{split}/{doc_id}",
+        return {
+            "id": f"{task}/{split}/{doc_id}/{turn}",
             "image": ImageRef(image=image.convert("RGB")) if image is not None else None,
             "prompt": context.replace(IMAGE_PLACEHOLDER, "").strip(),
-            "context": question_of(context),
         }
-        return item, dict(gen_kwargs or {})
+
+    def _limit(self, kwargs: dict[str, Any]) -> int:
+        """The request's ``max_new_tokens``, else the model's default."""
+        return int(kwargs.get("max_new_tokens", self.max_new_tokens))
+
+    def _answer(self, item: dict[str, Any], kwargs: dict[str, Any]) -> str:
+        """One greedy answer, cut at the request's ``until`` strings."""
+        from covft.eval.generate import generate_batch
+
+        text = generate_batch(self.model, [item], max_new_tokens=self._limit(kwargs))[0]
+        return _stop(text, kwargs.get("until"))
 
     def generate_until(self, requests: Sequence[Any]) -> list[str]:
         """Greedy answers, one per request, cut at the request's ``until`` strings."""
@@ -137,16 +132,14 @@ class CovftLMMBase:
         answers: list[str | None] = [None] * len(prepared)
         groups: dict[int, list[int]] = {}
         for index, (_item, kwargs) in enumerate(prepared):
-            limit = int(kwargs.get("max_new_tokens", self.max_new_tokens))
-            groups.setdefault(limit, []).append(index)
+            groups.setdefault(self._limit(kwargs), []).append(index)
         bar = tqdm(total=len(prepared), desc="covft generate_until", disable=self.rank != 0)
         for limit, indices in groups.items():
             for start in range(0, len(indices), self.batch_size_per_gpu):
                 chunk = indices[start : start + self.batch_size_per_gpu]
                 texts = generate_batch(self.model, [prepared[i][0] for i in chunk], max_new_tokens=limit)
                 for index, text in zip(chunk, texts, strict=True):
-                    until = prepared[index][1].get("until") or []
-                    answers[index] = _stop(text, [until] if isinstance(until, str) else until)
+                    answers[index] = _stop(text, prepared[index][1].get("until"))
                 bar.update(len(chunk))
         bar.close()
         return [answer if answer is not None else "" for answer in answers]
@@ -193,12 +186,38 @@ class CovftLMMBase:
             results.append((value if math.isfinite(value) else float("-inf"), greedy))
         return results
 
-    def generate_until_multi_round(self, requests: Sequence[Any]) -> list[str]:
-        """Not supported: covft's model answers single-round tasks only."""
-        raise NotImplementedError(
-            "covft model: multi-round generation tasks (generate_until_multi_round) are not supported; "
-            "use single-round generate_until or loglikelihood tasks"
-        )
+    def generate_until_multi_round(self, requests: Sequence[Any]) -> list[list[str]]:
+        """Every round's answer per request, as lmms-eval's multi-round models return them.
+
+        Requests carry ``(context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split)``.
+        Round 0 answers ``context`` with ``doc_to_visual(doc)``; before each later round
+        ``doc_to_text(doc, previous_output=answers, round_idx=r, previous_round_info=info)`` returns
+        ``(visuals, context, done, answers, info)``: the next prompt and images, whether the task is
+        finished, the answers so far (the task may rewrite them) and state it passes along. Each
+        round is a fresh single-turn prompt; the task carries the history in ``context``.
+        """
+        from tqdm.auto import tqdm
+
+        results = []
+        for request in tqdm(requests, desc="covft generate_until_multi_round", disable=self.rank != 0):
+            context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = request.args
+            doc = self._doc(task, split, doc_id)
+            kwargs = dict(gen_kwargs or {})
+            visuals = doc_to_visual(doc) if doc_to_visual is not None else None
+            answers: list[str] = []
+            info = None
+            for round_idx in itertools.count():
+                if round_idx > 0:
+                    visuals, context, done, answers, info = doc_to_text(
+                        doc, previous_output=answers, round_idx=round_idx, previous_round_info=info
+                    )
+                    answers = list(answers)
+                    if done:
+                        break
+                item = self._round_item(context, visuals, doc_id, task, split, round_idx)
+                answers.append(self._answer(item, kwargs))
+            results.append(answers)
+        return results
 
     @property
     def rank(self) -> int:

@@ -1,8 +1,14 @@
-"""Answer extraction and one scorer per benchmark (records in, numbers out; no model here).
+"""Scoring: records in, numbers out (no model here).
 
-``score(benchmark, records)`` returns ``{"benchmark", "score", "metric", "n", "breakdown"}``
-(docs/benchmark-records.md). Scores are percentages, except MME, whose score is the sum over its
-perception subtasks of acc + acc+ (max 2000), as in MME's own calculation script.
+``score(benchmark, records)`` returns ``{"benchmark", "score", "metric", "n", "rules",
+"breakdown"}`` (docs/benchmark-records.md). Scores are percentages, except MME, whose score is the
+sum over its perception subtasks of acc + acc+ (max 2000), as in MME's own calculation script.
+
+Two sets of rules judge single predictions; the records' protocol (:mod:`covft.eval.protocol`)
+picks one: ``official`` (:mod:`covft.eval.official`, each benchmark's own script) for items read
+from the official files, ``tolerant`` (below: covft's forgiving answer extraction) for suites
+such as the conflict world's. How judgements add up (MME's acc + acc+, MMBench's circular
+groups, MMVP's pairs, per-task breakdowns) is the same for both.
 """
 
 from __future__ import annotations
@@ -10,9 +16,12 @@ from __future__ import annotations
 import re
 import string
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+from covft.eval.benchmarks.base import LETTERS
+from covft.eval.official import EVALAI_NUMBERS, prediction_of
+from covft.eval.official import JUDGES as OFFICIAL_JUDGES
 
 # --------------------------------------------------------------------------- multiple choice
 
@@ -90,27 +99,9 @@ def extract_choice(prediction: str, options: dict[str, str]) -> str | None:
     return None
 
 
-def _mc_correct(record: dict, options: dict[str, str], answer: str) -> bool:
-    return extract_choice(_prediction(record), options) == answer
-
-
 # --------------------------------------------------------------------------- short answers
 
 _ARTICLES = {"a", "an", "the"}
-_NUMBER_WORDS = {
-    "none": "0",
-    "zero": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "ten": "10",
-}
 _CONTRACTIONS_WITH_APOSTROPHES = (
     "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've "
     "hasn't haven't he'd he'd've he's how'd how'll how's i'd i'd've i'm i've isn't it'd it'd've "
@@ -150,7 +141,7 @@ def normalize_vqa(answer: str) -> str:
     text = _vqa_punctuation(text)
     words = []
     for word in text.split():
-        word = _NUMBER_WORDS.get(word, word)
+        word = EVALAI_NUMBERS.get(word, word)
         if word in _ARTICLES:
             continue
         words.append(CONTRACTIONS.get(word, word))
@@ -193,17 +184,53 @@ def yes_no(prediction: str) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------- scorers
+# --------------------------------------------------------------------------- tolerant judges
 
 
-def _prediction(record: dict) -> str:
-    if "prediction" not in record:
-        raise ValueError(f"record {record.get('id')!r} has no 'prediction'; run generation first")
-    prediction = record["prediction"]
-    return "" if prediction is None else str(prediction)
+def _choice(record: Mapping[str, Any], options: Mapping[str, str], answer: str) -> float:
+    return float(extract_choice(prediction_of(record), dict(options)) == answer)
 
 
-def _percent(hits: int, total: int) -> float:
+def _letter(record: Mapping[str, Any]) -> float:
+    return _choice(record, record["options"], str(record["answer"]).strip().upper())
+
+
+def _tolerant_scienceqa(record: Mapping[str, Any]) -> float:
+    options = {LETTERS[i]: str(text) for i, text in enumerate(record["choices"])}
+    return _choice(record, options, LETTERS[int(record["answer"])])
+
+
+def _tolerant_realworldqa(record: Mapping[str, Any]) -> float:
+    answer = str(record["answer"]).strip()
+    options = record.get("options") or {}
+    if answer.upper() in options and len(answer) == 1:
+        return _choice(record, options, answer.upper())
+    return float(normalize_short(prediction_of(record)) == normalize_short(answer))
+
+
+TOLERANT_JUDGES: dict[str, Callable[[Mapping[str, Any]], float]] = {
+    "mme": lambda r: float(yes_no(prediction_of(r)) == str(r["answer"]).strip().lower()),
+    "mmbench_en": lambda r: _choice(r, r["options"], r["answer"]),
+    "mmbench_cn": lambda r: _choice(r, r["options"], r["answer"]),
+    "gqa": lambda r: float(normalize_short(prediction_of(r)) == normalize_short(str(r["answer"]))),
+    "scienceqa_img": _tolerant_scienceqa,
+    "ai2d": _letter,
+    "textvqa": lambda r: vqa_accuracy(prediction_of(r), list(r["answers"])),
+    "mmvp": _letter,
+    "realworldqa": _tolerant_realworldqa,
+    "cvbench_coco": _letter,
+    "cvbench_ade20k": _letter,
+    "cvbench_omni3d": _letter,
+}
+"""covft's tolerant judge per benchmark (the suite protocol's rules)."""
+JUDGES = {"official": OFFICIAL_JUDGES, "tolerant": TOLERANT_JUDGES}
+
+# --------------------------------------------------------------------------- aggregation
+
+Judge = Callable[[Mapping[str, Any]], float]
+
+
+def _percent(hits: float, total: int) -> float:
     return 100.0 * hits / total if total else 0.0
 
 
@@ -211,20 +238,19 @@ def _result(benchmark: str, value: float, metric: str, n: int, breakdown: dict) 
     return {"benchmark": benchmark, "score": value, "metric": metric, "n": n, "breakdown": breakdown}
 
 
-def _by_key(records: Iterable[dict], flags: Iterable[bool], key: str) -> dict[str, float]:
-    groups: dict[str, list[bool]] = defaultdict(list)
+def _by_key(records: Iterable[dict], flags: Iterable[float], key: str) -> dict[str, float]:
+    groups: dict[str, list[float]] = defaultdict(list)
     for record, flag in zip(records, flags, strict=True):
         groups[str(record.get(key, ""))].append(flag)
     return {name: _percent(sum(v), len(v)) for name, v in sorted(groups.items())}
 
 
-def score_mme(records: list[dict]) -> dict:
+def _mme(name: str, records: list[dict], judge: Judge) -> dict:
     """Per subtask acc and acc+ (every question of an image right), in percent; score = sum of
     acc + acc+ over the subtasks present."""
-    tasks: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    tasks: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
-        right = yes_no(_prediction(record)) == str(record["answer"]).strip().lower()
-        tasks[record["category"]][record["image_id"]].append(right)
+        tasks[record["category"]][record["image_id"]].append(judge(record))
     breakdown = {}
     for task, images in tasks.items():
         flags = [flag for per_image in images.values() for flag in per_image]
@@ -232,15 +258,18 @@ def score_mme(records: list[dict]) -> dict:
         acc_plus = _percent(sum(all(v) for v in images.values()), len(images))
         breakdown[task] = {"acc": acc, "acc_plus": acc_plus, "score": acc + acc_plus}
     total = sum(entry["score"] for entry in breakdown.values())
-    return _result("mme", total, "sum over subtasks of acc + acc+", len(records), breakdown)
+    return _result(name, total, "sum over subtasks of acc + acc+", len(records), breakdown)
 
 
-def _score_mmbench(name: str, records: list[dict]) -> dict:
-    questions: dict[str, list[bool]] = defaultdict(list)
+def _circular(name: str, records: list[dict], judge: Judge) -> dict:
+    """A question (``index``) counts only if all its records (its circular copies) are right; the
+    breakdown adds the non-circular accuracy of the ``rotation`` 0 records and the per-category
+    circular accuracy."""
+    questions: dict[str, list[float]] = defaultdict(list)
     categories: dict[str, str] = {}
-    first_rotation: dict[str, bool] = {}
+    first_rotation: dict[str, float] = {}
     for record in records:
-        right = _mc_correct(record, record["options"], record["answer"])
+        right = judge(record)
         index = str(record["index"])
         questions[index].append(right)
         categories[index] = str(record.get("category", ""))
@@ -260,80 +289,53 @@ def _score_mmbench(name: str, records: list[dict]) -> dict:
     )
 
 
-def score_gqa(records: list[dict]) -> dict:
-    """Exact match after :func:`normalize_short`, in percent."""
-    flags = [normalize_short(_prediction(r)) == normalize_short(str(r["answer"])) for r in records]
-    return _result("gqa", _percent(sum(flags), len(flags)), "exact match (%)", len(records), {})
-
-
-def score_scienceqa(records: list[dict]) -> dict:
-    """Letter or option-text extraction against the answer index, in percent."""
+def _pairs(name: str, records: list[dict], judge: Judge) -> dict:
+    """Percent of pairs (``pair_id``) with both questions right; question accuracy in the breakdown."""
+    pairs: dict[str, list[float]] = defaultdict(list)
     flags = []
     for record in records:
-        options = {LETTERS[i]: str(text) for i, text in enumerate(record["choices"])}
-        flags.append(_mc_correct(record, options, LETTERS[int(record["answer"])]))
-    return _result("scienceqa_img", _percent(sum(flags), len(flags)), "accuracy (%)", len(records), {})
-
-
-def _score_options(name: str, records: list[dict], by: str | None = None) -> dict:
-    flags = [_mc_correct(r, r["options"], str(r["answer"]).strip().upper()) for r in records]
-    breakdown = {f"per_{by}": _by_key(records, flags, by)} if by else {}
-    return _result(name, _percent(sum(flags), len(flags)), "accuracy (%)", len(records), breakdown)
-
-
-def score_textvqa(records: list[dict]) -> dict:
-    """Mean VQA accuracy, in percent."""
-    values = [vqa_accuracy(_prediction(r), list(r["answers"])) for r in records]
-    mean = 100.0 * sum(values) / len(values) if values else 0.0
-    return _result("textvqa", mean, "VQA accuracy (%)", len(records), {})
-
-
-def score_mmvp(records: list[dict]) -> dict:
-    """Percent of pairs with both questions right; per-question accuracy in the breakdown."""
-    pairs: dict[str, list[bool]] = defaultdict(list)
-    flags = []
-    for record in records:
-        right = _mc_correct(record, record["options"], str(record["answer"]).strip().upper())
+        right = judge(record)
         flags.append(right)
         pairs[str(record["pair_id"])].append(right)
     passed = [all(v) for v in pairs.values()]
     breakdown = {"pairs": len(pairs), "question_accuracy": _percent(sum(flags), len(flags))}
-    return _result("mmvp", _percent(sum(passed), len(passed)), "pair accuracy (%)", len(records), breakdown)
+    return _result(name, _percent(sum(passed), len(passed)), "pair accuracy (%)", len(records), breakdown)
 
 
-def score_realworldqa(records: list[dict]) -> dict:
-    """Option extraction when the answer is an option letter, else normalised exact match."""
-    flags = []
-    for record in records:
-        answer = str(record["answer"]).strip()
-        options = record.get("options") or {}
-        if answer.upper() in options and len(answer) == 1:
-            flags.append(_mc_correct(record, options, answer.upper()))
-        else:
-            flags.append(normalize_short(_prediction(record)) == normalize_short(answer))
-    return _result("realworldqa", _percent(sum(flags), len(flags)), "accuracy (%)", len(records), {})
+def _mean(metric: str, by: str | None = None) -> Callable[[str, list[dict], Judge], dict]:
+    def aggregate(name: str, records: list[dict], judge: Judge) -> dict:
+        flags = [judge(r) for r in records]
+        breakdown = {f"per_{by}": _by_key(records, flags, by)} if by else {}
+        return _result(name, _percent(sum(flags), len(flags)), metric, len(records), breakdown)
+
+    return aggregate
 
 
-SCORERS: dict[str, Callable[[list[dict]], dict]] = {
-    "mme": score_mme,
-    "mmbench_en": lambda records: _score_mmbench("mmbench_en", records),
-    "mmbench_cn": lambda records: _score_mmbench("mmbench_cn", records),
-    "gqa": score_gqa,
-    "scienceqa_img": score_scienceqa,
-    "ai2d": lambda records: _score_options("ai2d", records),
-    "textvqa": score_textvqa,
-    "mmvp": score_mmvp,
-    "realworldqa": score_realworldqa,
-    "cvbench_coco": lambda records: _score_options("cvbench_coco", records, "task"),
-    "cvbench_ade20k": lambda records: _score_options("cvbench_ade20k", records, "task"),
-    "cvbench_omni3d": lambda records: _score_options("cvbench_omni3d", records, "task"),
+AGGREGATES: dict[str, Callable[[str, list[dict], Judge], dict]] = {
+    "mme": _mme,
+    "mmbench_en": _circular,
+    "mmbench_cn": _circular,
+    "gqa": _mean("exact match (%)"),
+    "scienceqa_img": _mean("accuracy (%)"),
+    "ai2d": _mean("accuracy (%)"),
+    "textvqa": _mean("VQA accuracy (%)"),
+    "mmvp": _pairs,
+    "realworldqa": _mean("accuracy (%)"),
+    "cvbench_coco": _mean("accuracy (%)", "task"),
+    "cvbench_ade20k": _mean("accuracy (%)", "task"),
+    "cvbench_omni3d": _mean("accuracy (%)", "task"),
 }
 
 
 def score(benchmark: str, records: list[dict]) -> dict:
-    """Score generation records of one benchmark (see the module docstring for the result)."""
-    if benchmark not in SCORERS:
-        raise KeyError(f"no scorer for benchmark {benchmark!r}; known: {', '.join(SCORERS)}")
+    """Score generation records of one benchmark by their protocol's rules (module docstring)."""
+    from covft.eval.protocol import protocol_of
+
+    if benchmark not in AGGREGATES:
+        raise KeyError(f"no scorer for benchmark {benchmark!r}; known: {', '.join(AGGREGATES)}")
     if not records:
         raise ValueError(f"score({benchmark!r}): no records to score")
-    return SCORERS[benchmark](list(records))
+    records = list(records)
+    rules = protocol_of(records, benchmark).scoring
+    result = AGGREGATES[benchmark](benchmark, records, JUDGES[rules][benchmark])
+    return {**result, "rules": rules}

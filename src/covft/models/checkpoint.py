@@ -11,6 +11,7 @@ The frozen text encoder is never saved: it is rebuilt from its name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -80,6 +81,35 @@ def save_pretrained(model, path: str | os.PathLike, delta: bool = False) -> None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def weights_fingerprint(model) -> str:
+    """SHA-256 of the model's weights: every tensor's name, dtype, shape and bytes, in name order.
+
+    Two models with equal weights have equal fingerprints wherever they were loaded from; a model
+    retrained into the same directory does not. The frozen text encoder is left out (it is loaded
+    lazily and rebuilt from its name, which :func:`prediction_identity` records). Hashing reads
+    every byte once: about 10 s for a 7B model in 16 bit.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith("text_encoder."):
+            continue
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def prediction_identity(model) -> dict[str, Any]:
+    """What a model's predictions depend on besides the evaluation settings: weights, template,
+    text encoder. Evaluation caches are keyed by it, so a checkpoint retrained at the same path
+    never reuses the old model's predictions."""
+    return {
+        "weights_sha256": weights_fingerprint(model),
+        "template": model.template,
+        "text_encoder": model.text_encoder_spec,
+    }
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:

@@ -11,12 +11,14 @@ Other presets register themselves with :func:`register_preset` (the demo's ``tin
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from covft.errors import ModelNotFoundError
 from covft.models.model import CovftModel
 
 PRESETS: dict[str, Callable[..., CovftModel]] = {}
@@ -45,9 +47,11 @@ def build_model(name_or_path: str, **kwargs: Any) -> CovftModel:
         return load_pretrained(path, **kwargs)
     if (path / "config.json").is_file():
         return from_hf_checkpoint(path, **kwargs)
-    raise ValueError(
+    close = difflib.get_close_matches(str(name_or_path), available_presets(), n=1)
+    hint = f" Did you mean the preset {close[0]!r}?" if close else ""
+    raise ModelNotFoundError(
         f"{name_or_path!r} is neither a preset ({', '.join(available_presets())}) nor a directory with a "
-        "covft_config.json or a Hugging Face LLaVA config.json"
+        f"covft_config.json or a Hugging Face LLaVA config.json.{hint}"
     )
 
 
@@ -151,7 +155,9 @@ def assemble(
     )
     torch.manual_seed(seed)
     with torch.device(device):
-        llava = LlavaForConditionalGeneration(config).to(dtype)
+        # _from_config, not the constructor: under DeepSpeed ZeRO-3 it builds the model partitioned
+        # (zero.Init) and initialises it gathered; otherwise it is the constructor, weight for weight
+        llava = LlavaForConditionalGeneration._from_config(config).to(dtype)
     llava.generation_config.pad_token_id = tokenizer.pad_token_id
     llava.generation_config.eos_token_id = tokenizer.eos_token_id
     llava.generation_config.bos_token_id = tokenizer.bos_token_id

@@ -6,8 +6,7 @@ import argparse
 import os
 import sys
 
-from covft.data.errors import BadSampleError
-from covft.train.config import ConfigError, load_config, packaged_config_names, valid_keys
+from covft.train.config import load_config, packaged_config_names, valid_keys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,23 +36,15 @@ def run(args: argparse.Namespace) -> int:
             "covft train: give a config (a YAML path or a shipped name, e.g. stage2_covft)", file=sys.stderr
         )
         return 2
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"covft train: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, args.overrides)
     if args.print_config:
         import yaml
 
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
-    from covft.train.trainer import NonFiniteLossError, train
+    from covft.train.trainer import train
 
-    try:
-        result = train(config)
-    except (ConfigError, BadSampleError, NonFiniteLossError) as exc:
-        print(f"covft train: {exc}", file=sys.stderr)
-        return 1
+    result = train(config)  # a user's mistake ends in covft.cli with its one-line message
     if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per process
         metrics = ", ".join(f"{key}={value:.4g}" for key, value in result.metrics.items())
         print(f"covft train: done, {result.steps} steps, {metrics}; model saved to {result.output_dir}")

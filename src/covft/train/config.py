@@ -25,9 +25,13 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from covft.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration that cannot be used; the message says which key and how to fix it."""
+
+    exit_status = 2  # like a usage error
 
 
 @dataclass
@@ -40,6 +44,8 @@ class DataConfig:
     """Folder that the samples' relative ``image`` paths are resolved against."""
     on_bad_sample: Literal["error", "skip"] = "error"
     """``error`` stops at the first unusable sample (naming it); ``skip`` counts and reports them."""
+    max_skip_fraction: float = 0.01
+    """With ``skip``: stop (naming the reasons) once more than this fraction of the samples was skipped."""
     template: str | None = None
     """Conversation template; ``None`` -> ``plain`` in stage 1, the model's default in stage 2."""
     max_length: int | None = None
@@ -145,6 +151,8 @@ class TrainConfig:
             value = getattr(loop, key)
             if value is not None and value < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {value}")
+        if not 0.0 <= self.data.max_skip_fraction <= 1.0:
+            raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {self.data.max_skip_fraction}")
         if self.stage == 1 and self.method not in ("freeze", None):
             raise ConfigError(
                 f"stage 1 trains the projector only, but method={self.method!r}. "

@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from covft.errors import MissingDependencyError
+
 LOG_FILE = "log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -31,7 +33,7 @@ def require_tracker(report_to: str) -> None:
         return
     package, extra = _TRACKER_PACKAGES[report_to]
     if importlib.util.find_spec(package) is None:
-        raise ImportError(
+        raise MissingDependencyError(
             f"train.report_to={report_to} needs the {package!r} package, which is not installed. "
             f"Fix: pip install '{extra}', or set train.report_to=none (log.jsonl is always written)"
         )

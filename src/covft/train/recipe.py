@@ -23,6 +23,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from covft.models.distributed import gathered
 from covft.train.config import ConfigError, TrainConfig, TrainLoopConfig
 
 PARTS = ("vision", "projector", "llm")
@@ -52,6 +53,12 @@ def default_template(config: TrainConfig) -> str | None:
 def weight_files(path: str | Path) -> list[Path]:
     """The safetensors files of a saved model directory (single file or shards)."""
     root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"init_from={str(root)!r} does not exist. Fix: run the previous stage first (its output_dir, "
+            "e.g. covft train stage1 ... output_dir=runs/stage1), point init_from at a finished run, "
+            "or set init_from=null to start from `model`"
+        )
     files = sorted(root.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(
@@ -65,22 +72,25 @@ def load_init_weights(model: nn.Module, path: str | Path) -> list[str]:
     """Copy every tensor of a saved run whose name and shape match ``model``; returns their names.
 
     Used for stage 2 <- stage 1: the stage-1 model has the base architecture, so its tensors map
-    onto the freshly built base model one to one before the stage-2 strategy is applied.
+    onto the freshly built base model one to one before the stage-2 strategy is applied. Under
+    DeepSpeed ZeRO-3 (a model built partitioned) each tensor is gathered while it is written.
     """
-    state = model.state_dict()
+    targets = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers())}
     loaded: list[str] = []
     mismatched: list[str] = []
     with torch.no_grad():
         for file in weight_files(path):
             with safe_open(str(file), framework="pt") as handle:
                 for name in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
-                    if name not in state:
+                    target = targets.get(name)
+                    if target is None:
                         continue
-                    tensor = handle.get_tensor(name)
-                    if tensor.shape != state[name].shape:
-                        mismatched.append(f"{name}: {tuple(tensor.shape)} vs {tuple(state[name].shape)}")
-                        continue
-                    state[name].copy_(tensor.to(state[name].dtype))
+                    with gathered([target], modifier_rank=0):
+                        tensor = handle.get_tensor(name)
+                        if tensor.shape != target.shape:
+                            mismatched.append(f"{name}: {tuple(tensor.shape)} vs {tuple(target.shape)}")
+                            continue
+                        target.data.copy_(tensor.to(target.dtype))
                     loaded.append(name)
     if mismatched:
         raise ConfigError(
@@ -220,6 +230,47 @@ def lr_lambda(kind: str, warmup_steps: int, total_steps: int) -> Any:
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
+
+
+SCHEDULE_KEYS = (
+    "lr",
+    "lr_vision",
+    "lr_projector",
+    "lr_llm",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "lr_scheduler",
+    "warmup_ratio",
+    "max_grad_norm",
+)
+"""The optimisation settings a resumed run may change (they take effect from the next step)."""
+
+
+def schedule_settings(loop: TrainLoopConfig) -> dict[str, Any]:
+    """The values of :data:`SCHEDULE_KEYS` (stored in checkpoints, compared on resume)."""
+    return {key: getattr(loop, key) for key in SCHEDULE_KEYS}
+
+
+def apply_schedule(optimizer: Any, scheduler: Any, loop: TrainLoopConfig) -> None:
+    """Set every parameter group's hyperparameters from ``loop`` at the scheduler's current step.
+
+    A restored checkpoint brings back the learning rates, betas and decay it was saved with; this
+    makes the config's values the ones in force, so a changed ``train.lr`` on resume takes effect
+    instead of being silently ignored. With unchanged settings it recomputes the same numbers.
+    """
+    schedule = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps the torch scheduler
+    rates = learning_rates(loop)
+    for index, group in enumerate(optimizer.param_groups):
+        base = rates[group["name"].removesuffix("_no_decay")]
+        schedule.base_lrs[index] = base
+        group["initial_lr"] = base
+        group["lr"] = base * schedule.lr_lambdas[index](schedule.last_epoch)
+        group["betas"] = (loop.adam_beta1, loop.adam_beta2)
+        group["eps"] = loop.adam_epsilon
+        if not group["name"].endswith("_no_decay"):
+            group["weight_decay"] = loop.weight_decay
 
 
 def make_scheduler(

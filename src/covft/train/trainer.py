@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +34,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from covft.data.collator import IGNORE_INDEX, mean_colour
 from covft.data.dataset import LlavaDataset, SkippedSample, SkipReport
 from covft.data.errors import BadSampleError
 from covft.data.sampler import GroupedBatchSampler
+from covft.errors import UserError
 from covft.train import checkpoint as ckpt
 from covft.train import recipe
 from covft.train.config import ConfigError, TrainConfig, config_from_dict, load_config, save_config
@@ -47,24 +50,38 @@ CRASH_ENV = "COVFT_TEST_CRASH_AFTER_STEP"
 """Test hook: when set to k, the process exits hard (``os._exit``) right after optimizer step k."""
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training stopped because the loss became NaN or infinite."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """Training stopped because the loss or the gradient norm became NaN or infinite."""
 
     def __init__(
-        self, step: int, loss: float, sample_ids: Sequence[str], last_checkpoint: Path | None
+        self,
+        step: int,
+        loss: float,
+        sample_ids: Sequence[str],
+        last_checkpoint: Path | None,
+        *,
+        quantity: str = "loss",
+        set_aside: Path | None = None,
     ) -> None:
         self.step = step
         self.loss = loss
         self.last_checkpoint = last_checkpoint
+        self.set_aside = set_aside
         kept = (
-            f"last good checkpoint kept: {last_checkpoint}"
+            f"last good checkpoint: {last_checkpoint}"
             if last_checkpoint
-            else "no checkpoint was written yet"
+            else "no good checkpoint was written yet"
         )
+        if set_aside is not None:
+            kept += (
+                f"; the checkpoint written one step before was moved to {set_aside} (the step after it "
+                "was not finite, so its weights may already be damaged)"
+            )
         super().__init__(
-            f"loss is {loss} at step {step} (samples {list(sample_ids)[:8]}); training stopped, {kept}. "
-            "Fix: lower train.lr or raise train.warmup_ratio, use precision=fp32 or bf16 instead of fp16, "
-            "check those samples, then rerun with resume=true"
+            f"{quantity} is {loss} at step {step} (samples {list(sample_ids)[:8]}); training stopped "
+            f"and nothing of that step was saved, {kept}. Fix: lower train.lr or raise train.warmup_ratio "
+            "(changes take effect on resume), use precision=fp32 or bf16 instead of fp16, check those "
+            "samples, then rerun with resume=true"
         )
 
 
@@ -97,7 +114,12 @@ class TrainResult:
 
 
 class _IndexedDataset(Dataset):
-    """Wraps the dataset so each loaded sample carries its index (to name its file and record)."""
+    """Wraps the dataset so each loaded sample carries its index (to name its file and record).
+
+    A sample that cannot be loaded comes back as a :class:`SkippedSample` under either policy, so
+    a DataLoader worker never raises (torch would wrap the error in a worker traceback); the
+    collator applies the policy in the main process.
+    """
 
     def __init__(self, dataset: LlavaDataset) -> None:
         self.dataset = dataset
@@ -106,7 +128,10 @@ class _IndexedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[int, Any]:
-        return index, self.dataset[index]
+        try:
+            return index, self.dataset[index]
+        except BadSampleError as error:
+            return index, SkippedSample(error)
 
 
 def _keep_as_list(items: list[Any]) -> list[Any]:
@@ -129,33 +154,65 @@ def _as_callbacks(callbacks: Iterable[Callback]) -> list[TrainerCallback]:
 
 
 class _Collator:
-    """Turns loaded samples into a model batch, applying the bad-sample policy."""
+    """Turns loaded samples into a model batch, applying the bad-sample policy.
 
-    def __init__(self, model: Any, dataset: LlavaDataset, config: TrainConfig, report: SkipReport) -> None:
+    With ``vision_every_batch`` (DeepSpeed and FSDP, which gather parameters module by module and
+    reduce gradients parameter by parameter, so every process must run the same modules), a
+    micro-batch without any image gets one blank image sample whose labels are all ignored: the
+    vision tower runs on every process and the loss is that of the real samples (LLaVA feeds a
+    zero image to text-only samples for the same reason).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        dataset: LlavaDataset,
+        config: TrainConfig,
+        report: SkipReport,
+        *,
+        vision_every_batch: bool = False,
+    ) -> None:
         self.model = model
         self.dataset = dataset
         self.template = recipe.default_template(config)
         self.max_length = config.data.max_length
         self.policy = config.data.on_bad_sample
         self.report = report
+        self.vision_every_batch = vision_every_batch
 
     def _locate(self, error: BadSampleError, index: int) -> BadSampleError:
         """Add the file and record of sample ``index`` to a collator error."""
         return self.dataset.records[index].error(error.reason, error.fix or "")
 
     def _collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.model.collate(samples, template=self.template, max_length=self.max_length)
+        blank = self.vision_every_batch and all(s.get("image") is None for s in samples)
+        if blank:
+            samples = [*samples, self._blank_image_sample()]
+        batch = self.model.collate(samples, template=self.template, max_length=self.max_length)
+        if blank:
+            batch["labels"][-1] = IGNORE_INDEX
+        return batch
+
+    def _blank_image_sample(self) -> dict[str, Any]:
+        from PIL import Image
+
+        colour = mean_colour(self.model.image_processor)  # zero after normalisation, like LLaVA's
+        return {
+            "id": "<blank image>",
+            "image": Image.new("RGB", (8, 8), colour),
+            "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "."}],
+        }
 
     def first_good_batch(self) -> dict[str, Any]:
         """A one-sample batch of the first usable sample (stand-in for an all-bad micro-batch)."""
         for index in range(len(self.dataset)):
-            batch, _ids = self([(index, self.dataset[index])])
+            batch, _ids = self([_IndexedDataset(self.dataset)[index]])
             if batch is not None:
                 return batch
         raise BadSampleError(
             "no sample of the dataset can be used",
-            file=self.dataset.records[0].file,
-            fix="fix the bad samples reported above",
+            file=self.dataset.files,
+            fix=f"repair the samples listed below\n{self.report.summary()}",
         )
 
     def __call__(self, items: list[tuple[int, Any]]) -> tuple[dict[str, Any] | None, list[str]]:
@@ -163,6 +220,8 @@ class _Collator:
         good: list[tuple[int, dict[str, Any]]] = []
         for index, sample in items:
             if isinstance(sample, SkippedSample):
+                if self.policy == "error":
+                    raise sample.error
                 self.report.add(sample.error)
             else:
                 good.append((index, sample))
@@ -193,7 +252,7 @@ def _accelerator(config: TrainConfig) -> Any:
     """An ``Accelerator`` for this run (DDP/DeepSpeed/FSDP come from ``accelerate launch``)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     # accelerate keeps its settings in process-wide singletons; a library caller may run several
     # stages with different settings (precision, accumulation) in one process, so each run starts
@@ -201,14 +260,27 @@ def _accelerator(config: TrainConfig) -> Any:
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.train.precision]
+    # Text-only batches leave the vision tower unused; sparse routing leaves experts unused.
+    handlers: list[Any] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    cpu = _no_accelerator_device()
+    if cpu and _flag("ACCELERATE_USE_FSDP"):
+        raise ConfigError(
+            "accelerate was launched with FSDP, which it enables only on GPU-like devices: on CPU it "
+            "either stops (no available devices) or silently runs plain data parallelism with the "
+            "whole model in every process. Fix: run FSDP on GPUs; on CPU use DeepSpeed ZeRO-3 "
+            "(configs/accelerate/deepspeed_zero3.yaml --num_processes N) or DDP (cpu_2proc.yaml)"
+        )
+    if cpu and _flag("ACCELERATE_USE_DEEPSPEED"):
+        # accelerate's CPU switch turns DeepSpeed off; DeepSpeed's own CPU accelerator runs on gloo
+        cpu = False
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
     accelerator = Accelerator(
         # torchrun on a machine without accelerators: accelerate needs to be told it is DDP on CPU
-        cpu=_no_accelerator_device(),
+        cpu=cpu,
         mixed_precision=precision,
         gradient_accumulation_steps=config.train.grad_accum,
         step_scheduler_with_optimizer=False,
-        # Text-only batches leave the vision tower unused; sparse routing leaves experts unused.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        kwargs_handlers=handlers,
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and accelerator.num_processes != launched:
@@ -217,14 +289,38 @@ def _accelerator(config: TrainConfig) -> Any:
             "every process would train alone and overwrite the others' output. Fix: launch with "
             "`accelerate launch` and a config from covft/configs/accelerate, or set ACCELERATE_USE_CPU=1 on CPU"
         )
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is not None:
-        ds = plugin.deepspeed_config
-        ds["train_micro_batch_size_per_gpu"] = config.train.batch_size
-        ds["gradient_accumulation_steps"] = config.train.grad_accum
-        if ds.get("gradient_clipping", "auto") == "auto":
-            ds["gradient_clipping"] = config.train.max_grad_norm or 0.0
     return accelerator
+
+
+def _fill_deepspeed_config(accelerator: Any, config: TrainConfig, model: Any) -> None:
+    """Fill the DeepSpeed JSON's ``auto`` entries from the covft config and the model.
+
+    accelerate fills bucket sizes from ``model.config.hidden_size``, which the wrapper does not
+    have; they follow the LLM's hidden size d as in transformers' Trainer (d^2, 0.9 d^2, 10 d).
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = config.train.batch_size
+    ds["gradient_accumulation_steps"] = config.train.grad_accum
+    if ds.get("gradient_clipping", "auto") == "auto":
+        ds["gradient_clipping"] = config.train.max_grad_norm or 0.0
+    hidden = model.llava.config.text_config.hidden_size
+    sizes = {
+        "reduce_bucket_size": hidden * hidden,
+        "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
+        "stage3_param_persistence_threshold": 10 * hidden,
+    }
+    zero = ds.setdefault("zero_optimization", {})
+    for key, value in sizes.items():
+        if zero.get(key) == "auto":
+            zero[key] = value
+
+
+def _flag(name: str) -> bool:
+    """Whether the launcher set environment variable ``name`` to true."""
+    return os.environ.get(name, "false").lower() in ("true", "1")
 
 
 def _no_accelerator_device() -> bool:
@@ -317,6 +413,178 @@ def _finished_run(output_dir: Path) -> TrainResult | None:
     )
 
 
+def _check_output_dir(output_dir: Path) -> None:
+    """Refuse an ``output_dir`` that cannot be written, before anything is built or written."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir={output_dir} is a file. Fix: choose a directory for output_dir")
+    existing = next(path for path in (output_dir, *output_dir.absolute().parents) if path.exists())
+    if not existing.is_dir():
+        raise ConfigError(
+            f"output_dir={output_dir} cannot be created: {existing} is a file. Fix: choose another output_dir"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"output_dir={output_dir} cannot be written: {existing} is read-only for this user. "
+            "Fix: choose a writable output_dir"
+        )
+
+
+def _refuse_earlier_run(output_dir: Path, resume: bool) -> TrainResult | None:
+    """An earlier run's result when it finished and ``resume``; refuse to overwrite earlier work."""
+    finished = _finished_run(output_dir)
+    if finished is not None:
+        if not resume:
+            raise ConfigError(
+                f"{output_dir} already holds a finished run ({finished.steps} steps). "
+                "Fix: choose another output_dir, or resume=true to get that run's result back"
+            )
+        return finished
+    existing = ckpt.list_checkpoints(output_dir)
+    if existing and not resume:
+        raise ConfigError(
+            f"{output_dir} already holds checkpoints ({existing[-1][1].name}) of an earlier run. "
+            "Fix: resume=true to continue it, or choose another output_dir"
+        )
+    return None
+
+
+class _Checkpoints:
+    """This run's checkpoints; a new one counts as good only once the step after it was finite.
+
+    A checkpoint written at step k can already hold damaged weights: the update of step k can
+    turn them into NaN or into numbers so large that the loss of step k+1 is NaN. So a checkpoint
+    is *pending* until step k+1's loss and gradient norm are finite, and old checkpoints are
+    rotated away only then: ``save_total_limit`` never deletes the last good one. When step k+1
+    is not finite, :meth:`set_aside` moves the pending one to ``nonfinite-checkpoint-k`` (kept
+    for inspection, never resumed from), and the error names the last good one.
+    """
+
+    def __init__(self, accelerator: Any, output_dir: Path, limit: int | None, resumed: Path | None) -> None:
+        self.accelerator = accelerator
+        self.output_dir = output_dir
+        self.limit = limit
+        earlier = [path for _step, path in ckpt.list_checkpoints(output_dir) if path != resumed]
+        # the checkpoint resumed from has not yet been followed by a finite step in this process
+        self.pending = resumed
+        self.good = earlier[-1] if resumed is not None and earlier else None
+
+    def save(self, step: int, state: dict[str, Any]) -> None:
+        """Write the checkpoint of ``step`` (collective); it is pending until the next step."""
+        self.pending = ckpt.save_checkpoint(self.accelerator, self.output_dir, step, state)
+
+    def next_step_was_finite(self) -> None:
+        """The pending checkpoint is good: keep it and rotate older ones away."""
+        if self.pending is None:
+            return
+        self.good, self.pending = self.pending, None
+        if self.accelerator.is_main_process:
+            ckpt.rotate_checkpoints(self.output_dir, self.limit)
+
+    def set_aside(self) -> Path | None:
+        """Move the pending checkpoint out of resume's way; returns where it went."""
+        if self.pending is None:
+            return None
+        target = self.pending.with_name(f"nonfinite-{self.pending.name}")
+        if self.accelerator.is_main_process:
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(self.pending, target)
+        self.pending = None
+        return target
+
+
+class _SkipBudget:
+    """Stops training once more samples were skipped than ``data.max_skip_fraction`` allows.
+
+    Every process adds its local count to one all-reduce per step; only when the sum changes are
+    the reports gathered and merged (a sample is counted once however often it is met).
+    """
+
+    def __init__(self, accelerator: Any, dataset: LlavaDataset, max_fraction: float, enabled: bool) -> None:
+        self.accelerator = accelerator
+        self.dataset = dataset
+        self.max_fraction = max_fraction
+        self.enabled = enabled
+        self.seen = -1.0
+
+    def check(self, report: SkipReport) -> None:
+        """Collective when enabled; raises :class:`TooManyBadSamplesError` over the budget."""
+        if not self.enabled:
+            return
+        count = torch.tensor([float(report.total)], device=self.accelerator.device)
+        total = float(self.accelerator.reduce(count, reduction="sum").item())
+        if total == self.seen:
+            return
+        self.seen = total
+        self.dataset.check_skip_budget(_global_report(self.accelerator, report), self.max_fraction)
+
+
+def _non_finite(loss: float, grad_norm: Any) -> tuple[str, float] | None:
+    """("loss" or "gradient norm", its value) when it is NaN or infinite, else ``None``."""
+    if not math.isfinite(loss):
+        return "loss", loss
+    if grad_norm is not None and not math.isfinite(float(grad_norm)):
+        return "gradient norm", float(grad_norm)
+    return None
+
+
+def _open_dataset(config: TrainConfig, main: bool) -> LlavaDataset:
+    """The training data, checked; what parsing changed to match LLaVA is printed by ``main``."""
+    dataset = LlavaDataset(
+        config.data.train,  # type: ignore[arg-type]  # checked by the caller
+        config.data.image_folder,
+        on_bad_sample=config.data.on_bad_sample,
+        check_images=config.data.check_images,
+        max_skip_fraction=config.data.max_skip_fraction,
+    )
+    notes = dataset.notes_summary()
+    if notes and main:
+        print(f"covft train: {notes}", flush=True)
+    return dataset
+
+
+def _resume(
+    accelerator: Any, path: Path, layout: dict[str, Any], dataset: LlavaDataset, config: TrainConfig
+) -> dict[str, Any]:
+    """Restore a checkpoint; refuse a changed layout, report changed data and schedule settings."""
+    state = ckpt.load_checkpoint(accelerator, path)
+    saved_layout = state.get("layout", {})
+    changed = {k: (saved_layout.get(k), v) for k, v in layout.items() if saved_layout.get(k) != v}
+    if changed:
+        raise ConfigError(
+            f"cannot resume exactly from {path}: the data layout changed {changed} (saved, now). "
+            "Fix: resume with the same number of processes, batch_size, grad_accum, seed and steps"
+        )
+    notices = []
+    saved_data = state.get("data")
+    if saved_data is not None and list(saved_data.values()) != list(dataset.fingerprints.values()):
+        notices.append(
+            f"warning: the training data changed since {path.name} was written "
+            f"(sha256 then {_short(saved_data)}, now {_short(dataset.fingerprints)}); the batch order "
+            "is recomputed from the new data, so the resumed run is not the interrupted one (samples "
+            "may be seen twice or not at all). Restore the old data file for an exact resume"
+        )
+    schedule = recipe.schedule_settings(config.train)
+    saved_schedule = state.get("schedule", schedule)
+    differences = [
+        f"train.{k} {saved_schedule.get(k)} -> {v}" for k, v in schedule.items() if saved_schedule.get(k) != v
+    ]
+    if differences:
+        notices.append(
+            f"changed settings take effect from step {int(state['step']) + 1}: {', '.join(differences)}"
+        )
+    state["notices"] = notices
+    if accelerator.is_main_process:
+        print(f"covft train: resumed from {path} at step {state['step']}", flush=True)
+        for notice in notices:
+            print(f"covft train: {notice}", file=sys.stderr, flush=True)
+    return state
+
+
+def _short(fingerprints: dict[str, str]) -> dict[str, str]:
+    return {file: digest[:12] for file, digest in fingerprints.items()}
+
+
 def train(
     config: TrainConfig | Mapping[str, Any] | str | os.PathLike[str], callbacks: Iterable[Callback] = ()
 ) -> TrainResult:
@@ -324,7 +592,8 @@ def train(
 
     ``config`` is a :class:`TrainConfig`, a nested mapping of config keys, or a YAML recipe (path
     or shipped name). ``callbacks`` are :class:`TrainerCallback` objects or ``fn(step, model,
-    loss)`` functions (called before each optimizer step).
+    loss)`` functions (called before each optimizer step). Every input (config, output directory,
+    data, model, ``init_from``) is checked before anything is written to ``output_dir``.
     """
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -340,41 +609,28 @@ def train(
     if config.data.train is None:
         raise ConfigError("data.train is not set. Fix: data.train=PATH/TO/llava_format.json")
     require_tracker(loop.report_to)
-    finished = _finished_run(output_dir)
+    _check_output_dir(output_dir)
+    finished = _refuse_earlier_run(output_dir, config.resume)
     if finished is not None:
-        if not config.resume:
-            raise ConfigError(
-                f"{output_dir} already holds a finished run ({finished.steps} steps). "
-                "Fix: choose another output_dir, or resume=true to get that run's result back"
-            )
         print(
             f"covft train: {output_dir} already finished ({finished.steps} steps); nothing to do", flush=True
         )
         return finished
-    existing = ckpt.list_checkpoints(output_dir)
-    if existing and not config.resume:
-        raise ConfigError(
-            f"{output_dir} already holds checkpoints ({existing[-1][1].name}) of an earlier run. "
-            "Fix: resume=true to continue it, or choose another output_dir"
-        )
 
     accelerator = _accelerator(config)
     main = accelerator.is_main_process
     resume_from = ckpt.latest_checkpoint(output_dir) if config.resume else None
+    set_seed(loop.seed)
+    if config.init_from:
+        recipe.weight_files(config.init_from)  # a missing stage-1 run is named before anything is built
+    dataset = _open_dataset(config, main)
+    model = recipe.build_model(config)
+    # every input is valid: from here on, output_dir is written
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
         ckpt.remove_stale(output_dir)
         save_config(config, output_dir / CONFIG_FILE)
     accelerator.wait_for_everyone()
-    set_seed(loop.seed)
-
-    dataset = LlavaDataset(
-        config.data.train,
-        config.data.image_folder,
-        on_bad_sample=config.data.on_bad_sample,
-        check_images=config.data.check_images,
-    )
-    model = recipe.build_model(config)
     if loop.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     groups = recipe.optimizer_groups(model.parameter_groups(), loop, recipe.lr_scales(model))
@@ -394,12 +650,14 @@ def train(
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = loop.max_steps if loop.max_steps > 0 else math.ceil(loop.epochs * steps_per_epoch)
     scheduler = recipe.make_scheduler(optimizer, loop, total_steps)
+    _fill_deepspeed_config(accelerator, config, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
     report = SkipReport()
     step = 0
     loss_history: list[float] = []
+    notices: list[str] = []
     layout = {
         "world_size": accelerator.num_processes,
         "batch_size": loop.batch_size,
@@ -410,20 +668,18 @@ def train(
     }
     report.merge(dataset.skipped)
     if resume_from is not None:
-        state = ckpt.load_checkpoint(accelerator, resume_from)
-        saved_layout = state.get("layout", {})
-        changed = {k: (saved_layout.get(k), v) for k, v in layout.items() if saved_layout.get(k) != v}
-        if changed:
-            raise ConfigError(
-                f"cannot resume exactly from {resume_from}: the data layout changed {changed} (saved, now). "
-                "Fix: resume with the same number of processes, batch_size, grad_accum, seed and steps"
-            )
+        state = _resume(accelerator, resume_from, layout, dataset, config)
+        recipe.apply_schedule(optimizer, scheduler, loop)
         step = int(state["step"])
         loss_history = [float(x) for x in state["loss_history"]]
         report.merge(SkipReport.from_dict(state.get("skipped", {})))
-        if main:
-            print(f"covft train: resumed from {resume_from} at step {step}/{total_steps}", flush=True)
-    collate = _Collator(unwrapped, dataset, config, report)
+        notices = state["notices"]
+    checkpoints = _Checkpoints(accelerator, output_dir, loop.save_total_limit, resume_from)
+    budget = _SkipBudget(
+        accelerator, dataset, config.data.max_skip_fraction, enabled=config.data.on_bad_sample == "skip"
+    )
+    sharded = _is_deepspeed(accelerator) or getattr(accelerator.state, "fsdp_plugin", None) is not None
+    collate = _Collator(unwrapped, dataset, config, report, vision_every_batch=sharded)
     logger = MetricsLogger(
         output_dir,
         loop.report_to,
@@ -434,7 +690,8 @@ def train(
     )
     ds_dtype = torch.bfloat16 if (_is_deepspeed(accelerator) and loop.precision == "bf16") else None
     crash_after = int(os.environ[CRASH_ENV]) if os.environ.get(CRASH_ENV) else None
-    last_checkpoint = ckpt.latest_checkpoint(output_dir)
+    # fp16's loss scaler expects overflowing gradients now and then and skips those updates itself
+    check_gradients = loop.precision != "fp16"
     global_batch = sampler.global_batch_size
     progress = tqdm(
         total=total_steps,
@@ -484,11 +741,22 @@ def train(
                         continue
                     step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
                     next_step = step + 1
-                    if not math.isfinite(step_loss):
-                        raise NonFiniteLossError(next_step, step_loss, step_ids, last_checkpoint)
-                    grad_norm = None
-                    if loop.max_grad_norm is not None:
-                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), loop.max_grad_norm)
+                    budget.check(report)
+                    grad_norm = accelerator.clip_grad_norm_(
+                        model.parameters(), loop.max_grad_norm if loop.max_grad_norm is not None else math.inf
+                    )
+                    bad = _non_finite(step_loss, grad_norm if check_gradients else None)
+                    if bad is not None:
+                        quantity, value = bad
+                        raise NonFiniteLossError(
+                            next_step,
+                            value,
+                            step_ids,
+                            checkpoints.good,
+                            quantity=quantity,
+                            set_aside=checkpoints.set_aside(),
+                        )
+                    checkpoints.next_step_was_finite()
                     for hook in hooks:
                         hook.before_optimizer_step(next_step, unwrapped, step_loss)
                     optimizer.step()
@@ -525,10 +793,10 @@ def train(
                         "layout": layout,
                         "loss_history": loss_history,
                         "skipped": _global_report(accelerator, report).to_dict(),
+                        "data": dataset.fingerprints,
+                        "schedule": recipe.schedule_settings(loop),
                     }
-                    last_checkpoint = ckpt.save_checkpoint(accelerator, output_dir, step, state)
-                    if main:
-                        ckpt.rotate_checkpoints(output_dir, loop.save_total_limit)
+                    checkpoints.save(step, state)
                 if crash_after is not None and step == crash_after:
                     os._exit(99)
                 micro_losses, step_ids = [], []
@@ -554,7 +822,14 @@ def train(
             print(summary, flush=True)
         ckpt.write_json_atomic(
             output_dir / SUMMARY_FILE,
-            {"steps": step, "metrics": final, "loss_history": loss_history, "skipped": report.to_dict()},
+            {
+                "steps": step,
+                "metrics": final,
+                "loss_history": loss_history,
+                "skipped": report.to_dict(),
+                "data_notes": {note: len(ids) for note, ids in dataset.notes.items()},
+                "resume_notices": notices,
+            },
         )
     accelerator.wait_for_everyone()
     return TrainResult(output_dir, step, final, loss_history, report.to_dict())

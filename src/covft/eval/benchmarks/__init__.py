@@ -1,6 +1,6 @@
 """Benchmark adapters: one per benchmark, each reading the official files into contract items.
 
-``get_adapter(name).load(root, limit)`` returns the items of one benchmark (see
+``get_adapter(name).load(root, limit, protocol)`` returns the items of one benchmark (see
 docs/benchmark-records.md for the fields and docs/benchmarks.md for the file layout each adapter
 expects under ``root``). Suites on disk (the synthetic world's held-out sets, or any exported
 benchmark) are read with :func:`load_suite` and written with :func:`write_suite`.
@@ -33,40 +33,55 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BenchmarkAdapter:
-    """Where a benchmark's loader lives and which folder of a data root it reads by default.
+    """Where a benchmark's loader lives and which folder of a data root holds its files.
 
-    ``subdir`` is the conventional folder under a shared data root (``<data_root>/<subdir>``),
-    documented in docs/benchmarks.md; ``load`` takes the benchmark's own folder.
+    ``subdirs`` are the folder names the benchmark may have under a shared data root, LLaVA-1.5's
+    ``playground/data/eval`` layout among them (docs/benchmarks.md); :meth:`folder` picks the first
+    that exists. ``load`` takes the benchmark's own folder.
     """
 
     name: str
     module: str
     function: str
-    subdir: str
+    subdirs: tuple[str, ...]
 
-    def load(self, root: str | Path, limit: int | None = None) -> list[dict]:
-        """Read the official files under ``root`` into contract items (at most ``limit`` units)."""
+    def folder(self, data_root: str | Path) -> Path:
+        """The benchmark's folder under ``data_root``: the first of ``subdirs`` that exists (the
+        first of them when none does, so that the missing-file error names it)."""
+        root = Path(data_root)
+        return next((root / d for d in self.subdirs if (root / d).is_dir()), root / self.subdirs[0])
+
+    def load(self, root: str | Path, limit: int | None = None, protocol: str = "llava15") -> list[dict]:
+        """Read the official files under ``root`` into contract items (at most ``limit`` units),
+        prompts and router text as the named protocol (:mod:`covft.eval.protocol`) builds them."""
+        from covft.eval.protocol import FILE_PROTOCOLS, get_protocol
+
         if limit is not None and limit < 0:
             raise ValueError(f"{self.name}: limit must be None or >= 0, got {limit}")
-        loader: Callable[[Path, int | None], list[dict]] = getattr(
+        spec = get_protocol(protocol)
+        if spec.name not in FILE_PROTOCOLS:
+            raise ValueError(
+                f"{self.name}: protocol {protocol!r} does not read official files; use one of {FILE_PROTOCOLS}"
+            )
+        loader: Callable[..., list[dict]] = getattr(
             importlib.import_module(f"covft.eval.benchmarks.{self.module}"), self.function
         )
-        return loader(Path(root), limit)
+        return loader(Path(root), limit, spec)
 
 
 _ADAPTERS = (
-    BenchmarkAdapter("mme", "mme", "load", "MME"),
-    BenchmarkAdapter("mmbench_en", "mmbench", "load_en", "mmbench"),
-    BenchmarkAdapter("mmbench_cn", "mmbench", "load_cn", "mmbench"),
-    BenchmarkAdapter("gqa", "gqa", "load", "gqa"),
-    BenchmarkAdapter("scienceqa_img", "scienceqa", "load", "scienceqa"),
-    BenchmarkAdapter("ai2d", "ai2d", "load", "ai2d"),
-    BenchmarkAdapter("textvqa", "textvqa", "load", "textvqa"),
-    BenchmarkAdapter("mmvp", "mmvp", "load", "MMVP"),
-    BenchmarkAdapter("realworldqa", "realworldqa", "load", "realworldqa"),
-    BenchmarkAdapter("cvbench_coco", "cvbench", "load_coco", "cvbench"),
-    BenchmarkAdapter("cvbench_ade20k", "cvbench", "load_ade20k", "cvbench"),
-    BenchmarkAdapter("cvbench_omni3d", "cvbench", "load_omni3d", "cvbench"),
+    BenchmarkAdapter("mme", "mme", "load", ("MME",)),
+    BenchmarkAdapter("mmbench_en", "mmbench", "load_en", ("mmbench",)),
+    BenchmarkAdapter("mmbench_cn", "mmbench", "load_cn", ("mmbench_cn", "mmbench")),
+    BenchmarkAdapter("gqa", "gqa", "load", ("gqa",)),
+    BenchmarkAdapter("scienceqa_img", "scienceqa", "load", ("scienceqa",)),
+    BenchmarkAdapter("ai2d", "ai2d", "load", ("ai2d",)),
+    BenchmarkAdapter("textvqa", "textvqa", "load", ("textvqa",)),
+    BenchmarkAdapter("mmvp", "mmvp", "load", ("MMVP", "mmvp")),
+    BenchmarkAdapter("realworldqa", "realworldqa", "load", ("realworldqa", "RealWorldQA")),
+    BenchmarkAdapter("cvbench_coco", "cvbench", "load_coco", ("cvbench", "CV-Bench")),
+    BenchmarkAdapter("cvbench_ade20k", "cvbench", "load_ade20k", ("cvbench", "CV-Bench")),
+    BenchmarkAdapter("cvbench_omni3d", "cvbench", "load_omni3d", ("cvbench", "CV-Bench")),
 )
 _REGISTRY = {adapter.name: adapter for adapter in _ADAPTERS}
 

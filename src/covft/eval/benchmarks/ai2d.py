@@ -1,41 +1,54 @@
-"""AI2D test in the LLaVA / lmms-eval export: one JSONL record per question.
+"""AI2D test as LLaVA-style evaluations use it: Hugging Face ``lmms-lab/ai2d``.
 
-Format (ours, documented in docs/benchmarks.md): ``test.jsonl`` with one record a line,
-``{"id": optional, "question": str, "options": [str, ...], "answer": int or "int" (index into
-options), "image": path relative to the data root}``, the fields of Hugging Face ``lmms-lab/ai2d``
-with the image written to a file. Prompt: LLaVA-1.5's multiple-choice format.
+Official files: the dataset's parquet shards as downloaded (``data/test-0000x-of-0000y.parquet``,
+columns ``question``, ``options`` (list), ``answer`` (index into options, as a string) and
+``image``), read directly. Alternatively (ours, docs/benchmarks.md) a ``test.jsonl`` of the same
+fields with ``image`` a path relative to the folder.
+
+Prompt: the CoVFT release's ``ai2d_eval.py`` (Cambrian-1's): the question, ``\\nA. option`` per
+option, then ``\\nAnswer with the option's letter from the given choices directly.``, which is
+also lmms-eval's ``ai2d`` prompt.
 """
 
 from __future__ import annotations
 
-from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from covft.eval.benchmarks.base import LETTERS, image_file, multiple_choice, options_from_list, read_jsonl
+from covft.eval.benchmarks.base import (
+    LETTERS,
+    MC_SUFFIX,
+    hf_records,
+    options_from_list,
+    options_lines,
+    prompt_fields,
+)
+
+if TYPE_CHECKING:
+    from covft.eval.protocol import Protocol
 
 NAME = "ai2d"
 SOURCE = (
-    "Hugging Face lmms-lab/ai2d (test split), exported to test.jsonl + images/ as docs/benchmarks.md shows"
+    "Hugging Face lmms-lab/ai2d (data/test-*.parquet), or test.jsonl + images/ as docs/benchmarks.md shows"
 )
 FILE = "test.jsonl"
+SHARDS = ("data/test-*.parquet", "test-*.parquet")
 
 
-def load(root: Path, limit: int | None = None) -> list[dict]:
-    """Items of ``test.jsonl`` in file order; ``limit`` caps their number."""
-    root = Path(root)
+def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
+    """Items in file order; ``limit`` caps their number."""
     items: list[dict] = []
-    for number, record in enumerate(islice(read_jsonl(root / FILE, NAME, SOURCE), limit)):
+    for number, record in enumerate(hf_records(Path(root), SHARDS, FILE, NAME, SOURCE)[:limit]):
         options = options_from_list([str(o) for o in record["options"]])
         answer = int(record["answer"])
         if not 0 <= answer < len(options):
-            raise ValueError(f"{NAME}: {root / FILE} record {number}: answer {answer} is out of range")
-        prompt, context = multiple_choice(record["question"], options)
+            raise ValueError(f"{NAME}: record {number} of {root}: answer {answer} is out of range")
+        text = f"{record['question']}\n{options_lines(options)}\n{MC_SUFFIX}"
         items.append(
             {
                 "id": str(record.get("id", number)),
-                "image": image_file(root / record["image"], NAME, SOURCE),
-                "prompt": prompt,
-                "context": context,
+                "image": record["image"],
+                **prompt_fields(NAME, text, protocol),
                 "options": options,
                 "answer": LETTERS[answer],
             }

@@ -1,9 +1,9 @@
-"""Pieces every benchmark adapter shares: lazy images, LLaVA-1.5 prompt formats, clear file errors.
+"""Pieces every benchmark adapter shares: lazy images, file readers with clear errors, option lines.
 
 An adapter turns one official distribution into contract items (docs/benchmark-records.md):
-``{"id", "image", "prompt", "context", <scoring fields>}``. The prompt formats below are the ones
-LLaVA-1.5's evaluation scripts use, so a model trained on llava_v1_5_mix665k sees the instruction
-suffixes it was trained with.
+``{"id", "image", "prompt", "context", "protocol", <scoring fields>}``. Each adapter builds its
+prompts itself, per protocol (:mod:`covft.eval.protocol`), because every evaluation script words
+them a little differently; the instruction suffixes below are LLaVA-1.5's.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ import base64
 import binascii
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from covft.eval.protocol import Protocol
 
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
 MC_SUFFIX_CN = "请直接回答选项字母。"
@@ -25,26 +29,28 @@ DOCS = "docs/benchmarks.md"
 
 
 class ImageRef:
-    """A lazily loaded image: a file path, base64-encoded bytes, or an in-memory PIL image.
+    """A lazily loaded image: a file path, base64 text, encoded bytes, or an in-memory PIL image.
 
     Nothing is decoded until :meth:`load`, so a benchmark of thousands of items costs only
-    strings in memory. ``load`` always returns an RGB image.
+    strings or encoded bytes in memory. ``load`` always returns an RGB image.
     """
 
-    __slots__ = ("_b64", "_image", "_path")
+    __slots__ = ("_b64", "_data", "_image", "_path")
 
     def __init__(
         self,
         path: str | Path | None = None,
         *,
         b64: str | None = None,
+        data: bytes | None = None,
         image: Image.Image | None = None,
     ) -> None:
-        given = sum(x is not None for x in (path, b64, image))
+        given = sum(x is not None for x in (path, b64, data, image))
         if given != 1:
-            raise ValueError(f"ImageRef takes exactly one of path, b64, image; got {given}")
+            raise ValueError(f"ImageRef takes exactly one of path, b64, data, image; got {given}")
         self._path = Path(path) if path is not None else None
         self._b64 = b64
+        self._data = data
         self._image = image
 
     @property
@@ -62,19 +68,25 @@ class ImageRef:
             with Image.open(self._path) as opened:
                 image = opened.copy()
         else:
-            try:
-                data = base64.b64decode(self._b64 or "", validate=False)
-            except binascii.Error as error:
-                raise ValueError(f"ImageRef: invalid base64 image data ({error})") from error
-            with Image.open(io.BytesIO(data)) as opened:
+            with Image.open(io.BytesIO(self._encoded())) as opened:
                 image = opened.copy()
         return image if image.mode == "RGB" else image.convert("RGB")
+
+    def _encoded(self) -> bytes:
+        if self._data is not None:
+            return self._data
+        try:
+            return base64.b64decode(self._b64 or "", validate=False)
+        except binascii.Error as error:
+            raise ValueError(f"ImageRef: invalid base64 image data ({error})") from error
 
     def __repr__(self) -> str:
         if self._path is not None:
             return f"ImageRef(path={str(self._path)!r})"
         if self._b64 is not None:
             return f"ImageRef(b64=<{len(self._b64)} chars>)"
+        if self._data is not None:
+            return f"ImageRef(data=<{len(self._data)} bytes>)"
         return f"ImageRef(image=<{self._image.size[0]}x{self._image.size[1]}>)"
 
 
@@ -116,7 +128,95 @@ def read_jsonl(path: Path, benchmark: str, source: str) -> Iterator[dict]:
                 raise ValueError(f"{benchmark}: {path} line {number} is not valid JSON ({error})") from error
 
 
-def options_from_list(choices: list[str]) -> dict[str, str]:
+def prompt_fields(benchmark: str, prompt: str, protocol: Protocol) -> dict[str, str]:
+    """An item's ``prompt``, its router text (``context``, as ``protocol`` builds it) and ``protocol``."""
+    return {"prompt": prompt, "context": protocol.context(benchmark, prompt), "protocol": protocol.name}
+
+
+def first_existing(root: Path, candidates: Sequence[str]) -> Path:
+    """The first of ``root / c`` that exists; the first candidate when none does (for the error)."""
+    for candidate in candidates:
+        if (root / candidate).exists():
+            return root / candidate
+    return root / candidates[0]
+
+
+def parquet_shards(root: Path, patterns: Sequence[str]) -> list[Path]:
+    """The parquet files of the first glob pattern that matches under ``root``, in shard order."""
+    for pattern in patterns:
+        shards = sorted(root.glob(pattern))
+        if shards:
+            return shards
+    return []
+
+
+def read_parquet(shards: Sequence[Path], benchmark: str) -> list[dict]:
+    """The rows of Hugging Face parquet shards, in order, with ``image`` as an :class:`ImageRef`.
+
+    Images stay encoded (the PNG/JPEG bytes the shards store) until they are loaded; each row
+    holds its own bytes, so the rows a caller drops free theirs.
+    """
+    import pyarrow.parquet as pq
+
+    rows: list[dict] = []
+    for shard in shards:
+        for batch in pq.read_table(shard).to_batches():
+            images = batch.column("image").field("bytes") if "image" in batch.schema.names else None
+            records = (batch if images is None else batch.drop_columns(["image"])).to_pylist()
+            for number, record in enumerate(records if images is not None else ()):
+                if not images[number].is_valid:
+                    raise ValueError(f"{benchmark}: {shard} has a row without image bytes ({record})")
+                record["image"] = ImageRef(data=images[number].as_py())
+            rows.extend(records)
+    return rows
+
+
+def hf_records(root: Path, shards: Sequence[str], jsonl: str, benchmark: str, source: str) -> list[dict]:
+    """A Hugging Face benchmark's rows: from its parquet shards (the first of the ``shards`` glob
+    patterns that matches under ``root``) when present, else from the JSONL export ``jsonl``
+    (docs/benchmarks.md) whose ``image`` is a path relative to ``root``."""
+    found = parquet_shards(root, shards)
+    if found:
+        return read_parquet(found, benchmark)
+    rows = list(read_jsonl(root / jsonl, benchmark, source))
+    for row in rows:
+        row["image"] = image_file(root / row["image"], benchmark, source)
+    return rows
+
+
+#: Cells pandas reads as missing by default (``pandas.read_csv``'s ``na_values``), plus "none" in
+#: any case: LLaVA's model_vqa_mmbench.py (``is_none``) and VLMEvalKit (``pd.isna``) read
+#: MMBench's TSV with pandas, so an option or hint spelled like this is absent to them.
+MISSING_CELLS = frozenset(
+    [
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    ]
+)
+
+
+def is_missing(cell: str | None) -> bool:
+    """Whether a TSV cell is missing as pandas + LLaVA's ``is_none`` read it."""
+    return cell is None or cell == "" or cell in MISSING_CELLS or cell.lower() in ("nan", "none")
+
+
+def options_from_list(choices: Sequence[str]) -> dict[str, str]:
     """``["cat", "dog"]`` -> ``{"A": "cat", "B": "dog"}``."""
     if len(choices) > len(LETTERS):
         raise ValueError(f"{len(choices)} choices is more than {len(LETTERS)} letters")
@@ -126,24 +226,3 @@ def options_from_list(choices: list[str]) -> dict[str, str]:
 def options_lines(options: dict[str, str]) -> str:
     """Options in LLaVA-1.5's layout: one ``"A. text"`` line per option."""
     return "\n".join(f"{letter}. {text}" for letter, text in options.items())
-
-
-def multiple_choice(
-    question: str, options: dict[str, str], hint: str | None = None, *, suffix: str = MC_SUFFIX
-) -> tuple[str, str]:
-    """Return ``(prompt, context)`` for a multiple-choice question.
-
-    The context (CoVFT's text-encoder input) is the hint, question and options; the prompt adds
-    the instruction suffix on its own last line, as LLaVA-1.5's ``--single-pred-prompt`` does.
-    """
-    parts = [hint.strip()] if hint and hint.strip() else []
-    parts.append(question.strip())
-    parts.append(options_lines(options))
-    context = "\n".join(parts)
-    return f"{context}\n{suffix}", context
-
-
-def short_answer(question: str) -> tuple[str, str]:
-    """Return ``(prompt, context)`` for a single-word / short-phrase question."""
-    context = question.strip()
-    return f"{context}\n{SHORT_ANSWER_SUFFIX}", context

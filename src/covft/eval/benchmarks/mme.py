@@ -3,15 +3,23 @@
 Official layout (``MME_Benchmark_release_version/MME_Benchmark/``, the root itself or any of the
 nested folders may be given): one folder per subtask, either
 ``<task>/images/<name>.jpg`` + ``<task>/questions_answers_YN/<name>.txt`` or ``<task>/<name>.jpg``
-+ ``<task>/<name>.txt``; every txt line is ``question<TAB>answer``. The question already ends with
-"Please answer yes or no.", which is LLaVA-1.5's MME prompt, so it is used as given.
++ ``<task>/<name>.txt``; every txt line is ``question<TAB>answer``, the question ending with
+"Please answer yes or no." (twice with two spaces before "Please").
+
+Prompts: ``llava15`` replaces that sentence with LLaVA's short-answer instruction exactly as
+LLaVA-1.5's ``llava_mme.jsonl`` does (the rule reproduces all 2,374 of its lines); ``lmms-eval``
+as lmms-eval's ``mme`` task does (its replace keeps the second space of the two-space questions).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from covft.eval.benchmarks.base import image_file, missing_file
+from covft.eval.benchmarks.base import SHORT_ANSWER_SUFFIX, image_file, missing_file, prompt_fields
+
+if TYPE_CHECKING:
+    from covft.eval.protocol import Protocol
 
 NAME = "mme"
 SOURCE = "the MME authors (github.com/BradyFU/Awesome-Multimodal-Large-Language-Models, MME section; HF lmms-lab/MME)"
@@ -67,11 +75,19 @@ def _parse(txt: Path) -> list[tuple[str, str]]:
         question, sep, answer = line.rpartition("\t")
         if not sep or answer.strip() not in ("Yes", "No"):
             raise ValueError(f"{NAME}: {txt} line {number} is not 'question<TAB>Yes|No': {line!r}")
-        pairs.append((question.strip(), answer.strip()))
+        pairs.append((question, answer.strip()))
     return pairs
 
 
-def load(root: Path, limit: int | None = None) -> list[dict]:
+def prompt(question: str, protocol: str) -> str:
+    """The prompt for an MME question as written in its txt file."""
+    if protocol == "lmms-eval":  # lmms-eval mme_doc_to_text: strip, then replace
+        return f"{question.strip().replace(YES_NO, '')}\n{SHORT_ANSWER_SUFFIX}"
+    # LLaVA's llava_mme.jsonl (its convert_answer_to_mme.py inverts this rule)
+    return f"{question.replace(YES_NO, '').strip()}\n{SHORT_ANSWER_SUFFIX}"
+
+
+def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
     """Items of the ten perception subtasks; ``limit`` caps the number of images (pairs kept)."""
     data = _dataset_dir(Path(root))
     items: list[dict] = []
@@ -86,13 +102,12 @@ def load(root: Path, limit: int | None = None) -> list[dict]:
             image = image_file(_image_for(image_dir, txt.stem, txt), NAME, SOURCE)
             image_id = f"{task}/{txt.stem}"
             for k, (question, answer) in enumerate(_parse(txt)):
-                context = question[: -len(YES_NO)] if question.endswith(YES_NO) else question
+                text = prompt(question, protocol.name)
                 items.append(
                     {
                         "id": f"{image_id}/{k}",
                         "image": image,
-                        "prompt": question,
-                        "context": context,
+                        **prompt_fields(NAME, text, protocol),
                         "category": task,
                         "image_id": image_id,
                         "answer": answer,

@@ -1,9 +1,13 @@
 """MMVP: 150 pairs of CLIP-blind images, one two-option question each.
 
-Official files (Hugging Face ``MMVP/MMVP``): ``Questions.csv`` with columns ``Index`` (spelled
-``lndex`` in some copies), ``Question``, ``Options`` (``"(a) Open (b) Closed"``) and
-``Correct Answer`` (``"(a)"``), and ``MMVP Images/<Index>.jpg``. Questions ``2k-1`` and ``2k`` form
-pair ``k``; a pair counts only if both are right. Prompt: LLaVA-1.5's multiple-choice format.
+Official files (Hugging Face ``MMVP/MMVP``, which the CoVFT release downloads): ``Questions.csv``
+with columns ``Index`` (spelled ``lndex`` in the release), ``Question``, ``Options`` (``"(a) Open
+(b) Closed"``) and ``Correct Answer`` (``"(a)"``), and ``MMVP Images/<Index>.jpg``. Questions
+``2k-1`` and ``2k`` form pair ``k``; a pair counts only if both are right.
+
+Prompts: ``llava15`` as the CoVFT release's ``mmvp_eval.py`` (Cambrian-1's) builds them from the
+raw options text: ``<question> Options:\\nA. Open\\nB. Closed\\n<letter instruction>``;
+``lmms-eval`` as its ``mmvp`` task: ``<question>\\nA. Open\\nB. Closed\\n<letter instruction>``.
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from covft.eval.benchmarks.base import image_file, multiple_choice, require
+from covft.eval.benchmarks.base import MC_SUFFIX, image_file, options_lines, prompt_fields, require
+
+if TYPE_CHECKING:
+    from covft.eval.protocol import Protocol
 
 NAME = "mmvp"
 SOURCE = "Hugging Face datasets MMVP/MMVP (Questions.csv and 'MMVP Images/')"
@@ -27,7 +35,22 @@ def parse_options(text: str) -> dict[str, str]:
     return options
 
 
-def load(root: Path, limit: int | None = None) -> list[dict]:
+def release_options(text: str) -> str:
+    """The option lines ``mmvp_eval.py`` makes of the raw text: split at "(b)", "(a)" -> "A."."""
+    parts = [part.strip().replace("(a)", "A.").replace("(b)", "B.") for part in text.split("(b)")]
+    if len(parts) > 1:
+        parts[1] = f"B. {parts[1]}"
+    return "".join(f"\n{part}" for part in parts)
+
+
+def prompt(question: str, options_text: str, protocol: str) -> str:
+    """The prompt of one question (see the module docstring)."""
+    if protocol == "lmms-eval":
+        return f"{question}\n{options_lines(parse_options(options_text))}\n{MC_SUFFIX}"
+    return f"{question} Options:{release_options(options_text)}\n{MC_SUFFIX}"
+
+
+def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
     """Items in index order; ``limit`` caps the number of questions, rounded up to whole pairs."""
     root = Path(root)
     csv_path = require(root / "Questions.csv", NAME, SOURCE)
@@ -44,13 +67,12 @@ def load(root: Path, limit: int | None = None) -> list[dict]:
             raise ValueError(
                 f"{NAME}: {csv_path} index {index}: answer {row['Correct Answer']!r} not in options"
             )
-        prompt, context = multiple_choice(row["Question"], options)
+        text = prompt(row["Question"], row["Options"], protocol.name)
         items.append(
             {
                 "id": str(index),
                 "image": image_file(root / "MMVP Images" / f"{index}.jpg", NAME, SOURCE),
-                "prompt": prompt,
-                "context": context,
+                **prompt_fields(NAME, text, protocol),
                 "pair_id": str((index + 1) // 2),
                 "options": options,
                 "answer": answer,

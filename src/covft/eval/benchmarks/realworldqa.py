@@ -1,53 +1,56 @@
 """RealWorldQA: real-world spatial questions whose text already carries options and instruction.
 
-Format (ours, documented in docs/benchmarks.md): ``realworldqa.jsonl`` with one record a line,
-``{"id": optional, "question": str, "answer": str, "image": path relative to the data root}``,
-the fields of Hugging Face ``xai-org/RealworldQA`` with the image written to a file. The question
-is used as the prompt unchanged (it ends with the authors' own instruction, e.g. "Please answer
-directly with only the letter of the correct option and nothing else."); the context drops that
-instruction. Options, when the question lists ``"A. text"`` lines, are parsed into ``options``.
+Official files: the Hugging Face parquet shards as downloaded (``lmms-lab/RealWorldQA``, which the
+CoVFT release loads, or ``xai-org/RealworldQA``: ``data/test-0000x-of-0000y.parquet``, columns
+``image``, ``question``, ``answer``), read directly. Alternatively (ours, docs/benchmarks.md) a
+``realworldqa.jsonl`` of the same fields with ``image`` a path relative to the folder.
+
+Prompt: the question as given (the CoVFT release's ``realworldqa_eval.py`` adds nothing; lmms-eval
+strips it); it ends with the authors' instruction, e.g. "Please answer directly with only the
+letter of the correct option and nothing else.". Options listed as ``A. text`` lines are parsed
+into ``options`` for covft's tolerant suite rules; the official rule compares words.
 """
 
 from __future__ import annotations
 
 import re
-from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from covft.eval.benchmarks.base import image_file, read_jsonl
+from covft.eval.benchmarks.base import hf_records, prompt_fields
+
+if TYPE_CHECKING:
+    from covft.eval.protocol import Protocol
 
 NAME = "realworldqa"
-SOURCE = "Hugging Face xai-org/RealworldQA (test split), exported to realworldqa.jsonl + images/ as docs/benchmarks.md shows"
+SOURCE = (
+    "Hugging Face lmms-lab/RealWorldQA or xai-org/RealworldQA (data/test*.parquet), "
+    "or realworldqa.jsonl + images/ as docs/benchmarks.md shows"
+)
 FILE = "realworldqa.jsonl"
+SHARDS = ("data/test*.parquet", "test*.parquet")
 OPTION_LINE = re.compile(r"^([A-Z])\.\s*(.+?)\s*$")
 
 
-def split_question(question: str) -> tuple[str, dict[str, str]]:
-    """The question without its trailing instruction lines, and the options it lists."""
-    lines = question.strip().splitlines()
-    while lines and lines[-1].strip().lower().startswith("please answer"):
-        lines.pop()
-    options = {}
-    for line in lines:
-        match = OPTION_LINE.match(line.strip())
-        if match:
-            options[match.group(1)] = match.group(2)
-    return "\n".join(lines).strip(), options
+def parse_options(question: str) -> dict[str, str]:
+    """The ``A. text`` lines a question lists, as ``{"A": "text", ...}``."""
+    matches = (OPTION_LINE.match(line.strip()) for line in question.splitlines())
+    return {m.group(1): m.group(2) for m in matches if m}
 
 
-def load(root: Path, limit: int | None = None) -> list[dict]:
-    """Items of ``realworldqa.jsonl`` in file order; ``limit`` caps their number."""
-    root = Path(root)
+def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
+    """Items in file order; ``limit`` caps their number."""
     items: list[dict] = []
-    for number, record in enumerate(islice(read_jsonl(root / FILE, NAME, SOURCE), limit)):
-        context, options = split_question(record["question"])
+    for number, record in enumerate(hf_records(Path(root), SHARDS, FILE, NAME, SOURCE)[:limit]):
+        question = str(record["question"])
+        text = question.strip() if protocol.name == "lmms-eval" else question
         item = {
             "id": str(record.get("id", number)),
-            "image": image_file(root / record["image"], NAME, SOURCE),
-            "prompt": record["question"].strip(),
-            "context": context,
-            "answer": str(record["answer"]).strip(),
+            "image": record["image"],
+            **prompt_fields(NAME, text, protocol),
+            "answer": str(record["answer"]),
         }
+        options = parse_options(question)
         if options:
             item["options"] = options
         items.append(item)
