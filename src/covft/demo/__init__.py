@@ -62,7 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"strategies to compare (any of `covft methods`; default: {' '.join(DEFAULT_METHODS)})",
     )
     parser.add_argument(
-        "--seeds", type=int, default=1, help="seeds 0..N-1; the report gives mean and spread (default 1)"
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds 0..N-1; the report gives mean and spread, and the verdict uses it "
+        "(default 2; 1 with --quick, a smoke run)",
     )
     parser.add_argument(
         "--out",
@@ -234,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         out=out,
         settings=settings,
         methods=list(args.methods),
-        seeds=args.seeds,
+        seeds=args.seeds if args.seeds is not None else (1 if args.quick else 2),
         cache_dir=args.cache_dir or default_cache_dir(),
         progress=not args.no_progress,
         jobs=jobs,

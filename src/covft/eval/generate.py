@@ -60,6 +60,15 @@ def build_sample(item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def context_of(item: Mapping[str, Any]) -> str:
+    """The text the router reads for an item, exactly as the collator derives it from
+    :func:`build_sample`: :func:`covft.data.templates.router_text` of its protocol's ``context``,
+    else of its prompt."""
+    from covft.data.templates import router_text
+
+    return router_text([str(item.get("context") or item["prompt"])])
+
+
 def to_model(batch: dict, model: Any) -> dict:
     """Move a batch to the model's device; floating tensors (pixels) take the model's dtype."""
     param = next(model.llava.parameters())
