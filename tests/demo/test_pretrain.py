@@ -46,8 +46,9 @@ def test_each_stage_trains_what_the_recipe_says(recipe) -> None:
     # stage 1a: the stage-0 tower and the text-pretrained LM, only the projector moves
     assert _equal({k.removeprefix(TOWER): v for k, v in _part(stage1a, TOWER).items()}, tower)
     assert _equal(_part(stage1a, LM), _part(lm, LM))
-    # stage 1b (freeze): projector and LM train, the tower stays the stage-0 tower
-    assert _equal(_part(stage1b, TOWER), _part(stage1a, TOWER))
+    # stage 1b (the default "full"): projector, LM and the tower's feeding blocks train
+    assert micro_pretrain().stage1b_method == "full"
+    assert not _equal(_part(stage1b, TOWER), _part(stage1a, TOWER))
     assert not _equal(_part(stage1b, LM), _part(stage1a, LM))
     assert not _equal(_part(stage1b, PROJECTOR), _part(stage1a, PROJECTOR))
     # the LM corpus describes scenes in words; stage 1 trains on dense captions

@@ -48,25 +48,25 @@ class PretrainSettings:
     text_encoder: str = "minilm"
     """Frozen text encoder: stage 0's caption targets and the context encoder of CoVFT / QA-ViT / Q-MoE."""
     # stage 0: the CLIP-like tower (its tower options come from the fields above)
-    stage0: Stage0Config = field(default_factory=lambda: Stage0Config(steps=1500, batch_size=128))
+    stage0: Stage0Config = field(default_factory=lambda: Stage0Config(steps=300, batch_size=128))
     # the LM on a text-only corpus, each image replaced by its complete description
     lm_corpus_size: int = 40000
-    lm_describe_share: float = 0.15
+    lm_describe_share: float = 0.0
     """Share of description requests in the LM corpus (:func:`covft.data.world.corpus.lm_corpus`)."""
-    lm_steps: int = 2000
+    lm_steps: int = 1500
     """0: no LM stage (the smol preset's LM is pretrained already)."""
     lm_batch_size: int = 32
     lm_lr: float = 1e-3
     # stage 1a: the projector alone on dense captions (LLaVA-1.5's feature alignment), in the LM's
     # chat format (LLaVA's `plain` template assumes an LM of bare text; ours knows its chat only)
-    stage1_steps: int = 300
+    stage1_steps: int = 200
     stage1_batch_size: int = 32
     stage1_lr: float = 1e-3
     # stage 1b: projector + LM, chat template, dense captions (0 steps: skipped); tower frozen
-    stage1b_steps: int = 1500
+    stage1b_steps: int = 1000
     stage1b_batch_size: int = 32
     stage1b_lr: float = 5e-4
-    stage1b_method: str = "freeze"
+    stage1b_method: str = "full"
     """What trains in stage 1b besides projector and LM: ``freeze`` (the tower stays as stage 0
     left it) or ``full`` (the tower's feeding blocks too, as ShareGPT4V's detailed-caption stage)."""
     warmup_ratio: float = 0.03
