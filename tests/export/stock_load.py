@@ -2,7 +2,7 @@
 
 ``python stock_load.py CASES.json``: for each case, load ``out`` with
 ``AutoModelForImageTextToText`` and ``AutoProcessor``, compute the logits of the saved ``batch`` and
-the processor's inputs for ``prompt`` + ``image``, and save them with transformers' loading report
+the processor's inputs for ``prompt`` + ``image`` and the greedy answer to them, and save them with transformers' loading report
 (missing, unexpected, mismatched weights) to ``result``. Importing covft is
 made impossible before anything else runs, so a directory that needs covft fails here.
 """
@@ -27,12 +27,14 @@ def load_and_run(case: dict) -> dict:
         logits = model(**torch.load(case["batch"])).logits
     processor = AutoProcessor.from_pretrained(case["out"])
     inputs = processor(images=Image.open(case["image"]), text=case["prompt"], return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=case["max_new_tokens"], do_sample=False)
     return {
         "class": type(model).__name__,
         "loading": {key: sorted(map(str, names)) for key, names in loading.items()},
         "logits": logits,
         "input_ids": inputs["input_ids"],
         "pixel_values": inputs["pixel_values"],
+        "generated": generated,
     }
 
 

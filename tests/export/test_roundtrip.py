@@ -24,6 +24,7 @@ CASES = [(tower, method, False) for tower in ("clip", "siglip") for method in ST
     ("clip", "lora", True)
 ]
 TOLERANCE = 1e-4
+MAX_NEW_TOKENS = 6
 
 
 def case_id(case) -> str:
@@ -52,6 +53,7 @@ def train_and_export(root: Path, tower: str, method: str, delta: bool) -> dict:
         [{"image": image, "conversations": [{"from": "human", "value": EXAMPLE_QUESTION}]}],
         for_generation=True,
     )
+    generated = model.generate(**prompt_inputs, max_new_tokens=MAX_NEW_TOKENS)
     name = case_id((tower, method, delta))
     checkpoint, out = root / f"ckpt-{name}", root / f"out-{name}"
     model.save_pretrained(checkpoint, delta=delta)
@@ -64,10 +66,12 @@ def train_and_export(root: Path, tower: str, method: str, delta: bool) -> dict:
         "image": str(root / f"{name}.png"),
         "prompt": example_prompt(model),
         "result": str(root / f"{name}-result.pt"),
+        "max_new_tokens": MAX_NEW_TOKENS,
         "covft_logits": logits,
-        "untrained_logits": untrained,
+        "covft_untrained_logits": untrained,
         "covft_input_ids": prompt_inputs["input_ids"],
         "covft_pixel_values": prompt_inputs["pixel_values"],
+        "covft_generated": generated,
     }
 
 
@@ -76,7 +80,7 @@ def exported(tmp_path_factory) -> dict[str, dict]:
     """Every case exported, then loaded by one process that cannot import covft."""
     root = tmp_path_factory.mktemp("export")
     cases = {case_id(case): train_and_export(root, *case) for case in CASES}
-    stock_side = [{k: v for k, v in c.items() if isinstance(v, str)} for c in cases.values()]
+    stock_side = [{k: v for k, v in c.items() if not k.startswith("covft_")} for c in cases.values()]
     (root / "cases.json").write_text(json.dumps(stock_side))
     script = Path(__file__).with_name("stock_load.py")
     done = subprocess.run(
@@ -94,18 +98,20 @@ def test_transformers_alone_gives_covfts_logits(exported, case):
     stock = result["stock"]
     assert stock["class"] == "LlavaForConditionalGeneration"
     difference = (stock["logits"] - result["covft_logits"]).abs().max().item()
-    moved = (result["covft_logits"] - result["untrained_logits"]).abs().max().item()
+    moved = (result["covft_logits"] - result["covft_untrained_logits"]).abs().max().item()
     print(f"{case_id(case)}: max |logit difference| {difference:.2e} (training moved logits by {moved:.2e})")
     assert difference <= TOLERANCE
     assert moved > 100 * TOLERANCE  # the weights export has to carry matter
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_stock_processor_builds_covfts_inputs(exported, case):
-    """The exported processor expands <image> and preprocesses the image as covft's collator."""
+def test_stock_processor_and_generate_give_covfts_inputs_and_answer(exported, case):
+    """The exported processor expands <image> and preprocesses the image as covft's collator, and
+    greedy generation (the saved generation config) answers as covft's generate."""
     result = exported[case_id(case)]
     assert torch.equal(result["stock"]["input_ids"], result["covft_input_ids"])
     torch.testing.assert_close(result["stock"]["pixel_values"], result["covft_pixel_values"])
+    assert torch.equal(result["stock"]["generated"], result["covft_generated"])
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
