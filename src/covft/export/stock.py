@@ -93,12 +93,13 @@ def export_model(
 
     out = Path(out)
     strategy = model.strategy
-    check_exportable(strategy.name if strategy else None)
+    name = strategy.name if strategy else None
+    check_exportable(name)
     check_output(out, overwrite)
     processor = processor_for(model)
     _say(progress, "folding the strategy into the weights")
     folded = strategy.fold_into_stock(model) if strategy else "nothing to fold"
-    card = model_card(model, strategy.name if strategy else None, folded, source, repo_id or str(out))
+    card = model_card(model, name, folded, source, repo_id or str(out))
     model.strategy = None
     _say(progress, f"writing {out}")
     with replacing_directory(out) as tmp:
@@ -107,7 +108,7 @@ def export_model(
         (tmp / CARD_NAME).write_text(card, encoding="utf-8")
     return ExportSummary(
         out=out,
-        strategy=strategy.name if strategy else None,
+        strategy=name,
         folded=folded,
         architecture=type(model.llava).__name__,
         parameters=sum(p.numel() for p in model.llava.parameters()),
@@ -192,8 +193,9 @@ def check_output(out: Path, overwrite: bool, keep: Path | None = None) -> None:
         )
 
 
-def model_card(model, strategy: str | None, folded: str, source: str | None, name: str) -> str:
-    """README.md: how to load the model and the prompt format covft trained it with."""
+def model_card(model, strategy: str | None, folded: str, source: str | None, location: str) -> str:
+    """README.md: how to load the model (from ``location``, a path or a Hub repository) and the
+    prompt format covft trained it with."""
     from covft import __version__
 
     origin = f" from `{source}`" if source else ""
@@ -205,7 +207,7 @@ tags:
 - {model.config.model_type}
 ---
 
-# {Path(name).name}
+# {Path(location).name}
 
 A `{type(model.llava).__name__}` exported by covft {__version__}{origin} (vision strategy
 `{strategy or "none"}`: {folded}). It is a stock transformers model: loading it does not need covft.
@@ -213,8 +215,8 @@ A `{type(model.llava).__name__}` exported by covft {__version__}{origin} (vision
 ```python
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-model = AutoModelForImageTextToText.from_pretrained("{name}")
-processor = AutoProcessor.from_pretrained("{name}")
+model = AutoModelForImageTextToText.from_pretrained("{location}")
+processor = AutoProcessor.from_pretrained("{location}")
 ```
 
 ## Prompt format
