@@ -172,3 +172,11 @@ def test_an_unknown_family_says_which_ones_export():
     model = types.SimpleNamespace(config=types.SimpleNamespace(model_type="qwen2_5_vl"))
     with pytest.raises(NotImplementedError, match="'qwen2_5_vl'.*llava"):
         processor_for(model)
+
+
+def test_a_model_saved_without_a_strategy_exports_as_it_is(tmp_path, capsys):
+    model = covft.build_model("tiny-test", vision_layers=4, seed=0, text_encoder="random-tiny")
+    model.save_pretrained(tmp_path / "ckpt")
+    status, stdout, _ = export(capsys, tmp_path / "ckpt", tmp_path / "out")
+    assert status == 0 and "strategy none: nothing to fold" in stdout
+    assert (tmp_path / "out" / "model.safetensors").is_file()
