@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("covft.demo", "end-to-end: world, stage 0/1/2 for several strategies, suite, report"),
     "analyze": ("covft.analysis.cli", "the paper's analyses: conflict, gradients, context"),
     "profile": ("covft.profile.cli", "training step time, latency and memory of strategies, side by side"),
+    "export": (
+        "covft.export.cli",
+        "write a checkpoint as a stock Hugging Face model (LoRA/DoRA merged); optionally push it to the Hub",
+    ),
     "methods": ("covft.strategies.cli", "list the visual fine-tuning strategies and their options"),
 }
 

@@ -22,3 +22,7 @@ class MissingDependencyError(UserError, ImportError):
 
 class ModelNotFoundError(UserError, ValueError):
     """A model name that is neither a preset nor a directory holding a model."""
+
+
+class NotExportableError(UserError):
+    """A model whose strategy cannot be written as a stock transformers model."""

@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,8 +49,6 @@ def _state_to_save(model, delta: bool) -> dict[str, torch.Tensor]:
 
 def save_pretrained(model, path: str | os.PathLike, delta: bool = False) -> None:
     """Write the checkpoint atomically: a crash mid-save never leaves a complete-looking directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     strategy = model.strategy
     config = {
         "format_version": FORMAT_VERSION,
@@ -64,13 +64,26 @@ def save_pretrained(model, path: str | os.PathLike, delta: bool = False) -> None
     }
     if delta and not model.base:
         raise ValueError("a delta checkpoint needs a rebuildable base model (a preset or a local path)")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with replacing_directory(path) as tmp:
         save_file(_state_to_save(model, delta), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         model.tokenizer.save_pretrained(str(tmp))
         model.image_processor.save_pretrained(str(tmp))
         # the config goes last: its presence marks a complete checkpoint
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+
+
+@contextmanager
+def replacing_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary directory next to ``path`` that replaces ``path`` when the block succeeds.
+
+    The swap is two renames, so ``path`` is at every moment either the old directory or the complete
+    new one; when the block fails the temporary directory is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             path.rename(old)

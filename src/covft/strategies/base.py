@@ -6,7 +6,10 @@ A strategy is a class registered by name with :func:`register_strategy`. It has
   trains both);
 - ``apply(model)``: change the structure in place (swap modules, add hooks), if it needs to;
 - ``vision_trainable(model)``: the names of the parameters it trains, besides the LLM and the
-  projector (usually in the vision tower).
+  projector (usually in the vision tower);
+- for export to a stock transformers model: ``fold_into_stock(model)`` when ``apply`` changed the
+  structure in a way that folds back into the stock weights (LoRA, DoRA), or ``adds_beyond_stock``
+  naming what it adds that stock transformers has no module for.
 
 :func:`set_trainable` is the only code that sets ``requires_grad``.
 """
@@ -48,6 +51,9 @@ class Strategy:
     """Whether it reads the instruction's token states (not only the [CLS] vector)."""
     changes_structure: ClassVar[bool] = False
     """Whether ``apply`` swaps modules or adds parameters (such strategies cannot be re-applied)."""
+    adds_beyond_stock: ClassVar[str] = ""
+    """What ``apply`` adds that the stock transformers architecture has no module for and that cannot
+    be folded into its weights, in a few words; empty when the model exports to a stock one."""
 
     def __init__(self, options: StrategyOptions) -> None:
         self.options = options
@@ -63,6 +69,13 @@ class Strategy:
         """Learning-rate multipliers of some trained parameters, by name (default: none; the
         trainer gives every other parameter its part's learning rate)."""
         return {}
+
+    def fold_into_stock(self, model) -> str:
+        """Leave ``model.llava`` a stock transformers model with the same outputs, in place (for export).
+
+        Returns what was folded, for the export summary. Default: nothing to fold.
+        """
+        return "nothing to fold"
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:

@@ -61,6 +61,9 @@ class Covft(Strategy):
     name = "covft"
     Options = CovftOptions
     changes_structure = True
+    adds_beyond_stock = (
+        "CVE and CoMoE (vision MLP experts routed on the instruction by a separate text encoder)"
+    )
 
     @property
     def needs_text(self) -> bool:  # type: ignore[override]

@@ -45,7 +45,7 @@ class Lora(Strategy):
     use_dora = False
 
     def apply(self, model) -> None:
-        from peft import LoraConfig, inject_adapter_in_model
+        from peft import LoraConfig, LoraModel
 
         layers = self.options.layers if self.options.layers is not None else list(range(model.feeding_layers))
         config = LoraConfig(
@@ -55,7 +55,8 @@ class Lora(Strategy):
             target_modules=target_regex(model, layers, tuple(self.options.targets)),
             use_dora=self.use_dora,
         )
-        inject_adapter_in_model(config, model.llava)
+        # what peft.inject_adapter_in_model does, keeping the tuner for merge_and_unload at export
+        self.tuner = LoraModel(model.llava, config, adapter_name="default")
         touched = [n for n, _ in model.llava.named_modules() if n.endswith("lora_A")]
         if not touched or any(not n.startswith("model.vision_tower.") for n in touched):
             raise RuntimeError(f"LoRA must adapt the vision tower only, got {touched[:3]}")
@@ -66,6 +67,18 @@ class Lora(Strategy):
             for n, _ in model.named_parameters()
             if n.startswith("llava.model.vision_tower.") and ".lora_" in n
         ]
+
+    def fold_into_stock(self, model) -> str:
+        """Merge the adapters into the weights they adapt with PEFT's ``merge_and_unload``.
+
+        ``safe_merge`` checks the merged weights for NaN before they replace the originals.
+        """
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        count = sum(isinstance(m, BaseTunerLayer) for m in model.llava.modules())
+        self.tuner.merge_and_unload(safe_merge=True)
+        kind = "DoRA" if self.use_dora else "LoRA"
+        return f"merged {count} {kind} adapters into their weights (PEFT merge_and_unload)"
 
 
 @register_strategy

@@ -83,6 +83,7 @@ class QaVit(Strategy):
     needs_text = True
     needs_text_tokens = True
     changes_structure = True
+    adds_beyond_stock = "instruction-aware attention in vision blocks, fed by a separate text encoder"
 
     def apply(self, model) -> None:
         text_dim = model.ensure_text_encoder().hidden_size

@@ -55,6 +55,7 @@ class Qmoe(Strategy):
     Options = QmoeOptions
     needs_text = True
     changes_structure = True
+    adds_beyond_stock = "a mixture of projector experts routed on the instruction by a separate text encoder"
 
     def apply(self, model) -> None:
         text_dim = model.ensure_text_encoder().hidden_size

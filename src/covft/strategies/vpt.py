@@ -52,6 +52,7 @@ class Vpt(Strategy):
     name = "vpt"
     Options = VptOptions
     changes_structure = True
+    adds_beyond_stock = "learned prompt tokens inserted into the vision blocks"
 
     def apply(self, model) -> None:
         layers = self.options.layers if self.options.layers is not None else list(range(model.feeding_layers))
