@@ -263,7 +263,8 @@ def apply_schedule(optimizer: Any, scheduler: Any, loop: TrainLoopConfig) -> Non
     schedule = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps the torch scheduler
     rates = learning_rates(loop)
     for index, group in enumerate(optimizer.param_groups):
-        base = rates[group["name"].removesuffix("_no_decay")]
+        part, _, scale = group["name"].removesuffix("_no_decay").partition("_x")  # parameter_groups' names
+        base = rates[part] * (float(scale) if scale else 1.0)
         schedule.base_lrs[index] = base
         group["initial_lr"] = base
         group["lr"] = base * schedule.lr_lambdas[index](schedule.last_epoch)
