@@ -263,6 +263,9 @@ def export(
     config = json.loads((target / "covft_config.json").read_text(encoding="utf-8"))
     config["base"] = {"preset": "tiny", "kwargs": settings.model_options()}  # no paths of this machine
     (target / "covft_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    summary = {**summary}
+    if "world" in summary.get("stage0", {}):  # where it was made: only the folder's name ships
+        summary["stage0"] = {**summary["stage0"], "world": Path(summary["stage0"]["world"]).name}
     recipe = {
         "version": PRETRAIN_VERSION,
         "key": settings.key(),
