@@ -35,6 +35,7 @@ from typing import Any
 from covft.data.world.corpus import CORPUS_VERSION
 from covft.data.world.generate import WORLD_VERSION
 from covft.demo.settings import PRETRAIN_VERSION, PretrainSettings
+from covft.models.checkpoint import file_sha256
 
 RECIPE_FILE = "recipe.json"
 SUMS_FILE = "SHA256SUMS"
@@ -45,14 +46,6 @@ SHIPPED = Path(__file__).with_name("pretrained")
 
 class PretrainedMismatch(RuntimeError):
     """Shipped weights that are missing, damaged or made by another recipe than the code's."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- the recipe

@@ -96,6 +96,15 @@ def replacing_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def weights_fingerprint(model) -> str:
     """SHA-256 of the model's weights: every tensor's name, dtype, shape and bytes, in name order.
 

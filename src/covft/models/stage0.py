@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import covft.models.demo_presets as demo_presets
+from covft.models.checkpoint import file_sha256
 
 STAGE0_VERSION = "1"
 WEIGHTS_FILE = "vision_tower.safetensors"
@@ -82,14 +83,6 @@ class Stage0Result:
     """Losses, retrieval accuracy before/after, timings (the content of ``stage0.json``)."""
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def stage0_key(world_dir: str | os.PathLike, config: Stage0Config) -> str:
     """The cache key: a hash of the captions file, the tower architecture and the config."""
     vision = demo_presets.tiny_vision_config(
@@ -97,7 +90,7 @@ def stage0_key(world_dir: str | os.PathLike, config: Stage0Config) -> str:
     ).to_dict()
     payload = {
         "version": STAGE0_VERSION,
-        "captions": _file_hash(Path(world_dir) / "captions.json"),
+        "captions": file_sha256(Path(world_dir) / "captions.json"),
         "vision": {k: v for k, v in sorted(vision.items()) if k not in ("transformers_version",)},
         "image_mean": demo_presets.IMAGE_MEAN,
         "image_std": demo_presets.IMAGE_STD,
