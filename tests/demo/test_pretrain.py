@@ -20,10 +20,18 @@ PROJECTOR = "llava.model.multi_modal_projector."
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
-    """The micro recipe trained once: (cache folder, final checkpoint, summary)."""
+    """The micro recipe trained once: (cache folder, final checkpoint, summary).
+
+    One thread while it trains, restored afterwards: a thread count leaking out of this module
+    would make later tests that compare a subprocess with this process differ in float bits.
+    """
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    cache = tmp_path_factory.mktemp("cache")
-    final, summary = pretrain.pretrain(micro_pretrain(), cache_dir=cache, progress=False)
+    try:
+        cache = tmp_path_factory.mktemp("cache")
+        final, summary = pretrain.pretrain(micro_pretrain(), cache_dir=cache, progress=False)
+    finally:
+        torch.set_num_threads(before)
     return cache, final, summary
 
 

@@ -40,7 +40,8 @@ def test_killed_run_resumes_to_bitwise_identical_weights(
 
     interrupted = tmp_path / "interrupted"
     overrides = tiny_overrides(tiny_data, interrupted, steps=steps) + extra
-    env = dict(os.environ, **{CRASH_ENV: "3"})
+    # the same torch thread count as this process: bitwise equality needs the same reductions
+    env = dict(os.environ, **{CRASH_ENV: "3", "OMP_NUM_THREADS": str(torch.get_num_threads())})
     crashed = subprocess.run(
         [sys.executable, "-m", "covft.cli", "train", "stage2_covft", *overrides],
         cwd=REPO,
