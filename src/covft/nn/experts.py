@@ -59,11 +59,13 @@ def release_workspace() -> None:
 
 def _activation_kind(act: nn.Module) -> str | None:
     """Activations whose derivative the backward computes in closed form (fewer passes over the
-    ``[B*N, E*h]`` activations than autograd): "quick_gelu", "tanh" or "none" (exact GELU).
-    ``None`` for anything else, which goes through autograd."""
+    ``[B*N, E*h]`` activations than autograd): "quick_gelu", "silu", "tanh" or "none" (exact
+    GELU). ``None`` for anything else, which goes through autograd."""
     name = type(act).__name__
     if name in ("QuickGELU", "QuickGELUActivation"):
         return "quick_gelu"
+    if isinstance(act, nn.SiLU) or name == "SiLUActivation":
+        return "silu"
     if name in ("GELUTanh", "PytorchGELUTanh"):
         return "tanh"
     if isinstance(act, nn.GELU):
@@ -73,6 +75,44 @@ def _activation_kind(act: nn.Module) -> str | None:
     return None
 
 
+# Activations of the form x * sigmoid(a * x), by kind: a.
+_SIGMOID_SCALE = {"quick_gelu": 1.702, "silu": 1.0}
+
+
+class _ChunkActivation:
+    """``act`` recomputed in backward on one chunk of pre-activations, and its vector-Jacobian
+    product written in place (closed form for the kinds of :func:`_activation_kind`, autograd
+    on ``act`` otherwise).
+
+    Attributes:
+        values: ``act(pre)``, shaped like ``pre``.
+    """
+
+    def __init__(self, act: nn.Module, kind: str | None, pre: torch.Tensor, need_vjp: bool) -> None:
+        self.kind, self.pre = kind, pre
+        if kind in _SIGMOID_SCALE:
+            scale = _SIGMOID_SCALE[kind]
+            self.sigmoid = torch.sigmoid(pre if scale == 1.0 else pre * scale)
+            self.values = pre * self.sigmoid
+        elif kind is None:
+            with torch.enable_grad():
+                self.leaf = pre.detach().requires_grad_(need_vjp)
+                self.graph = act(self.leaf)
+            self.values = self.graph.detach()
+        else:
+            self.values = F.gelu(pre, approximate=kind)
+
+    def vjp_(self, grad: torch.Tensor) -> None:
+        """``grad <- grad * act'(pre)`` in place; ``grad`` is shaped like ``pre``."""
+        if self.kind in _SIGMOID_SCALE:  # d/dx x s(a x) = s + a * x s (1 - s)
+            sigmoid = self.sigmoid
+            grad.mul_(torch.addcmul(sigmoid, self.values, 1.0 - sigmoid, value=_SIGMOID_SCALE[self.kind]))
+        elif self.kind is None:
+            grad.copy_(torch.autograd.grad(self.graph, self.leaf, grad)[0])
+        else:
+            torch.ops.aten.gelu_backward.grad_input(grad, self.pre, approximate=self.kind, grad_input=grad)
+
+
 def _row_chunks(rows: int, width: int, tensor: torch.Tensor) -> list[slice]:
     if tensor.device.type != "cpu":
         return [slice(0, rows)]
@@ -80,33 +120,133 @@ def _row_chunks(rows: int, width: int, tensor: torch.Tensor) -> list[slice]:
     return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
+def _by_expert(tensor: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """``[rows, E*h]`` viewed as ``[rows, E, h]``."""
+    return tensor.view(tensor.shape[0], num_experts, -1)
+
+
+def _row_gates(gates: torch.Tensor, tokens: int) -> torch.Tensor:
+    """``[B, E]`` per-sample gates repeated for each token row: ``[B*N, E, 1]``."""
+    return gates.repeat_interleave(tokens, dim=0).unsqueeze(-1)
+
+
+def _expert_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x [rows, d]`` through every expert's ``weight [E, h, d]`` (and ``bias [E, h]``) in one GEMM:
+    ``[rows, E*h]``, grouped by expert."""
+    flat_weight = weight.reshape(-1, weight.shape[-1]).t()
+    return x.mm(flat_weight) if bias is None else torch.addmm(bias.reshape(-1), x, flat_weight)
+
+
+def _expert_linear_grads(
+    grad_pre: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_weight: bool, need_bias: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of :func:`_expert_linear`'s weight and bias from ``grad_pre [rows, E*h]``."""
+    grad_weight = grad_pre.t().mm(x).view(weight.shape) if need_weight else None
+    grad_bias = grad_pre.sum(0).view(weight.shape[:2]) if need_bias else None
+    return grad_weight, grad_bias
+
+
+def _gate(hidden: torch.Tensor, row_gates: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = hidden * gates`` per expert, for chunks of rows ``hidden``/``out [rows, E*h]``."""
+    num_experts = row_gates.shape[1]
+    torch.mul(_by_expert(hidden, num_experts), row_gates, out=_by_expert(out, num_experts))
+
+
+def _mix(
+    gated: torch.Tensor,
+    gates: torch.Tensor,
+    out_weight: torch.Tensor,
+    out_bias: torch.Tensor | None,
+    shape: torch.Size,
+) -> torch.Tensor:
+    """The experts' output projection ``out_weight [E, h, d]`` on the gated activations
+    ``[B*N, E*h]`` as one GEMM that sums over the experts, plus the gated biases ``[E, d]``."""
+    out = gated.mm(out_weight.reshape(-1, out_weight.shape[-1])).view(shape)
+    if out_bias is not None:
+        out.add_((gates @ out_bias).unsqueeze(1))
+    return out
+
+
+def _grad_gated(grad_out: torch.Tensor, out_weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """d loss / d gated activations ``[B*N, E*h]`` (all experts in one GEMM), in a scratch buffer
+    that backward then scales in place into the gradients of what the gates scale."""
+    flat_weight = out_weight.reshape(-1, out_weight.shape[-1])
+    return torch.mm(grad_out, flat_weight.t(), out=_scratch("backward_grad", like))
+
+
+def _through_gates(
+    hidden: torch.Tensor,
+    chunk: slice,
+    row_gates: torch.Tensor,
+    grad: torch.Tensor | None,
+    gated: torch.Tensor | None,
+    row_grad_gates: torch.Tensor | None,
+    need_grad_hidden: bool,
+) -> None:
+    """Backward through the gates for one chunk of rows, given ``hidden`` (the recomputed values
+    that the gates scale, ``[rows, E*h]``): writes the gated values into ``gated`` (for the output
+    weight's gradient) and d loss / d gates per row into ``row_grad_gates``, and, if
+    ``need_grad_hidden``, scales ``grad`` (d loss / d gated) in place into d loss / d hidden.
+    ``None`` outputs are skipped."""
+    row_gates = row_gates[chunk]
+    num_experts = row_gates.shape[1]
+    if gated is not None:
+        _gate(hidden, row_gates, gated[chunk])
+    if row_grad_gates is not None:
+        grad_by_expert = _by_expert(grad[chunk], num_experts)
+        torch.sum(grad_by_expert * _by_expert(hidden, num_experts), dim=-1, out=row_grad_gates[chunk])
+    if need_grad_hidden:
+        _by_expert(grad[chunk], num_experts).mul_(row_gates)
+
+
+def _mix_grads(
+    grad_out: torch.Tensor,
+    gates: torch.Tensor,
+    gated: torch.Tensor | None,
+    row_grad_gates: torch.Tensor | None,
+    out_bias: torch.Tensor | None,
+    need_bias: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of :func:`_mix` for gates, out_weight and out_bias. ``grad_out [B, N, d]``;
+    ``gated``: the recomputed gated activations (``None``: out_weight needs no gradient);
+    ``row_grad_gates [B*N, E]``: the gated activations' share of d loss / d gates per row
+    (``None``: gates need no gradient)."""
+    batch, tokens, dim = grad_out.shape
+    grad_gates = grad_weight = grad_bias = None
+    if row_grad_gates is not None or need_bias:
+        per_sample_grad_out = grad_out.sum(1)  # [B, d]
+    if row_grad_gates is not None:
+        grad_gates = row_grad_gates.view(batch, tokens, -1).sum(1)
+        if out_bias is not None:
+            grad_gates += per_sample_grad_out.mm(out_bias.t())
+    if need_bias:
+        grad_bias = gates.t().mm(per_sample_grad_out)
+    if gated is not None:
+        num_experts = gates.shape[1]
+        grad_weight = gated.t().mm(grad_out.reshape(-1, dim)).view(num_experts, -1, dim)
+    return grad_gates, grad_weight, grad_bias
+
+
 class _FusedExpertsFunction(torch.autograd.Function):
     """Forward and hand-written backward of the gated mixture of MLP experts.
 
     Saved for backward: ``x``, the fc1 pre-activation ``[B, N, E*h]``, the gates and the weights.
     The activation and the gated activation are recomputed in backward; the activation's
-    derivative comes from autograd on the activation module, so any element-wise activation
-    works (QuickGELU, tanh-GELU, exact GELU, ...). Every GEMM covers all experts and all tokens;
-    element-wise work runs over chunks of token rows (see ``_CPU_CHUNK_BYTES``).
+    derivative is in closed form for the usual ViT activations and comes from autograd on the
+    activation module otherwise, so any element-wise activation works (QuickGELU, tanh-GELU,
+    exact GELU, SiLU, ...). Every GEMM covers all experts and all tokens; element-wise work runs
+    over chunks of token rows (see ``_CPU_CHUNK_BYTES``).
     """
 
     @staticmethod
     def forward(ctx, x, gates, fc1_weight, fc1_bias, fc2_weight, fc2_bias, act):
-        batch, tokens, dim = x.shape
-        num_experts, hidden, _ = fc1_weight.shape
-        rows, wide = batch * tokens, num_experts * hidden
-        pre = torch.addmm(fc1_bias.reshape(wide), x.reshape(rows, dim), fc1_weight.reshape(wide, dim).t())
-        row_gates = gates.repeat_interleave(tokens, dim=0).unsqueeze(-1)  # [rows, E, 1]
+        pre = _expert_linear(x.reshape(-1, x.shape[-1]), fc1_weight, fc1_bias)
+        row_gates = _row_gates(gates, x.shape[1])
         gated = _scratch("forward_gated", pre)
-        for chunk in _row_chunks(rows, wide, pre):
-            torch.mul(
-                act(pre[chunk]).view(-1, num_experts, hidden),
-                row_gates[chunk],
-                out=gated[chunk].view(-1, num_experts, hidden),
-            )
-        out = gated.mm(fc2_weight.reshape(wide, dim))  # sums over experts inside the GEMM
+        for chunk in _row_chunks(*pre.shape, pre):
+            _gate(act(pre[chunk]), row_gates[chunk], gated[chunk])
+        out = _mix(gated, gates, fc2_weight, fc2_bias, x.shape)
         del gated
-        out = out.view(batch, tokens, dim).add_((gates @ fc2_bias).unsqueeze(1))
         ctx.act = act
         ctx.save_for_backward(x, pre, gates, fc1_weight, fc2_weight, fc2_bias)
         return out
@@ -116,77 +256,66 @@ class _FusedExpertsFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, pre, gates, fc1_weight, fc2_weight, fc2_bias = ctx.saved_tensors
         need_x, need_gates, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:6]
-        batch, tokens, dim = x.shape
-        num_experts, hidden, _ = fc1_weight.shape
-        rows, wide = batch * tokens, num_experts * hidden
-        grad_out = grad_out.reshape(rows, dim)
+        rows, wide = pre.shape
         need_pre = need_x or need_w1 or need_b1
-        grad_x = grad_gates = grad_w1 = grad_b1 = grad_w2 = grad_b2 = None
-        if not (need_pre or need_gates or need_w2 or need_b2):
-            return grad_x, grad_gates, grad_w1, grad_b1, grad_w2, grad_b2, None
-
-        row_gates = gates.repeat_interleave(tokens, dim=0).unsqueeze(-1)  # [rows, E, 1]
-        # d loss / d (gated activation), all experts in one GEMM; scaled in place into d loss / d act.
-        grad_gated = None
-        if need_gates or need_pre:
-            grad_gated = torch.mm(
-                grad_out, fc2_weight.reshape(wide, dim).t(), out=_scratch("backward_grad", pre)
-            )
+        flat_grad_out = grad_out.reshape(rows, -1)
+        row_gates = _row_gates(gates, x.shape[1])
+        # d loss / d pre overwrites d loss / d gated chunk by chunk (each chunk is consumed first):
+        # one activation-sized buffer fewer, which on CPU is also one fresh mmap fewer.
+        grad_pre = _grad_gated(flat_grad_out, fc2_weight, pre) if need_gates or need_pre else None
         gated = _scratch("backward_gated", pre) if need_w2 else None
-        # d loss / d pre overwrites grad_gated chunk by chunk (each chunk is consumed first): one
-        # activation-sized buffer fewer, which on CPU is also one fresh mmap fewer.
-        grad_pre = grad_gated if need_pre else None
-        row_grad_gates = pre.new_empty(rows, num_experts) if need_gates else None
+        row_grad_gates = pre.new_empty(rows, gates.shape[1]) if need_gates else None
         kind = _activation_kind(ctx.act)
         for chunk in _row_chunks(rows, wide, pre):
-            pre_chunk = pre[chunk]
-            if kind is None:  # any activation: its derivative through autograd
-                with torch.enable_grad():
-                    pre_chunk = pre_chunk.detach().requires_grad_(need_pre)
-                    activated = ctx.act(pre_chunk)
-                act_flat = activated.detach()
-            elif kind == "quick_gelu":  # x * sigmoid(1.702 x), derivative in closed form below
-                sig = torch.sigmoid(pre_chunk * 1.702)
-                act_flat = pre_chunk * sig
-            else:
-                act_flat = F.gelu(pre_chunk, approximate=kind)
-            act_values = act_flat.view(-1, num_experts, hidden)
-            if need_w2:
-                torch.mul(act_values, row_gates[chunk], out=gated[chunk].view(-1, num_experts, hidden))
-            if grad_gated is not None:
-                grad_gated_chunk = grad_gated[chunk].view(-1, num_experts, hidden)
-                if need_gates:
-                    torch.sum(grad_gated_chunk * act_values, dim=-1, out=row_grad_gates[chunk])
-                if need_pre:
-                    grad_act = grad_gated_chunk.mul_(row_gates[chunk]).view(-1, wide)
-                    if kind is None:
-                        (grad_pre[chunk],) = torch.autograd.grad(activated, pre_chunk, grad_act)
-                    elif kind == "quick_gelu":  # d/dx = s + 1.702 * x s (1 - s), written in place
-                        grad_act.mul_(torch.addcmul(sig, act_flat, 1.0 - sig, value=1.702))
-                    else:
-                        torch.ops.aten.gelu_backward.grad_input(
-                            grad_act, pre_chunk, approximate=kind, grad_input=grad_pre[chunk]
-                        )
-            del act_flat, act_values
-        del grad_gated
+            activation = _ChunkActivation(ctx.act, kind, pre[chunk], need_pre)
+            _through_gates(activation.values, chunk, row_gates, grad_pre, gated, row_grad_gates, need_pre)
+            if need_pre:
+                activation.vjp_(grad_pre[chunk])
+            del activation
 
-        if need_gates or need_b2:
-            per_sample_grad_out = grad_out.view(batch, tokens, dim).sum(1)  # [B, d]
-        if need_gates:
-            grad_gates = row_grad_gates.view(batch, tokens, num_experts).sum(1)
-            grad_gates += per_sample_grad_out.mm(fc2_bias.t())
-        if need_b2:
-            grad_b2 = gates.t().mm(per_sample_grad_out)
-        if need_w2:
-            grad_w2 = gated.t().mm(grad_out).view(num_experts, hidden, dim)
-            del gated
-        if need_x:
-            grad_x = grad_pre.mm(fc1_weight.reshape(wide, dim)).view(batch, tokens, dim)
-        if need_w1:
-            grad_w1 = grad_pre.t().mm(x.reshape(rows, dim)).view(num_experts, hidden, dim)
-        if need_b1:
-            grad_b1 = grad_pre.sum(0).view(num_experts, hidden)
+        grad_gates, grad_w2, grad_b2 = _mix_grads(grad_out, gates, gated, row_grad_gates, fc2_bias, need_b2)
+        del gated
+        flat_x = x.reshape(rows, -1)
+        grad_x = grad_pre.mm(fc1_weight.reshape(wide, -1)).view(x.shape) if need_x else None
+        grad_w1, grad_b1 = _expert_linear_grads(grad_pre, flat_x, fc1_weight, need_w1, need_b1)
         return grad_x, grad_gates, grad_w1, grad_b1, grad_w2, grad_b2, None
+
+
+def _expert_dims(x: torch.Tensor, weight_name: str, weight: torch.Tensor) -> tuple[int, int, int, int]:
+    """``(B, d, E, h)`` from ``x [B, N, d]`` and a first-layer ``weight [E, h, d]``."""
+    if x.dim() != 3:
+        raise ValueError(f"x must be [B, N, d], got shape {tuple(x.shape)}")
+    if weight.dim() != 3:
+        raise ValueError(f"{weight_name} must be [E, h, d], got shape {tuple(weight.shape)}")
+    return x.shape[0], x.shape[2], weight.shape[0], weight.shape[1]
+
+
+def _check_shapes(
+    x: torch.Tensor, num_experts: int, hidden: int, expected: dict[str, tuple[torch.Tensor | None, tuple]]
+) -> None:
+    """Raise a ValueError naming the first input whose shape is not the expected one; ``None``
+    tensors (absent biases) are skipped."""
+    for name, (tensor, shape) in expected.items():
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(
+                f"{name} must have shape {shape} for x of shape {tuple(x.shape)} and {num_experts} experts "
+                f"of hidden size {hidden}, got {tuple(tensor.shape)}"
+            )
+
+
+def _apply(function: type[torch.autograd.Function], x: torch.Tensor, tensors: list, act: nn.Module):
+    """``function.apply(x, *tensors, act)`` with everything cast to the compute dtype: the autocast
+    dtype under ``torch.autocast`` (autocast is then disabled inside), else ``x.dtype``."""
+    if getattr(act, "inplace", False):
+        raise ValueError(f"act must be out-of-place (its input is saved for backward), got {act!r}")
+    device_type = x.device.type
+    autocast = torch.is_autocast_enabled(device_type)
+    dtype = torch.get_autocast_dtype(device_type) if autocast else x.dtype
+    args = [None if t is None else t.to(dtype) for t in (x, *tensors)]
+    if autocast:
+        with torch.autocast(device_type, enabled=False):
+            return function.apply(*args, act)
+    return function.apply(*args, act)
 
 
 def fused_experts(
@@ -212,35 +341,57 @@ def fused_experts(
         ``[B, N, d]``. Under ``torch.autocast`` everything is computed in the autocast dtype;
         otherwise gates and weights are cast to ``x.dtype``.
     """
-    if x.dim() != 3:
-        raise ValueError(f"x must be [B, N, d], got shape {tuple(x.shape)}")
-    batch, _, dim = x.shape
-    if fc1_weight.dim() != 3:
-        raise ValueError(f"fc1_weight must be [E, h, d], got shape {tuple(fc1_weight.shape)}")
-    num_experts, hidden, fc1_in = fc1_weight.shape
-    expected = {
-        "fc1_weight": (fc1_weight, (num_experts, hidden, dim)),
-        "fc1_bias": (fc1_bias, (num_experts, hidden)),
-        "fc2_weight": (fc2_weight, (num_experts, hidden, dim)),
-        "fc2_bias": (fc2_bias, (num_experts, dim)),
-        "gates": (gates, (batch, num_experts)),
-    }
-    for name, (tensor, shape) in expected.items():
-        if tuple(tensor.shape) != shape:
-            raise ValueError(
-                f"{name} must have shape {shape} for x of shape {tuple(x.shape)} and {num_experts} experts "
-                f"of hidden size {hidden}, got {tuple(tensor.shape)}"
-            )
-    if getattr(act, "inplace", False):
-        raise ValueError(f"act must be out-of-place (the fc1 output is saved for backward), got {act!r}")
-    device_type = x.device.type
-    autocast = torch.is_autocast_enabled(device_type)
-    dtype = torch.get_autocast_dtype(device_type) if autocast else x.dtype
-    args = [t.to(dtype) for t in (x, gates, fc1_weight, fc1_bias, fc2_weight, fc2_bias)]
-    if autocast:
-        with torch.autocast(device_type, enabled=False):
-            return _FusedExpertsFunction.apply(*args, act)
-    return _FusedExpertsFunction.apply(*args, act)
+    batch, dim, num_experts, hidden = _expert_dims(x, "fc1_weight", fc1_weight)
+    _check_shapes(
+        x,
+        num_experts,
+        hidden,
+        {
+            "fc1_weight": (fc1_weight, (num_experts, hidden, dim)),
+            "fc1_bias": (fc1_bias, (num_experts, hidden)),
+            "fc2_weight": (fc2_weight, (num_experts, hidden, dim)),
+            "fc2_bias": (fc2_bias, (num_experts, dim)),
+            "gates": (gates, (batch, num_experts)),
+        },
+    )
+    return _apply(_FusedExpertsFunction, x, [gates, fc1_weight, fc1_bias, fc2_weight, fc2_bias], act)
+
+
+def _check_sizes(num_experts: int, dim: int, hidden_dim: int) -> None:
+    if num_experts < 1 or dim < 1 or hidden_dim < 1:
+        raise ValueError(
+            f"num_experts, dim and hidden_dim must be positive, got {num_experts}, {dim}, {hidden_dim}"
+        )
+
+
+def _linear_init_(weight: torch.Tensor, bias: torch.Tensor | None, fan_in: int) -> None:
+    """``nn.Linear``'s init, independent per expert: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        weight.uniform_(-bound, bound)
+        if bias is not None:
+            bias.uniform_(-bound, bound)
+
+
+def _check_gathered(name: str, linear: nn.Linear) -> None:
+    expected = linear.out_features * linear.in_features
+    if linear.weight.numel() != expected:
+        raise ValueError(
+            f"{name}.weight holds {linear.weight.numel()} values, expected {expected}: "
+            "gather sharded (ZeRO-3) parameters before upcycling"
+        )
+
+
+def _upcycle_(weight: torch.Tensor, bias: torch.Tensor | None, linear: nn.Linear, transposed: bool) -> None:
+    """Copy ``linear``'s weight (transposed for an output projection) and bias into every expert;
+    a missing bias becomes zeros."""
+    with torch.no_grad():
+        source = linear.weight.t() if transposed else linear.weight
+        weight.copy_(source.unsqueeze(0).expand_as(weight))
+        if bias is not None and linear.bias is None:
+            bias.zero_()
+        elif bias is not None:
+            bias.copy_(linear.bias.unsqueeze(0).expand_as(bias))
 
 
 class FusedExperts(nn.Module):
@@ -271,10 +422,7 @@ class FusedExperts(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if num_experts < 1 or dim < 1 or hidden_dim < 1:
-            raise ValueError(
-                f"num_experts, dim and hidden_dim must be positive, got {num_experts}, {dim}, {hidden_dim}"
-            )
+        _check_sizes(num_experts, dim, hidden_dim)
         factory = {"device": device, "dtype": dtype}
         self.num_experts = num_experts
         self.dim = dim
@@ -288,14 +436,8 @@ class FusedExperts(nn.Module):
 
     def reset_parameters(self) -> None:
         """Independent ``nn.Linear``-style init per expert: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-        with torch.no_grad():
-            for weight, bias, fan_in in (
-                (self.fc1_weight, self.fc1_bias, self.dim),
-                (self.fc2_weight, self.fc2_bias, self.hidden_dim),
-            ):
-                bound = 1.0 / math.sqrt(fan_in)
-                weight.uniform_(-bound, bound)
-                bias.uniform_(-bound, bound)
+        _linear_init_(self.fc1_weight, self.fc1_bias, self.dim)
+        _linear_init_(self.fc2_weight, self.fc2_bias, self.hidden_dim)
 
     @classmethod
     def from_linear(cls, fc1: nn.Linear, fc2: nn.Linear, act: nn.Module, num_experts: int) -> FusedExperts:
@@ -310,23 +452,14 @@ class FusedExperts(nn.Module):
                 "fc1/fc2 do not form an MLP d->h->d: "
                 f"fc1 {fc1.in_features}->{fc1.out_features}, fc2 {fc2.in_features}->{fc2.out_features}"
             )
+        _check_gathered("fc1", fc1)
+        _check_gathered("fc2", fc2)
         weight = fc1.weight
-        if weight.numel() != fc1.out_features * fc1.in_features:
-            raise ValueError(
-                f"fc1.weight holds {weight.numel()} values, expected {fc1.out_features * fc1.in_features}: "
-                "gather sharded (ZeRO-3) parameters before upcycling"
-            )
         experts = cls(
             num_experts, fc1.in_features, fc1.out_features, act, device=weight.device, dtype=weight.dtype
         )
-        with torch.no_grad():
-            experts.fc1_weight.copy_(fc1.weight.unsqueeze(0).expand_as(experts.fc1_weight))
-            experts.fc2_weight.copy_(fc2.weight.t().unsqueeze(0).expand_as(experts.fc2_weight))
-            for target, bias in ((experts.fc1_bias, fc1.bias), (experts.fc2_bias, fc2.bias)):
-                if bias is None:
-                    target.zero_()
-                else:
-                    target.copy_(bias.unsqueeze(0).expand_as(target))
+        _upcycle_(experts.fc1_weight, experts.fc1_bias, fc1, transposed=False)
+        _upcycle_(experts.fc2_weight, experts.fc2_bias, fc2, transposed=True)
         return experts
 
     def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
