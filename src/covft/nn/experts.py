@@ -1,4 +1,4 @@
-"""E MLP experts mixed per sample, computed as two GEMMs instead of a loop over experts.
+"""E MLP experts mixed per sample, computed as a few GEMMs instead of a loop over experts.
 
 The paper's release runs the experts one by one and stacks a ``[B, N, E, d]`` tensor before
 the gated sum. Here all experts' ``fc1`` form one ``[d, E*h]`` GEMM, the per-sample gates scale
@@ -6,7 +6,11 @@ the activations grouped by expert, and one ``[E*h, d]`` GEMM for ``fc2`` sums ov
 inside the matrix product. A custom autograd function keeps only ``x``, the fc1 output, the
 gates and the weights for backward and recomputes the activation there, which is what makes the
 CoMoE block cheaper in memory than the release (see ``benchmarks/bench_comoe.py``).
-"""
+
+:class:`FusedSwiGLUExperts` does the same for gated MLPs ``down(act(gate(x)) * up(x))`` (SwiGLU,
+the MLP of Qwen2.5-VL's vision blocks): ``gate`` and ``up`` of all experts are two ``[d, E*h]``
+GEMMs and ``down`` one ``[E*h, d]`` GEMM; backward keeps ``x`` and the gate and up outputs and
+recomputes ``act(gate) * up``."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["FusedExperts", "fused_experts", "release_workspace"]
+__all__ = ["FusedExperts", "FusedSwiGLUExperts", "fused_experts", "fused_swiglu_experts", "release_workspace"]
 
 
 # Element-wise work (activation, gating, the activation's derivative) runs over chunks of token
@@ -281,6 +285,75 @@ class _FusedExpertsFunction(torch.autograd.Function):
         return grad_x, grad_gates, grad_w1, grad_b1, grad_w2, grad_b2, None
 
 
+class _FusedSwiGLUExpertsFunction(torch.autograd.Function):
+    """Forward and hand-written backward of the gated mixture of gated-MLP (SwiGLU) experts.
+
+    Saved for backward: ``x``, the gate and up projections' outputs ``[B*N, E*h]`` each, the
+    gates and the weights. ``act(gate) * up`` and its gated value are recomputed in backward; the
+    activation's derivative is in closed form for SiLU (and the other kinds of
+    :func:`_activation_kind`), from autograd on the activation module otherwise. Biases may be
+    ``None``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gates, gate_weight, gate_bias, up_weight, up_bias, down_weight, down_bias, act):
+        flat_x = x.reshape(-1, x.shape[-1])
+        gate_pre = _expert_linear(flat_x, gate_weight, gate_bias)
+        up = _expert_linear(flat_x, up_weight, up_bias)
+        row_gates = _row_gates(gates, x.shape[1])
+        gated = _scratch("forward_gated", gate_pre)
+        for chunk in _row_chunks(*gate_pre.shape, gate_pre):
+            torch.mul(act(gate_pre[chunk]), up[chunk], out=gated[chunk])
+            _gate(gated[chunk], row_gates[chunk], gated[chunk])
+        out = _mix(gated, gates, down_weight, down_bias, x.shape)
+        del gated
+        ctx.act = act
+        ctx.save_for_backward(x, gate_pre, up, gates, gate_weight, up_weight, down_weight, down_bias)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, gate_pre, up, gates, gate_weight, up_weight, down_weight, down_bias = ctx.saved_tensors
+        need_x, need_gates, need_wg, need_bg, need_wu, need_bu, need_wd, need_bd = ctx.needs_input_grad[:8]
+        rows, wide = gate_pre.shape
+        need_grad_gate = need_x or need_wg or need_bg
+        need_grad_up = need_x or need_wu or need_bu
+        need_grad_hidden = need_grad_gate or need_grad_up
+        flat_grad_out = grad_out.reshape(rows, -1)
+        row_gates = _row_gates(gates, x.shape[1])
+        # d loss / d gate_pre overwrites d loss / d gated chunk by chunk, as in FusedExperts.
+        grad_gate = (
+            _grad_gated(flat_grad_out, down_weight, gate_pre) if need_gates or need_grad_hidden else None
+        )
+        grad_up = _scratch("backward_grad_up", up) if need_grad_up else None
+        gated = _scratch("backward_gated", gate_pre) if need_wd else None
+        row_grad_gates = gate_pre.new_empty(rows, gates.shape[1]) if need_gates else None
+        kind = _activation_kind(ctx.act)
+        for chunk in _row_chunks(rows, wide, gate_pre):
+            activation = _ChunkActivation(ctx.act, kind, gate_pre[chunk], need_grad_gate)
+            up_chunk = up[chunk]
+            hidden = activation.values * up_chunk
+            _through_gates(hidden, chunk, row_gates, grad_gate, gated, row_grad_gates, need_grad_hidden)
+            del hidden
+            if need_grad_up:  # d hidden / d up = act(gate)
+                torch.mul(grad_gate[chunk], activation.values, out=grad_up[chunk])
+            if need_grad_gate:  # d hidden / d gate = up * act'(gate)
+                activation.vjp_(grad_gate[chunk].mul_(up_chunk))
+            del activation
+
+        grad_gates, grad_wd, grad_bd = _mix_grads(grad_out, gates, gated, row_grad_gates, down_bias, need_bd)
+        del gated
+        flat_x = x.reshape(rows, -1)
+        grad_x = None
+        if need_x:
+            grad_x = grad_gate.mm(gate_weight.reshape(wide, -1))
+            grad_x = grad_x.addmm_(grad_up, up_weight.reshape(wide, -1)).view(x.shape)
+        grad_wg, grad_bg = _expert_linear_grads(grad_gate, flat_x, gate_weight, need_wg, need_bg)
+        grad_wu, grad_bu = _expert_linear_grads(grad_up, flat_x, up_weight, need_wu, need_bu)
+        return grad_x, grad_gates, grad_wg, grad_bg, grad_wu, grad_bu, grad_wd, grad_bd, None
+
+
 def _expert_dims(x: torch.Tensor, weight_name: str, weight: torch.Tensor) -> tuple[int, int, int, int]:
     """``(B, d, E, h)`` from ``x [B, N, d]`` and a first-layer ``weight [E, h, d]``."""
     if x.dim() != 3:
@@ -355,6 +428,52 @@ def fused_experts(
         },
     )
     return _apply(_FusedExpertsFunction, x, [gates, fc1_weight, fc1_bias, fc2_weight, fc2_bias], act)
+
+
+def fused_swiglu_experts(
+    x: torch.Tensor,
+    gates: torch.Tensor,
+    gate_weight: torch.Tensor,
+    gate_bias: torch.Tensor | None,
+    up_weight: torch.Tensor,
+    up_bias: torch.Tensor | None,
+    down_weight: torch.Tensor,
+    down_bias: torch.Tensor | None,
+    act: nn.Module,
+) -> torch.Tensor:
+    """``y[b] = sum_e gates[b, e] * down_e(act(gate_e(x[b])) * up_e(x[b]))`` for all experts in three GEMMs.
+
+    The gated MLP of SwiGLU (``act`` = SiLU), e.g. Qwen2.5-VL's vision MLP.
+
+    Args:
+        x: ``[B, N, d]`` tokens.
+        gates: ``[B, E]`` per-sample expert weights (one gate vector shared by all tokens).
+        gate_weight, up_weight: ``[E, h, d]`` (``nn.Linear`` layout stacked over experts);
+            gate_bias, up_bias: ``[E, h]`` or ``None``; down_weight: ``[E, h, d]`` (each expert's
+            ``down_proj.weight`` transposed, one contiguous ``[E*h, d]`` matrix); down_bias:
+            ``[E, d]`` or ``None``.
+        act: element-wise, parameter-free, out-of-place activation module (``nn.SiLU()`` for SwiGLU).
+
+    Returns:
+        ``[B, N, d]``, in the dtype rule of :func:`fused_experts`.
+    """
+    batch, dim, num_experts, hidden = _expert_dims(x, "gate_weight", gate_weight)
+    _check_shapes(
+        x,
+        num_experts,
+        hidden,
+        {
+            "gate_weight": (gate_weight, (num_experts, hidden, dim)),
+            "gate_bias": (gate_bias, (num_experts, hidden)),
+            "up_weight": (up_weight, (num_experts, hidden, dim)),
+            "up_bias": (up_bias, (num_experts, hidden)),
+            "down_weight": (down_weight, (num_experts, hidden, dim)),
+            "down_bias": (down_bias, (num_experts, dim)),
+            "gates": (gates, (batch, num_experts)),
+        },
+    )
+    tensors = [gates, gate_weight, gate_bias, up_weight, up_bias, down_weight, down_bias]
+    return _apply(_FusedSwiGLUExpertsFunction, x, tensors, act)
 
 
 def _check_sizes(num_experts: int, dim: int, hidden_dim: int) -> None:
@@ -470,3 +589,107 @@ class FusedExperts(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, dim={self.dim}, hidden_dim={self.hidden_dim}"
+
+
+class FusedSwiGLUExperts(nn.Module):
+    """E gated-MLP experts ``down(act(gate(x)) * up(x))`` (SwiGLU with the default SiLU, the MLP of
+    Qwen2.5-VL's vision blocks), mixed per sample by gates [B, E].
+
+    Parameters: ``gate_weight``, ``up_weight [E, h, d]`` and ``gate_bias``, ``up_bias [E, h]``
+    (``nn.Linear`` layout stacked over experts), ``down_weight [E, h, d]`` (each expert's
+    ``down_proj.weight`` **transposed**, as ``FusedExperts.fc2_weight``) and ``down_bias [E, d]``;
+    with ``bias=False`` the three biases are ``None``. Build it from a pretrained gated MLP with
+    :meth:`from_linear` (upcycling) so that every expert starts as that MLP.
+
+    Args:
+        num_experts: E.
+        dim: model width d.
+        hidden_dim: MLP width h (``intermediate_size``).
+        act: activation applied to the gate projection (kept as a submodule); ``None``: ``nn.SiLU()``.
+        bias: whether the three projections have biases (Qwen2.5-VL's vision MLP: yes; LLaMA-style: no).
+        device, dtype: where to allocate the parameters.
+    """
+
+    def __init__(
+        self,
+        num_experts: int,
+        dim: int,
+        hidden_dim: int,
+        act: nn.Module | None = None,
+        *,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        _check_sizes(num_experts, dim, hidden_dim)
+        factory = {"device": device, "dtype": dtype}
+        self.num_experts = num_experts
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        self.act = nn.SiLU() if act is None else act
+        for name in ("gate", "up", "down"):
+            self.register_parameter(
+                f"{name}_weight", nn.Parameter(torch.empty(num_experts, hidden_dim, dim, **factory))
+            )
+            width = dim if name == "down" else hidden_dim
+            parameter = nn.Parameter(torch.empty(num_experts, width, **factory)) if bias else None
+            self.register_parameter(f"{name}_bias", parameter)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Independent ``nn.Linear``-style init per expert: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        _linear_init_(self.gate_weight, self.gate_bias, self.dim)
+        _linear_init_(self.up_weight, self.up_bias, self.dim)
+        _linear_init_(self.down_weight, self.down_bias, self.hidden_dim)
+
+    @classmethod
+    def from_linear(
+        cls, gate_proj: nn.Linear, up_proj: nn.Linear, down_proj: nn.Linear, act: nn.Module, num_experts: int
+    ) -> FusedSwiGLUExperts:
+        """Upcycle a pretrained gated MLP: every expert is a copy of its three projections.
+
+        Parameters land on the device and dtype of ``gate_proj.weight``. The experts have biases
+        if any projection has one; a missing bias then becomes zeros. Under DeepSpeed ZeRO-3 the
+        caller must gather the projections first, as for :meth:`FusedExperts.from_linear`.
+        """
+        dim, hidden = gate_proj.in_features, gate_proj.out_features
+        if (up_proj.in_features, up_proj.out_features, down_proj.in_features, down_proj.out_features) != (
+            dim,
+            hidden,
+            hidden,
+            dim,
+        ):
+            raise ValueError(
+                "gate_proj/up_proj/down_proj do not form a gated MLP d->h->d: "
+                f"gate_proj {dim}->{hidden}, up_proj {up_proj.in_features}->{up_proj.out_features}, "
+                f"down_proj {down_proj.in_features}->{down_proj.out_features}"
+            )
+        projections = {"gate": gate_proj, "up": up_proj, "down": down_proj}
+        for name, linear in projections.items():
+            _check_gathered(f"{name}_proj", linear)
+        weight = gate_proj.weight
+        bias = any(linear.bias is not None for linear in projections.values())
+        experts = cls(num_experts, dim, hidden, act, bias=bias, device=weight.device, dtype=weight.dtype)
+        for name, linear in projections.items():
+            target_weight = getattr(experts, f"{name}_weight")
+            _upcycle_(target_weight, getattr(experts, f"{name}_bias"), linear, transposed=name == "down")
+        return experts
+
+    def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """``x [B, N, d]``, ``gates [B, E]`` -> ``[B, N, d]``, see :func:`fused_swiglu_experts`."""
+        return fused_swiglu_experts(
+            x,
+            gates,
+            self.gate_weight,
+            self.gate_bias,
+            self.up_weight,
+            self.up_bias,
+            self.down_weight,
+            self.down_bias,
+            self.act,
+        )
+
+    def extra_repr(self) -> str:
+        bias = self.gate_bias is not None
+        return f"num_experts={self.num_experts}, dim={self.dim}, hidden_dim={self.hidden_dim}, bias={bias}"
