@@ -79,10 +79,6 @@ def _activation_kind(act: nn.Module) -> str | None:
     return None
 
 
-# Activations of the form x * sigmoid(a * x), by kind: a.
-_SIGMOID_SCALE = {"quick_gelu": 1.702, "silu": 1.0}
-
-
 class _ChunkActivation:
     """``act`` recomputed in backward on one chunk of pre-activations, and its vector-Jacobian
     product written in place (closed form for the kinds of :func:`_activation_kind`, autograd
@@ -94,10 +90,11 @@ class _ChunkActivation:
 
     def __init__(self, act: nn.Module, kind: str | None, pre: torch.Tensor, need_vjp: bool) -> None:
         self.kind, self.pre = kind, pre
-        if kind in _SIGMOID_SCALE:
-            scale = _SIGMOID_SCALE[kind]
-            self.sigmoid = torch.sigmoid(pre if scale == 1.0 else pre * scale)
+        if kind == "quick_gelu":  # x * sigmoid(1.702 x)
+            self.sigmoid = torch.sigmoid(pre * 1.702)
             self.values = pre * self.sigmoid
+        elif kind == "silu":
+            self.values = F.silu(pre)
         elif kind is None:
             with torch.enable_grad():
                 self.leaf = pre.detach().requires_grad_(need_vjp)
@@ -108,9 +105,10 @@ class _ChunkActivation:
 
     def vjp_(self, grad: torch.Tensor) -> None:
         """``grad <- grad * act'(pre)`` in place; ``grad`` is shaped like ``pre``."""
-        if self.kind in _SIGMOID_SCALE:  # d/dx x s(a x) = s + a * x s (1 - s)
-            sigmoid = self.sigmoid
-            grad.mul_(torch.addcmul(sigmoid, self.values, 1.0 - sigmoid, value=_SIGMOID_SCALE[self.kind]))
+        if self.kind == "quick_gelu":  # d/dx = s + 1.702 * x s (1 - s)
+            grad.mul_(torch.addcmul(self.sigmoid, self.values, 1.0 - self.sigmoid, value=1.702))
+        elif self.kind == "silu":
+            torch.ops.aten.silu_backward.grad_input(grad, self.pre, grad_input=grad)
         elif self.kind is None:
             grad.copy_(torch.autograd.grad(self.graph, self.leaf, grad)[0])
         else:
