@@ -352,20 +352,31 @@ class _FusedSwiGLUExpertsFunction(torch.autograd.Function):
         return grad_x, grad_gates, grad_wg, grad_bg, grad_wu, grad_bu, grad_wd, grad_bd, None
 
 
-def _expert_dims(x: torch.Tensor, weight_name: str, weight: torch.Tensor) -> tuple[int, int, int, int]:
-    """``(B, d, E, h)`` from ``x [B, N, d]`` and a first-layer ``weight [E, h, d]``."""
+def _check_inputs(
+    x: torch.Tensor,
+    gates: torch.Tensor,
+    hidden_layers: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
+    out_layer: tuple[str, torch.Tensor, torch.Tensor | None],
+) -> None:
+    """Raise a ValueError naming the first input whose shape is wrong. ``hidden_layers`` maps a
+    layer name to its ``(weight [E, h, d], bias [E, h])``, ``out_layer`` is ``(name, weight
+    [E, h, d], bias [E, d])``; E and h are read from the first hidden weight, B and d from
+    ``x [B, N, d]``. ``None`` biases are skipped."""
+    first, (first_weight, _) = next(iter(hidden_layers.items()))
     if x.dim() != 3:
         raise ValueError(f"x must be [B, N, d], got shape {tuple(x.shape)}")
-    if weight.dim() != 3:
-        raise ValueError(f"{weight_name} must be [E, h, d], got shape {tuple(weight.shape)}")
-    return x.shape[0], x.shape[2], weight.shape[0], weight.shape[1]
-
-
-def _check_shapes(
-    x: torch.Tensor, num_experts: int, hidden: int, expected: dict[str, tuple[torch.Tensor | None, tuple]]
-) -> None:
-    """Raise a ValueError naming the first input whose shape is not the expected one; ``None``
-    tensors (absent biases) are skipped."""
+    if first_weight.dim() != 3:
+        raise ValueError(f"{first}_weight must be [E, h, d], got shape {tuple(first_weight.shape)}")
+    batch, _, dim = x.shape
+    num_experts, hidden, _ = first_weight.shape
+    out_name, out_weight, out_bias = out_layer
+    expected = {}
+    for name, (weight, bias) in hidden_layers.items():
+        expected[f"{name}_weight"] = (weight, (num_experts, hidden, dim))
+        expected[f"{name}_bias"] = (bias, (num_experts, hidden))
+    expected[f"{out_name}_weight"] = (out_weight, (num_experts, hidden, dim))
+    expected[f"{out_name}_bias"] = (out_bias, (num_experts, dim))
+    expected["gates"] = (gates, (batch, num_experts))
     for name, (tensor, shape) in expected.items():
         if tensor is not None and tuple(tensor.shape) != shape:
             raise ValueError(
@@ -412,19 +423,7 @@ def fused_experts(
         ``[B, N, d]``. Under ``torch.autocast`` everything is computed in the autocast dtype;
         otherwise gates and weights are cast to ``x.dtype``.
     """
-    batch, dim, num_experts, hidden = _expert_dims(x, "fc1_weight", fc1_weight)
-    _check_shapes(
-        x,
-        num_experts,
-        hidden,
-        {
-            "fc1_weight": (fc1_weight, (num_experts, hidden, dim)),
-            "fc1_bias": (fc1_bias, (num_experts, hidden)),
-            "fc2_weight": (fc2_weight, (num_experts, hidden, dim)),
-            "fc2_bias": (fc2_bias, (num_experts, dim)),
-            "gates": (gates, (batch, num_experts)),
-        },
-    )
+    _check_inputs(x, gates, {"fc1": (fc1_weight, fc1_bias)}, ("fc2", fc2_weight, fc2_bias))
     return _apply(_FusedExpertsFunction, x, [gates, fc1_weight, fc1_bias, fc2_weight, fc2_bias], act)
 
 
@@ -455,30 +454,28 @@ def fused_swiglu_experts(
     Returns:
         ``[B, N, d]``, in the dtype rule of :func:`fused_experts`.
     """
-    batch, dim, num_experts, hidden = _expert_dims(x, "gate_weight", gate_weight)
-    _check_shapes(
-        x,
-        num_experts,
-        hidden,
-        {
-            "gate_weight": (gate_weight, (num_experts, hidden, dim)),
-            "gate_bias": (gate_bias, (num_experts, hidden)),
-            "up_weight": (up_weight, (num_experts, hidden, dim)),
-            "up_bias": (up_bias, (num_experts, hidden)),
-            "down_weight": (down_weight, (num_experts, hidden, dim)),
-            "down_bias": (down_bias, (num_experts, dim)),
-            "gates": (gates, (batch, num_experts)),
-        },
-    )
+    hidden_layers = {"gate": (gate_weight, gate_bias), "up": (up_weight, up_bias)}
+    _check_inputs(x, gates, hidden_layers, ("down", down_weight, down_bias))
     tensors = [gates, gate_weight, gate_bias, up_weight, up_bias, down_weight, down_bias]
     return _apply(_FusedSwiGLUExpertsFunction, x, tensors, act)
 
 
-def _check_sizes(num_experts: int, dim: int, hidden_dim: int) -> None:
-    if num_experts < 1 or dim < 1 or hidden_dim < 1:
-        raise ValueError(
-            f"num_experts, dim and hidden_dim must be positive, got {num_experts}, {dim}, {hidden_dim}"
-        )
+class _Experts(nn.Module):
+    """What both fused expert kinds share: their sizes, the activation module and the repr."""
+
+    def __init__(self, num_experts: int, dim: int, hidden_dim: int, act: nn.Module) -> None:
+        super().__init__()
+        if num_experts < 1 or dim < 1 or hidden_dim < 1:
+            raise ValueError(
+                f"num_experts, dim and hidden_dim must be positive, got {num_experts}, {dim}, {hidden_dim}"
+            )
+        self.num_experts = num_experts
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        self.act = act
+
+    def extra_repr(self) -> str:
+        return f"num_experts={self.num_experts}, dim={self.dim}, hidden_dim={self.hidden_dim}"
 
 
 def _linear_init_(weight: torch.Tensor, bias: torch.Tensor | None, fan_in: int) -> None:
@@ -511,7 +508,7 @@ def _upcycle_(weight: torch.Tensor, bias: torch.Tensor | None, linear: nn.Linear
             bias.copy_(linear.bias.unsqueeze(0).expand_as(bias))
 
 
-class FusedExperts(nn.Module):
+class FusedExperts(_Experts):
     """E experts with the MLP shape fc1 (d->h), act, fc2 (h->d), mixed per sample by gates [B, E].
 
     Parameters: ``fc1_weight [E, h, d]`` and ``fc1_bias [E, h]`` (``nn.Linear`` layout stacked over
@@ -538,13 +535,8 @@ class FusedExperts(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        _check_sizes(num_experts, dim, hidden_dim)
+        super().__init__(num_experts, dim, hidden_dim, act)
         factory = {"device": device, "dtype": dtype}
-        self.num_experts = num_experts
-        self.dim = dim
-        self.hidden_dim = hidden_dim
-        self.act = act
         self.fc1_weight = nn.Parameter(torch.empty(num_experts, hidden_dim, dim, **factory))
         self.fc1_bias = nn.Parameter(torch.empty(num_experts, hidden_dim, **factory))
         self.fc2_weight = nn.Parameter(torch.empty(num_experts, hidden_dim, dim, **factory))
@@ -585,11 +577,8 @@ class FusedExperts(nn.Module):
             x, gates, self.fc1_weight, self.fc1_bias, self.fc2_weight, self.fc2_bias, self.act
         )
 
-    def extra_repr(self) -> str:
-        return f"num_experts={self.num_experts}, dim={self.dim}, hidden_dim={self.hidden_dim}"
 
-
-class FusedSwiGLUExperts(nn.Module):
+class FusedSwiGLUExperts(_Experts):
     """E gated-MLP experts ``down(act(gate(x)) * up(x))`` (SwiGLU with the default SiLU, the MLP of
     Qwen2.5-VL's vision blocks), mixed per sample by gates [B, E].
 
@@ -619,13 +608,8 @@ class FusedSwiGLUExperts(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        _check_sizes(num_experts, dim, hidden_dim)
+        super().__init__(num_experts, dim, hidden_dim, nn.SiLU() if act is None else act)
         factory = {"device": device, "dtype": dtype}
-        self.num_experts = num_experts
-        self.dim = dim
-        self.hidden_dim = hidden_dim
-        self.act = nn.SiLU() if act is None else act
         for name in ("gate", "up", "down"):
             self.register_parameter(
                 f"{name}_weight", nn.Parameter(torch.empty(num_experts, hidden_dim, dim, **factory))
@@ -689,5 +673,4 @@ class FusedSwiGLUExperts(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        bias = self.gate_bias is not None
-        return f"num_experts={self.num_experts}, dim={self.dim}, hidden_dim={self.hidden_dim}, bias={bias}"
+        return f"{super().extra_repr()}, bias={self.gate_bias is not None}"
