@@ -42,6 +42,8 @@ def test_swiglu_benchmark_on_a_tiny_geometry_saves_the_gate_and_up_outputs_only(
     assert fused.median_s > 0 and loop.median_s > 0
     assert results["max_abs_diff"] < 1e-5
     assert results["geometry"] == {"tokens": 7, "dim": 8, "hidden": 12}
+    assert len(fused.times_s) == len(loop.times_s) == 2
+    assert results["round_ratios"] == [lo / fu for lo, fu in zip(loop.times_s, fused.times_s, strict=True)]
     # Saved for backward, float32: fused keeps x, the gate and up outputs and the gates; the loop
     # keeps x, per expert the gate output, its SiLU, the up output and their product, the
     # stacked outputs and the gates.
@@ -59,4 +61,8 @@ def test_command_line_defaults_to_each_mlp_geometry_and_prints_both_ratios(capsy
     )
     printed = capsys.readouterr().out
     assert "CoMoE experts (swiglu): B=2 N=3 d=8 h=12 E=2" in printed
-    assert "loop time / fused time" in printed and "activation memory saving" in printed
+    assert (
+        "loop time / fused time" in printed
+        and "per repeat" in printed
+        and "activation memory saving" in printed
+    )
