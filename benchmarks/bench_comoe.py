@@ -232,7 +232,7 @@ def run_benchmark(
         gates = logits.softmax(dim=-1)
         max_abs_diff = (fused(x, gates) - loop(x, gates)).abs().max().item()
     results: dict = measure(
-        {"fused": fused, "loop": loop}, x, logits, grad_out, repeats=repeats, warmup=warmup
+        {"fused": fused, "loop": loop}, x, logits, grad_out, repeats=repeats, warmup=warmup, clock=clock
     )
     fused_times, loop_times = results["fused"].times_s, results["loop"].times_s
     results["time_ratio"] = results["loop"].median_s / results["fused"].median_s

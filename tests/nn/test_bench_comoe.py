@@ -66,3 +66,14 @@ def test_command_line_defaults_to_each_mlp_geometry_and_prints_both_ratios(capsy
         and "per repeat" in printed
         and "activation memory saving" in printed
     )
+
+
+def test_the_chosen_clock_times_every_step():
+    bench = _load()
+    ticks = iter(range(1000))
+    results = bench.run_benchmark(
+        batch=1, tokens=3, dim=4, hidden=8, experts=2, repeats=3, warmup=0, clock=lambda: float(next(ticks))
+    )
+    # Each timed step reads the clock twice, one tick apart.
+    assert results["fused"].times_s == results["loop"].times_s == [1.0, 1.0, 1.0]
+    assert results["time_ratio"] == 1.0 and results["round_ratios"] == [1.0, 1.0, 1.0]
