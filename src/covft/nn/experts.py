@@ -635,19 +635,14 @@ class FusedSwiGLUExperts(_Experts):
         if any projection has one; a missing bias then becomes zeros. Under DeepSpeed ZeRO-3 the
         caller must gather the projections first, as for :meth:`FusedExperts.from_linear`.
         """
-        dim, hidden = gate_proj.in_features, gate_proj.out_features
-        if (up_proj.in_features, up_proj.out_features, down_proj.in_features, down_proj.out_features) != (
-            dim,
-            hidden,
-            hidden,
-            dim,
-        ):
-            raise ValueError(
-                "gate_proj/up_proj/down_proj do not form a gated MLP d->h->d: "
-                f"gate_proj {dim}->{hidden}, up_proj {up_proj.in_features}->{up_proj.out_features}, "
-                f"down_proj {down_proj.in_features}->{down_proj.out_features}"
-            )
         projections = {"gate": gate_proj, "up": up_proj, "down": down_proj}
+        shapes = {name: (linear.in_features, linear.out_features) for name, linear in projections.items()}
+        dim, hidden = shapes["gate"]
+        if shapes != {"gate": (dim, hidden), "up": (dim, hidden), "down": (hidden, dim)}:
+            found = ", ".join(
+                f"{name}_proj {fan_in}->{fan_out}" for name, (fan_in, fan_out) in shapes.items()
+            )
+            raise ValueError(f"gate_proj/up_proj/down_proj do not form a gated MLP d->h->d: {found}")
         for name, linear in projections.items():
             _check_gathered(f"{name}_proj", linear)
         weight = gate_proj.weight
