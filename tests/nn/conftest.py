@@ -30,6 +30,31 @@ def reference_experts():
     return loop_experts
 
 
+def loop_swiglu_experts(
+    x: torch.Tensor,
+    gates: torch.Tensor,
+    gate_weight: torch.Tensor,
+    gate_bias: torch.Tensor | None,
+    up_weight: torch.Tensor,
+    up_bias: torch.Tensor | None,
+    down_weight: torch.Tensor,
+    down_bias: torch.Tensor | None,
+    act: nn.Module,
+) -> torch.Tensor:
+    """``sum_e gates[:, e] * down_e(act(gate_e(x)) * up_e(x))``, one expert at a time with plain autograd."""
+    out = torch.zeros_like(x)
+    for e in range(gate_weight.shape[0]):
+        gate_b, up_b, down_b = (None if b is None else b[e] for b in (gate_bias, up_bias, down_bias))
+        hidden = act(F.linear(x, gate_weight[e], gate_b)) * F.linear(x, up_weight[e], up_b)
+        out = out + gates[:, e, None, None] * F.linear(hidden, down_weight[e].t(), down_b)
+    return out
+
+
+@pytest.fixture
+def reference_swiglu_experts():
+    return loop_swiglu_experts
+
+
 class TinyMLP(nn.Module):
     """The CLIPMLP/SiglipMLP interface (.fc1, .activation_fn, .fc2) without importing transformers."""
 
@@ -41,6 +66,27 @@ class TinyMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.activation_fn(self.fc1(x)))
+
+
+class TinySwiGLUMLP(nn.Module):
+    """Qwen2.5-VL's vision MLP (transformers' ``Qwen2_5_VLMLP``: .gate_proj, .up_proj, .down_proj,
+    .act_fn = SiLU, biases in the vision blocks) without importing transformers."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool = True) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=bias)
+        self.up_proj = nn.Linear(dim, hidden, bias=bias)
+        self.down_proj = nn.Linear(hidden, dim, bias=bias)
+        self.act_fn = nn.SiLU()
+
+    def forward(self, hidden_state: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(hidden_state)) * self.up_proj(hidden_state))
+
+
+@pytest.fixture
+def tiny_swiglu_mlp():
+    torch.manual_seed(0)
+    return TinySwiGLUMLP(16, 40)
 
 
 @pytest.fixture

@@ -6,9 +6,23 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from covft.nn import CONTEXTS, ROUTINGS, ContextState, ContextualMoE, ContextVectorExtractor, FusedExperts
+from covft.nn import (
+    CONTEXTS,
+    ROUTINGS,
+    ContextState,
+    ContextualMoE,
+    ContextVectorExtractor,
+    FusedExperts,
+    FusedSwiGLUExperts,
+)
 
 D, H, T_DIM, B, N = 16, 48, 12, 3, 5
+
+
+@pytest.fixture(params=["fc1_fc2", "swiglu"])
+def any_mlp(request):
+    """Both MLP layouts CoMoE upcycles: CLIP/SigLIP's fc1/act/fc2 and Qwen2.5-VL's gated SwiGLU."""
+    return request.getfixturevalue("tiny_mlp" if request.param == "fc1_fc2" else "tiny_swiglu_mlp")
 
 
 def _build(mlp, routing="dense", context="cve", text=True, **kwargs):
@@ -20,12 +34,12 @@ def _build(mlp, routing="dense", context="cve", text=True, **kwargs):
 
 @pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("context", CONTEXTS)
-def test_identical_to_the_source_mlp_at_initialisation(routing, context, tiny_mlp):
-    moe, _ = _build(tiny_mlp, routing, context)
+def test_identical_to_the_source_mlp_at_initialisation(routing, context, any_mlp):
+    moe, _ = _build(any_mlp, routing, context)
     z = torch.randn(B, N, D)
     out = moe(z)
     assert out.shape == (B, N, D)
-    torch.testing.assert_close(out, tiny_mlp(z), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, any_mlp(z), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(moe.last_gates.sum(-1), torch.ones(B))
 
 
@@ -138,10 +152,11 @@ def test_identical_experts_give_the_routing_path_only_rounding_noise_at_initiali
     assert experts > 0.1 and routing < 1e-5 * experts
 
 
-def test_dense_cve_trains_every_parameter_after_experts_diverge(tiny_mlp):
-    moe, _ = _build(tiny_mlp)
+def test_dense_cve_trains_every_parameter_after_experts_diverge(any_mlp):
+    moe, _ = _build(any_mlp)
     with torch.no_grad():
-        moe.experts.fc2_weight.add_(torch.randn_like(moe.experts.fc2_weight) * 0.1)
+        for parameter in moe.experts.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
     moe(torch.randn(B, N, D)).pow(2).sum().backward()
     missing = [name for name, p in moe.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert missing == []
@@ -165,8 +180,24 @@ def test_from_mlp_copies_the_activation_and_matches_device_and_dtype(tiny_mlp):
     assert {p.dtype for p in moe.parameters()} == {torch.float64}
     z = torch.randn(B, N, D, dtype=torch.float64)
     torch.testing.assert_close(moe(z), tiny_mlp(z))  # state.text is float32: cast to the tower's dtype
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(ValueError, match=r"Linear lacks .*\.fc1, \.fc2.*\.gate_proj, \.up_proj, \.down_proj"):
         ContextualMoE.from_mlp(nn.Linear(2, 2), state, T_DIM)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_from_mlp_upcycles_a_gated_swiglu_mlp_into_swiglu_experts(bias, tiny_swiglu_mlp):
+    mlp = tiny_swiglu_mlp if bias else type(tiny_swiglu_mlp)(D, 40, bias=False)
+    mlp.to(torch.float64)
+    moe, _ = _build(mlp, num_experts=3)
+    experts = moe.experts
+    assert isinstance(experts, FusedSwiGLUExperts) and experts.num_experts == 3
+    assert isinstance(experts.act, nn.SiLU) and experts.act is not mlp.act_fn
+    assert (experts.gate_bias is not None) is bias
+    assert {p.dtype for p in moe.parameters()} == {torch.float64}
+    expert_params = 3 * (3 * 40 * D + (2 * 40 + D if bias else 0))
+    assert sum(p.numel() for p in experts.parameters()) == expert_params
+    z = torch.randn(B, N, D, dtype=torch.float64)
+    torch.testing.assert_close(moe(z), mlp(z))
 
 
 def test_missing_or_mismatched_text_explains_what_to_pass(tiny_mlp):
@@ -194,17 +225,17 @@ def test_constructor_rejects_bad_options(tiny_mlp):
         ContextualMoE(experts, ContextState(), None, context="cve")
 
 
-def test_checkpointed_block_and_bfloat16(tiny_mlp):
-    moe, _ = _build(tiny_mlp, routing="sparse")
+def test_checkpointed_block_and_bfloat16(any_mlp):
+    moe, _ = _build(any_mlp, routing="sparse")
     z = torch.randn(B, N, D, requires_grad=True)
     out = checkpoint(moe, z, use_reentrant=False)
     (out.sum() + moe.aux_loss).backward()
     assert z.grad is not None and moe.router.weight.grad is not None
-    moe_bf16, _ = _build(tiny_mlp.to(torch.bfloat16))
+    moe_bf16, _ = _build(any_mlp.to(torch.bfloat16))
     out = moe_bf16(z.detach().bfloat16())
     assert out.dtype == torch.bfloat16
     assert moe_bf16.last_gates.dtype == torch.float32  # routed in float32, cast inside the experts
-    uniform, _ = _build(tiny_mlp, routing="uniform")
+    uniform, _ = _build(any_mlp, routing="uniform")
     uniform(z.detach().bfloat16())
     assert uniform.last_gates.dtype == torch.float32
 
@@ -232,3 +263,20 @@ def test_from_mlp_on_hugging_face_clip_and_siglip_mlps():
         assert type(moe.experts.act) is type(mlp.activation_fn)
         z = torch.randn(B, N, D)
         torch.testing.assert_close(moe(z), mlp(z), atol=1e-5, rtol=1e-5)
+
+
+def test_from_mlp_on_the_hugging_face_qwen2_5_vl_vision_mlp():
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLVisionBlock
+
+    config = transformers.Qwen2_5_VLVisionConfig(
+        hidden_size=D, intermediate_size=40, num_heads=4, hidden_act="silu"
+    )
+    torch.manual_seed(0)
+    mlp = Qwen2_5_VLVisionBlock(config).mlp  # the vision blocks build their gated MLP with biases
+    assert all(linear.bias is not None for linear in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+    moe = ContextualMoE.from_mlp(mlp, ContextState(text=torch.randn(B, T_DIM)), T_DIM)
+    assert isinstance(moe.experts, FusedSwiGLUExperts)
+    assert type(moe.experts.act) is type(mlp.act_fn)
+    z = torch.randn(B, N, D)
+    torch.testing.assert_close(moe(z), mlp(z), atol=1e-5, rtol=1e-5)

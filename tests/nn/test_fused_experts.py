@@ -4,7 +4,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import covft.nn.experts as experts_module
-from covft.nn import FusedExperts, QuickGELU, fused_experts
+from covft.nn import FusedExperts, FusedSwiGLUExperts, QuickGELU, fused_experts
 
 E, D, H, B, N = 3, 8, 16, 2, 5
 NAMES = ("x", "gates", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
@@ -13,6 +13,11 @@ ACTIVATIONS = {
     "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
     "gelu": nn.GELU,
     "identity": nn.Identity,
+}
+MODULES = {  # both fused expert kinds, for the behaviour they share
+    "fc1_fc2": lambda: FusedExperts(E, D, H, QuickGELU()),
+    "swiglu": lambda: FusedSwiGLUExperts(E, D, H),
+    "swiglu_without_bias": lambda: FusedSwiGLUExperts(E, D, H, bias=False),
 }
 
 
@@ -102,9 +107,10 @@ def test_partial_requires_grad(trainable, reference_experts):
         torch.testing.assert_close(grad, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_non_reentrant_checkpoint_gives_the_same_gradients():
+@pytest.mark.parametrize("kind", list(MODULES))
+def test_non_reentrant_checkpoint_gives_the_same_gradients(kind):
     torch.manual_seed(0)
-    module = FusedExperts(E, D, H, QuickGELU())
+    module = MODULES[kind]()
     x = torch.randn(B, N, D, requires_grad=True)
     logits = torch.randn(B, E, requires_grad=True)
     params = [x, logits, *module.parameters()]
@@ -127,9 +133,10 @@ def test_bfloat16_tracks_the_float32_reference(reference_experts):
         torch.testing.assert_close(grad.float(), ref, atol=0.05 * ref.abs().max().item(), rtol=0.05, msg=name)
 
 
-def test_autocast_computes_in_bfloat16_and_returns_float32_parameter_grads():
+@pytest.mark.parametrize("kind", list(MODULES))
+def test_autocast_computes_in_bfloat16_and_returns_float32_parameter_grads(kind):
     torch.manual_seed(0)
-    module = FusedExperts(E, D, H, QuickGELU())
+    module = MODULES[kind]()
     x = torch.randn(B, N, D)
     gates = torch.softmax(torch.randn(B, E), -1)
     with torch.autocast("cpu", dtype=torch.bfloat16):

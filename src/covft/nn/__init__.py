@@ -3,13 +3,14 @@
 - :class:`ContextState`: the per-forward text context shared by all context-aware modules.
 - :class:`ContextVectorExtractor`: CVE, one context vector per sample (method.md 2.2).
 - :class:`FusedExperts` / :func:`fused_experts`: E MLP experts mixed per sample in two GEMMs.
+- :class:`FusedSwiGLUExperts` / :func:`fused_swiglu_experts`: the same for gated (SwiGLU) MLPs.
 - :class:`ContextualMoE`: CoMoE, the drop-in replacement of a ViT block's MLP (method.md 2.3).
 """
 
 from covft.nn.comoe import CONTEXTS, ROUTINGS, ContextualMoE
 from covft.nn.context import ContextState
 from covft.nn.cve import ContextVectorExtractor
-from covft.nn.experts import FusedExperts, fused_experts
+from covft.nn.experts import FusedExperts, FusedSwiGLUExperts, fused_experts, fused_swiglu_experts
 from covft.nn.layers import PostNormResidualBlock, QuickGELU
 
 __all__ = [
@@ -19,7 +20,9 @@ __all__ = [
     "ContextVectorExtractor",
     "ContextualMoE",
     "FusedExperts",
+    "FusedSwiGLUExperts",
     "PostNormResidualBlock",
     "QuickGELU",
     "fused_experts",
+    "fused_swiglu_experts",
 ]

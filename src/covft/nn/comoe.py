@@ -10,7 +10,7 @@ from torch import nn
 
 from covft.nn.context import ContextState
 from covft.nn.cve import ContextVectorExtractor
-from covft.nn.experts import FusedExperts
+from covft.nn.experts import FusedExperts, FusedSwiGLUExperts
 
 __all__ = ["ROUTINGS", "CONTEXTS", "ContextualMoE"]
 
@@ -23,6 +23,20 @@ CONTEXTS = ("cve", "text", "image", "concat")
 _DEFAULT_LOAD_BALANCE_WEIGHT = 0.01
 
 
+def _upcycle(mlp: nn.Module, num_experts: int) -> FusedExperts | FusedSwiGLUExperts:
+    """The fused experts for ``mlp``'s layout, each a copy of ``mlp`` (see :meth:`ContextualMoE.from_mlp`)."""
+    if all(hasattr(mlp, name) for name in ("fc1", "fc2", "activation_fn")):
+        return FusedExperts.from_linear(mlp.fc1, mlp.fc2, copy.deepcopy(mlp.activation_fn), num_experts)
+    if all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+        act = copy.deepcopy(mlp.act_fn)
+        return FusedSwiGLUExperts.from_linear(mlp.gate_proj, mlp.up_proj, mlp.down_proj, act, num_experts)
+    raise ValueError(
+        f"{type(mlp).__name__} lacks the attributes of an MLP that from_mlp can upcycle: .fc1, .fc2 "
+        "(nn.Linear) and .activation_fn like CLIPMLP/SiglipMLP, or .gate_proj, .up_proj, .down_proj "
+        "(nn.Linear) and .act_fn like Qwen2.5-VL's gated vision MLP"
+    )
+
+
 class ContextualMoE(nn.Module):
     """Drop-in replacement for a ViT block's MLP (same forward signature: hidden_states [B,N,d] -> [B,N,d]); input is LN2(h).
 
@@ -33,7 +47,8 @@ class ContextualMoE(nn.Module):
     the MLP it replaces.
 
     Args:
-        experts: the E experts (see :meth:`FusedExperts.from_linear`).
+        experts: the E experts (see :meth:`FusedExperts.from_linear` for a CLIP/SigLIP MLP,
+            :meth:`FusedSwiGLUExperts.from_linear` for a gated one).
         state: shared context holder; ``state.text`` must be ``[B, text_dim]`` when the context
             needs text.
         text_dim: width of the text vector; may be ``None`` only for ``context="image"`` or
@@ -59,7 +74,7 @@ class ContextualMoE(nn.Module):
 
     def __init__(
         self,
-        experts: FusedExperts,
+        experts: FusedExperts | FusedSwiGLUExperts,
         state: ContextState,
         text_dim: int | None,
         *,
@@ -124,21 +139,18 @@ class ContextualMoE(nn.Module):
         num_experts: int = 4,
         **kwargs,
     ) -> ContextualMoE:
-        """Upcycle ``mlp`` (anything with ``.fc1``, ``.fc2`` ``nn.Linear`` and ``.activation_fn``,
-        e.g. ``CLIPMLP``/``SiglipMLP``) into a CoMoE with ``num_experts`` copies of it.
+        """Upcycle ``mlp`` into a CoMoE with ``num_experts`` copies of it.
 
-        The activation module is deep-copied, never assumed. New modules (router, CVE) are put on
-        the device and dtype of ``mlp.fc1.weight``. ``kwargs`` go to the constructor.
+        Two MLP layouts are recognised by their attributes: ``.fc1``, ``.fc2`` (``nn.Linear``) and
+        ``.activation_fn`` (``CLIPMLP``/``SiglipMLP``) give :class:`FusedExperts`; ``.gate_proj``,
+        ``.up_proj``, ``.down_proj`` and ``.act_fn`` (the gated SwiGLU MLP of Qwen2.5-VL's vision
+        blocks, ``Qwen2_5_VLMLP``) give :class:`FusedSwiGLUExperts`. The activation module is
+        deep-copied, never assumed. New modules (router, CVE) are put on the device and dtype of
+        the experts. ``kwargs`` go to the constructor.
         """
-        missing = [name for name in ("fc1", "fc2", "activation_fn") if not hasattr(mlp, name)]
-        if missing:
-            raise ValueError(
-                f"{type(mlp).__name__} lacks {missing}: from_mlp needs .fc1, .fc2 (nn.Linear) and "
-                ".activation_fn like CLIPMLP/SiglipMLP"
-            )
-        experts = FusedExperts.from_linear(mlp.fc1, mlp.fc2, copy.deepcopy(mlp.activation_fn), num_experts)
+        experts = _upcycle(mlp, num_experts)
         moe = cls(experts, state, text_dim, **kwargs)
-        weight = mlp.fc1.weight
+        weight = next(experts.parameters())
         for module in (moe.cve, moe.concat_proj, moe.router):
             if module is not None:
                 module.to(device=weight.device, dtype=weight.dtype)
