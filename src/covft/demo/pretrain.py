@@ -19,7 +19,8 @@ disjoint from the demo world's images and suite):
 4. **stage 1a**: the projector alone on dense captions (LLaVA-1.5's feature alignment, in the
    LM's chat format);
 5. **stage 1b** (optional): projector and LM on the same dense captions in the chat format
-   (ShareGPT4V's / LLaVA-NeXT's detailed-caption stage); the tower stays frozen throughout.
+   (ShareGPT4V's / LLaVA-NeXT's detailed-caption stage), with the tower's feeding blocks when
+   ``stage1b_method`` is ``full`` (the shipped recipe) or the tower frozen with ``freeze``.
 """
 
 from __future__ import annotations
@@ -140,14 +141,13 @@ def stage_folders(settings: PretrainSettings, cache_dir: Path) -> dict[str, Path
 
 
 def _world_and_options(
-    settings: PretrainSettings, cache_dir: Path, progress: bool, log: Any
+    settings: PretrainSettings, world: Path, cache_dir: Path, progress: bool, log: Any
 ) -> dict[str, Any]:
-    """Make (or reuse) the pretraining world; the preset's options with its tokenizer (tiny) or
-    its LM cache (smol)."""
+    """Make (or reuse) the pretraining world in ``world``; the preset's options with its tokenizer
+    (tiny) or its LM cache (smol)."""
     import covft.models.demo_presets as demo_presets
     from covft.demo.pipeline import logged_world
 
-    world = stage_folders(settings, cache_dir)["world"]
     logged_world(world, log, "pretrain/world", progress=progress, size=settings.world_size,
                  seed=settings.world_seed, suite_size=0, image_size=settings.image_size)  # fmt: skip
     options = settings.model_options()
@@ -160,19 +160,12 @@ def _world_and_options(
     return options
 
 
-def pretrain_lm(
-    settings: PretrainSettings, *, cache_dir: Path, progress: bool = True, log: Any = None
-) -> dict[str, Any] | None:
-    """The recipe's LM stage alone (it needs no tower): the summary, or None when the recipe has
-    none. :func:`pretrain` reuses it when finished."""
+def _train_lm(
+    settings: PretrainSettings, folders: dict[str, Path], options: dict[str, Any], progress: bool, log: Any
+) -> dict[str, Any]:
+    """The LM stage on the world in ``folders`` with the preset ``options`` already resolved."""
     from covft.data.world.corpus import write_lm_corpus
-    from covft.demo.pipeline import StageLog
 
-    if settings.preset != "tiny" or settings.lm_steps <= 0:
-        return None
-    folders = stage_folders(settings, cache_dir)
-    log = log or StageLog(folders["world"].parent)
-    options = _world_and_options(settings, cache_dir, progress, log)
     corpus = write_lm_corpus(folders["world"] / "lm_corpus.json", settings.lm_corpus_size, seed=settings.world_seed,
                              image_size=settings.image_size, describe_share=settings.lm_describe_share)  # fmt: skip
     text = {"train": str(corpus), "image_folder": None, "group_by_modality_length": False}
@@ -197,15 +190,14 @@ def pretrain(
     folders = stage_folders(settings, cache_dir)
     world = folders["world"]
     log = log or StageLog(world.parent)
-    options = _world_and_options(settings, cache_dir, progress, log)
+    options = _world_and_options(settings, world, cache_dir, progress, log)
     started = clock()
     stage0 = pretrain_vision_tower(world, settings.stage0_config(), cache_dir=cache_dir, progress=progress)
     log.record("pretrain/stage0", "reused" if stage0.reused else "ran", started, key=stage0.key)
     summary: dict[str, Any] = {"stage0": {**stage0.info, "curve": curve(read_losses(stage0))}}
     weights = {"vision_weights": str(stage0.path.resolve())}
-    lm = pretrain_lm(settings, cache_dir=cache_dir, progress=progress, log=log)
-    if lm is not None:
-        summary["lm"] = lm
+    if settings.preset == "tiny" and settings.lm_steps > 0:
+        summary["lm"] = _train_lm(settings, folders, options, progress, log)
         weights["llm_weights"] = str(folders["lm"] / "model.safetensors")
 
     train = functools.partial(_run_config, settings, options=options, progress=progress)
