@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from covft.errors import ModelNotFoundError, NotExportableError
-from covft.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, replacing_directory
+from covft.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained
 from covft.strategies import get_strategy
+from covft.utils import atomic_directory
 
 CARD_NAME = "README.md"
 EXAMPLE_QUESTION = "<image>\nWhat is in the image?"
@@ -102,7 +103,7 @@ def export_model(
     card = model_card(model, name, folded, source, repo_id or str(out))
     model.strategy = None
     _say(progress, f"writing {out}")
-    with replacing_directory(out) as tmp:
+    with atomic_directory(out) as tmp:
         model.llava.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / CARD_NAME).write_text(card, encoding="utf-8")

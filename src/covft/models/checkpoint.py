@@ -14,16 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from covft.utils import atomic_directory
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "covft_config.json"
@@ -64,36 +62,12 @@ def save_pretrained(model, path: str | os.PathLike, delta: bool = False) -> None
     }
     if delta and not model.base:
         raise ValueError("a delta checkpoint needs a rebuildable base model (a preset or a local path)")
-    with replacing_directory(path) as tmp:
+    with atomic_directory(path) as tmp:
         save_file(_state_to_save(model, delta), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         model.tokenizer.save_pretrained(str(tmp))
         model.image_processor.save_pretrained(str(tmp))
         # the config goes last: its presence marks a complete checkpoint
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
-
-
-@contextmanager
-def replacing_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """A fresh temporary directory next to ``path`` that replaces ``path`` when the block succeeds.
-
-    The swap is two renames, so ``path`` is at every moment either the old directory or the complete
-    new one; when the block fails the temporary directory is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
