@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 import covft
-from covft.demo.pretrain import SHIPPED
 from covft.eval.generate import predict, shuffle_images
+from covft.recipes.demo.pretrain import SHIPPED
 
 PROBE_TARGETS = ("color", "shape", "texture")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from covft.demo.pipeline import DemoRun, run_demo
-from covft.demo.settings import micro
+from covft.recipes.demo.pipeline import DemoRun, run_demo
+from covft.recipes.demo.settings import micro
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "grounding_check.py"
 

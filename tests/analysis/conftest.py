@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from covft.data.world import make_world
+from covft.recipes.world import make_world
 
 TINY = [
     "model=tiny-test",

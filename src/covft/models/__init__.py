@@ -1,6 +1,5 @@
 """Building LLaVA models with covft: presets, checkpoints, the wrapper and the text encoder."""
 
-import covft.models.demo_presets  # noqa: F401  (registers the presets "tiny" and "smol")
 from covft.models.checkpoint import load_pretrained
 from covft.models.model import CovftModel
 from covft.models.presets import available_presets, build_model, register_preset

@@ -6,13 +6,17 @@
 - a local directory: a Hugging Face LLaVA checkpoint (e.g. a downloaded ``llava-hf/llava-1.5-7b-hf``)
   or a covft checkpoint (``covft_config.json`` inside).
 
-Other presets register themselves with :func:`register_preset` (the demo's ``tiny`` and ``smol``).
+Other presets register themselves with :func:`register_preset`, or are declared by an installed
+package under the ``covft.presets`` entry-point group (``name = "module:builder"``) and imported on
+first use: that is how the demo's ``tiny`` and ``smol`` (in :mod:`covft.recipes.demo.presets`, above
+this layer) are found, and how a third-party package adds its own.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +36,25 @@ def register_preset(name: str) -> Callable[[Callable[..., CovftModel]], Callable
     return decorate
 
 
+PRESET_ENTRY_POINTS = "covft.presets"
+"""The entry-point group through which installed packages declare presets."""
+
+
+def _declared_presets() -> dict[str, Any]:
+    return {point.name: point for point in entry_points(group=PRESET_ENTRY_POINTS)}
+
+
 def available_presets() -> list[str]:
-    return sorted(PRESETS)
+    return sorted(set(PRESETS) | set(_declared_presets()))
 
 
 def build_model(name_or_path: str, **kwargs: Any) -> CovftModel:
     """Build a model from a preset name or a local checkpoint directory."""
     if name_or_path in PRESETS:
         return PRESETS[name_or_path](**kwargs)
+    declared = _declared_presets().get(str(name_or_path))
+    if declared is not None:
+        return declared.load()(**kwargs)
     path = Path(name_or_path)
     if (path / "covft_config.json").is_file():
         from covft.models.checkpoint import load_pretrained

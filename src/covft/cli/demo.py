@@ -1,0 +1,253 @@
+"""`covft demo`: the whole CoVFT pipeline end to end on the synthetic conflict world, on a CPU.
+
+The shipped starting point (tower, LM, stage 1; ``--from-scratch`` retrains it) -> stage 2 for
+each strategy and seed from it -> the world's held-out 12-benchmark suite, and again with the
+images shuffled -> ``report.md``, ``results.json`` and plots. Every finished stage is reused by a
+rerun. ``covft demo pretrain`` runs the starting point's recipe and writes the folder the package
+ships. See docs/demo.md.
+
+This module stays light (argument parsing only); the work is in :mod:`covft.recipes.demo.pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from covft.recipes.demo.settings import DEFAULT_METHODS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the arguments of `covft demo`."""
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "pretrain"),
+        default="run",
+        help="run (default): the comparison; pretrain: train the method-agnostic starting point by the "
+        "recipe (covft.recipes.demo.settings.PretrainSettings, about an hour on two cores) and write it to --out "
+        "(default: the folder the package ships, covft/demo/pretrained)",
+    )
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train the starting point (tower, LM, stage 1) by the code's recipe instead of using the "
+        "shipped one (cached under --cache-dir; about an hour on two cores)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller world and schedule (a smoke run of every stage)"
+    )
+    parser.add_argument(
+        "--scale",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu (default): the comparison sized for two CPU cores; gpu: the same pipeline at GPU scale "
+        "(covft.recipes.demo.settings.GPU: a 10x world, 40x the stage-2 samples, bf16 on CUDA; planned for about "
+        "10 minutes on one H200-class GPU; tiny preset, not with --quick; default --out runs/demo-gpu)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=("tiny", "smol"),
+        default="tiny",
+        help="tiny: small LM trained from scratch (fast); smol: SmolLM2-135M-Instruct (needs covft[smol])",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        metavar="METHOD",
+        help=f"strategies to compare (any of `covft methods`; default: {' '.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds 0..N-1; the report gives mean and spread, and the verdict uses it "
+        "(default 2; 1 with --quick, a smoke run)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default runs/demo, or runs/demo-quick with --quick; -smol appended for smol; "
+        "for pretrain: the shipped folder)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="cache of the tokenizer, stage-0 towers and converted LMs (default $COVFT_CACHE or runs/cache)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for stages 0 and 1, shared by the stage-2 jobs "
+        "(default: all cores, or 1 when the machine is already busy)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="stage-2 runs at a time, each in its own process (default: one per core, at most one per method)",
+    )
+    parser.add_argument(
+        "--stage2-steps",
+        type=int,
+        default=None,
+        help="override the stage-2 steps of the chosen setting, for every method alike (a longer "
+        "comparison; use its own --out)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override fields of the chosen setting for every method alike, e.g. --set "
+        "world_size=20000 stage2_steps=3000 pretrain.lm_steps=4000 pretrain.stage0.steps=3000 (fields: "
+        "covft.recipes.demo.settings.DemoSettings and PretrainSettings; use its own --out; a changed recipe "
+        "needs --from-scratch)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _parse(key: str, kind: str, value: str):
+    """``value`` as the field's type (``kind`` is the annotation's text)."""
+    if kind.startswith("bool"):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"--set {key}: expected true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    if kind.startswith("int"):
+        return None if value.lower() == "none" and "None" in kind else int(value)
+    if kind.startswith("float"):
+        return float(value)
+    if kind.startswith("str"):
+        return value
+    raise ValueError(
+        f"--set cannot override {key!r} (type {kind}); set one of its fields (e.g. {key}.steps=...)"
+    )
+
+
+def _override(settings, path: list[str], value: str, full_key: str):
+    """``settings`` (a frozen dataclass) with the field at ``path`` set from its text ``value``."""
+    import difflib
+    from dataclasses import fields, is_dataclass
+
+    types = {f.name: f.type for f in fields(settings)}
+    name = path[0]
+    if name not in types:
+        close = difflib.get_close_matches(name, types, n=1)
+        prefix = full_key[: len(full_key) - len(".".join(path))]
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+        raise ValueError(f"--set: the demo settings have no field {full_key!r}{hint}")
+    current = getattr(settings, name)
+    if len(path) > 1:
+        if not is_dataclass(current):
+            raise ValueError(f"--set: {name!r} has no fields ({full_key!r})")
+        return replace(settings, **{name: _override(current, path[1:], value, full_key)})
+    return replace(settings, **{name: _parse(full_key, str(types[name]), value)})
+
+
+def apply_overrides(settings, pairs: list[str]):
+    """``settings`` with ``KEY=VALUE`` overrides applied (values parsed as the field's type; dotted
+    keys reach nested settings, e.g. ``pretrain.stage0.steps=3000``)."""
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}")
+        settings = _override(settings, key.split("."), value, key)
+    return settings
+
+
+def default_threads() -> int:
+    """All cores, unless other processes already keep them busy (oversubscribed threads crawl)."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return 1 if load >= cores else cores
+
+
+def pretrain_command(args: argparse.Namespace, settings) -> int:
+    """`covft demo pretrain`: run the recipe (cached, resumable) and export the starting point."""
+    import shlex
+
+    from covft.recipes.demo import pretrain
+    from covft.recipes.demo.presets import default_cache_dir
+
+    recipe = settings.pretrain
+    if recipe.preset != "tiny":
+        print("covft demo pretrain: only the tiny preset's starting point is shipped", file=sys.stderr)
+        return 2
+    out = args.out or pretrain.SHIPPED
+    final, summary = pretrain.pretrain(
+        recipe, cache_dir=args.cache_dir or default_cache_dir(), progress=not args.no_progress
+    )
+    overrides = [pair for pair in args.set if pair.startswith("pretrain.")]
+    command = "covft demo pretrain" + "".join(f" --set {shlex.quote(pair)}" for pair in overrides)
+    pretrain.export(final, out, recipe, command=command, summary=summary)
+    print((out / pretrain.SUMS_FILE).read_text(encoding="utf-8"), end="")
+    print(f"covft demo pretrain: wrote the starting point of recipe {recipe.key()} to {out}", file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo (or its pretraining); prints the table and where the report went."""
+    import torch
+
+    from covft.recipes.demo.pipeline import DemoError, DemoRun, run_demo
+    from covft.recipes.demo.presets import default_cache_dir
+    from covft.recipes.demo.settings import GPU, settings_for
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    jobs = args.jobs or min(os.cpu_count() or 1, len(args.methods))
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    if args.scale == "gpu" and (args.quick or args.preset != "tiny"):
+        print(
+            "covft demo: error: --scale gpu is the tiny preset's full run (drop --quick / --preset)",
+            file=sys.stderr,
+        )
+        return 2
+    settings = GPU if args.scale == "gpu" else settings_for(args.preset, args.quick)
+    if args.stage2_steps is not None:
+        settings = replace(settings, stage2_steps=args.stage2_steps)
+    try:
+        settings = apply_overrides(settings, args.set)
+    except ValueError as error:
+        print(f"covft demo: error: {error}", file=sys.stderr)
+        return 2
+    if args.action == "pretrain":
+        return pretrain_command(args, settings)
+    out = args.out
+    if out is None:
+        out = Path("runs") / ("demo-quick" if args.quick else "demo-gpu" if args.scale == "gpu" else "demo")
+        if args.preset != "tiny":
+            out = out.with_name(f"{out.name}-{args.preset}")
+    print(
+        f"covft demo: {args.preset} preset, {threads} thread(s), {jobs} stage-2 job(s), writing {out}",
+        file=sys.stderr,
+    )
+    demo = DemoRun(
+        out=out,
+        settings=settings,
+        methods=list(args.methods),
+        seeds=args.seeds if args.seeds is not None else (1 if args.quick else 2),
+        cache_dir=args.cache_dir or default_cache_dir(),
+        progress=not args.no_progress,
+        jobs=jobs,
+        from_scratch=args.from_scratch,
+    )
+    try:
+        run_demo(demo)
+    except (DemoError, ImportError) as error:
+        print(f"covft demo: error: {error}", file=sys.stderr)
+        return 2
+    print(f"covft demo: wrote {out}/report.md, results.json and plots", file=sys.stderr)
+    return 0
