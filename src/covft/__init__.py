@@ -8,10 +8,9 @@ The public API::
     m.save_pretrained(path); m2 = covft.load_pretrained(path)
 """
 
-from covft.models import CovftModel, available_presets, build_model, load_pretrained, register_preset
-from covft.strategies import apply_vft, available_methods
-
-__version__ = "0.1.0"
+from covft._version import __version__
+from covft.models import CovftModel, available_presets, register_preset
+from covft.strategies import apply_vft, available_methods, build_model, load_pretrained
 
 __all__ = [
     "CovftModel",

@@ -93,7 +93,7 @@ def test_a_missing_checkpoint_is_named_with_what_is_expected(tmp_path, capsys):
         ({"checkpoint-5/COMPLETE": ""}, "the run has not finished"),
         ({"covft_config.json": "{not json", "model.safetensors": ""}, "is not valid JSON"),
         ({"covft_config.json": '{"strategy": "lora"}'}, "has no model.safetensors"),
-        ({"covft_config.json": '{"strategy": "lorra"}', "model.safetensors": ""}, "did you mean 'lora'"),
+        ({"covft_config.json": '{"strategy": "lorra"}', "model.safetensors": ""}, "Did you mean 'lora'"),
     ],
 )
 def test_what_is_not_a_checkpoint_is_said(layout, message, tmp_path, capsys):

@@ -25,7 +25,7 @@ def test_local_hf_llava_checkpoint_loads_and_matches(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, source(**batch).logits, rtol=0, atol=0)
     covft.apply_vft(loaded, "covft")  # strategies apply to a loaded HF model too
-    assert loaded.comoe_layers == [0]
+    assert loaded.routed_blocks == [0]
 
 
 def test_unknown_source_is_a_clear_error(tmp_path):
@@ -94,3 +94,15 @@ def test_qavit_reads_token_states_uncached():
     with torch.no_grad():
         model(**model.collate(make_samples()))
     assert model.context.text_tokens is not None and model.context.text_tokens.shape[0] == 2
+
+
+def test_models_layer_points_covft_checkpoints_to_the_loader_that_restores_the_strategy(tmp_path):
+    from covft.models import build_model as build_base
+
+    model = covft.apply_vft(
+        covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny"), "bitfit"
+    )
+    model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="is a covft checkpoint: load it with covft.build_model"):
+        build_base(str(tmp_path / "ckpt"))
+    assert covft.build_model(str(tmp_path / "ckpt")).strategy.name == "bitfit"

@@ -38,11 +38,11 @@ def test_covft_at_init_reproduces_the_unmodified_model(routing, context, tower):
 
 
 def test_default_layers_are_the_second_half_of_the_feeding_blocks():
-    assert covft.apply_vft(tiny(layers=4), "covft").comoe_layers == [1, 2]
-    assert covft.apply_vft(tiny(layers=6), "covft").comoe_layers == [2, 3, 4]
-    assert covft.apply_vft(tiny(layers=6), "covft", layers=[0, 4]).comoe_layers == [0, 4]
-    assert covft.apply_vft(tiny(layers=6), "covft", start_layer=3).comoe_layers == [3, 4]
-    assert covft.apply_vft(tiny(layers=6), "covft", last_n=1).comoe_layers == [4]
+    assert covft.apply_vft(tiny(layers=4), "covft").routed_blocks == [1, 2]
+    assert covft.apply_vft(tiny(layers=6), "covft").routed_blocks == [2, 3, 4]
+    assert covft.apply_vft(tiny(layers=6), "covft", layers=[0, 4]).routed_blocks == [0, 4]
+    assert covft.apply_vft(tiny(layers=6), "covft", start_layer=3).routed_blocks == [3, 4]
+    assert covft.apply_vft(tiny(layers=6), "covft", last_n=1).routed_blocks == [4]
     with pytest.raises(ValueError, match="feed the LLM"):
         covft.apply_vft(tiny(layers=6), "covft", layers=[5])
 
@@ -53,7 +53,7 @@ def test_only_mlp_is_replaced_and_layer_class_kept():
     for i, (a, b) in enumerate(zip(reference.encoder_layers, model.encoder_layers, strict=True)):
         assert type(a) is type(b)
         assert type(b.forward) is type(a.forward) and "forward" not in vars(b)
-        assert isinstance(b.mlp, ContextualMoE) == (i in model.comoe_layers)
+        assert isinstance(b.mlp, ContextualMoE) == (i in model.routed_blocks)
         assert type(b.self_attn) is type(a.self_attn)
 
 
@@ -61,7 +61,7 @@ def _perturbed_covft():
     model = covft.apply_vft(tiny(), "covft")
     torch.manual_seed(1)
     with torch.no_grad():  # break the experts' symmetry so routing matters
-        for i in model.comoe_layers:
+        for i in model.routed_blocks:
             model.encoder_layers[i].mlp.experts.fc1_weight.add_(
                 0.1 * torch.randn_like(model.encoder_layers[i].mlp.experts.fc1_weight)
             )
@@ -90,7 +90,7 @@ def test_routing_changes_with_the_instruction_not_with_the_answer():
         b = {k: v.clone() for k, v in model.routing_weights().items()}
         model(**model.collate([_sample("Read the text in the picture.", "left", image)]))
         c = {k: v.clone() for k, v in model.routing_weights().items()}
-    assert set(a) == set(model.comoe_layers)
+    assert set(a) == set(model.routed_blocks)
     for k in a:
         assert a[k].shape == (1, 4)
         torch.testing.assert_close(a[k].sum(-1), torch.ones(1))
@@ -175,7 +175,7 @@ def test_llava_15_7b_geometry_has_the_papers_trainable_vision_count():
     model = covft.build_model("llava-1.5-7b", device="meta")
     assert model.feeding_layers == 23 and model.num_image_tokens == 576
     covft.apply_vft(model, "covft")
-    assert model.comoe_layers == list(range(11, 23))
+    assert model.routed_blocks == list(range(11, 23))
     assert model.num_parameters("vision", trainable=True) == 529_007_664
     assert model.text_encoder.hidden_size == 768
 
@@ -186,3 +186,34 @@ def test_generate_handles_text_only_batches():
     assert "pixel_values" not in batch
     out = model.generate(**batch, max_new_tokens=3, min_new_tokens=3)
     assert out.shape[1] == batch["input_ids"].shape[1] + 3
+
+
+def test_generate_clears_the_context_it_set():
+    model = _perturbed_covft()
+    batch = model.collate(make_samples()[:1], for_generation=True)
+    model.generate(**batch, max_new_tokens=2)
+    assert (
+        model.context.text is None and model.context.text_tokens is None and model.context.text_mask is None
+    )
+    model(**model.collate(make_samples()))  # a forward keeps it: checkpointed blocks re-read it in backward
+    assert model.context.text is not None
+
+
+def test_the_wrapper_finds_routed_modules_of_any_strategy():
+    from covft.nn import RoutedModule
+
+    model = covft.apply_vft(tiny(layers=6), "qmoe", num_experts=3)
+    assert list(model.routed_modules()) == ["projector"] and model.routed_blocks == []
+    assert isinstance(model.llava.model.multi_modal_projector, RoutedModule)
+    model(**model.collate(make_samples()))
+    weights = model.routing_weights()
+    assert list(weights) == ["projector"] and weights["projector"].shape == (2, 3)
+    assert model.auxiliary_loss() is None
+    stats = model.routing_stats()
+    assert set(stats) == {"routing/projector/entropy", "routing/projector/max_entropy"} | {
+        f"routing/projector/expert{e}" for e in range(3)
+    }
+    torch.testing.assert_close(sum(stats[f"routing/projector/expert{e}"] for e in range(3)), 1.0)
+    routed = covft.apply_vft(tiny(layers=6), "covft", layers=[0, 4])
+    assert list(routed.routed_modules()) == [0, 4]
+    assert all(routed.routed_modules()[i] is routed.encoder_layers[i].mlp for i in (0, 4))

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import covft
-from covft.strategies.base import VISION_PREFIX, block_prefix
+from covft.models.names import VISION_PREFIX, block_prefix
+from covft.strategies import UnknownMethodError, UnknownOptionError
 from tests.conftest import make_samples
 
 TOWERS = ["clip", "siglip"]
@@ -136,9 +137,9 @@ def test_strategies_do_not_stack_and_bad_options_are_named():
     with pytest.raises(ValueError, match="do not stack"):
         covft.apply_vft(model, "lora")
     fresh = covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny")
-    with pytest.raises(TypeError, match="num_expert.*valid"):
+    with pytest.raises(UnknownOptionError, match="num_expert.*Did you mean 'num_experts'.*Valid"):
         covft.apply_vft(fresh, "covft", num_expert=3)
-    with pytest.raises(ValueError, match="did you mean 'covft'"):
+    with pytest.raises(UnknownMethodError, match="Did you mean 'covft'"):
         covft.apply_vft(fresh, "covfft")
     with pytest.raises(ValueError, match="method 'full'"):
         covft.apply_vft(fresh, "covft", context="none")

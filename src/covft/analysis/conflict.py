@@ -378,6 +378,6 @@ class _ModelInfo(TrainerCallback):
             self.info = {
                 "num_blocks": len(block_list(model)),
                 "feeding_blocks": int(model.feeding_layers),
-                "comoe_layers": list(model.comoe_layers),
+                "comoe_layers": list(model.routed_blocks),
                 "trainable_vision_parameters": int(model.num_parameters("vision", trainable=True)),
             }

@@ -46,7 +46,7 @@ PAPER_ROUTING_CORRELATION = 0.76
 
 
 def _comoe_modules(model: nn.Module) -> dict[int, nn.Module]:
-    layers = list(getattr(model, "comoe_layers", []))
+    layers = list(getattr(model, "routed_blocks", []))
     if not layers:
         raise ValueError(
             "the model has no CoMoE blocks: load a checkpoint trained with method 'covft' (dense or sparse routing)"
@@ -299,7 +299,7 @@ def run_context(
         "data": str(data),
         "num_samples": len(indices),
         "block": chosen_block,
-        "comoe_layers": list(model.comoe_layers),
+        "comoe_layers": list(model.routed_blocks),
         "context_dim": int(contexts.shape[1]),
         "routing_dim": int(routes.shape[1]),
         "clusters": cluster_rows,

@@ -19,9 +19,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from covft._version import __version__
 from covft.errors import ModelNotFoundError, NotExportableError
-from covft.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained
-from covft.strategies import get_strategy
+from covft.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from covft.strategies import UnknownMethodError, get_strategy, load_pretrained
 from covft.utils import atomic_directory
 
 CARD_NAME = "README.md"
@@ -156,7 +157,7 @@ def checkpoint_config(path: Path) -> dict:
     if config["strategy"] is not None:
         try:
             get_strategy(config["strategy"])
-        except ValueError as error:  # a checkpoint of another covft version
+        except UnknownMethodError as error:  # a checkpoint of another covft version
             raise ModelNotFoundError(f"{path / CONFIG_NAME}: {error}") from error
     return config
 
@@ -197,8 +198,6 @@ def check_output(out: Path, overwrite: bool, keep: Path | None = None) -> None:
 def model_card(model, strategy: str | None, folded: str, source: str | None, location: str) -> str:
     """README.md: how to load the model (from ``location``, a path or a Hub repository) and the
     prompt format covft trained it with."""
-    from covft import __version__
-
     origin = f" from `{source}`" if source else ""
     return f"""---
 library_name: transformers

@@ -1,7 +1,9 @@
-"""Building LLaVA models with covft: presets, checkpoints, the wrapper and the text encoder."""
+"""Building LLaVA models with covft: presets, checkpoints, the wrapper and the text encoder.
 
-from covft.models.checkpoint import load_pretrained
+Loading a covft checkpoint re-applies its strategy: ``covft.load_pretrained`` (in ``covft.strategies``).
+"""
+
 from covft.models.model import CovftModel
 from covft.models.presets import available_presets, build_model, register_preset
 
-__all__ = ["CovftModel", "available_presets", "build_model", "load_pretrained", "register_preset"]
+__all__ = ["CovftModel", "available_presets", "build_model", "register_preset"]

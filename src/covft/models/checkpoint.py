@@ -6,7 +6,9 @@ Layout of a checkpoint directory:
 - ``model.safetensors``: every weight (or, for a delta, only what the strategy trained).
 - tokenizer and image processor files (Hugging Face format).
 
-The frozen text encoder is never saved: it is rebuilt from its name.
+The frozen text encoder is never saved: it is rebuilt from its name. Loading a checkpoint
+re-applies its strategy, so it lives a layer up: ``covft.strategies.checkpoint.load_pretrained``
+(``covft.load_pretrained``) composes :func:`rebuild_model` and :func:`load_weights`.
 """
 
 from __future__ import annotations
@@ -115,43 +117,57 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(file.read_text())
 
 
-def load_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu", **overrides: Any):
-    """Rebuild a model saved with ``save_pretrained``: same structure, same weights, same outputs."""
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a complete covft checkpoint directory (its config is written last)."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def read_checked_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's config, after checking its format version."""
+    config = read_config(path)
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {config.get('format_version')} is not {FORMAT_VERSION}")
+    return config
+
+
+def rebuild_model(
+    path: str | os.PathLike, config: dict[str, Any], device: str | torch.device, text_encoder: str
+):
+    """The checkpoint's model before its strategy and weights: the rebuilt base for a delta
+    checkpoint, else a LLaVA of the saved config (random weights) with the saved tokenizer and
+    image processor."""
     from transformers import AutoImageProcessor, AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
 
     from covft.models.model import CovftModel
     from covft.models.presets import build_model
-    from covft.strategies import apply_vft
 
-    path = Path(path)
-    config = read_config(path)
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {config.get('format_version')} is not {FORMAT_VERSION}")
-    text_encoder = overrides.pop("text_encoder", config["text_encoder"])
     if config["delta"]:
         base = config["base"]
         source = base.get("preset") or base.get("path")
-        model = build_model(source, **{**base.get("kwargs", {}), "text_encoder": text_encoder})
-    else:
-        llava_config = LlavaConfig.from_dict(config["llava_config"])
-        with torch.device(device):
-            llava = LlavaForConditionalGeneration(llava_config)
-        llava.to(getattr(torch, config.get("dtype", "float32")))
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        image_processor = AutoImageProcessor.from_pretrained(str(path))
-        llava.generation_config.pad_token_id = tokenizer.pad_token_id
-        llava.generation_config.eos_token_id = tokenizer.eos_token_id
-        model = CovftModel(
-            llava,
-            tokenizer,
-            image_processor,
-            template=config["template"],
-            text_encoder=text_encoder,
-            base=config["base"],
-            max_length=config.get("max_length", 2048),
-        )
-    if config["strategy"]:
-        apply_vft(model, config["strategy"], **config["options"])
+        return build_model(source, **{**base.get("kwargs", {}), "text_encoder": text_encoder})
+    llava_config = LlavaConfig.from_dict(config["llava_config"])
+    with torch.device(device):
+        llava = LlavaForConditionalGeneration(llava_config)
+    llava.to(getattr(torch, config.get("dtype", "float32")))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    image_processor = AutoImageProcessor.from_pretrained(str(path))
+    llava.generation_config.pad_token_id = tokenizer.pad_token_id
+    llava.generation_config.eos_token_id = tokenizer.eos_token_id
+    return CovftModel(
+        llava,
+        tokenizer,
+        image_processor,
+        template=config["template"],
+        text_encoder=text_encoder,
+        base=config["base"],
+        max_length=config.get("max_length", 2048),
+    )
+
+
+def load_weights(model, path: str | os.PathLike, config: dict[str, Any], device: str | torch.device) -> None:
+    """Load the checkpoint's weights into ``model`` (rebuilt, strategy applied), checking that they
+    match: a full checkpoint must cover every weight but the text encoder's and tied copies."""
+    path = Path(path)
     state = load_file(str(path / WEIGHTS_NAME), device=str(device))
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("text_encoder.")]
@@ -165,7 +181,6 @@ def load_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu",
             f"{path}: weights do not match the model (missing {missing[:5]}, "
             f"unexpected {result.unexpected_keys[:5]})"
         )
-    return model
 
 
 def _tied_names(model) -> set[str]:

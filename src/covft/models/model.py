@@ -17,8 +17,10 @@ from torch import nn
 
 from covft.data.collator import Collator
 from covft.models import towers
+from covft.models.names import VISION_PREFIX, feeding_names
 from covft.models.text_encoder import DEFAULT_TEXT_ENCODER, FrozenTextEncoder, load_text_encoder
 from covft.nn.context import ContextState
+from covft.nn.routing import RoutedModule
 
 
 class CovftModel(nn.Module):
@@ -46,7 +48,7 @@ class CovftModel(nn.Module):
         self.context = ContextState()
         self.text_encoder: FrozenTextEncoder | None = None
         self.strategy = None  # a covft.strategies.Strategy once apply_vft ran
-        self.comoe_layers: list[int] = []
+        self._routed: dict[int | str, RoutedModule] | None = None
 
     # ------------------------------------------------------------------ structure
     @property
@@ -122,7 +124,8 @@ class CovftModel(nn.Module):
         """Run the frozen text encoder once and share its output with every context-aware module.
 
         The state is kept after the forward on purpose: gradient checkpointing re-runs the vision
-        blocks during backward, and they must see the same context again.
+        blocks during backward, and they must see the same context again. The next forward with
+        images overwrites every field; :meth:`generate` clears it when done (no backward follows).
         """
         if not self.needs_text:
             return
@@ -187,35 +190,56 @@ class CovftModel(nn.Module):
             kwargs["pixel_values"] = pixel_values  # never pass pixel_values=None on: generate would use it
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        return self.llava.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        try:
+            return self.llava.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        finally:
+            self.context.clear()
 
     def auxiliary_loss(self) -> torch.Tensor | None:
-        """Sum of the auxiliary (load-balancing) losses of the last forward, if any.
-
-        Only the routed blocks are read (walking every module per forward costs ~50 ms at 7B).
-        """
-        losses = [
-            block.mlp.aux_loss
-            for block in (self.encoder_layers[i] for i in self.comoe_layers)
-            if getattr(block.mlp, "aux_loss", None) is not None
-        ]
+        """Sum of the auxiliary (load-balancing) losses of the routed modules' last forward, if any."""
+        losses = [m.aux_loss for m in self.routed_modules().values() if m.aux_loss is not None]
         return torch.stack(losses).sum() if losses else None
 
     def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
         self.llava.gradient_checkpointing_enable(**kwargs)
 
-    # ------------------------------------------------------------------ introspection
+    # ------------------------------------------------------------------ routing
+    def routed_modules(self) -> dict[int | str, RoutedModule]:
+        """The :class:`RoutedModule` s of the model (CoMoE, Q-MoE, ...), keyed by where they sit:
+        the vision block's index, ``"projector"``, or else the module's name under ``llava``.
+
+        Found by one walk over the modules, remembered until :meth:`refresh_routed_modules` (a walk
+        over every module per forward costs ~50 ms at 7B).
+        """
+        if self._routed is None:
+            self.refresh_routed_modules()
+        return self._routed
+
+    def refresh_routed_modules(self) -> None:
+        """Find the routed modules again: call after swapping modules in place (``apply_vft`` does)."""
+        blocks = f"model.vision_tower.{towers.find_encoder_layers(self.vision_tower)[0]}."
+        routed: dict[int | str, RoutedModule] = {}
+        for name, module in self.llava.named_modules():
+            if not isinstance(module, RoutedModule):
+                continue
+            if name.startswith(blocks):
+                routed[int(name[len(blocks) :].split(".", 1)[0])] = module
+            else:
+                routed["projector" if name == "model.multi_modal_projector" else name] = module
+        self._routed = routed
+
+    @property
+    def routed_blocks(self) -> list[int]:
+        """Indices of the vision blocks that hold a routed module (CoVFT's CoMoE blocks)."""
+        return sorted(key for key in self.routed_modules() if isinstance(key, int))
+
     def routing_weights(self) -> dict[int | str, torch.Tensor]:
-        """Per-sample routing weights [B, E] of the last forward, by vision block (and 'projector' for Q-MoE)."""
-        weights: dict[int | str, torch.Tensor] = {}
-        for index in self.comoe_layers:
-            gates = getattr(self.encoder_layers[index].mlp, "last_gates", None)
-            if gates is not None:
-                weights[index] = gates
-        projector = self.llava.model.multi_modal_projector
-        if getattr(projector, "last_gates", None) is not None:
-            weights["projector"] = projector.last_gates
-        return weights
+        """Per-sample routing weights [B, E] of the last forward, keyed as :meth:`routed_modules`."""
+        return {
+            key: module.last_gates
+            for key, module in self.routed_modules().items()
+            if module.last_gates is not None
+        }
 
     def routing_stats(self) -> dict[str, float]:
         """Routing entropy (nats, mean over samples) and expert usage (mean gate) per routed block."""
@@ -228,6 +252,7 @@ class CovftModel(nn.Module):
                 stats[f"routing/{key}/expert{e}"] = usage
         return stats
 
+    # ------------------------------------------------------------------ parameters
     def trainable_parameter_names(self) -> list[str]:
         return [n for n, p in self.named_parameters() if p.requires_grad]
 
@@ -237,8 +262,6 @@ class CovftModel(nn.Module):
         Non-empty only for CoVFT with ``train_layernorms="all"`` (the release's choice). DDP must
         then run with ``find_unused_parameters=True``.
         """
-        from covft.strategies.base import VISION_PREFIX, feeding_names
-
         on_path = set(feeding_names(self))
         return [
             n for n in self.trainable_parameter_names() if n.startswith(VISION_PREFIX) and n not in on_path

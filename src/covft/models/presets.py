@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from covft.errors import ModelNotFoundError
+from covft.models.checkpoint import is_checkpoint
 from covft.models.model import CovftModel
 
 PRESETS: dict[str, Callable[..., CovftModel]] = {}
@@ -49,17 +50,22 @@ def available_presets() -> list[str]:
 
 
 def build_model(name_or_path: str, **kwargs: Any) -> CovftModel:
-    """Build a model from a preset name or a local checkpoint directory."""
+    """Build a model from a preset name or a local Hugging Face LLaVA checkpoint directory.
+
+    ``covft.build_model`` also loads covft checkpoints (their strategy is re-applied, which is a
+    layer above the models).
+    """
     if name_or_path in PRESETS:
         return PRESETS[name_or_path](**kwargs)
     declared = _declared_presets().get(str(name_or_path))
     if declared is not None:
         return declared.load()(**kwargs)
     path = Path(name_or_path)
-    if (path / "covft_config.json").is_file():
-        from covft.models.checkpoint import load_pretrained
-
-        return load_pretrained(path, **kwargs)
+    if is_checkpoint(path):
+        raise ModelNotFoundError(
+            f"{path} is a covft checkpoint: load it with covft.build_model or covft.load_pretrained, "
+            "which re-apply its strategy"
+        )
     if (path / "config.json").is_file():
         return from_hf_checkpoint(path, **kwargs)
     close = difflib.get_close_matches(str(name_or_path), available_presets(), n=1)

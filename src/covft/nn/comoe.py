@@ -11,6 +11,7 @@ from torch import nn
 from covft.nn.context import ContextState
 from covft.nn.cve import ContextVectorExtractor
 from covft.nn.experts import FusedExperts, FusedSwiGLUExperts
+from covft.nn.routing import RoutedModule
 
 __all__ = ["ROUTINGS", "CONTEXTS", "ContextualMoE"]
 
@@ -37,7 +38,7 @@ def _upcycle(mlp: nn.Module, num_experts: int) -> FusedExperts | FusedSwiGLUExpe
     )
 
 
-class ContextualMoE(nn.Module):
+class ContextualMoE(RoutedModule):
     """Drop-in replacement for a ViT block's MLP (same forward signature: hidden_states [B,N,d] -> [B,N,d]); input is LN2(h).
 
     ``y = sum_e g_e * FFN_e(z)`` with one gate vector ``g`` per sample, computed by a router from
@@ -69,7 +70,7 @@ class ContextualMoE(nn.Module):
             whatever the tower's dtype (routing runs in float32), the experts cast them.
         last_context: ``[B, ctx_dim]`` detached router input of the last forward (``None`` for uniform).
         aux_loss: load-balancing loss of the last forward, already weighted, with grad; ``None``
-            unless sparse routing with a non-zero weight. Add it to the training loss.
+            unless sparse routing with a non-zero weight (see :class:`RoutedModule`).
     """
 
     def __init__(
@@ -126,9 +127,7 @@ class ContextualMoE(nn.Module):
             self.ctx_dim = dim if context == "image" else text_dim
             self.router = nn.Linear(self.ctx_dim, num_experts)
 
-        self.last_gates: torch.Tensor | None = None
         self.last_context: torch.Tensor | None = None
-        self.aux_loss: torch.Tensor | None = None
 
     @classmethod
     def from_mlp(

@@ -35,7 +35,10 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from covft.models import build_model
 from covft.profile.flops import ANALYTIC_METHODS, analytic_flops, count_flops, geometry_of
+from covft.strategies import apply_vft, get_strategy
+from covft.strategies.base import make_options
 
 __all__ = [
     "GEOMETRIES",
@@ -124,8 +127,6 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 def _needs_text(method: str, options: dict[str, Any]) -> bool:
-    from covft.strategies.base import get_strategy, make_options
-
     cls = get_strategy(method)
     return bool(cls(make_options(cls, options)).needs_text)
 
@@ -148,8 +149,6 @@ def build_for_profile(settings: ProfileSettings, method: str):
     Every strategy starts from the same seed, so from the same base weights. The 7B model is
     allocated directly in the target dtype on the target device (no float32 copy).
     """
-    import covft
-
     options = {"train_llm": settings.train_llm, **settings.options.get(method, {})}
     device = torch.device(settings.device)
     dtype = getattr(torch, settings.dtype)
@@ -158,10 +157,10 @@ def build_for_profile(settings: ProfileSettings, method: str):
             kwargs = {**TINY_DEFAULTS, "llm_layers": settings.llm_layers}
             if settings.vision_layers is not None:
                 kwargs["vision_layers"] = settings.vision_layers
-            model = covft.build_model("tiny-test", seed=settings.seed, text_encoder="random-tiny", **kwargs)
+            model = build_model("tiny-test", seed=settings.seed, text_encoder="random-tiny", **kwargs)
             model.to(device=device, dtype=dtype)
         else:
-            model = covft.build_model(
+            model = build_model(
                 "llava-1.5-7b",
                 device=str(device),
                 dtype=dtype,
@@ -170,7 +169,7 @@ def build_for_profile(settings: ProfileSettings, method: str):
             )
             if _needs_text(method, options):
                 model.text_encoder = _random_bert_base(device)
-        covft.apply_vft(model, method, **options)
+        apply_vft(model, method, **options)
     if model.text_encoder is not None:
         model.text_encoder.to(device=device, dtype=dtype)
         # measure the uncached cost: every instruction encoded (the worst case, no repeated questions)

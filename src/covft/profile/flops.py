@@ -319,8 +319,8 @@ def geometry_of(
     strategy = model.strategy
     encoder = model.text_encoder
     num_experts, cve_heads = 4, 4
-    if model.comoe_layers:
-        moe = model.encoder_layers[model.comoe_layers[0]].mlp
+    if model.routed_blocks:
+        moe = model.encoder_layers[model.routed_blocks[0]].mlp
         num_experts = moe.num_experts
         cve_heads = moe.cve.attn.num_heads if moe.cve is not None else cve_heads
     encoder_config = encoder.model.config if encoder is not None else None
@@ -347,7 +347,7 @@ def geometry_of(
         llm_tokens=llm_tokens,
         prompt_tokens=prompt_tokens,
         context_tokens=context_tokens,
-        comoe_blocks=len(model.comoe_layers),
+        comoe_blocks=len(model.routed_blocks),
         num_experts=num_experts,
         cve_heads=cve_heads,
         batch=batch,

@@ -8,20 +8,29 @@ from covft.strategies.base import (
     STRATEGIES,
     Strategy,
     StrategyOptions,
+    UnknownMethodError,
+    UnknownOptionError,
     apply_vft,
     available_methods,
     get_strategy,
+    option_names,
     register_strategy,
     set_trainable,
 )
+from covft.strategies.checkpoint import build_model, load_pretrained
 
 __all__ = [
     "STRATEGIES",
     "Strategy",
     "StrategyOptions",
+    "UnknownMethodError",
+    "UnknownOptionError",
     "apply_vft",
     "available_methods",
+    "build_model",
     "get_strategy",
+    "load_pretrained",
+    "option_names",
     "register_strategy",
     "set_trainable",
 ]

@@ -17,17 +17,15 @@ A strategy is a class registered by name with :func:`register_strategy`. It has
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from torch import nn
+from covft.errors import UserError
 
 STRATEGIES: dict[str, type[Strategy]] = {}
-
-VISION_PREFIX = "llava.model.vision_tower."
-PROJECTOR_PREFIX = "llava.model.multi_modal_projector."
 
 
 @dataclass
@@ -86,26 +84,48 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
+class UnknownMethodError(UserError, ValueError):
+    """A strategy name that is not registered."""
+
+
+class UnknownOptionError(UserError, TypeError):
+    """An option that the chosen strategy does not have."""
+
+
 def available_methods() -> list[str]:
     return sorted(STRATEGIES)
 
 
-def get_strategy(name: str) -> type[Strategy]:
-    if name not in STRATEGIES:
-        import difflib
+def _did_you_mean(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
-        close = difflib.get_close_matches(name, STRATEGIES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown method {name!r}{hint}; available: {', '.join(available_methods())}")
+
+def get_strategy(name: str) -> type[Strategy]:
+    """The strategy class registered as ``name``: the one lookup of a method name. An unknown name
+    raises :class:`UnknownMethodError` naming the closest registered one and all of them."""
+    if name not in STRATEGIES:
+        raise UnknownMethodError(
+            f"unknown method {name!r}.{_did_you_mean(name, STRATEGIES)} "
+            f"Available: {', '.join(available_methods())}"
+        )
     return STRATEGIES[name]
 
 
+def option_names(method: str) -> list[str]:
+    """The options of strategy ``method`` (the fields of its ``Options``), in declaration order."""
+    return [f.name for f in dataclasses.fields(get_strategy(method).Options)]
+
+
 def make_options(cls: type[Strategy], options: dict[str, Any]) -> StrategyOptions:
-    """Build the options dataclass, rejecting unknown names with the list of valid ones."""
-    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+    """Build the options dataclass, rejecting unknown names with the closest and the valid ones."""
+    fields = [f.name for f in dataclasses.fields(cls.Options)]
     unknown = sorted(set(options) - set(fields))
     if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for method {cls.name!r}; valid: {sorted(fields)}")
+        raise UnknownOptionError(
+            f"unknown option(s) {unknown} for method {cls.name!r}.{_did_you_mean(unknown[0], fields)} "
+            f"Valid: {sorted(fields)}"
+        )
     hints = typing.get_type_hints(cls.Options)
     coerced = {k: _coerce(v, hints.get(k)) for k, v in options.items()}
     return cls.Options(**coerced)
@@ -151,46 +171,8 @@ def apply_vft(model, method: str, **options: Any):
     strategy = cls(make_options(cls, options))
     if strategy.needs_text:
         model.ensure_text_encoder()
-    model.comoe_layers = []
     model.strategy = strategy
     strategy.apply(model)
+    model.refresh_routed_modules()
     set_trainable(model)
     return model
-
-
-def vision_names(model, predicate) -> list[str]:
-    """Vision-tower parameter names (full, as in ``model.named_parameters()``) selected by ``predicate``."""
-    return [n for n, _ in model.named_parameters() if n.startswith(VISION_PREFIX) and predicate(n)]
-
-
-def feeding_names(model) -> list[str]:
-    """Parameters of the vision tower on the path to the LLM: embeddings, pre-norm, blocks 0..F-1.
-
-    Blocks past ``vision_feature_layer``, the post-LayerNorm and SigLIP's pooling head never
-    affect LLaVA's output, so training them would be a no-op that DDP rejects.
-    """
-    prefix, _ = block_prefix(model)
-    feeding = model.feeding_layers
-
-    def on_path(name: str) -> bool:
-        rest = name[len(VISION_PREFIX) :]
-        if rest.startswith(prefix):
-            return int(rest[len(prefix) :].split(".", 1)[0]) < feeding
-        return not any(part in rest for part in ("post_layernorm", "head."))
-
-    return vision_names(model, on_path)
-
-
-def block_prefix(model) -> tuple[str, nn.ModuleList]:
-    """('encoder.layers.', layers) relative to the vision tower."""
-    from covft.models.towers import find_encoder_layers
-
-    name, layers = find_encoder_layers(model.vision_tower)
-    return name + ".", layers
-
-
-def block_param_names(model, index: int, sub: str = "") -> list[str]:
-    """Full names of the parameters of vision block ``index`` (optionally under a submodule)."""
-    prefix, _ = block_prefix(model)
-    start = f"{VISION_PREFIX}{prefix}{index}.{sub}"
-    return [n for n, _ in model.named_parameters() if n.startswith(start)]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from covft.strategies.base import Strategy, feeding_names, register_strategy
+from covft.models.names import feeding_names
+from covft.strategies.base import Strategy, register_strategy
 
 
 @register_strategy

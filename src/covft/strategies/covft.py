@@ -11,15 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from covft.models.distributed import gathered
+from covft.models.names import block_param_names, block_prefix
 from covft.models.towers import resolve_layers
 from covft.nn.comoe import CONTEXTS, ROUTINGS, ContextualMoE
-from covft.strategies.base import (
-    Strategy,
-    StrategyOptions,
-    block_param_names,
-    block_prefix,
-    register_strategy,
-)
+from covft.strategies.base import Strategy, StrategyOptions, register_strategy
 
 
 @dataclass
@@ -106,7 +101,6 @@ class Covft(Strategy):
                     num_heads=o.num_heads,
                     load_balance_weight=o.load_balance_weight,
                 )
-        model.comoe_layers = chosen
 
     @staticmethod
     def _load_context_vectors(encoder, path: str) -> None:
@@ -120,7 +114,7 @@ class Covft(Strategy):
         encoder.load_vectors(path)
 
     def vision_trainable(self, model):
-        names = [n for i in model.comoe_layers for n in block_param_names(model, i, "mlp.")]
+        names = [n for i in model.routed_blocks for n in block_param_names(model, i, "mlp.")]
         if self.options.train_layernorms != "none":
             _, layers = block_prefix(model)
             count = len(layers) if self.options.train_layernorms == "all" else model.feeding_layers
@@ -137,7 +131,7 @@ class Covft(Strategy):
         routing = ("mlp.router.", "mlp.cve.", "mlp.concat_proj.")
         return {
             name: self.options.router_lr_scale
-            for i in model.comoe_layers
+            for i in model.routed_blocks
             for sub in routing
             for name in block_param_names(model, i, sub)
         }

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from covft.strategies.base import Strategy, StrategyOptions, block_prefix, register_strategy
+from covft.models.names import block_prefix
+from covft.strategies.base import Strategy, StrategyOptions, register_strategy
 
 
 @dataclass

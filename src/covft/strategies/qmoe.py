@@ -13,12 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from covft.models.names import PROJECTOR_PREFIX
 from covft.nn.context import ContextState
-from covft.strategies.base import PROJECTOR_PREFIX, Strategy, StrategyOptions, register_strategy
+from covft.nn.routing import RoutedModule
+from covft.strategies.base import Strategy, StrategyOptions, register_strategy
 
 
-class ProjectorMoE(nn.Module):
-    """E projector experts mixed per image by a router on the instruction vector."""
+class ProjectorMoE(RoutedModule):
+    """E projector experts mixed per image by a router on the instruction vector (no auxiliary loss)."""
 
     def __init__(self, projector: nn.Module, state: ContextState, text_dim: int, num_experts: int) -> None:
         super().__init__()
@@ -26,7 +28,6 @@ class ProjectorMoE(nn.Module):
         reference = next(projector.parameters())
         self.router = nn.Linear(text_dim, num_experts).to(device=reference.device, dtype=reference.dtype)
         self.state = state
-        self.last_gates: torch.Tensor | None = None
 
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
         text = self.state.text

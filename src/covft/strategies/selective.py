@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from covft.strategies.base import Strategy, StrategyOptions, block_param_names, register_strategy
+from covft.models.names import block_param_names
+from covft.strategies.base import Strategy, StrategyOptions, register_strategy
 
 
 @dataclass
