@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-import covft.nn.experts as experts_module
+import covft.nn._expert_ops as experts_module
 from covft.nn import FusedExperts, FusedSwiGLUExperts, QuickGELU, fused_experts
 
 E, D, H, B, N = 3, 8, 16, 2, 5

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-import covft.nn.experts as experts_module
+import covft.nn._expert_ops as experts_module
 from covft.nn import FusedSwiGLUExperts, fused_swiglu_experts
 
 E, D, H, B, N = 3, 8, 16, 2, 5
