@@ -14,7 +14,7 @@ configuration alike; time per optimizer step (forward + backward + AdamW) in thr
 - ``covft, vectors computed once``: and the CVE's attention computed without the repeated text
   half (``ContextVectorExtractor._attend``: exactly the same function), covft as it is now.
 
-The analytic FLOP ratio to full (``covft.profile.flops``, text encoder excluded) is printed
+The analytic FLOP ratio to full (``covft.profile.analytic``, text encoder excluded) is printed
 beside, the floor the time ratio can reach.
 
     PYTHONPATH=src python benchmarks/bench_covft_demo_step.py            # the demo geometry, batch 16
@@ -99,7 +99,7 @@ def run_benchmark(
     import covft
     from covft.data.templates import context_text
     from covft.models.text_encoder import load_text_encoder
-    from covft.profile.flops import analytic_flops, geometry_of
+    from covft.profile import analytic_flops, geometry_of
 
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)

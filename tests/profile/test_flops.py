@@ -9,13 +9,15 @@ import torch
 from torch import nn
 
 from covft.nn import FusedExperts, QuickGELU
-from covft.profile.cost import ProfileSettings, _Runner, count_host_syncs
-from covft.profile.flops import (
-    LLAVA_15_7B_GEOMETRY,
+from covft.profile import (
+    ProfileSettings,
     analytic_flops,
     count_flops,
+    count_host_syncs,
     geometry_of,
+    llava_15_7b_geometry,
 )
+from covft.profile.runner import Runner
 
 
 def test_linear_forward_and_backward_counts():
@@ -62,7 +64,7 @@ def counted():
     ).resolved()
     results = {}
     for method in settings.methods:
-        runner = _Runner(settings, method)
+        runner = Runner(settings, method)
         image = runner.model.num_image_tokens
 
         def geometry(batch, runner=runner, image=image):
@@ -98,11 +100,19 @@ def test_covft_costs_more_flops_than_full_and_freeze_less(counted):
 
 
 def test_analytic_7b_ratio_is_a_few_percent():
-    train = {m: analytic_flops(LLAVA_15_7B_GEOMETRY, m)["total"] for m in ("freeze", "full", "covft")}
+    geometry = llava_15_7b_geometry()
+    assert (geometry.vision_layers, geometry.feeding_layers, geometry.image_tokens, geometry.llm_width) == (
+        24,
+        23,
+        576,
+        4096,
+    )
+    assert (geometry.comoe_blocks, geometry.text_width, geometry.llm_tokens) == (12, 768, 576 + 60)
+    train = {m: analytic_flops(geometry, m)["total"] for m in ("freeze", "full", "covft")}
     ratio = train["covft"] / train["full"]
     assert 1.03 < ratio < 1.05  # "three more experts in 12 blocks cost ~4% more FLOPs"
     # the vision side is a small part: with a 2-layer LLM the same experts cost far more, relatively
-    small = replace(LLAVA_15_7B_GEOMETRY, llm_layers=2)
+    small = replace(geometry, llm_layers=2)
     assert analytic_flops(small, "covft")["total"] / analytic_flops(small, "full")["total"] > ratio + 0.2
 
 
@@ -115,4 +125,4 @@ def test_host_sync_counter_sees_item_calls():
 
 def test_analytic_rejects_methods_it_does_not_model():
     with pytest.raises(ValueError, match="analytic model covers"):
-        analytic_flops(LLAVA_15_7B_GEOMETRY, "lora")
+        analytic_flops(llava_15_7b_geometry(), "lora")

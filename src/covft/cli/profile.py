@@ -16,15 +16,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from covft.profile.cost import (
+from covft.profile import (
+    ANALYTIC_METHODS,
     GEOMETRIES,
     ProfileSettings,
+    analytic_flops,
     count_only,
     format_flops_markdown,
     format_markdown,
+    llava_15_7b_geometry,
     profile,
+    static_training_bytes,
 )
-from covft.profile.flops import ANALYTIC_METHODS, LLAVA_15_7B_GEOMETRY, analytic_flops
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,9 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def analytic_7b_report(llm_layers: int | None = None, train_llm: bool = True) -> dict[str, Any]:
     """Analytic FLOPs of a training step and a prefill at the LLaVA-1.5-7B geometry, per method."""
+    full_7b = llava_15_7b_geometry()
     geometry = replace(
-        LLAVA_15_7B_GEOMETRY,
-        llm_layers=llm_layers or LLAVA_15_7B_GEOMETRY.llm_layers,
+        full_7b,
+        llm_layers=llm_layers or full_7b.llm_layers,
         train_llm=train_llm,
     )
     train = {m: analytic_flops(geometry, m) for m in ANALYTIC_METHODS}
@@ -109,11 +113,11 @@ def _static_7b_bytes(method: str, llm_layers: int, train_llm: bool) -> dict[str,
     """Weights + gradients + AdamW state of the 7B model in bf16, built on the meta device."""
     import torch
 
-    import covft
-    from covft.profile.cost import static_training_bytes
+    from covft.models import build_model
+    from covft.strategies import apply_vft
 
-    model = covft.build_model("llava-1.5-7b", device="meta", dtype=torch.bfloat16, llm_layers=llm_layers)
-    covft.apply_vft(model, method, train_llm=train_llm)
+    model = build_model("llava-1.5-7b", device="meta", dtype=torch.bfloat16, llm_layers=llm_layers)
+    apply_vft(model, method, train_llm=train_llm)
     model.to(torch.bfloat16)
     return static_training_bytes(model)
 
