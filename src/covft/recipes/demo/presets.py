@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 
+from covft.models.assembly import assemble, image_processor_for, llama_config, vision_config
 from covft.models.model import CovftModel
-from covft.models.presets import _llama_config, _vision_config, assemble, image_processor_for, register_preset
+from covft.models.presets import register_preset
 from covft.models.tokenizer import SPECIAL_TOKENS
 
 #: The demo's vision tower: small enough for CPU, deep enough for "second half" CoMoE blocks.
@@ -77,7 +78,7 @@ def tiny_vision_config(
         options["hidden"], options["intermediate"] = vision_hidden, 4 * vision_hidden
     if vision_layers is not None:
         options["layers"] = vision_layers
-    return _vision_config("clip", **options)
+    return vision_config("clip", **options)
 
 
 def demo_image_processor(image_size: int = TINY_VISION["image_size"]):
@@ -263,7 +264,7 @@ def tiny(
     """
     tokenizer = _load_tokenizer(tokenizer_dir)
     vision = tiny_vision_config(vision_hidden, vision_layers, image_size)
-    text = _llama_config(
+    text = llama_config(
         tokenizer,
         hidden=llm_hidden,
         layers=llm_layers,
