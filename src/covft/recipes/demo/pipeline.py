@@ -457,7 +457,7 @@ def mechanisms(run: DemoRun, log: StageLog, start: StartingPoint) -> dict[str, A
     ``mechanisms.png``, ``conflict.json``) and reused while the methods and seeds are the same.
     Each measurement returns ``({mechanism: summary}, raw data for the figure)``.
     """
-    from covft.analysis import plots
+    from covft.analysis.mechanisms_figure import plot_mechanisms
 
     out = run.out / MECHANISMS_DIR
     path = out / "mechanisms.json"
@@ -485,7 +485,7 @@ def mechanisms(run: DemoRun, log: StageLog, start: StartingPoint) -> dict[str, A
                 "cpu": round(cpu - part_started[1], 2),
             }
         found.update(summaries)
-    plots.plot_mechanisms(found, raw, out / "mechanisms.png")
+    plot_mechanisms(found, raw, out / "mechanisms.png")
     path.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
     log.record("mechanisms", "ran", started)
     return found
@@ -493,9 +493,10 @@ def mechanisms(run: DemoRun, log: StageLog, start: StartingPoint) -> dict[str, A
 
 def _conflict_mechanism(run: DemoRun, start: StartingPoint, out: Path) -> tuple[dict[str, Any], Any]:
     """(i): grounding vs captions on the same images, full fine-tuning, from the starting point."""
-    from covft.analysis.conflict import run_conflict, split_by_task
+    from covft.analysis.conflict import split_by_task
     from covft.analysis.mechanisms import conflict_summary
     from covft.analysis.runs import load_records
+    from covft.recipes.analyses.conflict import run_conflict
 
     s = run.settings
     records = load_records(run.world_dir / "train.json")
