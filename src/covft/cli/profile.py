@@ -109,11 +109,12 @@ def _static_7b_bytes(method: str, llm_layers: int, train_llm: bool) -> dict[str,
     """Weights + gradients + AdamW state of the 7B model in bf16, built on the meta device."""
     import torch
 
-    import covft
+    from covft.models import build_model
     from covft.profile.cost import static_training_bytes
+    from covft.strategies import apply_vft
 
-    model = covft.build_model("llava-1.5-7b", device="meta", dtype=torch.bfloat16, llm_layers=llm_layers)
-    covft.apply_vft(model, method, train_llm=train_llm)
+    model = build_model("llava-1.5-7b", device="meta", dtype=torch.bfloat16, llm_layers=llm_layers)
+    apply_vft(model, method, train_llm=train_llm)
     model.to(torch.bfloat16)
     return static_training_bytes(model)
 
