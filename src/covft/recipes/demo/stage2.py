@@ -61,7 +61,7 @@ def _train_config(
                 lr=s.stage2_lr,
                 seed=seed,
                 progress=run.progress,
-            ),  # fmt: skip
+            ),
             "precision": s.train_precision(),
         },
     }
