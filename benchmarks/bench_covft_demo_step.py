@@ -63,7 +63,7 @@ def materialised_attention() -> Iterator[None]:
 def _world(folder: Path, size: int, image_size: int) -> tuple[list[dict[str, Any]], Path]:
     import json
 
-    from covft.recipes.demo.presets import world_tokenizer
+    from covft.recipes.demo.tokenizer import world_tokenizer
     from covft.recipes.world import make_world
 
     make_world(folder, size=size, seed=0, suite_size=2, image_size=image_size, progress=False)

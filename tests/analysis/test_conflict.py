@@ -14,11 +14,11 @@ from covft.analysis.conflict import (
     block_distances,
     feature_distances,
     measure_steps,
-    run_conflict,
     split_by_task,
 )
 from covft.analysis.runs import load_records, task_of
 from covft.cli import main
+from covft.recipes.analyses.conflict import run_conflict
 
 from .conftest import TINY
 

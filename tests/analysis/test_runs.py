@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from covft.analysis.runs import analysis_config, family_labels, load_records
+from covft.analysis.runs import family_labels, load_records
+from covft.recipes.analyses.runs import analysis_config
 
 
 def test_analysis_config_fixes_what_a_controlled_comparison_needs(tmp_path) -> None:

@@ -14,29 +14,10 @@ import covft
 from covft.cli import main
 from covft.eval.benchmarks import ImageRef, write_suite
 from covft.models.model import CovftModel
-from covft.recipes.downstream import (
-    DownstreamConfigError,
-    build_base,
-    exact_match,
-    llava_items,
-    load_config,
-    specialization_forgetting,
-    strategy_spec,
-)
+from covft.recipes.downstream import DownstreamConfigError, llava_items, load_config, strategy_spec
+from covft.recipes.downstream_study import build_base, exact_match
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (220, 220, 20)}
-
-
-def test_efo_on_hand_numbers() -> None:
-    # D: 40 -> 70; upstream gqa 60 -> 50 (-10), mme 1400/20 = 70 -> 1320/20 = 66 (-4)
-    efo = specialization_forgetting(40.0, 70.0, {"gqa": 60.0, "mme": 70.0}, {"gqa": 50.0, "mme": 66.0})
-    assert efo == pytest.approx({"E": 30.0, "F": -7.0, "O": 11.5})
-    gain = specialization_forgetting(50.0, 45.0, {"gqa": 60.0}, {"gqa": 62.5})
-    assert gain == pytest.approx({"E": -5.0, "F": 2.5, "O": -1.25})
-    with pytest.raises(ValueError, match="differ before and after"):
-        specialization_forgetting(0, 1, {"gqa": 1.0}, {"mme": 1.0})
-    with pytest.raises(ValueError, match="at least one upstream"):
-        specialization_forgetting(0, 1, {}, {})
 
 
 def test_exact_match_normalises() -> None:

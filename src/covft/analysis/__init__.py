@@ -1,18 +1,23 @@
 """The paper's analyses: visual preference conflict, gradient conflict, context vectors.
 
-Pure functions (usable on any models or arrays) and the drivers that train and measure:
+Pure functions (usable on any models or arrays) and the training callbacks that measure:
 
 - :mod:`covft.analysis.conflict`: :func:`block_distances`, :func:`feature_distances`,
-  :func:`split_by_task`, :func:`run_conflict`;
+  :func:`split_by_task`, :class:`ConflictRecorder`;
 - :mod:`covft.analysis.gradients`: :func:`cosine_to_dominant`, :func:`dominant_direction`,
-  :class:`GradientSketch`, :func:`run_gradients`;
+  :class:`GradientSketch`, :class:`GradientRecorder`, :class:`GradientFile`;
 - :mod:`covft.analysis.context`: :func:`collect_context`, :func:`cluster_contexts`,
-  :func:`pairwise_correlation`, :func:`run_context`;
+  :func:`pairwise_correlation`;
 - :mod:`covft.analysis.mechanisms`: the four mechanisms as numbers with a verdict
-  (:func:`conflict_summary`, :func:`gradient_summary`, :func:`context_summary`).
+  (:func:`conflict_summary`, :func:`gradient_summary`, :func:`context_summary`);
+- :mod:`covft.analysis.transfer`: specialization and forgetting of downstream tuning
+  (:func:`specialization_forgetting`: E, F, O);
+- :mod:`covft.analysis.plots` and :mod:`covft.analysis.mechanisms_figure`: the figures.
 
-Sub-modules load on first use, so ``import covft.analysis`` stays light. The command line is
-``covft analyze conflict|gradients|context`` (docs/analysis.md).
+Sub-modules load on first use, so ``import covft.analysis`` stays light. The drivers that train
+runs and measure them (``run_conflict``, ``run_gradients``, ``run_context``) are recipes,
+:mod:`covft.recipes.analyses`; the command line is ``covft analyze conflict|gradients|context``
+(docs/analysis.md).
 """
 
 from __future__ import annotations
@@ -25,24 +30,24 @@ _EXPORTS = {
     "block_vectors": "conflict",
     "feature_distances": "conflict",
     "split_by_task": "conflict",
-    "run_conflict": "conflict",
+    "ConflictRecorder": "conflict",
     "cosine_to_dominant": "gradients",
     "cosine_to_direction": "gradients",
     "dominant_direction": "gradients",
     "GradientSketch": "gradients",
     "GradientFile": "gradients",
+    "GradientRecorder": "gradients",
     "read_gradient_file": "gradients",
-    "run_gradients": "gradients",
     "collect_context": "context",
     "cluster_contexts": "context",
     "pairwise_cosine": "context",
     "pairwise_correlation": "context",
     "nearest_to_centroids": "context",
-    "run_context": "context",
     "task_of": "runs",
     "conflict_summary": "mechanisms",
     "gradient_summary": "mechanisms",
     "context_summary": "mechanisms",
+    "specialization_forgetting": "transfer",
 }
 
 __all__ = sorted(_EXPORTS)

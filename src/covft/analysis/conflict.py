@@ -24,27 +24,21 @@ snapshot at a time (disk holds run A's, about one vision tower per measured step
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from covft.analysis.runs import (
-    RUNS_FOLDER,
-    RunSettings,
     block_list,
     human_text,
     preserve_forward_state,
-    remove_if_empty,
     require_single_process,
     task_of,
     vision_forward,
-    write_records,
 )
 from covft.data.templates import IMAGE_PLACEHOLDER
 from covft.train.trainer import TrainerCallback
@@ -60,7 +54,6 @@ __all__ = [
     "feature_distances",
     "measure_steps",
     "outside_block_vector",
-    "run_conflict",
     "split_by_task",
     "vector_distances",
 ]
@@ -267,117 +260,3 @@ class ConflictRecorder(TrainerCallback):
         )
         if not self.keep_snapshots:
             path.unlink()
-
-
-# ------------------------------------------------------------------------------------------- driver
-def _load_probe(samples: Sequence[dict[str, Any]], image_folder: str | Path | None) -> list[dict[str, Any]]:
-    probe = []
-    for sample in samples:
-        path = Path(sample["image"])
-        if image_folder is not None and not path.is_absolute():
-            path = Path(image_folder) / path
-        with Image.open(path) as handle:
-            image = handle.convert("RGB")
-        probe.append({"id": sample["id"], "image": image, "conversations": sample["conversations"]})
-    return probe
-
-
-def run_conflict(
-    samples_a: Sequence[dict[str, Any]],
-    samples_b: Sequence[dict[str, Any]],
-    out_dir: str | Path,
-    *,
-    image_folder: str | Path | None = None,
-    strategies: Sequence[str] = ("full", "covft"),
-    steps: int = 100,
-    every: int = 10,
-    probe_size: int = 8,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    seed: int | None = None,
-    config: str | None = None,
-    overrides: Sequence[str] = (),
-    tasks: tuple[str, str] = ("a", "b"),
-    keep_runs: bool = False,
-    keep_snapshots: bool = False,
-) -> dict[str, Any]:
-    """Train A and B for every strategy and return the distances (also the JSON's content).
-
-    ``samples_a[i]`` and ``samples_b[i]`` should show the same image (see :func:`split_by_task`).
-    Each run starts from the same model (``config`` + ``overrides``: model, ``init_from``...),
-    with the same seed and schedule. Runs go to ``out_dir/analysis_runs`` and are deleted
-    after measuring unless ``keep_runs``.
-    """
-    if not samples_a or not samples_b:
-        raise ValueError("both runs need at least one sample")
-    out = Path(out_dir)
-    images_a = [s.get("image") for s in samples_a]
-    images_b = [s.get("image") for s in samples_b]
-    same_images = images_a == images_b
-    file_a = write_records(samples_a, out / "data" / f"{tasks[0]}.json")
-    file_b = write_records(samples_b, out / "data" / f"{tasks[1]}.json")
-    probe = _load_probe(list(samples_a)[: max(1, probe_size)], image_folder)
-    schedule = measure_steps(steps, every)
-    settings = RunSettings(config, overrides, steps, batch_size, lr, seed, image_folder, keep_runs)
-    results: dict[str, Any] = {}
-    for strategy in strategies:
-        snapshots = out / SNAPSHOTS_FOLDER / strategy
-        losses: dict[str, list[float]] = {}
-        recorder: ConflictRecorder | None = None
-        info: dict[str, Any] = {}
-        for role, task, data in (("reference", tasks[0], file_a), ("compare", tasks[1], file_b)):
-            recorder = ConflictRecorder(snapshots, probe, schedule, role, keep_snapshots=keep_snapshots)
-            info_hook = _ModelInfo()
-            result = settings.train(
-                strategy, data, out / RUNS_FOLDER / f"{strategy}-{task}", [recorder, info_hook]
-            )
-            losses[task] = list(result.loss_history)
-            info = info_hook.info
-        if not keep_snapshots:
-            shutil.rmtree(snapshots, ignore_errors=True)
-        assert recorder is not None
-        records = recorder.records
-        results[strategy] = {
-            "steps": [r["step"] for r in records],
-            "param_l2": [r["param_l2"] for r in records],
-            "param_relative": [r["param_relative"] for r in records],
-            "feature_l2": [r["feature_l2"] for r in records],
-            "outside_l2": [r["outside_l2"] for r in records],
-            "final": {key: records[-1][key] for key in ("param_l2", "param_relative", "feature_l2")},
-            "loss": losses,
-            **info,
-        }
-    remove_if_empty(out / RUNS_FOLDER)
-    remove_if_empty(out / SNAPSHOTS_FOLDER)
-    return {
-        "analysis": "conflict",
-        "tasks": {"a": tasks[0], "b": tasks[1]},
-        "n_samples": len(samples_a),
-        "same_images": same_images,
-        "probe_ids": [p["id"] for p in probe],
-        "total_steps": steps,
-        "strategies": results,
-        "definitions": {
-            "param_l2": "||theta_A - theta_B||_2 over all parameters of the block (CoMoE: experts, router, CVE, norms)",
-            "param_relative": "param_l2 / ||theta_block at step 0||_2",
-            "feature_l2": "mean over probe images of ||H_A - H_B||_F / sqrt(tokens) of the block's output, same "
-            "inputs (query of A); cumulative: includes changes of earlier blocks and embeddings",
-            "outside_l2": "L2 distance of the vision parameters outside the blocks (embeddings, pre/post norms)",
-        },
-    }
-
-
-class _ModelInfo(TrainerCallback):
-    """Callback that notes the structure of the trained model once (for the report)."""
-
-    def __init__(self) -> None:
-        self.info: dict[str, Any] = {}
-
-    def before_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
-        if not self.info:
-            self.info = {
-                "num_blocks": len(block_list(model)),
-                "feeding_blocks": int(model.feeding_layers),
-                "comoe_layers": list(model.routed_blocks),
-                "trainable_vision_parameters": int(model.num_parameters("vision", trainable=True)),
-            }

@@ -19,7 +19,7 @@ cosines. See :class:`GradientSketch`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -30,9 +30,11 @@ from covft.train.trainer import TrainerCallback
 
 __all__ = [
     "PAPER_GRADIENT_COSINE",
+    "DeferredGradientRecorder",
     "GradientFile",
     "GradientRecorder",
     "GradientSketch",
+    "choose_projection",
     "cosine_to_direction",
     "cosine_to_dominant",
     "dominant_direction",
@@ -292,67 +294,9 @@ def choose_projection(requested: str, num_parameters: int, steps: int, max_exact
     return "none" if steps * num_parameters * 4 <= max_exact_mb * 2**20 else "countsketch"
 
 
-def run_gradients(
-    out_dir: Any,
-    *,
-    data: str,
-    image_folder: str | None = None,
-    strategies: Sequence[str] = ("full", "covft"),
-    steps: int = 50,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    seed: int | None = None,
-    config: str | None = None,
-    overrides: Sequence[str] = (),
-    projection: str = "auto",
-    sketch_dim: int = 4096,
-    sketch_seed: int = 0,
-    max_exact_mb: float = 2048.0,
-    center: bool = False,
-    keep_runs: bool = False,
-) -> dict[str, Any]:
-    """Train every strategy on the same data and schedule; return the cosine statistics per strategy."""
-    from pathlib import Path
-
-    from covft.analysis.runs import RUNS_FOLDER, RunSettings, remove_if_empty
-
-    out = Path(out_dir)
-    settings = RunSettings(config, overrides, steps, batch_size, lr, seed, image_folder, keep_runs)
-    results: dict[str, Any] = {}
-    for strategy in strategies:
-        deferred = _DeferredRecorder(projection, sketch_dim, sketch_seed, steps, max_exact_mb)
-        settings.train(strategy, data, out / RUNS_FOLDER / strategy, [deferred])
-        recorder = deferred.recorder
-        assert recorder is not None
-        cosines, mean, std = cosine_to_dominant(recorder.matrix(), center=center)
-        results[strategy] = {
-            "steps": recorder.steps,
-            "cosine": cosines.tolist(),
-            "mean": mean,
-            "std": std,
-            "loss": recorder.losses,
-            "num_parameters": recorder.num_parameters,
-            "projection": recorder.projection,
-            "sketch_dim": sketch_dim if recorder.projection != "none" else None,
-        }
-    remove_if_empty(out / RUNS_FOLDER)
-    return {
-        "analysis": "gradients",
-        "data": str(data),
-        "total_steps": steps,
-        "center": center,
-        "strategies": results,
-        "paper": {
-            "source": "CoVFT supp. Fig. A, LLaVA-1.5-7B on the 665K mix (reference only)",
-            **PAPER_GRADIENT_COSINE,
-        },
-        "definition": "cos(g_t, u), u = first principal component of stacked per-step vision gradients "
-        f"({'centred' if center else 'uncentred'}), sign-aligned with their mean",
-    }
-
-
-class _DeferredRecorder(TrainerCallback):
-    """Builds the :class:`GradientRecorder` at the first step, when the gradient size is known."""
+class DeferredGradientRecorder(TrainerCallback):
+    """A :class:`GradientRecorder` built at the first step, when the gradient size is known
+    (``projection="auto"`` then picks exact or count-sketch, :func:`choose_projection`)."""
 
     def __init__(self, projection: str, dim: int, seed: int, steps: int, max_exact_mb: float) -> None:
         self.requested = projection

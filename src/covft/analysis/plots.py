@@ -6,6 +6,7 @@ PNG and returns the path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,10 @@ __all__ = [
     "plot_context_clusters",
     "plot_gradient_histogram",
     "plot_gradient_steps",
-    "plot_mechanisms",
     "plot_nearest_sheet",
     "plot_routing_correlation",
+    "plot_transfer",
+    "save_figure",
 ]
 
 _METRICS = (
@@ -36,7 +38,8 @@ _METRICS = (
 )
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (creating its folder), close it, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -66,7 +69,7 @@ def plot_conflict_depth(result: dict[str, Any], path: str | Path) -> Path:
     fig.suptitle(
         f"{tasks['a']} vs {tasks['b']}: encoder distance by depth after {result['total_steps']} steps"
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_conflict_steps(result: dict[str, Any], path: str | Path) -> Path:
@@ -90,7 +93,7 @@ def plot_conflict_steps(result: dict[str, Any], path: str | Path) -> Path:
         if blocks <= 12:
             axes[row][-1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gradient_histogram(result: dict[str, Any], path: str | Path) -> Path:
@@ -107,7 +110,7 @@ def plot_gradient_histogram(result: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("steps")
     ax.legend(fontsize=8)
     ax.set_title("Vision gradient vs dominant direction")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gradient_steps(result: dict[str, Any], path: str | Path) -> Path:
@@ -120,7 +123,7 @@ def plot_gradient_steps(result: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("cosine to dominant direction")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_context_clusters(
@@ -144,7 +147,7 @@ def plot_context_clusters(
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_nearest_sheet(
@@ -170,7 +173,7 @@ def plot_nearest_sheet(
                 )
     fig.suptitle("Samples nearest to each k-means centroid", y=1.0)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_routing_correlation(
@@ -190,83 +193,33 @@ def plot_routing_correlation(
     ax.set_xlabel("context vector cosine similarity (pair)")
     ax.set_ylabel("routing weight cosine similarity (pair)")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_mechanisms(found: dict[str, Any], raw: dict[str, Any], path: str | Path) -> Path:
-    """The four mechanisms side by side (seed 0), each panel titled with its verdict.
+def plot_transfer(report: dict[str, Any], path: str | Path) -> Path:
+    """Specialization (E, y) against stabilization (F, x) per strategy (:mod:`covft.analysis.transfer`).
 
-    ``found``: the summaries of :mod:`covft.analysis.mechanisms`; ``raw``: what they were computed
-    from (``conflict``: ``run_conflict``'s result; ``gradients``: ``{seed: {method: G}}``;
-    ``context``: ``{seed: (contexts, routes, families)}``), ``None`` where not measured.
+    ``report``: ``{"downstream": name, "strategies": {name: {"E", "F", "O", ...}}}``.
     """
-    from covft.analysis.context import pairwise_cosine
-    from covft.analysis.gradients import cosine_to_dominant
-
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
-    ax = axes[0]
-    if raw.get("conflict") is not None:
-        summary = found["conflict"]
-        blocks = np.arange(len(summary["param_l2_by_block"]))
-        ax.plot(blocks, summary["param_l2_by_block"], marker="o", label="parameter L2")
-        twin = ax.twinx()
-        twin.plot(blocks, summary["feature_l2_by_block"], marker="s", color="tab:orange", label="feature L2")
-        twin.set_ylabel("feature L2 (probe set)", color="tab:orange")
-        ax.set_xlabel("vision block (feeding the LLM)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("parameter L2, grounding vs captions")
-    ax.set_title(_verdict_title("(i) Fig. 1c: conflict by depth", found.get("conflict")), fontsize=9)
-    ax = axes[1]
-    if raw.get("gradients") is not None:
-        bins = np.linspace(-1, 1, 41)
-        for method, grads in raw["gradients"][min(raw["gradients"])].items():
-            cosines, mean, sd = cosine_to_dominant(grads)
-            ax.hist(cosines, bins=bins, alpha=0.55, label=f"{method}: {mean:.3f} +- {sd:.3f}")
-        ax.set_xlabel("cosine(step gradient, dominant direction)")
-        ax.set_ylabel("steps")
-        ax.legend(fontsize=8)
-    ax.set_title(_verdict_title("(ii) supp. Fig. A: gradient conflict", found.get("gradients")), fontsize=9)
-    context = raw.get("context")
-    ax = axes[2]
-    if context is not None:
-        contexts, routes, families = context[min(context)]
-        points = _pca_2d(contexts)
-        names = sorted(set(families))
-        cmap = plt.get_cmap("tab20")
-        for i, name in enumerate(names):
-            chosen = np.asarray([f == name for f in families])
-            ax.scatter(
-                points[chosen, 0], points[chosen, 1], s=6, alpha=0.6, color=cmap(i % cmap.N), label=name
-            )
-        ax.legend(fontsize=6, ncol=2, markerscale=2)
-        ax.set_xlabel("PC 1")
-        ax.set_ylabel("PC 2")
-    ax.set_title(_verdict_title("(iii) Fig. 3a: context vectors by task", found.get("clusters")), fontsize=9)
-    ax = axes[3]
-    if context is not None:
-        contexts, routes, _ = context[min(context)]
-        a, b = pairwise_cosine(contexts), pairwise_cosine(routes)
-        shown = np.random.default_rng(0).permutation(len(a))[:5000]
-        ax.scatter(a[shown], b[shown], s=3, alpha=0.3)
-        ax.set_xlabel("context cosine similarity (pair)")
-        ax.set_ylabel("routing cosine similarity (pair)")
-    ax.set_title(_verdict_title("(iv) Fig. 3b: routing vs context", found.get("routing")), fontsize=9)
-    fig.suptitle("The paper's mechanisms on this demo's world and models (seed 0)")
+    rows = report["strategies"]
+    if not rows:
+        raise ValueError("no tuned strategies to plot")
+    fig, ax = plt.subplots(figsize=(5.0, 4.0))
+    for name, row in rows.items():
+        ax.scatter([row["F"]], [row["E"]], s=40)
+        ax.annotate(f"{name} (O {row['O']:.1f})", (row["F"], row["E"]), fontsize=8, xytext=(4, 4),
+                    textcoords="offset points")  # fmt: skip
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.axvline(0.0, color="grey", linewidth=0.8)
+    values = [v for row in rows.values() for v in (row["E"], row["F"]) if math.isfinite(v)]
+    span = max([abs(v) for v in values] + [1.0]) * 1.25
+    ax.set_xlim(-span, span)
+    ax.set_ylim(-span, span)
+    ax.set_xlabel("F: upstream change (negative = forgetting)")
+    ax.set_ylabel(f"E: specialization on {report['downstream']}")
+    ax.set_title("Specialization vs forgetting")
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _verdict_title(title: str, summary: dict[str, Any] | None) -> str:
-    verdict = (summary or {}).get("verdict", "not measured")
-    return f"{title}\n{verdict}"
-
-
-def _pca_2d(x: np.ndarray) -> np.ndarray:
-    from sklearn.decomposition import PCA
-
-    components = min(2, x.shape[1], len(x))
-    points = PCA(n_components=components, random_state=0).fit_transform(np.asarray(x, dtype=np.float64))
-    return np.pad(points, ((0, 0), (0, 2 - components)))
+    return save_figure(fig, path)
 
 
 def _wrap(text: str, width: int) -> str:

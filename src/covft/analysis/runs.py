@@ -1,9 +1,7 @@
-"""Shared plumbing of the analyses: task families of LLaVA questions, data files, training configs.
+"""Shared plumbing of the analyses: task families of LLaVA questions, data files, vision forwards.
 
-The analyses train through :func:`covft.train.train` (the same loop as the recipe) and observe it
-with callbacks, so what they measure is what the recipe does. Helpers here turn an analysis'
-few knobs (strategy, steps, batch size, learning rate, seed) into a validated
-:class:`~covft.train.TrainConfig` on top of an optional YAML recipe plus ``key=value`` overrides.
+The drivers that train runs and measure them with these helpers are in
+:mod:`covft.recipes.analyses`.
 """
 
 from __future__ import annotations
@@ -11,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +18,13 @@ from torch import nn
 
 from covft.data.templates import IMAGE_PLACEHOLDER
 
-RUNS_FOLDER = "analysis_runs"
-"""Sub-folder of an analysis' output folder that holds its training runs (one folder per run)."""
-
 __all__ = [
-    "RUNS_FOLDER",
     "TASK_PATTERNS",
-    "RunSettings",
-    "analysis_config",
     "block_list",
     "family_labels",
     "human_text",
     "load_records",
     "preserve_forward_state",
-    "remove_if_empty",
     "require_single_process",
     "task_of",
     "vision_forward",
@@ -115,100 +104,6 @@ def family_labels(data: str | Path, records: Sequence[dict[str, Any]]) -> dict[s
             turns = [t["value"] for t in record.get("conversations", []) if t.get("from") == "human"]
             labels[key] = (task_of(turns[0]) if turns else None) or "other"
     return labels
-
-
-def analysis_config(
-    *,
-    config: str | None,
-    overrides: Sequence[str],
-    method: str,
-    train_file: str | Path,
-    image_folder: str | Path | None,
-    output_dir: str | Path,
-    steps: int,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    seed: int | None = None,
-) -> Any:
-    """A validated stage-2 :class:`~covft.train.TrainConfig` for one analysis run.
-
-    ``config`` (a YAML path or packaged name, or ``None`` for the schema defaults) and
-    ``overrides`` (``key=value``) set everything else (model, ``model_options.*``, ``init_from``,
-    schedule...). The analysis then fixes the strategy, data, steps and output, and turns off
-    what would disturb a controlled comparison: intermediate checkpoints, trackers, and
-    length-grouped batching (so two runs over different texts of the same images see the images
-    in the same order). ``method_options`` of the recipe apply only when ``method`` is the recipe's.
-    """
-    from covft.train import load_config
-
-    cfg = load_config(config, list(overrides))
-    if cfg.method != method:
-        cfg.method_options = {}
-    cfg.method = method
-    cfg.stage = 2
-    cfg.data.train = str(train_file)
-    cfg.data.image_folder = None if image_folder is None else str(image_folder)
-    cfg.data.group_by_modality_length = False
-    cfg.output_dir = str(output_dir)
-    cfg.resume = False
-    cfg.train.max_steps = int(steps)
-    cfg.train.save_steps = 0
-    cfg.train.report_to = "none"
-    if batch_size is not None:
-        cfg.train.batch_size = int(batch_size)
-    if lr is not None:
-        cfg.train.lr = float(lr)
-    if seed is not None:
-        cfg.train.seed = int(seed)
-    return cfg.validate()
-
-
-@dataclass
-class RunSettings:
-    """What every training run of one analysis shares: recipe, overrides, schedule and seed."""
-
-    config: str | None = None
-    """YAML recipe (path or packaged name); ``None``: the schema defaults."""
-    overrides: Sequence[str] = field(default_factory=tuple)
-    """``key=value`` recipe overrides (model, ``model_options.*``, ``init_from``...)."""
-    steps: int = 100
-    batch_size: int | None = None
-    lr: float | None = None
-    seed: int | None = None
-    image_folder: str | Path | None = None
-    keep_runs: bool = False
-    """Keep each run's output directory (the trained model) instead of deleting it after training."""
-
-    def train(self, strategy: str, data: str | Path, run_dir: str | Path, callbacks: Iterable[Any]) -> Any:
-        """Train ``strategy`` on ``data`` into a fresh ``run_dir``; returns the ``TrainResult``."""
-        from covft.train import train
-
-        run_dir = Path(run_dir)
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        config = analysis_config(
-            config=self.config,
-            overrides=self.overrides,
-            method=strategy,
-            train_file=data,
-            image_folder=self.image_folder,
-            output_dir=run_dir,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
-        )
-        try:
-            return train(config, callbacks=list(callbacks))
-        finally:
-            if not self.keep_runs:
-                shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def remove_if_empty(folder: Path) -> None:
-    """Remove ``folder`` if it exists and holds nothing (never anything the user put there)."""
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
 
 
 def block_list(model: nn.Module) -> Sequence[nn.Module]:

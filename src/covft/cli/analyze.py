@@ -1,13 +1,13 @@
 """``covft analyze conflict|gradients|context``: the paper's analyses from the command line.
 
 Each command writes a JSON file and PNG figures into ``--out`` and prints a short summary. The
-library functions behind them live in :mod:`covft.analysis` (see docs/analysis.md).
+drivers behind them are :mod:`covft.recipes.analyses`, the maths :mod:`covft.analysis`
+(see docs/analysis.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
 
+    _add_conflict(sub)
+    _add_gradients(sub)
+    _add_context(sub)
+
+
+def _add_conflict(sub: Any) -> None:
     conflict = sub.add_parser(
         "conflict",
         help="visual preference conflict: encoder distance between two task-specific runs",
@@ -104,6 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     conflict.add_argument("--out", required=True, help="output folder")
     _training_arguments(conflict, steps=100)
 
+
+def _add_gradients(sub: Any) -> None:
     gradients = sub.add_parser(
         "gradients",
         help="gradient conflict: cosine of step gradients with the dominant direction",
@@ -133,6 +141,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gradients.add_argument("--out", required=True, help="output folder")
     _training_arguments(gradients, steps=50)
 
+
+def _add_context(sub: Any) -> None:
     context = sub.add_parser(
         "context",
         help="context vectors: clusters, nearest samples, routing correlation",
@@ -177,40 +187,15 @@ def _image_folder(args: argparse.Namespace, data: str) -> str:
     return args.image_folder or str(Path(data).parent)
 
 
-def _write_json(result: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-
-
 def _run_conflict(args: argparse.Namespace) -> int:
-    from covft.analysis import plots
-    from covft.analysis.conflict import run_conflict, split_by_task
-    from covft.analysis.runs import load_records
+    from covft.recipes.analyses.conflict import conflict_samples, run_conflict, write_conflict
 
-    if args.data_a or args.data_b:
-        if not (args.data_a and args.data_b):
-            raise SystemExit("covft analyze conflict: give both --data-a and --data-b")
-        samples_a, samples_b = load_records(args.data_a), load_records(args.data_b)
-        folder = _image_folder(args, args.data_a)
-        tasks = (Path(args.data_a).stem, Path(args.data_b).stem)
-        if tasks[0] == tasks[1]:
-            tasks = ("a", "b")
-    elif args.data:
-        records = load_records(args.data)
-        captions_path = None
-        if args.captions == "auto":
-            candidate = Path(args.data).parent / "captions.json"
-            captions_path = candidate if candidate.is_file() and candidate != Path(args.data) else None
-        elif args.captions != "none":
-            captions_path = Path(args.captions)
-        captions = load_records(captions_path) if captions_path else []
-        samples_a, samples_b = split_by_task(records, args.task_a, args.task_b, captions)
-        folder = _image_folder(args, args.data)
-        tasks = (args.task_a, args.task_b)
-        if tasks[0] == tasks[1]:
-            raise SystemExit("covft analyze conflict: --task-a and --task-b must differ")
-    else:
-        raise SystemExit("covft analyze conflict: give --data (split by task) or --data-a and --data-b")
+    try:
+        samples_a, samples_b, tasks = conflict_samples(data=args.data, data_a=args.data_a, data_b=args.data_b,
+                                                       captions=args.captions, task_a=args.task_a,
+                                                       task_b=args.task_b)  # fmt: skip
+    except ValueError as error:
+        raise SystemExit(f"covft analyze conflict: {error}") from error
     if args.max_samples > 0:
         samples_a, samples_b = samples_a[: args.max_samples], samples_b[: args.max_samples]
     out = Path(args.out)
@@ -218,7 +203,7 @@ def _run_conflict(args: argparse.Namespace) -> int:
         samples_a,
         samples_b,
         out,
-        image_folder=folder,
+        image_folder=_image_folder(args, args.data_a or args.data),
         strategies=_strategies(args.strategies),
         steps=args.steps,
         every=args.every,
@@ -232,9 +217,7 @@ def _run_conflict(args: argparse.Namespace) -> int:
         keep_runs=args.keep_runs,
         keep_snapshots=args.keep_snapshots,
     )
-    _write_json(result, out / "conflict.json")
-    plots.plot_conflict_depth(result, out / "conflict_depth.png")
-    plots.plot_conflict_steps(result, out / "conflict_steps.png")
+    write_conflict(result, out)
     print(f"conflict: {tasks[0]} vs {tasks[1]}, {result['n_samples']} images, {args.steps} steps")
     for strategy, data in result["strategies"].items():
         final = data["final"]
@@ -248,8 +231,7 @@ def _run_conflict(args: argparse.Namespace) -> int:
 
 
 def _run_gradients(args: argparse.Namespace) -> int:
-    from covft.analysis import plots
-    from covft.analysis.gradients import run_gradients
+    from covft.recipes.analyses.gradients import run_gradients, write_gradients
 
     out = Path(args.out)
     result = run_gradients(
@@ -269,9 +251,7 @@ def _run_gradients(args: argparse.Namespace) -> int:
         center=args.center,
         keep_runs=args.keep_runs,
     )
-    _write_json(result, out / "gradients.json")
-    plots.plot_gradient_histogram(result, out / "gradients_hist.png")
-    plots.plot_gradient_steps(result, out / "gradients_steps.png")
+    write_gradients(result, out)
     paper = result["paper"]
     print(f"gradient cosine to the dominant direction ({args.steps} steps)")
     print(
@@ -286,7 +266,7 @@ def _run_gradients(args: argparse.Namespace) -> int:
 
 
 def _run_context(args: argparse.Namespace) -> int:
-    from covft.analysis.context import run_context
+    from covft.recipes.analyses.context import run_context
 
     block: str | int = args.block
     if block not in ("last", "mean"):

@@ -177,7 +177,7 @@ def pretrain_command(args: argparse.Namespace, settings) -> int:
     import shlex
 
     from covft.recipes.demo import pretrain
-    from covft.recipes.demo.presets import default_cache_dir
+    from covft.recipes.demo.cache import default_cache_dir
 
     recipe = settings.pretrain
     if recipe.preset != "tiny":
@@ -199,8 +199,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo (or its pretraining); prints the table and where the report went."""
     import torch
 
+    from covft.recipes.demo.cache import default_cache_dir
     from covft.recipes.demo.pipeline import DemoError, DemoRun, run_demo
-    from covft.recipes.demo.presets import default_cache_dir
     from covft.recipes.demo.settings import GPU, settings_for
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

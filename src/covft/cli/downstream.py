@@ -1,6 +1,6 @@
 """`covft downstream`: tune on one downstream set; report specialization/forgetting E, F, O.
 
-Argument parsing only; the study is :func:`covft.recipes.downstream.run_downstream`.
+Argument parsing only; the study is :func:`covft.recipes.downstream_study.run_downstream`.
 """
 
 from __future__ import annotations
@@ -9,15 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from covft.recipes.downstream import (
-    CHART_FILE,
-    RESULTS_FILE,
-    TABLE_FILE,
-    DownstreamConfigError,
-    load_config,
-    markdown,
-    run_downstream,
-)
+from covft.recipes.downstream import DownstreamConfigError, load_config
+from covft.recipes.downstream_report import CHART_FILE, RESULTS_FILE, TABLE_FILE, markdown
+from covft.recipes.downstream_study import run_downstream
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

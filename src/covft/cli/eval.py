@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.shuffle_images is not None:
         items = shuffle_images(items, args.shuffle_images)
-    import covft
+    from covft.models import build_model
 
-    model = covft.build_model(str(args.checkpoint))
+    model = build_model(str(args.checkpoint))
     if args.device != "cpu":
         model.to(args.device)
     name = args.name or Path(str(args.checkpoint)).name

@@ -15,7 +15,8 @@ import yaml
 from covft.analysis.gradients import read_gradient_file
 from covft.cli.demo import add_arguments
 from covft.cli.demo import run as demo_command
-from covft.recipes.demo.pipeline import GRADIENTS_FILE, DemoRun, read_stage_log, run_demo
+from covft.recipes.demo.layout import GRADIENTS_FILE, read_stage_log
+from covft.recipes.demo.pipeline import DemoRun, run_demo
 from covft.recipes.demo.settings import FULL, GPU, micro
 
 VERDICTS = {"reproduced", "not reproduced"}

@@ -12,7 +12,8 @@ import yaml
 from covft.cli.demo import add_arguments
 from covft.eval.benchmarks import BENCHMARKS
 from covft.recipes.demo import pretrain
-from covft.recipes.demo.pipeline import DemoError, DemoRun, read_stage_log, run_demo
+from covft.recipes.demo.layout import read_stage_log
+from covft.recipes.demo.pipeline import DemoError, DemoRun, run_demo
 from covft.recipes.demo.report import PLOTS, grounding_text, verdict
 from covft.recipes.demo.settings import micro
 

@@ -11,16 +11,17 @@ import torch
 from safetensors.torch import save_file
 
 import covft
-import covft.recipes.demo.presets as demo_presets
 from covft.data.templates import render
+from covft.recipes.demo.smollm2 import smollm2_dir
+from covft.recipes.demo.tokenizer import world_tokenizer
 
 
 def test_world_tokenizer_is_cached_and_has_the_image_token(micro_world: Path, tmp_path: Path) -> None:
-    first = demo_presets.world_tokenizer(micro_world, tmp_path, vocab_size=600)
+    first = world_tokenizer(micro_world, tmp_path, vocab_size=600)
     stamp = (first / "tokenizer.json").stat().st_mtime_ns
-    again = demo_presets.world_tokenizer(micro_world, tmp_path, vocab_size=600)
+    again = world_tokenizer(micro_world, tmp_path, vocab_size=600)
     assert again == first and (first / "tokenizer.json").stat().st_mtime_ns == stamp
-    assert demo_presets.world_tokenizer(micro_world, tmp_path, vocab_size=620) != first
+    assert world_tokenizer(micro_world, tmp_path, vocab_size=620) != first
 
     model = covft.build_model("tiny", tokenizer_dir=str(first), llm_hidden=32, llm_layers=1, vision_layers=2)
     tokenizer = model.tokenizer
@@ -81,8 +82,8 @@ def test_smol_builds_offline_with_its_chat_template(request, samples, monkeypatc
         os.environ.get("COVFT_CACHE") or (pytest_cache.mkdir("covft-smol") if pytest_cache else tmp_path)
     )
     model = covft.build_model("smol", cache_dir=str(cache), vision_hidden=32, vision_layers=2)
-    assert (demo_presets.smollm2_dir(cache) / "config.json").is_file()
-    assert "quantization_config" not in (demo_presets.smollm2_dir(cache) / "config.json").read_text()
+    assert (smollm2_dir(cache) / "config.json").is_file()
+    assert "quantization_config" not in (smollm2_dir(cache) / "config.json").read_text()
     assert model.template == "chat" and model.tokenizer.chat_template
     assert model.tokenizer.convert_tokens_to_ids("<image>") == model.image_token_id
     text = model.llava.model.language_model

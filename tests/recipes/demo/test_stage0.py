@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
+from covft.recipes.demo.contrastive import contrastive_loss
 from covft.recipes.demo.stage0 import (
     Stage0Config,
-    contrastive_loss,
     pretrain_vision_tower,
     read_losses,
     stage0_key,

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from covft.recipes.world import make_world
-from covft.recipes.world.questions import perturb_text
 from covft.recipes.world.render import Rendering, render, shade, sign_text_mask, text_mask
 from covft.recipes.world.scene import Scene
+from covft.recipes.world.scene_questions import perturb_text
 from covft.recipes.world.tasks import caption
 from covft.recipes.world.vocab import COLORS, SHAPES, plural
 

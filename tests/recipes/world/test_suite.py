@@ -12,7 +12,8 @@ from covft.eval import BENCHMARKS, score
 from covft.eval.benchmarks import ImageRef, load_suite
 from covft.recipes.world import make_world
 from covft.recipes.world.formats import MULTIPLE_CHOICE, SHORT_ANSWER, YES_NO
-from covft.recipes.world.suite import BUILDERS, pixel_hash
+from covft.recipes.world.suite import BUILDERS
+from covft.recipes.world.suite_items import pixel_hash
 
 SUITE = 40
 LETTERS = "ABCDEFGH"

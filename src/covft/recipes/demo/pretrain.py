@@ -34,9 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from covft.models.checkpoint import file_sha256
+from covft.recipes.demo.layout import StageLog, clock
 from covft.recipes.demo.settings import PRETRAIN_VERSION, PretrainSettings
+from covft.recipes.demo.stage0 import STAGE0_VERSION, pretrain_vision_tower, read_losses
+from covft.recipes.demo.stages import logged_world, train_loop, train_stage
+from covft.recipes.demo.tokenizer import world_tokenizer
 from covft.recipes.world.corpus import CORPUS_VERSION
 from covft.recipes.world.generate import WORLD_VERSION
+from covft.utils import atomic_directory
 
 RECIPE_FILE = "recipe.json"
 SUMS_FILE = "SHA256SUMS"
@@ -50,22 +55,6 @@ class PretrainedMismatch(RuntimeError):
 
 
 # --------------------------------------------------------------------------- the recipe
-
-
-def _loop(settings: PretrainSettings, *, steps: int, batch_size: int, lr: float, progress: bool) -> dict:
-    return {
-        "max_steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "warmup_ratio": settings.warmup_ratio,
-        "lr_scheduler": settings.lr_scheduler,
-        "seed": 0,
-        "save_steps": settings.save_steps,
-        "save_total_limit": 1,
-        "report_to": "none",
-        "logging_steps": 1,
-        "progress_bar": progress,
-    }
 
 
 def _run_config(
@@ -95,7 +84,7 @@ def _run_config(
         "name": name,
         "resume": True,
         "data": data,
-        "train": _loop(settings, steps=steps, batch_size=batch_size, lr=lr, progress=progress),
+        "train": train_loop(settings, steps=steps, batch_size=batch_size, lr=lr, seed=0, progress=progress),
     }
 
 
@@ -109,7 +98,6 @@ def curve(losses: list[float], points: int = CURVE_POINTS) -> list[float]:
 
 def _trained(name: str, config: dict[str, Any], log: Any) -> dict[str, Any]:
     """Train one recipe stage (or reuse it); its final metrics and loss curve."""
-    from covft.recipes.demo.pipeline import train_stage
     from covft.train.logging import read_log
 
     metrics = train_stage(name, config, log)["metrics"]
@@ -130,7 +118,8 @@ def stage_folders(settings: PretrainSettings, cache_dir: Path) -> dict[str, Path
     schedule = (s.warmup_ratio, s.lr_scheduler)
     lm = _key(PRETRAIN_VERSION, world, CORPUS_VERSION, s.vocab_size, s.llm_hidden, s.llm_layers, s.lm_corpus_size, s.lm_describe_share, s.lm_steps,
               s.lm_batch_size, s.lm_lr, schedule)  # fmt: skip
-    stage1a = _key(lm, s.preset, asdict(s.stage0_config()), s.stage1_steps, s.stage1_batch_size, s.stage1_lr)
+    stage1a = _key(lm, s.preset, STAGE0_VERSION, asdict(s.stage0_config()), s.stage1_steps, s.stage1_batch_size,
+                   s.stage1_lr)  # fmt: skip
     stage1b = _key(stage1a, s.stage1b_steps, s.stage1b_batch_size, s.stage1b_lr, s.stage1b_method)
     return {
         "world": root / f"world-{world}",
@@ -145,16 +134,11 @@ def _world_and_options(
 ) -> dict[str, Any]:
     """Make (or reuse) the pretraining world in ``world``; the preset's options with its tokenizer
     (tiny) or its LM cache (smol)."""
-    import covft.recipes.demo.presets as demo_presets
-    from covft.recipes.demo.pipeline import logged_world
-
     logged_world(world, log, "pretrain/world", progress=progress, size=settings.world_size,
                  seed=settings.world_seed, suite_size=0, image_size=settings.image_size)  # fmt: skip
     options = settings.model_options()
     if settings.preset == "tiny":
-        options["tokenizer_dir"] = str(
-            demo_presets.world_tokenizer(world, cache_dir, settings.vocab_size).resolve()
-        )
+        options["tokenizer_dir"] = str(world_tokenizer(world, cache_dir, settings.vocab_size).resolve())
     else:
         options["cache_dir"] = str(Path(cache_dir).resolve())
     return options
@@ -184,9 +168,6 @@ def pretrain(
     Each stage is reused when finished and resumed when interrupted; its folder is named by what
     determines it (:func:`stage_folders`).
     """
-    from covft.recipes.demo.pipeline import StageLog, clock
-    from covft.recipes.demo.stage0 import pretrain_vision_tower, read_losses
-
     folders = stage_folders(settings, cache_dir)
     world = folders["world"]
     log = log or StageLog(world.parent)
@@ -238,16 +219,6 @@ def export(
     ``recipe.json`` records the settings, their key, the command that made them and the summary;
     ``SHA256SUMS`` the hash of every file (``sha256sum -c`` reads it).
     """
-    target = Path(target)
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for name in CHECKPOINT_FILES:
-        if (Path(run_dir) / name).is_file():
-            shutil.copy2(Path(run_dir) / name, target / name)
-    config = json.loads((target / "covft_config.json").read_text(encoding="utf-8"))
-    config["base"] = {"preset": "tiny", "kwargs": settings.model_options()}  # no paths of this machine
-    (target / "covft_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     summary = {**summary}
     if "world" in summary.get("stage0", {}):  # where it was made: only the folder's name ships
         summary["stage0"] = {**summary["stage0"], "world": Path(summary["stage0"]["world"]).name}
@@ -258,11 +229,19 @@ def export(
         "settings": settings.to_dict(),
         "summary": summary,
     }
-    (target / RECIPE_FILE).write_text(json.dumps(recipe, indent=2, default=str) + "\n", encoding="utf-8")
-    sums = [
-        f"{file_sha256(path)}  {path.name}\n" for path in sorted(target.iterdir()) if path.name != SUMS_FILE
-    ]
-    (target / SUMS_FILE).write_text("".join(sums), encoding="utf-8")
+    target = Path(target)
+    with atomic_directory(target) as tmp:
+        for name in CHECKPOINT_FILES:
+            if (Path(run_dir) / name).is_file():
+                shutil.copy2(Path(run_dir) / name, tmp / name)
+        config = json.loads((tmp / "covft_config.json").read_text(encoding="utf-8"))
+        config["base"] = {"preset": "tiny", "kwargs": settings.model_options()}  # no paths of this machine
+        (tmp / "covft_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (tmp / RECIPE_FILE).write_text(json.dumps(recipe, indent=2, default=str) + "\n", encoding="utf-8")
+        sums = [
+            f"{file_sha256(path)}  {path.name}\n" for path in sorted(tmp.iterdir()) if path.name != SUMS_FILE
+        ]
+        (tmp / SUMS_FILE).write_text("".join(sums), encoding="utf-8")
     return target
 
 

@@ -10,33 +10,40 @@ learnable temperature. Identical captions of different images count as positives
 (soft targets), so the loss never pushes apart two images with the same description.
 
 The trained tower is cached by a hash of everything that determines it (world captions, tower
-architecture, schedule, seed, text encoder) under ``<cache_dir>/stage0/<hash>/``; a later call
-with the same inputs returns at once, a changed input trains a new one.
+architecture, schedule, seed, text encoder) under ``<cache_dir>/stage0/<hash>/``
+(:func:`covft.utils.cached_output`: built atomically, with its settings and results in
+``settings.json``); a later call with the same inputs returns at once, a changed input trains a
+new one. The model, loss and retrieval metric are :mod:`covft.recipes.demo.contrastive`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-import covft.recipes.demo.presets as demo_presets
+import covft.recipes.demo.vision as demo_vision
 from covft.models.checkpoint import file_sha256
+from covft.recipes.demo.cache import default_cache_dir
+from covft.recipes.demo.contrastive import (
+    ContrastiveTower,
+    contrastive_loss,
+    retrieval_accuracy,
+    sentence_embeddings,
+)
+from covft.train.recipe import lr_lambda
+from covft.utils import atomic_directory, cached_output
 
-STAGE0_VERSION = "1"
+STAGE0_VERSION = "2"
 WEIGHTS_FILE = "vision_tower.safetensors"
-INFO_FILE = "stage0.json"
 LOG_FILE = "log.jsonl"
 
 
@@ -80,45 +87,28 @@ class Stage0Result:
     reused: bool
     """True when the cache already held this tower and nothing was trained."""
     info: dict[str, Any] = field(default_factory=dict)
-    """Losses, retrieval accuracy before/after, timings (the content of ``stage0.json``)."""
+    """Losses, retrieval accuracy before/after, timings (stored with the tower's settings)."""
+
+
+def _settings(world_dir: str | os.PathLike, config: Stage0Config) -> dict[str, Any]:
+    """Everything that determines a tower: the captions file's hash, the architecture, the config."""
+    vision = demo_vision.tiny_vision_config(
+        config.vision_hidden, config.vision_layers, config.image_size
+    ).to_dict()
+    return {
+        "version": STAGE0_VERSION,
+        "captions": file_sha256(Path(world_dir) / "captions.json"),
+        "vision": {k: v for k, v in sorted(vision.items()) if k not in ("transformers_version",)},
+        "image_mean": demo_vision.IMAGE_MEAN,
+        "image_std": demo_vision.IMAGE_STD,
+        "config": asdict(config),
+    }
 
 
 def stage0_key(world_dir: str | os.PathLike, config: Stage0Config) -> str:
     """The cache key: a hash of the captions file, the tower architecture and the config."""
-    vision = demo_presets.tiny_vision_config(
-        config.vision_hidden, config.vision_layers, config.image_size
-    ).to_dict()
-    payload = {
-        "version": STAGE0_VERSION,
-        "captions": file_sha256(Path(world_dir) / "captions.json"),
-        "vision": {k: v for k, v in sorted(vision.items()) if k not in ("transformers_version",)},
-        "image_mean": demo_presets.IMAGE_MEAN,
-        "image_std": demo_presets.IMAGE_STD,
-        "config": asdict(config),
-    }
+    payload = _settings(world_dir, config)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def sentence_embeddings(
-    texts: list[str], text_encoder: str = "minilm", batch_size: int = 256, progress: bool = True
-) -> torch.Tensor:
-    """Mean-pooled, L2-normalised sentence embeddings of ``texts`` from the frozen encoder."""
-    from tqdm.auto import tqdm
-
-    from covft.models.text_encoder import load_text_encoder
-
-    encoder = load_text_encoder(text_encoder)
-    chunks = []
-    starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc="stage 0: embed captions", disable=not progress, dynamic_ncols=True):
-        encoded = encoder.tokenizer(
-            texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt"
-        )
-        _, hidden = encoder(encoded["input_ids"], encoded["attention_mask"])
-        mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-        chunks.append(F.normalize(pooled, dim=-1))
-    return torch.cat(chunks) if chunks else torch.empty(0, encoder.hidden_size)
 
 
 def caption_embeddings(
@@ -133,68 +123,20 @@ def caption_embeddings(
     records = json.loads((Path(world_dir) / "captions.json").read_text(encoding="utf-8"))
     unique = sorted({record["caption"] for record in records})
     digest = hashlib.sha256(text_encoder.encode() + b"\0" + "\0".join(unique).encode()).hexdigest()[:16]
-    root = Path(cache_dir) if cache_dir is not None else demo_presets.default_cache_dir()
-    path = root / "stage0" / "text" / f"{digest}.safetensors"
-    if path.is_file():
-        return unique, load_file(str(path))["embeddings"]
-    embeddings = sentence_embeddings(unique, text_encoder, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    save_file({"embeddings": embeddings.contiguous()}, str(tmp))
-    os.replace(tmp, path)
-    return unique, embeddings
-
-
-class ContrastiveTower(nn.Module):
-    """The ViT, a linear head into the text space and CLIP's learnable logit scale."""
-
-    def __init__(self, vision_config, text_dim: int, init_temperature: float) -> None:
-        super().__init__()
-        from transformers import CLIPVisionModel
-
-        self.tower = CLIPVisionModel(vision_config)
-        self.head = nn.Linear(vision_config.hidden_size, text_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """L2-normalised image embeddings in the text space."""
-        pooled = self.tower(pixel_values=pixel_values).pooler_output
-        return F.normalize(self.head(pooled), dim=-1)
-
-
-def contrastive_loss(
-    image: torch.Tensor, text: torch.Tensor, caption_ids: torch.Tensor, logit_scale: torch.Tensor
-) -> torch.Tensor:
-    """Symmetric InfoNCE; pairs with the same caption are all positives (uniform soft targets)."""
-    logits = logit_scale.exp() * image @ text.t()
-    same = (caption_ids[:, None] == caption_ids[None, :]).to(logits.dtype)
-    targets = same / same.sum(-1, keepdim=True)
-    image_to_text = -(targets * logits.log_softmax(-1)).sum(-1).mean()
-    text_to_image = -(targets * logits.t().log_softmax(-1)).sum(-1).mean()
-    return 0.5 * (image_to_text + text_to_image)
-
-
-@torch.no_grad()
-def retrieval_accuracy(
-    model: ContrastiveTower, pixels: torch.Tensor, caption_ids: torch.Tensor, texts: torch.Tensor
-) -> float:
-    """Image-to-caption top-1 accuracy (%) among the distinct captions of the given pairs."""
-    if len(pixels) == 0:
-        return float("nan")
-    was_training = model.training
-    model.eval()
-    candidates = torch.unique(caption_ids)
-    images = torch.cat([model(pixels[i : i + 256]) for i in range(0, len(pixels), 256)])
-    best = (images @ texts[candidates].t()).argmax(-1)
-    model.train(was_training)
-    return 100.0 * float((candidates[best] == caption_ids).float().mean())
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = root / "stage0" / "text" / digest
+    if not (folder / "embeddings.safetensors").is_file():
+        embeddings = sentence_embeddings(unique, text_encoder, progress=progress)
+        with atomic_directory(folder, keep_existing=True) as tmp:  # a concurrent run that finished first wins
+            save_file({"embeddings": embeddings.contiguous()}, str(tmp / "embeddings.safetensors"))
+    return unique, load_file(str(folder / "embeddings.safetensors"))["embeddings"]
 
 
 def _load_pixels(world_dir: Path, records: list[dict], image_size: int, progress: bool) -> torch.Tensor:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    processor = demo_presets.demo_image_processor(image_size)
+    processor = demo_vision.demo_image_processor(image_size)
     batches = []
     for start in tqdm(
         range(0, len(records), 256), desc="stage 0: load images", disable=not progress, dynamic_ncols=True
@@ -214,23 +156,26 @@ def pretrain_vision_tower(
     progress: bool = True,
 ) -> Stage0Result:
     """Train (or reuse from the cache) the stage-0 tower on ``world_dir``'s captions."""
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
-
     config = config or Stage0Config()
     world = Path(world_dir)
     key = stage0_key(world, config)
-    root = Path(cache_dir) if cache_dir is not None else demo_presets.default_cache_dir()
-    target = root / "stage0" / key
-    if (target / WEIGHTS_FILE).is_file() and (target / INFO_FILE).is_file():
-        info = json.loads((target / INFO_FILE).read_text(encoding="utf-8"))
-        return Stage0Result(target / WEIGHTS_FILE, key, True, info)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    build = functools.partial(_train, world, config, key=key, root=root, progress=progress)
+    cached = cached_output(root / "stage0" / key, _settings(world, config), build, what="stage-0 tower")
+    return Stage0Result(cached.path / WEIGHTS_FILE, key, cached.reused, cached.info)
+
+
+def _train(
+    world: Path, config: Stage0Config, folder: Path, *, key: str, root: Path, progress: bool
+) -> dict[str, Any]:
+    """Train the tower into ``folder`` (weights and per-step log); returns its summary."""
+    from safetensors.torch import save_file
 
     started = time.perf_counter()
     unique, text_table = caption_embeddings(world, config.text_encoder, root, progress)
     index = {text: i for i, text in enumerate(unique)}
     records = json.loads((world / "captions.json").read_text(encoding="utf-8"))
-    vision_config = demo_presets.tiny_vision_config(
+    vision_config = demo_vision.tiny_vision_config(
         config.vision_hidden, config.vision_layers, config.image_size
     )
     pixels = _load_pixels(world, records, vision_config.image_size, progress)
@@ -241,22 +186,55 @@ def pretrain_vision_tower(
 
     torch.manual_seed(config.seed)
     model = ContrastiveTower(vision_config, text_table.shape[1], config.init_temperature)
+    before = retrieval_accuracy(model, eval_pixels, eval_ids, text_table)
+    losses = _fit(model, config, train_pixels, train_ids, text_table, progress)
+    after = retrieval_accuracy(model, eval_pixels, eval_ids, text_table)
+    state = {k: v.detach().contiguous() for k, v in model.tower.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    (folder / LOG_FILE).write_text(
+        "".join(json.dumps({"step": i + 1, "loss": x}) + "\n" for i, x in enumerate(losses)), encoding="utf-8"
+    )
+    return {
+        "key": key,
+        "config": asdict(config),
+        "world": str(world.resolve()),
+        "pairs": len(records),
+        "distinct_captions": len(unique),
+        "held_out_pairs": held,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "retrieval_top1_before": before,
+        "retrieval_top1_after": after,
+        "temperature": float(1 / model.logit_scale.detach().exp()),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _optimizer(model: ContrastiveTower, config: Stage0Config) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW (no decay on biases, norms and the logit scale) and the trainer's schedule: linear warmup
+    over ``ceil(warmup_ratio * steps)`` steps, then cosine decay to 0 (:func:`covft.train.recipe.lr_lambda`)."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and n != "logit_scale"]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,
     )
-    warmup = max(1, math.ceil(config.warmup_ratio * config.steps))
+    warmup = math.ceil(config.warmup_ratio * config.steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda("cosine", warmup, config.steps))
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress_ = (step - warmup) / max(1, config.steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    before = retrieval_accuracy(model, eval_pixels, eval_ids, text_table)
+def _fit(
+    model: ContrastiveTower,
+    config: Stage0Config,
+    train_pixels: torch.Tensor,
+    train_ids: torch.Tensor,
+    text_table: torch.Tensor,
+    progress: bool,
+) -> list[float]:
+    """``config.steps`` contrastive steps over shuffled batches of the training pairs; the losses."""
+    from tqdm.auto import tqdm
+
+    optimizer, scheduler = _optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     batch = min(config.batch_size, len(train_pixels))
     order = torch.randperm(len(train_pixels), generator=generator)
@@ -282,38 +260,7 @@ def pretrain_vision_tower(
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", temp=f"{float(1 / model.logit_scale.detach().exp()):.3f}")
     bar.close()
-    after = retrieval_accuracy(model, eval_pixels, eval_ids, text_table)
-    info = {
-        "key": key,
-        "config": asdict(config),
-        "world": str(world.resolve()),
-        "pairs": len(records),
-        "distinct_captions": len(unique),
-        "held_out_pairs": held,
-        "loss_first": losses[0] if losses else None,
-        "loss_last": losses[-1] if losses else None,
-        "retrieval_top1_before": before,
-        "retrieval_top1_after": after,
-        "temperature": float(1 / model.logit_scale.detach().exp()),
-        "seconds": time.perf_counter() - started,
-    }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    try:
-        state = {k: v.detach().contiguous() for k, v in model.tower.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        (tmp / LOG_FILE).write_text(
-            "".join(json.dumps({"step": i + 1, "loss": x}) + "\n" for i, x in enumerate(losses)),
-            encoding="utf-8",
-        )
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return Stage0Result(target / WEIGHTS_FILE, key, False, info)
+    return losses
 
 
 def read_losses(result: Stage0Result) -> list[float]:

@@ -7,7 +7,15 @@ directions by construction. :func:`make_world` writes a training mix, stage-1 ca
 held-out 12-benchmark suite; see docs/world.md.
 """
 
-from covft.recipes.world.generate import WORLD_VERSION, WorldConfig, allocate, make_world
+from covft.recipes.world.generate import WORLD_VERSION, WorldConfig, allocate, make_world, world_is_current
 from covft.recipes.world.tasks import FAMILIES, FAMILY_WEIGHTS
 
-__all__ = ["FAMILIES", "FAMILY_WEIGHTS", "WORLD_VERSION", "WorldConfig", "allocate", "make_world"]
+__all__ = [
+    "FAMILIES",
+    "FAMILY_WEIGHTS",
+    "WORLD_VERSION",
+    "WorldConfig",
+    "allocate",
+    "make_world",
+    "world_is_current",
+]

@@ -28,8 +28,10 @@ import numpy as np
 from tqdm import tqdm
 
 from covft.recipes.world.describe import dense_caption_record
-from covft.recipes.world.suite import BUILDERS, build_suite, pixel_hash
+from covft.recipes.world.suite import BUILDERS, build_suite
+from covft.recipes.world.suite_items import pixel_hash
 from covft.recipes.world.tasks import FAMILY_WEIGHTS, caption, conflict_pair, make_sample
+from covft.utils import write_text_atomic
 
 WORLD_VERSION = "5"
 """Bumped whenever the same config would produce different files."""
@@ -101,7 +103,7 @@ def allocate(size: int, weights: dict[str, float]) -> list[str]:
 
 
 def _dump(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def _write_training(out: Path, config: WorldConfig, progress: Callable[[int], Any]) -> dict[str, Any]:
@@ -175,6 +177,28 @@ def _write_training(out: Path, config: WorldConfig, progress: Callable[[int], An
     }
 
 
+def _current_meta(out: Path, config: WorldConfig) -> dict[str, Any] | None:
+    """The meta of the complete world in ``out`` when it was made by ``config`` and this version."""
+    meta_path = out / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return meta if meta.get("version") == WORLD_VERSION and meta.get("config") == config.to_dict() else None
+
+
+def world_is_current(
+    out_dir: str | Path,
+    size: int = 2000,
+    seed: int = 0,
+    suite_size: int = 100,
+    image_size: int = 64,
+    **options: Any,
+) -> bool:
+    """Whether :func:`make_world` with these arguments would reuse ``out_dir`` as it is."""
+    config = WorldConfig(size=size, seed=seed, suite_size=suite_size, image_size=image_size, **options)
+    return _current_meta(Path(out_dir), config) is not None
+
+
 def make_world(
     out_dir: str | Path,
     size: int = 2000,
@@ -196,10 +220,8 @@ def make_world(
     config = WorldConfig(size=size, seed=seed, suite_size=suite_size, image_size=image_size, **options)
     out = Path(out_dir)
     meta_path = out / "meta.json"
-    if meta_path.is_file() and not force:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("version") == WORLD_VERSION and meta.get("config") == config.to_dict():
-            return meta
+    if not force and (meta := _current_meta(out, config)) is not None:
+        return meta
     owned_files = ("meta.json", "train.json", "captions.json", "dense_captions.json")
     for owned in ("images", "suite", "annotations", "conflict", *owned_files):
         target = out / owned
@@ -238,5 +260,5 @@ def make_world(
             "conflict": ["conflict/grounding.json", "conflict/caption.json"],
         },
     }
-    _dump(meta_path, meta)
+    _dump(meta_path, meta)  # last: its presence marks the world complete
     return meta

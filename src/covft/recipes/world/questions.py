@@ -1,67 +1,37 @@
 """Questions about a scene, with their answers, wrong candidates and yes/no forms.
 
-A :class:`QA` is format-free: the task families (``tasks.py``) and the held-out suite
+A :class:`~covft.recipes.world.qa.QA` is format-free: the task families (``tasks.py``) and the held-out suite
 (``suite.py``) wrap the same QA as a short-answer, multiple-choice or yes/no prompt. Every QA has
 two phrasings: ``question`` (the standard one) and ``terse`` (a templated alternative used,
 rarely, in training and for the ``mmbench_cn`` analogue).
 
 The kinds need different visual features on purpose: ``relation``/``count`` need where things
 are, ``color``/``shape``/``size``/``texture`` need what they are wherever they are, ``reading``
-needs fine strokes, ``depth`` needs occlusion and scale cues.
+needs fine strokes, ``depth`` needs occlusion and scale cues. This module holds the object
+questions and :func:`ask`; the special scene kinds' questions are
+:mod:`covft.recipes.world.scene_questions`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import numpy as np
 
+from covft.recipes.world.qa import QA, QuestionMaker, number_candidates, others, pick, unique
 from covft.recipes.world.render import Rendering
 from covft.recipes.world.scene import Scene, WorldObject
+from covft.recipes.world.scene_questions import (
+    depth_question,
+    diagram_question,
+    reading_question,
+    rule_question,
+)
 from covft.recipes.world.vocab import (
     COLORS,
-    PROPERTIES,
     SHAPES,
     SIZES,
-    TEXT_CHARS,
     TEXTURES,
-    WORDS,
-    looks_like_option_letter,
     plural,
 )
-
-
-@dataclass
-class QA:
-    """One question about one scene."""
-
-    kind: str
-    question: str
-    terse: str
-    answer: str
-    candidates: list[str]
-    yes_question: str
-    no_question: str
-    category: str
-    targets: list[int] = field(default_factory=list)
-    hint: str | None = None
-
-
-QuestionMaker = Callable[[Scene, Rendering, np.random.Generator], "QA | None"]
-
-
-def _pick(rng: np.random.Generator, items: list) -> object:
-    return items[int(rng.integers(len(items)))]
-
-
-def _unique(scene: Scene, attribute: str) -> list[int]:
-    values = [getattr(o, attribute) for o in scene.objects]
-    return [i for i, v in enumerate(values) if values.count(v) == 1]
-
-
-def _others(values: list[str] | tuple[str, ...], answer: str) -> list[str]:
-    return [v for v in values if v != answer]
 
 
 def _attribute(
@@ -75,7 +45,7 @@ def _attribute(
     rng: np.random.Generator,
 ) -> QA:
     """An attribute QA; ``claim`` is the yes/no form with ``{}`` where the value goes."""
-    wrong = _others(values, answer)
+    wrong = others(values, answer)
     return QA(
         kind,
         question,
@@ -83,7 +53,7 @@ def _attribute(
         answer,
         wrong,
         claim.format(answer),
-        claim.format(_pick(rng, wrong)),
+        claim.format(pick(rng, wrong)),
         kind,
         [index],
     )
@@ -91,10 +61,10 @@ def _attribute(
 
 def color_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
     """Asks "What color is the circle?" about a shape that occurs once."""
-    options = _unique(scene, "shape")
+    options = unique(scene, "shape")
     if not options:
         return None
-    i = int(_pick(rng, options))
+    i = int(pick(rng, options))
     shape = scene.objects[i].shape
     return _attribute(
         "color",
@@ -110,10 +80,10 @@ def color_question(scene: Scene, rendering: Rendering, rng: np.random.Generator)
 
 def shape_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
     """Asks "What shape is the red object?" about a colour that occurs once."""
-    options = _unique(scene, "color")
+    options = unique(scene, "color")
     if not options:
         return None
-    i = int(_pick(rng, options))
+    i = int(pick(rng, options))
     color = scene.objects[i].color
     return _attribute(
         "shape",
@@ -164,29 +134,24 @@ def texture_question(scene: Scene, rendering: Rendering, rng: np.random.Generato
     )
 
 
-def _number_candidates(answer: int, rng: np.random.Generator) -> list[str]:
-    near = [answer + d for d in (-2, -1, 1, 2, 3) if answer + d >= 0]
-    return [str(n) for n in near]
-
-
 def count_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
     """Asks "How many circles / red objects / objects are there?" (counts only drawn objects)."""
     if scene.kind not in ("objects", "clutter") or not scene.objects:
         return None
     mode = int(rng.integers(3))
     if mode == 0:
-        shape = str(_pick(rng, list(SHAPES)))
+        shape = str(pick(rng, list(SHAPES)))
         targets = [i for i, o in enumerate(scene.objects) if o.shape == shape]
         noun = plural(shape)
     elif mode == 1:
-        color = str(_pick(rng, list(COLORS)))
+        color = str(pick(rng, list(COLORS)))
         targets = [i for i, o in enumerate(scene.objects) if o.color == color]
         noun = f"{color} objects"
     else:
         targets = list(range(len(scene.objects)))
         noun = "objects"
     answer = len(targets)
-    wrong = _number_candidates(answer, rng)
+    wrong = number_candidates(answer, rng)
     return QA(
         "count",
         f"How many {noun} are there?",
@@ -194,7 +159,7 @@ def count_question(scene: Scene, rendering: Rendering, rng: np.random.Generator)
         str(answer),
         wrong,
         f"Is the number of {noun} {answer}?",
-        f"Is the number of {noun} {_pick(rng, wrong)}?",
+        f"Is the number of {noun} {pick(rng, wrong)}?",
         "count",
         targets,
     )
@@ -231,7 +196,7 @@ def relation_question(scene: Scene, rendering: Rendering, rng: np.random.Generat
             break
     else:
         return None
-    a, b = _pick(rng, pairs)
+    a, b = pick(rng, pairs)
     oa, ob = scene.objects[a], scene.objects[b]
     answer = relation_word(oa, ob, axis)
     if axis == "x":
@@ -256,7 +221,7 @@ def existence_question(scene: Scene, rendering: Rendering, rng: np.random.Genera
     obj = scene.objects[i]
     near = [f"{c} {obj.shape}" for c in COLORS] + [f"{obj.color} {s}" for s in SHAPES]
     absent = [n for n in near if n not in present]
-    missing = str(_pick(rng, absent))
+    missing = str(pick(rng, absent))
     exists = rng.random() < 0.5
     asked = obj.name if exists else missing
     answer = "yes" if exists else "no"
@@ -270,151 +235,6 @@ def existence_question(scene: Scene, rendering: Rendering, rng: np.random.Genera
         f"Is there a {missing} in the image?",
         "existence",
         [i] if exists else [],
-    )
-
-
-def perturb_text(text: str, rng: np.random.Generator) -> str:
-    """A different string that looks alike: one character changed (or a different word)."""
-    for _ in range(20):
-        if rng.random() < 0.3:
-            other = str(_pick(rng, [w for w in WORDS if len(w) == len(text)] or list(WORDS)))
-        else:
-            pos = int(rng.integers(len(text)))
-            other = text[:pos] + str(_pick(rng, list(TEXT_CHARS))) + text[pos + 1 :]
-        if other != text and not looks_like_option_letter(other):
-            return other
-    return text + "A"
-
-
-def reading_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """Asks "What is written on the sign?" (the answer is exactly the rendered string)."""
-    if scene.sign is None:
-        return None
-    text = scene.sign.text
-    wrong: list[str] = []
-    while len(wrong) < 3:
-        candidate = perturb_text(text, rng)
-        if candidate not in wrong:
-            wrong.append(candidate)
-    return QA(
-        "reading",
-        "What is written on the sign?",
-        "Sign text?",
-        text,
-        wrong,
-        f'Does the sign say "{text}"?',
-        f'Does the sign say "{wrong[0]}"?',
-        "OCR",
-    )
-
-
-def depth_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """Asks "Which is closer to the camera, the red circle or the blue square?" (depth scenes)."""
-    if scene.kind != "depth" or len(scene.objects) < 2:
-        return None
-    a, b = (int(i) for i in rng.choice(len(scene.objects), size=2, replace=False))
-    oa, ob = scene.objects[a], scene.objects[b]
-    near, far = (oa, ob) if oa.depth < ob.depth else (ob, oa)
-    return QA(
-        "depth",
-        f"Which is closer to the camera, the {oa.name} or the {ob.name}?",
-        f"Closer: {oa.name} or {ob.name}?",
-        near.name,
-        [far.name],
-        f"Is the {near.name} closer to the camera than the {far.name}?",
-        f"Is the {far.name} closer to the camera than the {near.name}?",
-        "depth",
-        [a, b],
-    )
-
-
-def diagram_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """Arrow targets, labels and in-degrees of a diagram."""
-    if scene.kind != "diagram":
-        return None
-    names = [o.name for o in scene.objects]
-    outgoing = {a: [b for x, b in scene.arrows if x == a] for a in range(len(names))}
-    mode = int(rng.integers(3))
-    single = [a for a, bs in outgoing.items() if len(bs) == 1]
-    if mode == 0 and single:
-        a = int(_pick(rng, single))
-        b = outgoing[a][0]
-        wrong = [n for i, n in enumerate(names) if i not in (a, b)]
-        return QA(
-            "diagram",
-            f"What does the arrow from the {names[a]} point to?",
-            f"Arrow from {names[a]} points to?",
-            names[b],
-            wrong,
-            f"Does the arrow from the {names[a]} point to the {names[b]}?",
-            f"Does the arrow from the {names[a]} point to the {_pick(rng, wrong)}?",
-            "diagram",
-            [a, b],
-        )
-    if mode == 1:
-        i = int(rng.integers(len(names)))
-        label = scene.objects[i].label
-        wrong = _others(names, names[i])
-        return QA(
-            "diagram",
-            f"Which shape is labelled {label}?",
-            f"Shape labelled {label}?",
-            names[i],
-            wrong,
-            f"Is the {names[i]} labelled {label}?",
-            f"Is the {_pick(rng, wrong)} labelled {label}?",
-            "diagram",
-            [i],
-        )
-    i = int(rng.integers(len(names)))
-    answer = sum(1 for _, b in scene.arrows if b == i)
-    wrong = _number_candidates(answer, rng)
-    return QA(
-        "diagram",
-        f"How many arrows point to the {names[i]}?",
-        f"Arrows into {names[i]}?",
-        str(answer),
-        wrong,
-        f"Do {answer} arrows point to the {names[i]}?",
-        f"Do {_pick(rng, wrong)} arrows point to the {names[i]}?",
-        "diagram",
-        [i],
-    )
-
-
-def rule_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """A stated rule plus the image decide the answer: "Red and blue objects are hot ... Is the circle hot?"."""
-    if scene.kind not in ("objects", "clutter") or not scene.objects:
-        return None
-    positive, negative = PROPERTIES[int(rng.integers(len(PROPERTIES)))]
-    mode = int(rng.integers(3))
-    if mode == 0:
-        chosen = sorted(rng.choice(len(COLORS), size=2, replace=False))
-        colors = [list(COLORS)[int(c)] for c in chosen]
-        hint = f"In this world, {colors[0]} and {colors[1]} objects are {positive}; all other objects are {negative}."
-        holds = [o.color in colors for o in scene.objects]
-    elif mode == 1:
-        chosen = sorted(rng.choice(len(SHAPES), size=2, replace=False))
-        shapes = [SHAPES[int(s)] for s in chosen]
-        hint = f"In this world, {plural(shapes[0])} and {plural(shapes[1])} are {positive}; all other shapes are {negative}."
-        holds = [o.shape in shapes for o in scene.objects]
-    else:
-        hint = f"In this world, large objects are {positive}; small and medium objects are {negative}."
-        holds = [o.size == "large" for o in scene.objects]
-    i = int(rng.integers(len(scene.objects)))
-    obj = scene.objects[i]
-    answer, wrong = (positive, negative) if holds[i] else (negative, positive)
-    return QA(
-        "rule",
-        f"Is the {obj.name} {positive} or {negative}?",
-        f"{obj.name}: {positive} or {negative}?",
-        answer,
-        [wrong],
-        f"Is the {obj.name} {answer}?",
-        f"Is the {obj.name} {wrong}?",
-        "rule",
-        [i],
-        hint=hint,
     )
 
 

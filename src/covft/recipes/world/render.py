@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from covft.recipes.world.scene import Scene, SceneRejected, WorldObject, sample_scene
+from covft.recipes.world.sampling import sample_scene
+from covft.recipes.world.scene import Scene, SceneRejected, WorldObject
 from covft.recipes.world.vocab import COLORS
 
 Box = tuple[int, int, int, int]

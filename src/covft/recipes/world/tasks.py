@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from covft.recipes.world import formats
-from covft.recipes.world.questions import ATTRIBUTE_KINDS, QA, ask
+from covft.recipes.world.qa import QA
+from covft.recipes.world.questions import ATTRIBUTE_KINDS, ask
 from covft.recipes.world.render import Rendering, draw_scene
 from covft.recipes.world.scene import Scene
 from covft.recipes.world.vocab import SHAPE_SIDES, WORDS
