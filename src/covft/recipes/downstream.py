@@ -234,17 +234,16 @@ def llava_items(
     ``prompt`` is the human turn without ``<image>``; the router reads it whole, as in training
     (no ``context`` field); ``answer`` is the first ``gpt`` turn.
     """
+    from covft.data.contract import ASSISTANT, HUMAN, prompt_text
     from covft.data.dataset import LlavaDataset
-    from covft.data.templates import IMAGE_PLACEHOLDER
     from covft.eval.benchmarks import ImageRef
 
     dataset = LlavaDataset(path, image_folder)
     items = []
     for record in dataset.records[:limit] if limit is not None else dataset.records:
         turns = record.conversations
-        human = next(t["value"] for t in turns if t["from"] in ("human", "user"))
-        answer = next(t["value"] for t in turns if t["from"] in ("gpt", "assistant"))
-        prompt = human.replace(IMAGE_PLACEHOLDER, "").strip()
+        prompt = prompt_text(next(t["value"] for t in turns if t["from"] == HUMAN))
+        answer = next(t["value"] for t in turns if t["from"] == ASSISTANT)
         image = ImageRef(dataset.resolve_image(record.images[0])) if record.images else None
         items.append({"id": record.sample_id, "image": image, "prompt": prompt, "answer": answer})
     return items

@@ -420,16 +420,15 @@ def context_vectors(run: DemoRun, log: StageLog, items: dict[str, list[dict]]) -
     """
     import torch
 
-    from covft.data.templates import context_text
-    from covft.eval.generate import context_of
+    from covft.data.contract import router_context
     from covft.models.text_encoder import load_text_encoder
 
     if torch.cuda.is_available() or not any(_routes_on_text(m) for m in run.methods):
         return None
     started = clock()
     records = json.loads((run.world_dir / "train.json").read_text(encoding="utf-8"))
-    texts = [context_text(r["conversations"]) for r in records if r.get("image")]
-    texts += [context_of(item) for rows in items.values() for item in rows]
+    texts = [router_context(r) for r in records if r.get("image")]
+    texts += [router_context(item) for rows in items.values() for item in rows]
     encoder = load_text_encoder(run.settings.pretrain.text_encoder)
     digest = hashlib.sha256(json.dumps([encoder.fingerprint(), sorted(set(texts))]).encode())
     path = (Path(run.cache_dir) / "context" / f"{digest.hexdigest()[:16]}.safetensors").resolve()
