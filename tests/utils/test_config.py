@@ -44,6 +44,7 @@ def test_override_of_a_frozen_instance_changes_only_the_named_fields() -> None:
     assert changed.benchmarks == ["gqa", "mme"] and changed.weights == {"x": 3.0, "y": 2.0}
     assert changed.flag is False and changed.name == "none"  # a string field keeps the text none
     assert isinstance(changed.weights["x"], float) and base.weights == {"x": 1.0, "y": 2.0}
+    assert override(base, ["weights={}"]).weights == {}  # a key set whole is replaced, not merged
     untouched = override(base, ["lr=0.5"])
     assert untouched.inner is base.inner and untouched.weights is base.weights
 

@@ -17,6 +17,7 @@ A key that is not in the schema is an error naming the closest valid key, so a m
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -152,11 +153,8 @@ def _coerce_scalar(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
-def _kwargs(
-    schema: type, values: Any, source: str, root: type, prefix: str = "", current: Any = None
-) -> dict[str, Any]:
-    """Checked constructor arguments of ``schema`` (a group of ``root`` at ``prefix``) from
-    ``values``; groups and free-form mappings are merged into ``current``'s when it is given."""
+def _kwargs(schema: type, values: Any, source: str, root: type, prefix: str = "") -> dict[str, Any]:
+    """Checked constructor arguments of ``schema`` (a group of ``root`` at ``prefix``) from ``values``."""
     if not isinstance(values, Mapping):
         raise ConfigError(
             f"{prefix.rstrip('.') or 'the config'} in {source} must be a mapping, got {values!r}"
@@ -168,23 +166,22 @@ def _kwargs(
         if name not in hints:
             raise unknown_key(root, key, source)
         annotation = hints[name]
-        old = getattr(current, name) if current is not None else None
         if _is_group(annotation) and (value is None or isinstance(value, Mapping)):
-            group = _kwargs(annotation, value or {}, source, root, f"{key}.", old)
-            kwargs[name] = dataclasses.replace(old, **group) if old is not None else annotation(**group)
-            continue
-        if _is_free_form(annotation) and isinstance(value, Mapping) and old is not None:
-            value = _merged(old, value)
-        kwargs[name] = coerce(value, annotation, key)
+            kwargs[name] = annotation(**_kwargs(annotation, value or {}, source, root, f"{key}."))
+        else:
+            kwargs[name] = coerce(value, annotation, key)
     return kwargs
 
 
-def _merged(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(old)
-    for key, value in new.items():
-        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
-        merged[key] = _merged(merged[key], value) if both else value
-    return merged
+def _assign(node: Mapping[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    """A copy of ``node`` with ``value`` at ``path`` (mappings on the way copied, or created)."""
+    result = dict(node)
+    if len(path) == 1:
+        result[path[0]] = value
+    else:
+        child = result.get(path[0])
+        result[path[0]] = _assign(child if isinstance(child, Mapping) else {}, path[1:], value)
+    return result
 
 
 def from_dict(schema: type[T], raw: Mapping[str, Any] | None, source: str = "<dict>") -> T:
@@ -207,45 +204,60 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _patch(schema: type, path: list[str], value: Any, source: str) -> dict[str, Any]:
-    """The nested mapping that sets ``path`` to ``value``, after checking the key against ``schema``."""
+def _check_key(schema: type, path: list[str], source: str) -> None:
+    """Raise :func:`unknown_key`'s error unless ``path`` names a field of ``schema`` (or an entry of
+    one of its free-form mappings)."""
     node = schema
     for depth, part in enumerate(path):
         hints = _field_hints(node)
         if part not in hints:
             raise unknown_key(schema, ".".join(path), source)
         if _is_free_form(hints[part]):
-            break
+            return
         if depth < len(path) - 1 and not _is_group(hints[part]):
             raise unknown_key(schema, ".".join(path), source)
         node = hints[part]
-    patch: Any = value
-    for part in reversed(path):
-        patch = {part: patch}
-    return patch
 
 
 def apply_overrides(schema: type, raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """``raw`` (a mapping for ``schema``) with ``key=value`` overrides merged in (a new mapping)."""
-    result = _merged({}, raw)
+    """``raw`` (a mapping for ``schema``) with ``key=value`` overrides set (a new mapping).
+
+    An override replaces the value at its key: ``method_options={}`` empties the mapping,
+    ``method_options.r=8`` sets one entry.
+    """
+    result = copy.deepcopy(dict(raw))
     for text in overrides:
         path, value = parse_override(text)
-        result = _merged(result, _patch(schema, path, value, f"override {text!r}"))
+        _check_key(schema, path, f"override {text!r}")
+        result = _assign(result, path, value)
     return result
 
 
 def override(instance: T, overrides: Iterable[str]) -> T:
     """A copy of ``instance`` (a dataclass, frozen or not) with ``key=value`` overrides applied.
 
-    Only the named fields change; every other value is the instance's own object.
+    Only the named fields change (groups on the way are copied with :func:`dataclasses.replace`);
+    every other value is the instance's own object.
     """
-    schema = type(instance)
     for text in overrides:
         path, value = parse_override(text)
         source = f"override {text!r}"
-        patch = _patch(schema, path, value, source)
-        instance = dataclasses.replace(instance, **_kwargs(schema, patch, source, schema, "", instance))
+        _check_key(type(instance), path, source)
+        instance = _set(instance, path, value, source, type(instance))
     return instance
+
+
+def _set(instance: T, path: list[str], value: Any, source: str, root: type, prefix: str = "") -> T:
+    name, rest = path[0], path[1:]
+    annotation = _field_hints(type(instance))[name]
+    key = f"{prefix}{name}"
+    if rest and _is_group(annotation):
+        new = _set(getattr(instance, name), rest, value, source, root, f"{key}.")
+    elif rest:  # an entry of a free-form mapping
+        new = coerce(_assign(getattr(instance, name), rest, value), annotation, key)
+    else:
+        new = _kwargs(type(instance), {name: value}, source, root, prefix)[name]
+    return dataclasses.replace(instance, **{name: new})
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
