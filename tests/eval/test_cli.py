@@ -11,7 +11,7 @@ from PIL import Image
 import covft
 from covft.cli import main
 from covft.eval.benchmarks import BENCHMARKS, ImageRef, write_suite
-from covft.eval.generate import read_cache
+from covft.eval.cache import read_cache
 from covft.eval.report import COLUMN_TITLES
 from covft.models.model import CovftModel
 

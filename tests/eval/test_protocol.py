@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import covft
-from covft.data.templates import context_text, router_text
+from covft.data.contract import context_text, router_text
 from covft.eval.benchmarks import get_adapter
 from covft.eval.generate import build_sample
 from covft.eval.protocol import LLAVA15_ROUTER, PROTOCOLS, describe, get_protocol

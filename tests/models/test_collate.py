@@ -88,7 +88,7 @@ def test_context_inputs_follow_the_images(model):
                     {"from": "gpt", "value": "a"},
                 ],
             },
-            "0 '<image>' placeholder",
+            "0 <image> placeholder",
         ),
         (
             {
@@ -99,7 +99,7 @@ def test_context_inputs_follow_the_images(model):
                     {"from": "gpt", "value": "a"},
                 ],
             },
-            "2 '<image>' placeholder",
+            "2 <image> placeholder",
         ),
         (
             {
@@ -107,7 +107,7 @@ def test_context_inputs_follow_the_images(model):
                 "image": None,
                 "conversations": [{"from": "robot", "value": "hi"}, {"from": "gpt", "value": "a"}],
             },
-            "from='robot'",
+            "unknown role 'robot'",
         ),
     ],
 )

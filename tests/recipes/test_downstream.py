@@ -36,7 +36,7 @@ def test_strategy_shorthands_and_config_errors(tmp_path: Path) -> None:
     )
     assert strategy_spec("top3").options == {"top_k": 3}
     assert strategy_spec("lora").method == "lora"
-    with pytest.raises(DownstreamConfigError, match="did you mean 'lora'"):
+    with pytest.raises(DownstreamConfigError, match="Did you mean 'lora'.*'top<k>'"):
         strategy_spec("lorra")
     base = ["base=tiny-test", "downstream.train=t.json", "downstream.eval=e.json", "upstream.suite=s"]
     config = load_config(None, [*base, "strategies=[lora,top2]", "train.max_steps=2"])
@@ -137,6 +137,9 @@ def test_downstream_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     table = (tmp_path / "out" / "downstream.md").read_text()
     assert "| base | – |" in table and "| covft | covft |" in table and "A_gqa" in table
     assert (tmp_path / "out" / "downstream.png").read_bytes()[:4] == b"\x89PNG"
+    # the resolved config is saved next to the results and reads back to the same study
+    saved = load_config(tmp_path / "out" / "downstream_config.yaml")
+    assert saved == load_config(path, ["progress=false"])  # --no-progress is part of what ran
 
     # a rerun reuses the tuned models and every cached prediction
     calls: list[int] = []

@@ -97,6 +97,8 @@ def test_overrides_set_nested_and_free_form_keys() -> None:
     assert config.model_options == {"vision_layers": 2}
     assert config.method_options["num_experts"] == 8 and config.method_options["routing"] == "dense"
     assert config.resume is True and config.init_from is None and config.data.on_bad_sample == "skip"
+    emptied = load_config("stage2_covft", ["method=freeze", "method_options={}"])
+    assert emptied.method_options == {}  # how the error for a stale option says to drop them
 
 
 @pytest.mark.parametrize(

@@ -114,52 +114,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _parse(key: str, kind: str, value: str):
-    """``value`` as the field's type (``kind`` is the annotation's text)."""
-    if kind.startswith("bool"):
-        if value.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"--set {key}: expected true or false, got {value!r}")
-        return value.lower() in ("true", "1")
-    if kind.startswith("int"):
-        return None if value.lower() == "none" and "None" in kind else int(value)
-    if kind.startswith("float"):
-        return float(value)
-    if kind.startswith("str"):
-        return value
-    raise ValueError(
-        f"--set cannot override {key!r} (type {kind}); set one of its fields (e.g. {key}.steps=...)"
-    )
-
-
-def _override(settings, path: list[str], value: str, full_key: str):
-    """``settings`` (a frozen dataclass) with the field at ``path`` set from its text ``value``."""
-    import difflib
-    from dataclasses import fields, is_dataclass
-
-    types = {f.name: f.type for f in fields(settings)}
-    name = path[0]
-    if name not in types:
-        close = difflib.get_close_matches(name, types, n=1)
-        prefix = full_key[: len(full_key) - len(".".join(path))]
-        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-        raise ValueError(f"--set: the demo settings have no field {full_key!r}{hint}")
-    current = getattr(settings, name)
-    if len(path) > 1:
-        if not is_dataclass(current):
-            raise ValueError(f"--set: {name!r} has no fields ({full_key!r})")
-        return replace(settings, **{name: _override(current, path[1:], value, full_key)})
-    return replace(settings, **{name: _parse(full_key, str(types[name]), value)})
-
-
 def apply_overrides(settings, pairs: list[str]):
-    """``settings`` with ``KEY=VALUE`` overrides applied (values parsed as the field's type; dotted
-    keys reach nested settings, e.g. ``pretrain.stage0.steps=3000``)."""
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}")
-        settings = _override(settings, key.split("."), value, key)
-    return settings
+    """``settings`` with ``KEY=VALUE`` overrides applied (values read as YAML and checked against the
+    field's type; dotted keys reach nested settings, e.g. ``pretrain.stage0.steps=3000``)."""
+    from covft.utils.config import override
+
+    return override(settings, pairs)
 
 
 def default_threads() -> int:

@@ -25,11 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the study, print the table and every strategy's E, F, O; return the exit status."""
-    from covft.train.config import ConfigError
-
     try:
         config = load_config(args.config, args.overrides)
-    except (DownstreamConfigError, ConfigError) as error:
+    except DownstreamConfigError as error:
         print(f"covft downstream: error: {error}", file=sys.stderr)
         return 2
     if args.no_progress:

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.shuffle_images is not None:
         items = shuffle_images(items, args.shuffle_images)
-    from covft.models import build_model
+    from covft.strategies import build_model
 
     model = build_model(str(args.checkpoint))
     if args.device != "cpu":

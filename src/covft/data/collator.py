@@ -9,9 +9,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from covft.data.contract import IMAGE_PLACEHOLDER, image_problem, router_context
 from covft.data.errors import BadSampleError
 from covft.data.images import to_rgb
-from covft.data.templates import IMAGE_PLACEHOLDER, context_text, render, router_text
+from covft.data.templates import render
 
 IGNORE_INDEX = -100
 
@@ -40,9 +41,9 @@ class Collator:
     Output keys: ``input_ids``, ``attention_mask``, ``labels`` (unless ``for_generation``),
     ``pixel_values`` (only the samples that have an image, in batch order) and, when the model's
     strategy needs the instruction, ``context_input_ids`` / ``context_attention_mask`` aligned
-    with ``pixel_values``. The context text is :func:`covft.data.templates.router_text` of the
-    sample's ``context`` field when it has one (an evaluation item's router text, as its protocol
-    built it), else of its human turns (:func:`covft.data.templates.context_text`).
+    with ``pixel_values``. The context text is :func:`covft.data.contract.router_context` of the
+    sample (its ``context`` when it has one, an evaluation item's router text as its protocol
+    built it, else its human turns).
     """
 
     tokenizer: Any
@@ -95,8 +96,7 @@ class Collator:
             labels.append(target)
             if sample.get("image") is not None:
                 images.append(self._prepare_image(sample["image"], sample_id))
-                context = sample.get("context")
-                contexts.append(router_text([context]) if context else context_text(sample["conversations"]))
+                contexts.append(router_context(sample))
         batch = self._pad(sequences, labels, left=for_generation)
         if for_generation:
             del batch["labels"]
@@ -124,18 +124,10 @@ class Collator:
                 sample_id=sample_id,
                 fix="give conversations as [{'from': 'human', 'value': ...}, ...]",
             )
-        has_image = sample.get("image") is not None
-        placeholders = sum(
-            t.get("value", "").count(IMAGE_PLACEHOLDER)
-            for t in conversations
-            if isinstance(t.get("value"), str)
-        )
-        if placeholders != (1 if has_image else 0):
-            raise BadSampleError(
-                f"{placeholders} '<image>' placeholder(s) for {1 if has_image else 0} image(s)",
-                sample_id=sample_id,
-                fix="put exactly one '<image>' in a human turn of a sample with an image, none otherwise",
-            )
+        problem = image_problem(conversations, 0 if sample.get("image") is None else 1)
+        if problem is not None:
+            reason, fix = problem
+            raise BadSampleError(reason, sample_id=sample_id, fix=fix)
         segments = render(
             conversations,
             template,

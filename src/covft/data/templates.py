@@ -14,13 +14,12 @@ assistant prefix.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
+from covft.data.contract import HUMAN, IMAGE_PLACEHOLDER, ROLE_FIX, context_text, role_of, router_text
 from covft.data.errors import BadSampleError
 
-IMAGE_PLACEHOLDER = "<image>"
+__all__ = ["IMAGE_PLACEHOLDER", "TEMPLATES", "Segment", "context_text", "render", "router_text"]
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
@@ -36,21 +35,23 @@ class Segment:
     target: bool
 
 
-def _check_roles(conversations: list[dict], sample_id: str | None) -> None:
+def _turns(conversations: list[dict], sample_id: str | None) -> list[dict]:
+    """The conversation's turns with their roles as :data:`~covft.data.contract.ROLES` define them."""
     if not conversations:
         raise BadSampleError(
             "empty conversation", sample_id=sample_id, fix="give at least one human turn and one gpt turn"
         )
+    turns = []
     for i, turn in enumerate(conversations):
-        role = turn.get("from")
-        if role not in ("human", "gpt"):
+        role = role_of(turn)
+        if role is None:
             raise BadSampleError(
-                f"turn {i} has from={role!r}",
-                sample_id=sample_id,
-                fix="use 'human' or 'gpt' in every turn's 'from' field",
+                f"turn {i} has unknown role {turn.get('from')!r}", sample_id=sample_id, fix=ROLE_FIX
             )
         if not isinstance(turn.get("value"), str):
             raise BadSampleError(f"turn {i} has no string 'value'", sample_id=sample_id)
+        turns.append({"from": role, "value": turn["value"]})
+    return turns
 
 
 def render(
@@ -68,8 +69,7 @@ def render(
     answer is dropped) and the assistant prefix is appended: the evaluation prompt. Otherwise the
     conversation must contain at least one gpt turn.
     """
-    _check_roles(conversations, sample_id)
-    turns = list(conversations)
+    turns = _turns(conversations, sample_id)
     if add_generation_prompt:
         while turns and turns[-1]["from"] == "gpt":
             turns.pop()
@@ -93,7 +93,7 @@ def render(
 def _vicuna(turns: list[dict], eos: str, add_generation_prompt: bool) -> list[Segment]:
     segments = [Segment(VICUNA_SYSTEM + " ", False)]
     for turn in turns:
-        if turn["from"] == "human":
+        if turn["from"] == HUMAN:
             segments.append(Segment(f"USER: {turn['value']} ASSISTANT:", False))
         else:
             segments.append(Segment(f" {turn['value']}{eos}", True))
@@ -143,34 +143,3 @@ def _chat(turns: list[dict], tokenizer, add_generation_prompt: bool, sample_id: 
         segments.append(Segment(text[len(rendered) :], target))
         rendered = text
     return segments
-
-
-def router_text(turns: Iterable[str], *, remove: Iterable[str] = (), cut: str | None = None) -> str:
-    """The text CoVFT's context encoder (and QA-ViT's / Q-MoE's instruction encoder) reads.
-
-    The one policy for training and evaluation: each human turn loses ``<image>``; then every
-    match of the regular expression ``cut`` (``.`` stops at line ends) and every occurrence of the
-    strings in ``remove`` are deleted; whitespace is collapsed and the turns are joined by spaces.
-    Training uses neither ``cut`` nor ``remove`` (:func:`context_text`); an evaluation protocol
-    (:mod:`covft.eval.protocol`) names what its benchmarks delete, as the paper's scripts did.
-    """
-    pattern = re.compile(cut) if cut is not None else None
-    parts = []
-    for turn in turns:
-        text = turn.replace(IMAGE_PLACEHOLDER, " ")
-        if pattern is not None:
-            text = pattern.sub("", text)
-        for phrase in remove:
-            text = text.replace(phrase, "")
-        parts.append(" ".join(text.split()))
-    return " ".join(p for p in parts if p)
-
-
-def context_text(conversations: list[dict]) -> str:
-    """The router text of a training conversation: :func:`router_text` of every human turn.
-
-    Answers never reach it (method.md 2.2), so the router cannot peek at the target; the
-    instructions inside the human turns (e.g. llava_v1_5_mix665k's "Answer the question using a
-    single word or phrase.") are kept.
-    """
-    return router_text(turn["value"] for turn in conversations if turn.get("from") == "human")

@@ -2,8 +2,8 @@
 
 :func:`predict` runs greedy, batched generation over contract items (docs/benchmark-records.md):
 the item's ``prompt`` is the human turn (``"<image>\\n"`` prepended when the item has an image) and
-the item's ``context`` is the router text its protocol built (:mod:`covft.eval.protocol`; the
-collator passes it through :func:`covft.data.templates.router_text`, the function training uses).
+the item's ``context`` is the router text its protocol built (:mod:`covft.eval.protocol`); the
+router reads :func:`covft.data.contract.router_context` of the sample, the function training uses.
 Predictions are appended to a JSONL cache as batches finish; a rerun generates only what the cache
 lacks.
 
@@ -20,7 +20,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from covft.data.templates import IMAGE_PLACEHOLDER
+from covft.data.contract import IMAGE_PLACEHOLDER
+from covft.eval.cache import append_predictions, read_cache
+from covft.eval.items import UNIT_KEYS, collect_items, parse_benchmarks, shuffle_images
+
+__all__ = [  # what items need is covft.eval.items'; re-exported for the callers of this module
+    "DEFAULT_MAX_NEW_TOKENS",
+    "UNIT_KEYS",
+    "build_sample",
+    "collect_items",
+    "evaluate",
+    "generate_batch",
+    "load_results",
+    "parse_benchmarks",
+    "predict",
+    "scores_of",
+    "shuffle_images",
+    "to_model",
+]
 
 DEFAULT_MAX_NEW_TOKENS = 128
 """LLaVA-1.5's evaluation scripts generate at most 128 new tokens (greedy stops earlier at EOS)."""
@@ -60,15 +77,6 @@ def build_sample(item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def context_of(item: Mapping[str, Any]) -> str:
-    """The text the router reads for an item, exactly as the collator derives it from
-    :func:`build_sample`: :func:`covft.data.templates.router_text` of its protocol's ``context``,
-    else of its prompt."""
-    from covft.data.templates import router_text
-
-    return router_text([str(item.get("context") or item["prompt"])])
-
-
 def to_model(batch: dict, model: Any) -> dict:
     """Move a batch to the model's device; floating tensors (pixels) take the model's dtype."""
     param = next(model.llava.parameters())
@@ -96,59 +104,6 @@ def generate_batch(
     new_tokens = output[:, batch["input_ids"].shape[1] :]
     texts = model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     return [text.strip() for text in texts]
-
-
-# --------------------------------------------------------------------------- prediction cache
-
-
-def read_cache(path: str | os.PathLike[str]) -> dict[str, str]:
-    """``{id: prediction}`` from a JSONL prediction cache (empty if the file does not exist).
-
-    A last line cut short by a crash (no newline, not valid JSON) is dropped and the file
-    truncated before it, so appending continues cleanly; a bad complete line is an error naming it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    data = path.read_bytes()
-    complete, _, tail = data.rpartition(b"\n")
-    predictions: dict[str, str] = {}
-    lines = complete.split(b"\n") if complete or data.startswith(b"\n") else []
-    for number, raw in enumerate(lines, start=1):
-        if raw.strip():
-            record = _parse_line(raw)
-            if record is None:
-                raise ValueError(
-                    f"prediction cache {path} line {number} is not an {{'id', 'prediction'}} record; "
-                    "delete the file to regenerate"
-                )
-            predictions[record[0]] = record[1]
-    if tail.strip():
-        record = _parse_line(tail)
-        if record is None:  # an interrupted append
-            with path.open("r+b") as handle:
-                handle.truncate(len(data) - len(tail))
-        else:
-            predictions[record[0]] = record[1]
-            with path.open("ab") as handle:
-                handle.write(b"\n")
-    return predictions
-
-
-def _parse_line(raw: bytes) -> tuple[str, str] | None:
-    try:
-        record = json.loads(raw.decode("utf-8"))
-        return str(record["id"]), str(record["prediction"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        return None
-
-
-def _append(path: Path, records: Sequence[tuple[str, str]]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        for item_id, prediction in records:
-            handle.write(json.dumps({"id": item_id, "prediction": prediction}, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def predict(
@@ -197,7 +152,7 @@ def predict(
             pairs = [(str(item["id"]), text) for item, text in zip(chunk, texts, strict=True)]
             done.update(pairs)
             if cache_path is not None:
-                _append(cache_path, pairs)
+                append_predictions(cache_path, pairs)
             bar.update(len(chunk))
     finally:
         bar.close()
@@ -315,131 +270,3 @@ def load_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def scores_of(results: Mapping[str, Any]) -> dict[str, float]:
     """``{benchmark: score}`` of a results mapping (MME raw, as :func:`covft.eval.summarize` takes)."""
     return {name: float(entry["score"]) for name, entry in results["scores"].items()}
-
-
-def parse_benchmarks(spec: str | Sequence[str]) -> list[str]:
-    """``"all"`` or a comma-separated list (or a list) of benchmark names, checked, in table order."""
-    from covft.eval.benchmarks import BENCHMARKS
-
-    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else [str(n) for n in spec]
-    names = [n for n in names if n]
-    if not names or names == ["all"]:
-        return list(BENCHMARKS)
-    unknown = [n for n in names if n not in BENCHMARKS]
-    if unknown:
-        raise KeyError(f"unknown benchmark(s) {unknown}; known: all, {', '.join(BENCHMARKS)}")
-    return [n for n in BENCHMARKS if n in names]
-
-
-#: The field that ties items scored together into one unit (MME: both questions on an image,
-#: MMBench: the circular variants of a question, MMVP: the two images of a pair).
-UNIT_KEYS = {"mme": "image_id", "mmbench_en": "index", "mmbench_cn": "index", "mmvp": "pair_id"}
-
-
-def _image_key(ref: Any) -> tuple[str, Any]:
-    """What makes two items' images the same image: their path, else the object itself."""
-    path = getattr(ref, "path", None)
-    if path is None and isinstance(ref, (str, os.PathLike)):
-        path = ref
-    return ("path", str(path)) if path is not None else ("object", id(ref))
-
-
-def shuffle_images(
-    items_by_benchmark: Mapping[str, Sequence[Mapping[str, Any]]], seed: int = 0
-) -> dict[str, list[dict[str, Any]]]:
-    """A blind control: the same items, each scoring unit given another unit's images.
-
-    Items are grouped into scoring units (:data:`UNIT_KEYS`; elsewhere the items that share an
-    image), and the units of a benchmark that hold the same number of distinct images are
-    permuted among themselves (a random order shifted by one place, so no unit keeps its own
-    images when there are two or more), image for image in order of first appearance. The
-    structure scoring relies on survives: MME's two questions still share one image, MMBench's
-    circular variants too, and an MMVP pair becomes another pair. Prompts, answers and text-only
-    items are unchanged; the permutation depends only on ``seed``, the benchmark and the items.
-
-    A model that ignores the image scores the same on both; the gap between the real and the
-    shuffled score is how much its answers rest on the image (the "visual dependency" check of
-    blind baselines).
-    """
-    import random
-
-    shuffled: dict[str, list[dict[str, Any]]] = {}
-    for name, items in items_by_benchmark.items():
-        copies = [dict(item) for item in items]
-        unit_field = UNIT_KEYS.get(name)
-        units: dict[Any, list[int]] = {}
-        for i, item in enumerate(items):
-            if item.get("image") is None:
-                continue
-            unit = item.get(unit_field) if unit_field else None
-            units.setdefault(
-                ("unit", str(unit)) if unit is not None else _image_key(item["image"]), []
-            ).append(i)
-        images: dict[Any, list[Any]] = {}  # unit -> its distinct images, in order of appearance
-        for unit, members in units.items():
-            seen: dict[Any, Any] = {}
-            for i in members:
-                seen.setdefault(_image_key(items[i]["image"]), items[i]["image"])
-            images[unit] = list(seen.values())
-        by_size: dict[int, list[Any]] = {}
-        for unit in units:
-            by_size.setdefault(len(images[unit]), []).append(unit)
-        for size, group in sorted(by_size.items()):
-            random.Random(f"{seed}:{name}:{size}:{len(group)}").shuffle(group)
-            for k, unit in enumerate(group):
-                donor = images[group[(k + 1) % len(group)]]
-                own = [_image_key(image) for image in images[unit]]
-                for i in units[unit]:
-                    copies[i]["image"] = donor[own.index(_image_key(items[i]["image"]))]
-        shuffled[name] = copies
-    return shuffled
-
-
-def collect_items(
-    benchmarks: str | Sequence[str] = "all",
-    *,
-    data_root: str | os.PathLike[str] | None = None,
-    suite: str | os.PathLike[str] | None = None,
-    limit: int | None = None,
-    protocol: str | None = None,
-) -> dict[str, list[dict[str, Any]]]:
-    """Items per benchmark, from the official files under ``data_root`` or from a suite directory.
-
-    With ``data_root`` each benchmark is read by its adapter from its folder there (LLaVA-1.5's
-    ``playground/data/eval`` layout works; docs/benchmarks.md), prompts and router text built by
-    ``protocol`` (default ``llava15``, the paper's; :mod:`covft.eval.protocol`), and ``limit``
-    counts the adapter's units (MME images, MMBench questions, MMVP pairs). With ``suite``
-    (written by ``covft.eval.benchmarks.write_suite``, e.g. the conflict world's held-out suite)
-    the items bring their own prompt and router text (the ``suite`` protocol), ``"all"`` means
-    every benchmark the suite holds and ``limit`` keeps the first items of each file.
-    """
-    from covft.eval.benchmarks import get_adapter, load_suite
-    from covft.eval.protocol import DEFAULT_PROTOCOL
-
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be None or >= 0, got {limit}")
-    if (data_root is None) == (suite is None):
-        raise ValueError("give exactly one of data_root (official files) and suite (a suite directory)")
-    if suite is not None:
-        if protocol not in (None, "suite"):
-            raise ValueError(
-                f"a suite's items carry their own prompt and router text; protocol {protocol!r} "
-                "applies to official files (data_root) only"
-            )
-        available = load_suite(suite)
-        wanted = parse_benchmarks(benchmarks)
-        if benchmarks in ("all", ["all"]):
-            wanted = [n for n in wanted if n in available]
-        missing = [n for n in wanted if n not in available]
-        if missing:
-            raise FileNotFoundError(
-                f"suite {suite} has no {', '.join(f'{n}.jsonl' for n in missing)} "
-                f"(it holds: {', '.join(sorted(available))})"
-            )
-        return {n: available[n][:limit] if limit is not None else available[n] for n in wanted}
-    root = Path(data_root)  # type: ignore[arg-type]
-    items = {}
-    for name in parse_benchmarks(benchmarks):
-        adapter = get_adapter(name)
-        items[name] = adapter.load(adapter.folder(root), limit, protocol or DEFAULT_PROTOCOL)
-    return items

@@ -7,7 +7,7 @@ module never needs it.
 The class is a "simple" lmms-eval model: each request carries ``(context, gen_kwargs,
 doc_to_visual, doc_id, task, split)``. The context (the task's prompt) is the human turn, and, as
 in training, the whole of it (without ``<image>``) is what CoVFT's context encoder reads
-(:func:`covft.data.templates.router_text`). Decoding is greedy (the paper evaluates at
+(:func:`covft.data.contract.router_context`). Decoding is greedy (the paper evaluates at
 temperature 0) and stops at the task's ``until`` strings. Multi-round tasks
 (``generate_until_multi_round``) run round by round, each round's prompt and images coming from
 the task's ``doc_to_text``, as lmms-eval's own models do.
@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from covft.data.templates import IMAGE_PLACEHOLDER
+from covft.data.contract import prompt_text
 from covft.eval.generate import DEFAULT_MAX_NEW_TOKENS
 
 INSTALL_HINT = "pip install covft[lmms]"
@@ -54,7 +54,7 @@ class CovftLMMBase:
         max_new_tokens: int | str = DEFAULT_MAX_NEW_TOKENS,
         **unused: Any,
     ) -> None:
-        import covft
+        from covft.models import build_model
 
         unknown = sorted(unused)
         if unknown:
@@ -69,7 +69,7 @@ class CovftLMMBase:
             raise ValueError(f"covft model: batch_size must be >= 1, got {batch_size!r}")
         self.max_new_tokens = int(max_new_tokens)
         self.pretrained = str(pretrained)
-        self.model = covft.build_model(self.pretrained)
+        self.model = build_model(self.pretrained)
         if device != "cpu":
             self.model.to(device)
         self.model.eval()
@@ -108,7 +108,7 @@ class CovftLMMBase:
         return {
             "id": f"{task}/{split}/{doc_id}/{turn}",
             "image": ImageRef(image=image.convert("RGB")) if image is not None else None,
-            "prompt": context.replace(IMAGE_PLACEHOLDER, "").strip(),
+            "prompt": prompt_text(context),
         }
 
     def _limit(self, kwargs: dict[str, Any]) -> int:

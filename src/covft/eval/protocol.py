@@ -12,7 +12,7 @@ so scoring (:func:`covft.eval.score`) knows which rules to apply. Three protocol
 - ``suite``: items that carry their own prompt and router text (a suite directory, e.g. the
   conflict world's held-out suite) scored by covft's tolerant rules (docs/benchmarks.md).
 
-The router text itself is always :func:`covft.data.templates.router_text`, the function training
+The router text itself is always :func:`covft.data.contract.router_text`, the function training
 uses; a protocol only says which strings of a benchmark's prompt it deletes.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from covft.data.templates import router_text
+from covft.data.contract import router_text
 from covft.eval.benchmarks.base import MC_SUFFIX, MC_SUFFIX_CN
 
 __all__ = ["DEFAULT_PROTOCOL", "PROTOCOLS", "Protocol", "RouterRule", "describe", "get_protocol"]

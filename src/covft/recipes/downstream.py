@@ -15,7 +15,8 @@ the first ``gpt`` turn of each held-out LLaVA-format sample, unless the downstre
 benchmark, which its own scorer scores.
 
 A run directory holds ``base/`` and ``<strategy>/`` (the tuned model under ``model/``, predictions
-and upstream reports), ``downstream.json``, ``downstream.md`` and ``downstream.png``. A rerun
+and upstream reports), ``downstream.json``, ``downstream.md``, ``downstream.png`` and the resolved
+``downstream_config.yaml``. A rerun
 reuses finished training runs and cached predictions.
 
 This module is the study's configuration (and the LLaVA items of D); the study runs in
@@ -41,16 +42,14 @@ Example config (YAML; any key can be overridden on the command line as ``key=val
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
+from covft.utils import config as loader
+from covft.utils.config import ConfigError
 
 _TOP_K = re.compile(r"top(\d+)")
 
@@ -58,8 +57,8 @@ _TOP_K = re.compile(r"top(\d+)")
 # --------------------------------------------------------------------------- configuration
 
 
-class DownstreamConfigError(ValueError):
-    """A downstream configuration that cannot be used; the message names the key and the fix."""
+DownstreamConfigError = ConfigError
+"""A downstream configuration that cannot be used (the one configuration error of every recipe)."""
 
 
 @dataclass
@@ -124,8 +123,9 @@ def strategy_spec(entry: str | Mapping[str, Any]) -> StrategySpec:
 
     Names are method names (``lora``, ``dora``, ``full``, ``covft``, ...) plus the selective
     shorthands of Keeping Yourself: ``last`` (the last feeding block) and ``top<k>`` (the top k).
+    The method and its options are checked here, before anything trains.
     """
-    import covft
+    from covft.train.recipe import check_method_options
 
     if isinstance(entry, str):
         match = _TOP_K.fullmatch(entry)
@@ -145,45 +145,24 @@ def strategy_spec(entry: str | Mapping[str, Any]) -> StrategySpec:
         )
     else:
         raise DownstreamConfigError(f"strategy entry {entry!r} is neither a name nor a mapping")
-    methods = covft.available_methods()
-    if spec.method not in methods:
-        close = difflib.get_close_matches(spec.method, [*methods, "last", "top2"], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+    try:
+        check_method_options(spec.method, spec.options)
+    except ConfigError as error:
         raise DownstreamConfigError(
-            f"unknown strategy {spec.method!r}{hint}; choose a method ({', '.join(methods)}), 'last' or 'top<k>'"
-        )
+            f"strategy {spec.name!r}: {error} (or a selective shorthand: 'last', 'top<k>')"
+        ) from error
     return spec
 
 
-def _build(cls: type, values: Any, prefix: str) -> Any:
-    if not isinstance(values, Mapping):
-        raise DownstreamConfigError(f"{prefix.rstrip('.') or 'the config'} must be a mapping, got {values!r}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
-            raise DownstreamConfigError(
-                f"unknown key {prefix + str(key)!r}.{hint} Valid: {', '.join(prefix + n for n in names)}"
-            )
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def config_from_dict(raw: Mapping[str, Any]) -> DownstreamConfig:
+def config_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> DownstreamConfig:
     """Build and check a :class:`DownstreamConfig` from a (YAML) mapping."""
     raw = dict(raw)
-    nested = {"downstream": DownstreamData, "upstream": UpstreamData}
-    for key, cls in nested.items():
-        if key in raw:
-            raw[key] = _build(cls, raw[key] or {}, f"{key}.")
     if "strategies" in raw:
         entries = raw["strategies"]
         if isinstance(entries, str):
             entries = [e.strip() for e in entries.split(",") if e.strip()]
         raw["strategies"] = [strategy_spec(e) for e in entries or []]
-    config = _build(DownstreamConfig, raw, "")
+    config = loader.from_dict(DownstreamConfig, raw, source)
     if not config.base:
         raise DownstreamConfigError("base is not set. Fix: base=PATH/TO/instruction_tuned_checkpoint")
     if not config.strategies:
@@ -206,29 +185,9 @@ def config_from_dict(raw: Mapping[str, Any]) -> DownstreamConfig:
 
 def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> DownstreamConfig:
     """Read a YAML config and apply ``key=value`` overrides (dotted keys, YAML values)."""
-    from covft.train.config import ConfigError, parse_override
-
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise DownstreamConfigError(f"config file {str(path)!r} not found")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if loaded is not None and not isinstance(loaded, dict):
-            raise DownstreamConfigError(f"{path} must hold a mapping of config keys")
-        raw = loaded or {}
-    for text in overrides:
-        try:
-            keys, value = parse_override(text)
-        except ConfigError as error:
-            raise DownstreamConfigError(str(error)) from error
-        node = raw
-        for key in keys[:-1]:
-            if not isinstance(node.get(key), dict):
-                node[key] = {}
-            node = node[key]
-        node[keys[-1]] = value
-    return config_from_dict(raw)
+    raw = loader.load_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "overrides"
+    return config_from_dict(loader.apply_overrides(DownstreamConfig, raw, overrides), source)
 
 
 # --------------------------------------------------------------------------- data
@@ -242,17 +201,16 @@ def llava_items(
     ``prompt`` is the human turn without ``<image>``; the router reads it whole, as in training
     (no ``context`` field); ``answer`` is the first ``gpt`` turn.
     """
+    from covft.data.contract import ASSISTANT, HUMAN, prompt_text
     from covft.data.dataset import LlavaDataset
-    from covft.data.templates import IMAGE_PLACEHOLDER
     from covft.eval.benchmarks import ImageRef
 
     dataset = LlavaDataset(path, image_folder)
     items = []
     for record in dataset.records[:limit] if limit is not None else dataset.records:
         turns = record.conversations
-        human = next(t["value"] for t in turns if t["from"] in ("human", "user"))
-        answer = next(t["value"] for t in turns if t["from"] in ("gpt", "assistant"))
-        prompt = human.replace(IMAGE_PLACEHOLDER, "").strip()
+        prompt = prompt_text(next(t["value"] for t in turns if t["from"] == HUMAN))
+        answer = next(t["value"] for t in turns if t["from"] == ASSISTANT)
         image = ImageRef(dataset.resolve_image(record.images[0])) if record.images else None
         items.append({"id": record.sample_id, "image": image, "prompt": prompt, "answer": answer})
     return items

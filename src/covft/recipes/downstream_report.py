@@ -15,6 +15,8 @@ from covft.utils import write_text_atomic
 RESULTS_FILE = "downstream.json"
 TABLE_FILE = "downstream.md"
 CHART_FILE = "downstream.png"
+CONFIG_FILE = "downstream_config.yaml"
+"""The resolved configuration of the study (``covft downstream`` reads it back as a config)."""
 
 
 def _fmt(value: float | None) -> str:

@@ -20,14 +20,17 @@ from covft.eval.benchmarks import read_suite_file
 from covft.eval.generate import collect_items, evaluate, predict
 from covft.eval.report import scaled
 from covft.eval.scoring import normalize_short, score
-from covft.models import available_presets, build_model, load_pretrained
+from covft.models import available_presets
 from covft.recipes.downstream import DownstreamConfig, DownstreamConfigError, StrategySpec, llava_items
+from covft.recipes.downstream_report import CONFIG_FILE as DOWNSTREAM_CONFIG_FILE
 from covft.recipes.downstream_report import write_report
+from covft.strategies import build_model, load_pretrained
 from covft.train import train
 from covft.train.checkpoint import list_checkpoints
 from covft.train.config import TrainLoopConfig
 from covft.train.config import config_from_dict as train_config_from_dict
 from covft.train.trainer import CONFIG_FILE, SUMMARY_FILE
+from covft.utils.config import save as save_config
 
 
 def exact_match(records: Sequence[Mapping[str, Any]]) -> float:
@@ -162,6 +165,7 @@ def run_downstream(config: DownstreamConfig) -> dict[str, Any]:
     """Run the whole study; returns (and writes) ``downstream.json``, plus the table and the plot."""
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / DOWNSTREAM_CONFIG_FILE)
     downstream = downstream_items(config)
     u = config.upstream
     upstream = collect_items(u.benchmarks, data_root=u.data_root, suite=u.suite, limit=u.limit)

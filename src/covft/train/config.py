@@ -5,33 +5,37 @@ its type and default. ``model_options`` and ``method_options`` are free-form map
 valid keys belong to ``covft.build_model`` and to the chosen strategy's options dataclass; they
 are checked when the model is built.
 
-A misspelt key is an error that names the closest valid key, so ``train.lr_sheduler=...`` cannot
-silently train with the default.
+Loading, overrides, type checks and closest-key errors are :mod:`covft.utils.config`'s (the one
+loader every recipe uses); this module adds the schema, its cross-field checks and the packaged
+recipes.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import json
 import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
-import yaml
+from covft.utils import config as loader
+from covft.utils.config import ConfigError, parse_override
 
-from covft.errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration that cannot be used; the message says which key and how to fix it."""
-
-    exit_status = 2  # like a usage error
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "TrainConfig",
+    "TrainLoopConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "load_yaml",
+    "packaged_config",
+    "packaged_config_names",
+    "parse_override",
+    "save_config",
+    "valid_keys",
+]
 
 
 @dataclass
@@ -126,7 +130,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML/JSON-serialisable copy of the configuration."""
-        return dataclasses.asdict(self)
+        return loader.to_dict(self)
 
     def validate(self) -> TrainConfig:
         """Check cross-field constraints; returns ``self`` so calls can be chained."""
@@ -161,146 +165,24 @@ class TrainConfig:
         return self
 
 
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-_NESTED: dict[str, type] = {"data": DataConfig, "train": TrainLoopConfig}
-_FREE_FORM = ("model_options", "method_options")
-
-
 def valid_keys() -> list[str]:
     """Every dotted key the schema accepts (free-form mappings listed as ``name.*``)."""
-    keys: list[str] = []
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in _NESTED:
-            keys.extend(f"{f.name}.{sub.name}" for sub in dataclasses.fields(_NESTED[f.name]))
-        elif f.name in _FREE_FORM:
-            keys.append(f"{f.name}.*")
-        else:
-            keys.append(f.name)
-    return keys
-
-
-def _unknown_key(key: str, source: str) -> ConfigError:
-    """An error for ``key`` naming the closest valid key."""
-    candidates = [k for k in valid_keys() if not k.endswith(".*")] + list(_FREE_FORM)
-    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown config key {key!r} in {source}.{hint} Valid keys: {', '.join(valid_keys())}")
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against a field's type annotation, converting where lossless."""
-    origin = get_origin(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        options = get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
-    if origin is Literal:
-        allowed = get_args(annotation)
-        if value not in allowed:
-            raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
-        return value
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return dict(value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        # YAML 1.1 reads ``1e-4`` (no dot) as a string; it is a number to anyone writing a recipe.
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            return float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return str(value)
-    return value
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, checking keys and types."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'the config'} in {source} must be a mapping, got {values!r}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for name, value in values.items():
-        dotted = f"{prefix}{name}"
-        if name not in names:
-            raise _unknown_key(dotted, source)
-        if not prefix and name in _NESTED:
-            kwargs[name] = _build(_NESTED[name], value or {}, f"{name}.", source)
-        else:
-            kwargs[name] = _coerce(value, hints[name], dotted)
-    return cls(**kwargs)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b=value`` into (``["a", "b"]``, parsed value); values are read as YAML scalars."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not key=value (e.g. train.lr=1e-4)")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"override {text!r} has an empty key")
-    value = yaml.safe_load(raw) if raw.strip() else None
-    return key.split("."), value
+    return loader.valid_keys(TrainConfig)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key=value`` overrides to a raw config mapping (returns a new mapping)."""
-    result = json.loads(json.dumps(raw))
-    for text in overrides:
-        path, value = parse_override(text)
-        top = path[0]
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        if top not in known:
-            raise _unknown_key(".".join(path), f"override {text!r}")
-        if top in _NESTED:
-            if len(path) != 2:
-                raise _unknown_key(".".join(path), f"override {text!r}")
-            sub = {f.name for f in dataclasses.fields(_NESTED[top])}
-            if path[1] not in sub:
-                raise _unknown_key(".".join(path), f"override {text!r}")
-        elif top not in _FREE_FORM and len(path) != 1:
-            raise _unknown_key(".".join(path), f"override {text!r}")
-        node = result
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[path[-1]] = value
-    return result
+    return loader.apply_overrides(TrainConfig, raw, overrides)
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig:
     """Build and validate a :class:`TrainConfig` from a (possibly nested) mapping."""
-    return _build(TrainConfig, raw or {}, "", source).validate()
+    return loader.from_dict(TrainConfig, raw, source).validate()
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML recipe into a mapping, naming the file and line on a syntax error."""
-    path = Path(path)
-    if not path.is_file():
+    """Read a YAML recipe (a path or a packaged name like ``stage2_covft``) into a mapping."""
+    if not Path(path).is_file():
         packaged = packaged_config(str(path))
         if packaged is None:
             raise ConfigError(
@@ -308,17 +190,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f"({', '.join(packaged_config_names())})"
             )
         path = packaged
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}{where} is not valid YAML: {exc}") from exc
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must contain a mapping of config keys, got {type(raw).__name__}")
-    return raw
+    return loader.load_yaml(path)
 
 
 def load_config(
@@ -332,7 +204,7 @@ def load_config(
 
 def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> None:
     """Write the resolved configuration as YAML (it reloads to an equal config)."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    loader.save(config, path)
 
 
 def packaged_config_names() -> list[str]:

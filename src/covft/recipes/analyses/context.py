@@ -24,8 +24,8 @@ from covft.analysis.context import (
     select_samples,
 )
 from covft.analysis.runs import family_labels, human_text, load_records
-from covft.models import build_model
 from covft.recipes.analyses.runs import open_rgb
+from covft.strategies import build_model
 from covft.utils import write_json_atomic, write_text_atomic
 
 ROUTING_DEFINITION = (

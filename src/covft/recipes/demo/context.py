@@ -8,8 +8,7 @@ from pathlib import Path
 
 import torch
 
-from covft.data.templates import context_text
-from covft.eval.generate import context_of
+from covft.data.contract import router_context
 from covft.models.text_encoder import load_text_encoder
 from covft.recipes.demo.layout import DemoRun, StageLog, clock
 from covft.recipes.demo.stage2 import routes_on_text
@@ -33,8 +32,8 @@ def context_vectors(run: DemoRun, log: StageLog, items: dict[str, list[dict]]) -
         return None
     started = clock()
     records = json.loads((run.world_dir / "train.json").read_text(encoding="utf-8"))
-    texts = [context_text(r["conversations"]) for r in records if r.get("image")]
-    texts += [context_of(item) for rows in items.values() for item in rows]
+    texts = [router_context(r) for r in records if r.get("image")]
+    texts += [router_context(item) for rows in items.values() for item in rows]
     encoder = load_text_encoder(run.settings.pretrain.text_encoder)
     digest = hashlib.sha256(json.dumps([encoder.fingerprint(), sorted(set(texts))]).encode()).hexdigest()
 

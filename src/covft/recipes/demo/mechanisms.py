@@ -12,7 +12,6 @@ from covft.analysis.gradients import read_gradient_file
 from covft.analysis.mechanisms import conflict_summary, context_summary, gradient_summary, not_measured
 from covft.analysis.mechanisms_figure import plot_mechanisms
 from covft.analysis.runs import family_labels, load_records
-from covft.models import build_model
 from covft.recipes.analyses.conflict import run_conflict
 from covft.recipes.demo.layout import (
     GRADIENT_METHODS,
@@ -23,6 +22,7 @@ from covft.recipes.demo.layout import (
     clock,
 )
 from covft.recipes.demo.starting_point import StartingPoint
+from covft.strategies import build_model
 from covft.utils import write_json_atomic
 
 

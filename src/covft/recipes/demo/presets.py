@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from covft.models.model import CovftModel
 from covft.models.assembly import assemble, llama_config
+from covft.models.model import CovftModel
 from covft.models.presets import register_preset
 from covft.recipes.demo.smollm2 import smollm2_dir
 from covft.recipes.demo.tokenizer import load_tokenizer

@@ -20,11 +20,10 @@ import torch
 
 from covft.analysis.gradients import GradientFile
 from covft.eval.generate import RESULTS_FILE, collect_items, evaluate, shuffle_images
-from covft.models import build_model
 from covft.recipes.demo.layout import GRADIENT_METHODS, GRADIENTS_FILE, DemoRun, StageLog, clock
 from covft.recipes.demo.stages import train_loop, train_stage
 from covft.recipes.demo.starting_point import StartingPoint
-from covft.strategies import get_strategy
+from covft.strategies import build_model, get_strategy
 
 
 def _train_config(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from covft.models.model import CovftModel
 from covft.models.assembly import image_processor_for, vision_config
+from covft.models.model import CovftModel
 
 #: The demo's vision tower: small enough for CPU, deep enough for "second half" CoMoE blocks.
 TINY_VISION: dict[str, int] = {
