@@ -177,15 +177,23 @@ def test_unknown_method_or_method_option_names_the_closest() -> None:
 
 
 def test_a_missing_tracker_package_fails_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
+    import accelerate.tracking
+    from accelerate.utils import LoggerType
 
-    from covft.train.logging import require_tracker
+    from covft.train.logging import require_trackers
 
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real_find_spec(name, *a)
-    )
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [LoggerType.TENSORBOARD])
     with pytest.raises(ImportError, match=r"report_to=wandb needs the 'wandb' package.*report_to=none"):
-        require_tracker("wandb")
-    require_tracker("none")
-    require_tracker("tensorboard")
+        require_trackers("tensorboard,wandb")
+    with pytest.raises(ImportError, match=r"pip install 'mlflow'"):
+        require_trackers("mlflow")
+    require_trackers("none")
+    require_trackers("tensorboard")
+
+
+def test_an_unknown_tracker_is_named_with_the_closest_one() -> None:
+    from covft.train.logging import require_trackers, tracker_names
+
+    with pytest.raises(ConfigError, match=r"unknown tracker 'tensorbord'. Did you mean 'tensorboard'"):
+        require_trackers("tensorbord")
+    assert tracker_names("none") == [] and tracker_names(" tensorboard, wandb ") == ["tensorboard", "wandb"]

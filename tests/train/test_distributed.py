@@ -21,7 +21,6 @@ import covft
 from covft.train import checkpoint as ckpt
 from covft.train import train
 from covft.train.logging import read_log
-from covft.train.trainer import CRASH_ENV
 from tests.train.conftest import REPO, tiny_config, tiny_overrides, two_processes
 
 ACCELERATE = REPO / "src" / "covft" / "configs" / "accelerate"
@@ -31,10 +30,12 @@ needs_deepspeed = pytest.mark.skipif(
 )
 
 
-def launch(config: str, overrides: list[str], *, env: dict[str, str] | None = None):
-    """``accelerate launch --config_file <shipped config> --num_processes 2 -m covft.cli train ...``."""
-    train_command = ["-m", "covft.cli", "train", "stage2_covft", *overrides]
-    return two_processes(*train_command, accelerate_config=ACCELERATE / config, env=env)
+def launch(config: str, overrides: list[str], *, crash_after: int | None = None):
+    """``accelerate launch --config_file <shipped config> --num_processes 2 -m covft.cli train ...``;
+    with ``crash_after``, every process is killed after that step (``tests/train/crash_run.py``)."""
+    command = ["covft.cli", "train"] if crash_after is None else ["tests.train.crash_run", str(crash_after)]
+    train_command = ["-m", *command, "stage2_covft", *overrides]
+    return two_processes(*train_command, accelerate_config=ACCELERATE / config)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_zero3_equals_one_process_and_resumes_exactly(image_data: dict[str, Path
     """Killed after step 3 (checkpoint-2 on disk), resumed: every loss and weight as one process's."""
     single = one_process(image_data, tmp_path / "single")
     out = tmp_path / "zero3"
-    crashed = launch("deepspeed_zero3.yaml", launched(image_data, out), env={CRASH_ENV: "3"})
+    crashed = launch("deepspeed_zero3.yaml", launched(image_data, out), crash_after=3)
     assert crashed.returncode != 0 and [s for s, _ in ckpt.list_checkpoints(out)] == [2], crashed.stderr[
         -4000:
     ]
@@ -164,7 +165,7 @@ def test_fsdp_equals_one_process_on_gpus(image_data: dict[str, Path], tmp_path: 
     losses = [record["loss"] for record in read_log(tmp_path / "fsdp")]
     assert losses == pytest.approx(single.loss_history, abs=1e-5)
     interrupted = tmp_path / "interrupted"
-    launch("fsdp.yaml", launched(image_data, interrupted, *extra), env={CRASH_ENV: "3"})
+    launch("fsdp.yaml", launched(image_data, interrupted, *extra), crash_after=3)
     resumed = launch("fsdp.yaml", launched(image_data, interrupted, *extra, "resume=true"))
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert [record["loss"] for record in read_log(interrupted)] == pytest.approx(losses, abs=1e-6)

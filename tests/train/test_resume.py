@@ -15,8 +15,8 @@ from covft.train import checkpoint as ckpt
 from covft.train import train
 from covft.train.config import ConfigError
 from covft.train.logging import read_log
-from covft.train.trainer import CRASH_ENV
 from tests.train.conftest import tiny_config, tiny_overrides
+from tests.train.crash_run import EXIT_STATUS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,16 +41,16 @@ def test_killed_run_resumes_to_bitwise_identical_weights(
     interrupted = tmp_path / "interrupted"
     overrides = tiny_overrides(tiny_data, interrupted, steps=steps) + extra
     # the same torch thread count as this process: bitwise equality needs the same reductions
-    env = dict(os.environ, **{CRASH_ENV: "3", "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     crashed = subprocess.run(
-        [sys.executable, "-m", "covft.cli", "train", "stage2_covft", *overrides],
+        [sys.executable, "-m", "tests.train.crash_run", "3", "stage2_covft", *overrides],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=240,
     )
-    assert crashed.returncode == 99, crashed.stderr[-3000:]
+    assert crashed.returncode == EXIT_STATUS, crashed.stderr[-3000:]
     assert [step for step, _ in ckpt.list_checkpoints(interrupted)] == [2]  # step 3 is lost work
     assert not (interrupted / "model.safetensors").exists()
     assert [r["step"] for r in read_log(interrupted)] == [1, 2, 3]

@@ -1,6 +1,6 @@
 """The training recipe: LLaVA-1.5's two stages on ``accelerate``, exactly resumable.
 
-``train(config, callbacks=...)`` runs one stage and returns a :class:`TrainResult`;
+``train(config, callbacks=...)`` (``Trainer(config, callbacks).fit()``) runs one stage and returns a :class:`TrainResult`;
 ``load_config(path, overrides)`` reads a YAML recipe with ``key=value`` overrides.
 """
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from covft.train.config import ConfigError, DataConfig, TrainConfig, TrainLoopConfig, load_config
 
 if TYPE_CHECKING:
-    from covft.train.trainer import NonFiniteLossError, TrainerCallback, TrainResult, train
+    from covft.train.trainer import NonFiniteLossError, Trainer, TrainerCallback, TrainResult, train
 
 __all__ = [
     "ConfigError",
@@ -20,12 +20,13 @@ __all__ = [
     "TrainConfig",
     "TrainLoopConfig",
     "TrainResult",
+    "Trainer",
     "TrainerCallback",
     "load_config",
     "train",
 ]
 
-_LAZY = {"train", "TrainResult", "TrainerCallback", "NonFiniteLossError"}
+_LAZY = {"train", "Trainer", "TrainResult", "TrainerCallback", "NonFiniteLossError"}
 
 
 def __getattr__(name: str) -> Any:

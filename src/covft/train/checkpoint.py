@@ -10,7 +10,17 @@ fsync'ed, the marker is written last, and only then is the directory renamed to 
 (an atomic ``rename`` on POSIX file systems). A crash at any point leaves either the previous
 checkpoints untouched plus a ``.tmp-*`` directory that is ignored and cleaned up, or a complete
 new checkpoint. Deleting old checkpoints (``save_total_limit``) renames them away first, so a
-half-deleted checkpoint never looks complete either.
+half-deleted checkpoint never looks complete either; and the newest checkpoint counts as good,
+allowing older ones to be rotated away, only once the step after it was finite
+(:class:`CheckpointKeeper`).
+
+Why not ``accelerate``'s ``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=N)``:
+it writes straight into the final directory (no temporary name, no marker), names checkpoints by
+save count instead of step, and deletes the oldest ones with ``rmtree`` *before* writing the new
+one, so a crash or a non-finite step right after a save could leave no good checkpoint at all
+(docs/decisions.md). The temporary directory here is not :func:`covft.utils.atomic_directory`
+either: every process writes its shard of the state into it, so its name must be known to all
+processes, and it is fsync'ed and marked complete before the rename.
 """
 
 from __future__ import annotations
@@ -92,16 +102,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and an atomic replace."""
-    temp = path.with_name(f"{_TEMP_PREFIX}{path.name}")
-    with open(temp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-
-
 def remove_stale(output_dir: str | os.PathLike[str]) -> None:
     """Delete leftovers of interrupted saves and deletions (``.tmp-*``, ``.deleting-*``)."""
     root = Path(output_dir)
@@ -179,3 +179,50 @@ def load_checkpoint(accelerator: StateSaver, path: str | os.PathLike[str]) -> di
         )
     accelerator.load_state(str(path))
     return json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
+
+
+class CheckpointKeeper:
+    """This run's checkpoints; a new one counts as good only once the step after it was finite.
+
+    A checkpoint written at step k can already hold damaged weights: the update of step k can
+    turn them into NaN or into numbers so large that the loss of step k+1 is NaN. So a checkpoint
+    is *pending* until step k+1's loss and gradient norm are finite, and old checkpoints are
+    rotated away only then: ``save_total_limit`` never deletes the last good one. When step k+1
+    is not finite, :meth:`set_aside` moves the pending one to ``nonfinite-checkpoint-k`` (kept
+    for inspection, never resumed from), and the error names the last good one.
+    """
+
+    def __init__(
+        self, accelerator: StateSaver, output_dir: Path, limit: int | None, resumed: Path | None
+    ) -> None:
+        self.accelerator = accelerator
+        self.output_dir = output_dir
+        self.limit = limit
+        earlier = [path for _step, path in list_checkpoints(output_dir) if path != resumed]
+        # the checkpoint resumed from has not yet been followed by a finite step in this process
+        self.pending = resumed
+        self.good = earlier[-1] if resumed is not None and earlier else None
+
+    def save(self, step: int, state: dict[str, Any]) -> None:
+        """Write the checkpoint of ``step`` (collective); it is pending until the next step."""
+        self.pending = save_checkpoint(self.accelerator, self.output_dir, step, state)
+
+    def next_step_was_finite(self) -> None:
+        """The pending checkpoint is good: keep it and rotate older ones away."""
+        if self.pending is None:
+            return
+        self.good, self.pending = self.pending, None
+        if self.accelerator.is_main_process:
+            rotate_checkpoints(self.output_dir, self.limit)
+
+    def set_aside(self) -> Path | None:
+        """Move the pending checkpoint out of resume's way; returns where it went."""
+        if self.pending is None:
+            return None
+        target = self.pending.with_name(f"nonfinite-{self.pending.name}")
+        if self.accelerator.is_main_process:
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(self.pending, target)
+        self.pending = None
+        return target

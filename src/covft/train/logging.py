@@ -1,42 +1,62 @@
-"""Where training metrics go: ``log.jsonl`` always, plus TensorBoard or Weights & Biases.
+"""Where training metrics go: ``log.jsonl`` always, plus any tracker accelerate supports.
 
-``log.jsonl`` holds one JSON object per logged optimizer step (``{"step": 3, "loss": ..., "lr":
-..., ...}``); other tools plot training curves from it. On resume, entries after the checkpoint's
-step (written by the interrupted run, about to be redone) are dropped, so the file always
-describes one consistent run.
+Metrics go through accelerate's tracker API (``Accelerator(log_with=...)``, ``accelerator.log``):
+:class:`JsonlTracker` writes ``log.jsonl``, one JSON object per logged optimizer step (``{"step":
+3, "loss": ..., "lr/llm": ..., ...}``), from which the demo report and the analyses read training
+curves. On resume, entries after the checkpoint's step (written by the interrupted run, about to
+be redone) are dropped, so the file always describes one consistent run.
 
-wandb is imported only when ``report_to="wandb"`` is chosen, and TensorBoard only for
-``"tensorboard"``. Only the main process writes.
+``train.report_to`` names further trackers, comma-separated: ``tensorboard`` (written to
+``<output_dir>/tensorboard``), ``wandb`` (project ``train.wandb_project``) or any other name
+accelerate knows (``mlflow``, ``comet_ml``, ...); ``none`` (the default) adds none, so a base
+install trains without any optional package. A named tracker whose package is missing is refused
+before anything is written. Only the main process writes.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import difflib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from accelerate.tracking import GeneralTracker
+
 from covft.errors import MissingDependencyError
+from covft.train.config import ConfigError, TrainConfig
 
 LOG_FILE = "log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+_EXTRAS = {"tensorboard": "covft[tensorboard]", "wandb": "covft[wandb]"}
 
 
-_TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "covft[tensorboard]"), "wandb": ("wandb", "covft[wandb]")}
+def tracker_names(report_to: str) -> list[str]:
+    """The trackers named by ``train.report_to`` (``none``: no tracker besides ``log.jsonl``)."""
+    names = [name.strip() for name in report_to.split(",") if name.strip()]
+    return [] if names in ([], ["none"]) else names
 
 
-def require_tracker(report_to: str) -> None:
-    """Fail before any work is done when the chosen tracker's package is not installed."""
-    if report_to not in _TRACKER_PACKAGES:
-        return
-    package, extra = _TRACKER_PACKAGES[report_to]
-    if importlib.util.find_spec(package) is None:
-        raise MissingDependencyError(
-            f"train.report_to={report_to} needs the {package!r} package, which is not installed. "
-            f"Fix: pip install '{extra}', or set train.report_to=none (log.jsonl is always written)"
-        )
+def require_trackers(report_to: str) -> None:
+    """Refuse an unknown tracker or one whose package is not installed, before any work is done."""
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+
+    known = [kind.value for kind in LoggerType if kind.value != "all"]
+    available = {str(kind) for kind in get_available_trackers()}
+    for name in tracker_names(report_to):
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"train.report_to names an unknown tracker {name!r}.{hint} Fix: use none or a comma-separated "
+                f"list of {known}"
+            )
+        if name not in available:
+            raise MissingDependencyError(
+                f"train.report_to={name} needs the {name!r} package, which is not installed. Fix: pip install "
+                f"'{_EXTRAS.get(name, name)}', or set train.report_to=none (log.jsonl is always written)"
+            )
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
@@ -61,66 +81,56 @@ def _clean(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
-class MetricsLogger:
-    """Writes per-step metrics to ``log.jsonl`` and the chosen tracker (main process only)."""
+class JsonlTracker(GeneralTracker):
+    """accelerate tracker writing ``log.jsonl``; started (file created or cut back) by ``init_trackers``."""
 
-    def __init__(
-        self,
-        output_dir: str | Path,
-        report_to: str = "tensorboard",
-        *,
-        enabled: bool = True,
-        resume_step: int | None = None,
-        run_config: dict[str, Any] | None = None,
-        wandb_project: str = "covft",
-    ) -> None:
-        self.enabled = enabled
+    name = "jsonl"
+    requires_logging_directory = False
+
+    def __init__(self, output_dir: str | Path, resume_step: int | None = None) -> None:
+        super().__init__()
         self.path = Path(output_dir) / LOG_FILE
-        self._writer: Any = None
-        self._wandb: Any = None
-        if not enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is None:
-            self.path.write_text("", encoding="utf-8")
-        else:
-            kept = [r for r in read_log(self.path) if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        if report_to == "tensorboard":
-            tensorboard = importlib.import_module("torch.utils.tensorboard")
-            self._writer = tensorboard.SummaryWriter(
-                log_dir=str(Path(output_dir) / TENSORBOARD_DIR), purge_step=resume_step
-            )
-        elif report_to == "wandb":
-            self._wandb = importlib.import_module("wandb")
-            self._wandb.init(project=wandb_project, config=run_config, dir=str(output_dir), resume="allow")
-        elif report_to != "none":
-            raise ValueError(f"report_to must be tensorboard, wandb or none, got {report_to!r}")
+        self.resume_step = resume_step
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        """Record ``metrics`` for optimizer step ``step``."""
-        if not self.enabled:
-            return
-        record = {"step": step, **{k: _clean(float(v)) for k, v in metrics.items()}}
+    @property
+    def tracker(self) -> Path:
+        return self.path
+
+    def start(self) -> None:
+        """Start a new log, or keep the entries up to ``resume_step`` of the run being resumed."""
+        kept = [] if self.resume_step is None else read_log(self.path)
+        kept = [record for record in kept if record.get("step", 0) <= (self.resume_step or 0)]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+    def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:
+        record = {"step": step, **{key: _clean(float(value)) for key, value in values.items()}}
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        if self._writer is not None:
-            for key, value in metrics.items():
-                self._writer.add_scalar(key, float(value), step)
-        if self._wandb is not None:
-            self._wandb.log(dict(metrics), step=step)
 
-    def log_text(self, tag: str, text: str, step: int) -> None:
-        """Record a free-text note (e.g. the bad-sample summary) in the tracker."""
-        if self.enabled and self._writer is not None:
-            self._writer.add_text(tag, text, step)
 
-    def close(self) -> None:
-        """Flush and close the trackers."""
-        if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
-            self._writer = None
-        if self._wandb is not None:
-            self._wandb.finish()
-            self._wandb = None
+def make_trackers(config: TrainConfig, resume_step: int | None) -> list[Any]:
+    """The ``log_with`` list of this run: the JSONL log and the trackers ``train.report_to`` names."""
+    from accelerate.tracking import TensorBoardTracker, WandBTracker
+
+    output_dir = Path(config.output_dir)
+    trackers: list[Any] = [JsonlTracker(output_dir, resume_step)]
+    for name in tracker_names(config.train.report_to):
+        if name == "tensorboard":
+            trackers.append(TensorBoardTracker(TENSORBOARD_DIR, str(output_dir), purge_step=resume_step))
+        elif name == "wandb":
+            options = {"config": config.to_dict(), "dir": str(output_dir), "resume": "allow"}
+            trackers.append(WandBTracker(config.train.wandb_project, **options))
+        else:  # built by accelerate in init_trackers, with train.wandb_project as the project name
+            trackers.append(name)
+    return trackers
+
+
+def start_trackers(accelerator: Any, config: TrainConfig) -> None:
+    """Start every tracker (main process only; ``output_dir`` exists by now)."""
+    accelerator.init_trackers(config.train.wandb_project)
+
+
+def finish_trackers(accelerator: Any) -> None:
+    """Flush and close the trackers (not ``end_training``: the process group stays up)."""
+    for tracker in accelerator.trackers:
+        tracker.finish()

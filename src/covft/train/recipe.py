@@ -209,6 +209,11 @@ def lr_scales(model: nn.Module) -> dict[int, float]:
     return {id(params[name]): float(scale) for name, scale in named.items()}
 
 
+def total_steps(loop: TrainLoopConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps of the run: ``max_steps``, else ``epochs`` passes over the data."""
+    return loop.max_steps if loop.max_steps > 0 else math.ceil(loop.epochs * steps_per_epoch)
+
+
 def make_optimizer(groups: list[dict[str, Any]], loop: TrainLoopConfig) -> torch.optim.Optimizer:
     """AdamW over the parameter groups."""
     return torch.optim.AdamW(
