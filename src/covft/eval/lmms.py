@@ -54,7 +54,7 @@ class CovftLMMBase:
         max_new_tokens: int | str = DEFAULT_MAX_NEW_TOKENS,
         **unused: Any,
     ) -> None:
-        from covft.models import build_model
+        from covft.strategies import build_model
 
         unknown = sorted(unused)
         if unknown:
