@@ -25,7 +25,7 @@ IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.25, 0.25, 0.25)
 
 
-def tinyvision_config(
+def tiny_vision_config(
     vision_hidden: int | None = None, vision_layers: int | None = None, image_size: int | None = None
 ):
     """The ``CLIPVisionConfig`` of the demo tower (stage 0 trains exactly this architecture).
