@@ -36,7 +36,6 @@ from typing import Any
 from covft.models.checkpoint import file_sha256
 from covft.recipes.demo.layout import StageLog, clock
 from covft.recipes.demo.settings import PRETRAIN_VERSION, PretrainSettings
-from covft.recipes.demo.stage0 import STAGE0_VERSION, pretrain_vision_tower, read_losses
 from covft.recipes.demo.stages import logged_world, train_loop, train_stage
 from covft.recipes.demo.tokenizer import world_tokenizer
 from covft.recipes.world.corpus import CORPUS_VERSION
@@ -118,8 +117,7 @@ def stage_folders(settings: PretrainSettings, cache_dir: Path) -> dict[str, Path
     schedule = (s.warmup_ratio, s.lr_scheduler)
     lm = _key(PRETRAIN_VERSION, world, CORPUS_VERSION, s.vocab_size, s.llm_hidden, s.llm_layers, s.lm_corpus_size, s.lm_describe_share, s.lm_steps,
               s.lm_batch_size, s.lm_lr, schedule)  # fmt: skip
-    stage1a = _key(lm, s.preset, STAGE0_VERSION, asdict(s.stage0_config()), s.stage1_steps, s.stage1_batch_size,
-                   s.stage1_lr)  # fmt: skip
+    stage1a = _key(lm, s.preset, asdict(s.stage0_config()), s.stage1_steps, s.stage1_batch_size, s.stage1_lr)
     stage1b = _key(stage1a, s.stage1b_steps, s.stage1b_batch_size, s.stage1b_lr, s.stage1b_method)
     return {
         "world": root / f"world-{world}",
@@ -168,6 +166,8 @@ def pretrain(
     Each stage is reused when finished and resumed when interrupted; its folder is named by what
     determines it (:func:`stage_folders`).
     """
+    from covft.recipes.demo.stage0 import pretrain_vision_tower, read_losses
+
     folders = stage_folders(settings, cache_dir)
     world = folders["world"]
     log = log or StageLog(world.parent)

@@ -39,10 +39,9 @@ from covft.recipes.demo.contrastive import (
     retrieval_accuracy,
     sentence_embeddings,
 )
-from covft.train.recipe import lr_lambda
 from covft.utils import atomic_directory, cached_output
 
-STAGE0_VERSION = "2"
+STAGE0_VERSION = "1"
 WEIGHTS_FILE = "vision_tower.safetensors"
 LOG_FILE = "log.jsonl"
 
@@ -211,16 +210,22 @@ def _train(
 
 
 def _optimizer(model: ContrastiveTower, config: Stage0Config) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW (no decay on biases, norms and the logit scale) and the trainer's schedule: linear warmup
-    over ``ceil(warmup_ratio * steps)`` steps, then cosine decay to 0 (:func:`covft.train.recipe.lr_lambda`)."""
+    """AdamW (no decay on biases, norms and the logit scale) and linear warmup then cosine decay to 0."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and n != "logit_scale"]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,
     )
-    warmup = math.ceil(config.warmup_ratio * config.steps)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda("cosine", warmup, config.steps))
+    warmup = max(1, math.ceil(config.warmup_ratio * config.steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress_ = (step - warmup) / max(1, config.steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _fit(
