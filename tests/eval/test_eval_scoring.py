@@ -9,7 +9,7 @@ import pytest
 
 from covft.eval import score
 from covft.eval.benchmarks import get_adapter
-from covft.eval.scoring import extract_choice, normalize_short, normalize_vqa, vqa_accuracy, yes_no
+from covft.eval.answers import extract_choice, normalize_short, normalize_vqa, vqa_accuracy, yes_no
 
 OPTIONS = {"A": "dog", "B": "cat", "C": "bird", "D": "red car"}
 

@@ -12,7 +12,6 @@ matrices only, never to biases or normalisation parameters.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
 from collections.abc import Mapping
@@ -23,7 +22,11 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from covft.models import available_presets
 from covft.models.distributed import gathered
+from covft.strategies import apply_vft, option_names
+from covft.strategies import build_model as load_model
+from covft.strategies.base import UnknownMethodError
 from covft.train.config import ConfigError, TrainConfig, TrainLoopConfig
 
 PARTS = ("vision", "projector", "llm")
@@ -107,31 +110,24 @@ def load_init_weights(model: nn.Module, path: str | Path) -> list[str]:
 
 def build_model(config: TrainConfig) -> Any:
     """Build the model for this stage: base model, ``init_from`` weights, then the strategy."""
-    import covft
-
     options = dict(config.model_options)
-    if config.model in covft.available_presets():
+    if config.model in available_presets():
         options.setdefault("seed", config.train.seed)  # a preset's random init follows the run's seed
-    model = covft.build_model(config.model, **options)
+    model = load_model(config.model, **options)
     if config.init_from:
         load_init_weights(model, config.init_from)
     method, options = strategy_for(config)
     check_method_options(method, options)
-    covft.apply_vft(model, method, **options)
+    apply_vft(model, method, **options)
     return model
 
 
 def check_method_options(method: str, options: dict[str, Any]) -> None:
     """Reject an unknown method or option up front, naming the closest valid one."""
-    import covft
-    from covft.strategies import get_strategy
-
-    available = covft.available_methods()
-    if method not in available:
-        close = difflib.get_close_matches(method, available, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown method {method!r}.{hint} Fix: choose one of {available}")
-    fields = [f.name for f in dataclasses.fields(get_strategy(method).Options)]
+    try:
+        fields = option_names(method)  # the one strategy lookup (closest name in its error)
+    except UnknownMethodError as error:
+        raise ConfigError(f"{error} Fix: set method to one of them") from error
     for key in options:
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
