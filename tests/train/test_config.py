@@ -197,3 +197,16 @@ def test_an_unknown_tracker_is_named_with_the_closest_one() -> None:
     with pytest.raises(ConfigError, match=r"unknown tracker 'tensorbord'. Did you mean 'tensorboard'"):
         require_trackers("tensorbord")
     assert tracker_names("none") == [] and tracker_names(" tensorboard, wandb ") == ["tensorboard", "wandb"]
+
+
+def test_report_to_auto_uses_the_installed_local_trackers(monkeypatch):
+    import accelerate.tracking
+
+    from covft.train.logging import tracker_names
+
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: ["tensorboard", "wandb"])
+    assert tracker_names("auto") == ["tensorboard"]  # wandb needs an account: only when named
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [])
+    assert tracker_names("auto") == []  # a base install trains with log.jsonl only
+    assert tracker_names("none") == [] and tracker_names("wandb, tensorboard") == ["wandb", "tensorboard"]
+    assert TrainConfig().train.report_to == "auto"

@@ -99,9 +99,9 @@ class TrainLoopConfig:
     """Keep at most this many checkpoints (oldest deleted first; ``None``: keep all)."""
     logging_steps: int = 1
     """Write metrics to the trackers and ``log.jsonl`` every this many optimizer steps."""
-    report_to: str = "none"
+    report_to: str = "auto"
     """Trackers besides ``log.jsonl``, comma-separated: ``tensorboard``, ``wandb``, any other of
-    accelerate's (``mlflow``, ...), or ``none``."""
+    accelerate's (``mlflow``, ...), ``none``, or ``auto`` (the installed local ones: tensorboard)."""
     wandb_project: str = "covft"
     """Project name for wandb (and for the other trackers accelerate builds by name)."""
     progress_bar: bool = True

@@ -8,8 +8,10 @@ be redone) are dropped, so the file always describes one consistent run.
 
 ``train.report_to`` names further trackers, comma-separated: ``tensorboard`` (written to
 ``<output_dir>/tensorboard``), ``wandb`` (project ``train.wandb_project``) or any other name
-accelerate knows (``mlflow``, ``comet_ml``, ...); ``none`` (the default) adds none, so a base
-install trains without any optional package. A named tracker whose package is missing is refused
+accelerate knows (``mlflow``, ``comet_ml``, ...); ``none`` adds none; ``auto`` (the default) adds
+the local trackers that are installed (``tensorboard``), so a base install trains without any
+optional package and an install with ``covft[tensorboard]`` gets its event files. Trackers that
+need an account or a server (``wandb``, ``mlflow``, ...) are used only when named. A named tracker whose package is missing is refused
 before anything is written. Only the main process writes.
 """
 
@@ -31,9 +33,19 @@ TENSORBOARD_DIR = "tensorboard"
 _EXTRAS = {"tensorboard": "covft[tensorboard]", "wandb": "covft[wandb]"}
 
 
+AUTO_TRACKERS = ("tensorboard",)
+"""What ``report_to=auto`` uses when installed: trackers that write local files and need no account."""
+
+
 def tracker_names(report_to: str) -> list[str]:
-    """The trackers named by ``train.report_to`` (``none``: no tracker besides ``log.jsonl``)."""
+    """The trackers named by ``train.report_to`` (``none``: no tracker besides ``log.jsonl``;
+    ``auto``: the installed ones of :data:`AUTO_TRACKERS`)."""
     names = [name.strip() for name in report_to.split(",") if name.strip()]
+    if names == ["auto"]:
+        from accelerate.tracking import get_available_trackers
+
+        available = {str(kind) for kind in get_available_trackers()}
+        return [name for name in AUTO_TRACKERS if name in available]
     return [] if names in ([], ["none"]) else names
 
 
@@ -49,7 +61,7 @@ def require_trackers(report_to: str) -> None:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
-                f"train.report_to names an unknown tracker {name!r}.{hint} Fix: use none or a comma-separated "
+                f"train.report_to names an unknown tracker {name!r}.{hint} Fix: use auto, none or a comma-separated "
                 f"list of {known}"
             )
         if name not in available:
