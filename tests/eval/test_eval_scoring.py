@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from covft.eval import score
-from covft.eval.benchmarks import get_adapter
 from covft.eval.answers import extract_choice, normalize_short, normalize_vqa, vqa_accuracy, yes_no
+from covft.eval.benchmarks import get_adapter
 
 OPTIONS = {"A": "dog", "B": "cat", "C": "bird", "D": "red car"}
 

@@ -19,7 +19,7 @@ from covft.train.config import (
     save_config,
     valid_keys,
 )
-from covft.train.recipe import check_method_options, strategy_for
+from covft.train.setup import check_method_options, strategy_for
 
 CONFIG_ROOT = Path(str(resources.files("covft") / "configs"))
 

@@ -125,7 +125,7 @@ def strategy_spec(entry: str | Mapping[str, Any]) -> StrategySpec:
     shorthands of Keeping Yourself: ``last`` (the last feeding block) and ``top<k>`` (the top k).
     The method and its options are checked here, before anything trains.
     """
-    from covft.train.recipe import check_method_options
+    from covft.train.setup import check_method_options
 
     if isinstance(entry, str):
         match = _TOP_K.fullmatch(entry)

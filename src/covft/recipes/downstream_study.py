@@ -16,10 +16,10 @@ from typing import Any
 import yaml
 
 from covft.analysis.transfer import specialization_forgetting
+from covft.eval.answers import normalize_short
 from covft.eval.benchmarks import read_suite_file
 from covft.eval.generate import collect_items, evaluate, predict
 from covft.eval.report import scaled
-from covft.eval.answers import normalize_short
 from covft.eval.scoring import score
 from covft.models import available_presets
 from covft.recipes.downstream import DownstreamConfig, DownstreamConfigError, StrategySpec, llava_items

@@ -19,7 +19,7 @@ from covft.data.collator import IGNORE_INDEX, Collator, mean_colour
 from covft.data.dataset import LlavaDataset, Record, SkippedSample, SkipReport
 from covft.data.errors import BadSampleError
 from covft.data.sampler import GroupedBatchSampler
-from covft.train import recipe
+from covft.train import setup
 from covft.train.config import TrainConfig
 
 
@@ -195,7 +195,7 @@ def make_collate(
     """The DataLoader's ``collate_fn`` for ``model`` (the unwrapped ``CovftModel``), built once."""
     if model.needs_text:
         model.ensure_text_encoder()  # the collator tokenises the router's context with its tokenizer
-    collator = model.collator(recipe.default_template(config), config.data.max_length)
+    collator = model.collator(setup.default_template(config), config.data.max_length)
     return PolicyCollate(
         collator, dataset.records, config.data.on_bad_sample, vision_every_batch=vision_every_batch
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 from covft.data.dataset import LlavaDataset
 from covft.train import checkpoint as ckpt
-from covft.train import recipe
+from covft.train import setup
 from covft.train.config import ConfigError, TrainConfig
 
 
@@ -33,7 +33,7 @@ def restore(
             "is recomputed from the new data, so the resumed run is not the interrupted one (samples "
             "may be seen twice or not at all). Restore the old data file for an exact resume"
         )
-    schedule = recipe.schedule_settings(config.train)
+    schedule = setup.schedule_settings(config.train)
     saved_schedule = state.get("schedule", schedule)
     differences = [
         f"train.{k} {saved_schedule.get(k)} -> {v}" for k, v in schedule.items() if saved_schedule.get(k) != v

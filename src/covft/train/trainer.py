@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from covft.data.dataset import SkipReport
-from covft.train import batches, outputs, recipe
+from covft.train import batches, outputs, setup
 from covft.train import checkpoint as ckpt
 from covft.train.accelerator import fill_deepspeed_config, is_deepspeed, is_sharded, make_accelerator
 from covft.train.callbacks import Callback, TrainerCallback, as_callbacks
@@ -87,9 +87,9 @@ class Trainer:
         self.accelerator = make_accelerator(config, make_trackers(config, resume_step))
         set_seed(loop.seed)
         if config.init_from:
-            recipe.weight_files(config.init_from)  # a missing stage-1 run is named before anything is built
+            setup.weight_files(config.init_from)  # a missing stage-1 run is named before anything is built
         self.dataset = batches.open_dataset(config, self.accelerator.is_main_process)
-        model = recipe.build_model(config)
+        model = setup.build_model(config)
         self._create_output_dir()  # every input is valid: from here on, output_dir is written
         self._prepare(model)
         self.report.merge(self.dataset.skipped)
@@ -110,13 +110,13 @@ class Trainer:
         loop, accelerator = self.loop, self.accelerator
         if loop.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        groups = recipe.optimizer_groups(model.parameter_groups(), loop, recipe.lr_scales(model))
-        optimizer = recipe.make_optimizer(groups, loop)
+        groups = setup.optimizer_groups(model.parameter_groups(), loop, setup.lr_scales(model))
+        optimizer = setup.make_optimizer(groups, loop)
         self.group_names = [group["name"] for group in optimizer.param_groups]
         self.sampler = batches.make_sampler(self.dataset, self.config, accelerator)
         self.steps_per_epoch = self.sampler.steps_per_epoch
-        self.total_steps = recipe.total_steps(loop, self.steps_per_epoch)
-        scheduler = recipe.make_scheduler(optimizer, loop, self.total_steps)
+        self.total_steps = setup.total_steps(loop, self.steps_per_epoch)
+        scheduler = setup.make_scheduler(optimizer, loop, self.total_steps)
         fill_deepspeed_config(accelerator, self.config, model)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
         self.unwrapped = accelerator.unwrap_model(self.model)
@@ -156,7 +156,7 @@ class Trainer:
     def resume(self, path: Path) -> None:
         """Continue from checkpoint ``path``: weights, optimizer, schedule, RNG, history, skips."""
         state = restore(self.accelerator, path, self.layout, self.dataset, self.config)
-        recipe.apply_schedule(self.optimizer, self.scheduler, self.loop)
+        setup.apply_schedule(self.optimizer, self.scheduler, self.loop)
         self.step = int(state["step"])
         self.loss_history = [float(x) for x in state["loss_history"]]
         self.report.merge(SkipReport.from_dict(state.get("skipped", {})))
@@ -171,7 +171,7 @@ class Trainer:
             "loss_history": self.loss_history,
             "skipped": global_report(self.accelerator, self.report).to_dict(),
             "data": self.dataset.fingerprints,
-            "schedule": recipe.schedule_settings(self.loop),
+            "schedule": setup.schedule_settings(self.loop),
         }
         self.checkpoints.save(self.step, state)
 
@@ -190,7 +190,7 @@ class Trainer:
         self.progress = tqdm(
             total=self.total_steps,
             initial=self.step,
-            desc=self.config.name or f"stage {self.config.stage} {recipe.strategy_for(self.config)[0]}",
+            desc=self.config.name or f"stage {self.config.stage} {setup.strategy_for(self.config)[0]}",
             disable=not (self.accelerator.is_main_process and self.loop.progress_bar),
             dynamic_ncols=True,
         )

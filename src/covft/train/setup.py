@@ -1,4 +1,4 @@
-"""The LLaVA-1.5 two-stage recipe as components: model per stage, parameter groups, schedule.
+"""Setting up a training stage of the LLaVA-1.5 recipe: its model, parameter groups and schedule.
 
 * Stage 1 (feature alignment): only the projector trains: the ``freeze`` strategy with
   ``train_llm=False``; the ``plain`` template by default.

@@ -15,7 +15,7 @@ import covft
 from covft.cli import main as cli_main
 from covft.data.errors import BadSampleError
 from covft.models.model import CovftModel
-from covft.train import NonFiniteLossError, TrainerCallback, TrainResult, recipe, train
+from covft.train import NonFiniteLossError, TrainerCallback, TrainResult, setup, train
 from covft.train import checkpoint as ckpt
 from covft.train.config import ConfigError
 from covft.train.logging import read_log
@@ -78,7 +78,7 @@ def test_stage2_starts_from_stage1_weights(
     stage1: TrainResult, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
     config = tiny_config(tiny_data, tmp_path, f"init_from={stage1.output_dir}")
-    model = recipe.build_model(config)
+    model = setup.build_model(config)
     saved = load_file(str(stage1.output_dir / "model.safetensors"))
     fresh = covft.build_model("tiny-test", vision_layers=2, seed=config.train.seed)
     state = model.state_dict()
@@ -94,17 +94,17 @@ def test_init_from_an_unrelated_model_is_an_error(tiny_data: dict[str, Path], tm
     other.save_pretrained(tmp_path / "other")
     config = tiny_config(tiny_data, tmp_path / "run", f"init_from={tmp_path / 'other'}")
     with pytest.raises(ConfigError, match="shape mismatch"):
-        recipe.build_model(config)
+        setup.build_model(config)
     with pytest.raises(FileNotFoundError, match="no .safetensors"):
-        recipe.load_init_weights(other, tmp_path)
+        setup.load_init_weights(other, tmp_path)
 
 
 def test_parameter_groups_have_per_part_learning_rates(tiny_data: dict[str, Path], tmp_path: Path) -> None:
     config = tiny_config(
         tiny_data, tmp_path, "train.lr=2e-5", "train.lr_vision=1e-6", "train.weight_decay=0.1", steps=100
     )
-    model = recipe.build_model(config)
-    groups = recipe.optimizer_groups(model.parameter_groups(), config.train)
+    model = setup.build_model(config)
+    groups = setup.optimizer_groups(model.parameter_groups(), config.train)
     by_name = {g["name"]: g for g in groups}
     assert by_name["vision"]["lr"] == pytest.approx(1e-6)
     assert by_name["projector"]["lr"] == by_name["llm"]["lr"] == pytest.approx(2e-5)
@@ -120,8 +120,8 @@ def test_covft_router_lr_scale_gives_the_routing_path_its_own_groups(
     tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
     config = tiny_config(tiny_data, tmp_path, "train.lr=1e-3", "method_options.router_lr_scale=0.1", steps=10)
-    model = recipe.build_model(config)
-    groups = recipe.optimizer_groups(model.parameter_groups(), config.train, recipe.lr_scales(model))
+    model = setup.build_model(config)
+    groups = setup.optimizer_groups(model.parameter_groups(), config.train, setup.lr_scales(model))
     by_name = {g["name"]: g for g in groups}
     assert by_name["vision"]["lr"] == pytest.approx(1e-3)
     assert by_name["vision_x0.1"]["lr"] == by_name["vision_x0.1_no_decay"]["lr"] == pytest.approx(1e-4)
@@ -137,16 +137,16 @@ def test_covft_router_lr_scale_gives_the_routing_path_its_own_groups(
         id(p) for p in model.parameters() if p.requires_grad
     }
     unscaled = tiny_config(tiny_data, tmp_path, "method_options.router_lr_scale=1.0", steps=10)
-    assert recipe.lr_scales(recipe.build_model(unscaled)) == {}
+    assert setup.lr_scales(setup.build_model(unscaled)) == {}
 
 
 def test_cosine_schedule_with_warmup() -> None:
-    factor = recipe.lr_lambda("cosine", warmup_steps=3, total_steps=13)
+    factor = setup.lr_lambda("cosine", warmup_steps=3, total_steps=13)
     assert [factor(s) for s in range(3)] == pytest.approx([0.25, 0.5, 0.75])
     assert factor(3) == pytest.approx(1.0)
     assert factor(8) == pytest.approx(0.5)
     assert factor(13) == pytest.approx(0.0, abs=1e-12)
-    assert recipe.lr_lambda("linear", 0, 10)(5) == pytest.approx(0.5)
+    assert setup.lr_lambda("linear", 0, 10)(5) == pytest.approx(0.5)
 
 
 class Recorder(TrainerCallback):
