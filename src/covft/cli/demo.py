@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="run",
         help="run (default): the comparison; pretrain: train the method-agnostic starting point by the "
         "recipe (covft.recipes.demo.settings.PretrainSettings, about an hour on two cores) and write it to --out "
-        "(default: the folder the package ships, covft/demo/pretrained)",
+        "(default: the folder the package ships, covft/recipes/demo/pretrained)",
     )
     parser.add_argument(
         "--from-scratch",
