@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="torch CPU threads for stages 0 and 1, shared by the stage-2 jobs "
-        "(default: all cores, or 1 when the machine is already busy)",
+        "(default: all cores; results are reproducible for a given thread count; use 1 on a busy machine)",
     )
     parser.add_argument(
         "--jobs",
@@ -123,13 +123,10 @@ def apply_overrides(settings, pairs: list[str]):
 
 
 def default_threads() -> int:
-    """All cores, unless other processes already keep them busy (oversubscribed threads crawl)."""
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return 1 if load >= cores else cores
+    """All cores. Not lowered when the machine is busy: float reductions depend on the thread count,
+    so a load-dependent default made the same command give different mechanism numbers (at the
+    seventh digit) from one run to the next. Pass ``--threads 1`` on a busy machine."""
+    return os.cpu_count() or 1
 
 
 def pretrain_command(args: argparse.Namespace, settings) -> int:
