@@ -138,17 +138,26 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
-def set_trainable(model) -> list[str]:
-    """Freeze everything, then unfreeze exactly what the strategy declares. Returns the names."""
+def declared_trainable(model) -> set[str]:
+    """The parameter names the model's strategy declares trainable: its own (``vision_trainable``),
+    the projector's with ``train_projector``, the LLM's with ``train_llm``. The one definition that
+    :func:`set_trainable` applies and the trainer's audit checks a step against."""
     strategy: Strategy = model.strategy
     names = set(strategy.vision_trainable(model))
-    all_params = dict(model.named_parameters())
-    for name in all_params:
+    for name, _ in model.named_parameters():
         part = model.part_of(name)
         if (part == "projector" and strategy.options.train_projector) or (
             part == "llm" and strategy.options.train_llm
         ):
             names.add(name)
+    return names
+
+
+def set_trainable(model) -> list[str]:
+    """Freeze everything, then unfreeze exactly what the strategy declares. Returns the names."""
+    strategy: Strategy = model.strategy
+    names = declared_trainable(model)
+    all_params = dict(model.named_parameters())
     unknown = names - set(all_params)
     if unknown:
         raise RuntimeError(
