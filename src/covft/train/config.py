@@ -105,6 +105,10 @@ class TrainLoopConfig:
     wandb_project: str = "covft"
     """Project name for wandb (and for the other trackers accelerate builds by name)."""
     progress_bar: bool = True
+    audit: bool | Literal["strict"] = True
+    """Audit the first optimizer step (``covft.train.audit``): what the strategy declares got a
+    gradient and changed, nothing else did, and a save/load round trip restores it. A failed check
+    is a warning in the log and ``train_summary.json``; ``strict`` makes it an error."""
 
 
 @dataclass

@@ -27,6 +27,7 @@ from covft.data.dataset import SkipReport
 from covft.train import batches, outputs, setup
 from covft.train import checkpoint as ckpt
 from covft.train.accelerator import fill_deepspeed_config, is_deepspeed, is_sharded, make_accelerator
+from covft.train.audit import TrainingAudit
 from covft.train.callbacks import Callback, TrainerCallback, as_callbacks
 from covft.train.config import ConfigError, TrainConfig, config_from_dict, load_config, save_config
 from covft.train.guards import NonFiniteLossError, SkipBudget, global_report, non_finite
@@ -64,6 +65,7 @@ class Trainer:
         self.notices: list[str] = []
         self.report = SkipReport()
         self.samples_per_second = 0.0
+        self.audit: TrainingAudit | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> TrainResult | None:
@@ -96,6 +98,11 @@ class Trainer:
         if self.resume_from is not None:
             self.resume(self.resume_from)
         self._prepare_loop()
+        if loop.audit:  # last, so that it reads each step after the user's callbacks
+            self.audit = TrainingAudit.for_run(
+                self.accelerator, self.optimizer, strict=loop.audit == "strict"
+            )
+            self.callbacks.append(self.audit)
         return None
 
     def _create_output_dir(self) -> None:
@@ -326,6 +333,7 @@ class Trainer:
             self.samples_per_second,
             data_notes={note: len(ids) for note, ids in self.dataset.notes.items()},
             resume_notices=self.notices,
+            audit=self.audit.summary() if self.audit is not None else None,
         )
 
 
