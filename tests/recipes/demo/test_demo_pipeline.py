@@ -190,3 +190,12 @@ def test_set_overrides_parse_by_field_type_and_name_bad_keys() -> None:
         apply_overrides(FULL, ["pretrain.stage0=3"])
     with pytest.raises(ValueError, match="Did you mean 'pretrain.lm_steps'"):
         apply_overrides(FULL, ["pretrain.lm_step=3"])
+
+
+def test_an_unknown_method_is_named_with_the_closest_one_before_anything_runs(tmp_path):
+    run = DemoRun(
+        out=tmp_path / "demo", settings=micro(), methods=["freeze", "covtf"], cache_dir=tmp_path / "c"
+    )
+    with pytest.raises(DemoError, match=r"--methods: unknown method 'covtf'\. Did you mean 'covft'\?"):
+        run_demo(run)
+    assert not (tmp_path / "demo").exists()
