@@ -83,7 +83,8 @@ def mix(
         kept = read if fraction == 1.0 else first_share(read, fraction, seed, "fraction", position)
         weight = 1.0 if weights is None else float(weights[position])
         whole = math.floor(weight)
-        part = kept * whole + first_share(kept, weight - whole, seed, "weight", position)
+        extra = first_share(kept, weight - whole, seed, "weight", position) if weight != whole else []
+        part = kept * whole + extra
         records.extend(part)
         shares.append(Share(file, len(read), len(kept), weight, len(part)))
     return records, shares
