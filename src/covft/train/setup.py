@@ -12,7 +12,6 @@ matrices only, never to biases or normalisation parameters.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from covft.strategies import apply_vft, option_names
 from covft.strategies import build_model as load_model
 from covft.strategies.base import UnknownMethodError
 from covft.train.config import ConfigError, TrainConfig, TrainLoopConfig
+from covft.utils.hints import did_you_mean
 
 PARTS = ("vision", "projector", "llm")
 
@@ -130,8 +130,7 @@ def check_method_options(method: str, options: dict[str, Any]) -> None:
         raise ConfigError(f"{error} Fix: set method to one of them") from error
     for key in options:
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" Did you mean 'method_options.{close[0]}'?" if close else ""
+            hint = did_you_mean(key, fields, template=" Did you mean 'method_options.{}'?")
             raise ConfigError(
                 f"method_options.{key} is not an option of method {method!r}.{hint} Valid: {fields}. "
                 "Fix: drop it (e.g. method_options={} when switching method on another strategy's config)"
