@@ -164,8 +164,8 @@ class Trainer:
     def resume(self, path: Path) -> None:
         """Continue from checkpoint ``path``: weights, optimizer, schedule, RNG, history, skips."""
         state = restore(self.accelerator, path, self.layout, self.dataset, self.config)
-        setup.apply_schedule(self.optimizer, self.scheduler, self.loop)
         self.step = int(state["step"])
+        setup.apply_schedule(self.optimizer, self.scheduler, self.loop, self.step)
         self.loss_history = [float(x) for x in state["loss_history"]]
         self.report.merge(SkipReport.from_dict(state.get("skipped", {})))
         self.notices = state["notices"]
