@@ -13,7 +13,7 @@ from PIL import Image
 
 from covft.data import dataset as dataset_module
 from covft.data.dataset import LlavaDataset, SkippedSample
-from covft.data.errors import BadSampleError, TooManyBadSamplesError
+from covft.data.errors import BadSampleError, MultiImageNotSupportedError, TooManyBadSamplesError
 from covft.data.sampler import GroupedBatchSampler
 
 
@@ -245,8 +245,21 @@ def test_several_images_in_one_sample_are_refused_when_the_file_is_opened(
 ) -> None:
     """Case 2: refused by name at open time, not mid-run with "2 placeholders for 1 image"."""
     raw = record("pair", image=None, question="<image> and <image>") | {"image": ["a.png", "b.png"]}
-    with pytest.raises(BadSampleError, match=r"sample 'pair' .*: 2 images in one sample.*one image per"):
-        LlavaDataset(write_json(tmp_path / "d.json", [record("ok"), raw]), folder)
+    path = write_json(tmp_path / "d.json", [record("ok"), raw])
+    for policy in ("error", "skip"):  # not a bad sample: a model family covft does not train yet
+        with pytest.raises(MultiImageNotSupportedError) as caught:
+            LlavaDataset(path, folder, on_bad_sample=policy)
+        assert isinstance(caught.value, NotImplementedError)
+        assert str(caught.value).startswith(f"sample 'pair' in {path} (record 2): 2 images in one sample")
+        assert "multi-image model family (LLaVA-OneVision / Qwen-VL, issue 14)" in str(caught.value)
+
+
+def test_several_images_in_one_sample_are_read_with_no_image_limit(tmp_path: Path, folder: Path) -> None:
+    raw = record("pair", image=None, question="<image> and <image>") | {"image": ["a.png", "b.png"]}
+    data = LlavaDataset(write_json(tmp_path / "d.json", [record("ok"), raw]), folder, max_images=None)
+    assert [r.images for r in data.records] == [("a.png",), ("a.png", "b.png")]
+    with pytest.raises(MultiImageNotSupportedError, match=r"\(record 2\): 2 images"):
+        data[1]  # the collator takes one image per sample
 
 
 def test_a_leading_gpt_turn_is_dropped_and_reported(tmp_path: Path, folder: Path) -> None:

@@ -210,3 +210,25 @@ def test_report_to_auto_uses_the_installed_local_trackers(monkeypatch):
     assert tracker_names("auto") == []  # a base install trains with log.jsonl only
     assert tracker_names("none") == [] and tracker_names("wandb, tensorboard") == ["wandb", "tensorboard"]
     assert TrainConfig().train.report_to == "auto"
+
+
+def test_data_mixture_keys_parse_and_are_checked() -> None:
+    config = load_config(
+        "stage2_covft", ["data.train=[a.json, b.jsonl]", "data.weights=[2, 0.5]", "data.fraction=0.125"]
+    )
+    assert (config.data.train, config.data.weights, config.data.fraction) == (
+        ["a.json", "b.jsonl"],
+        [2.0, 0.5],
+        0.125,
+    )
+    assert config.data.fraction_seed == 0
+    assert load_config("stage2_covft", ["data.train=a.json"]).data.train == "a.json"
+    bad = {
+        "data.fraction=0": r"data: fraction must be in \(0, 1\], got 0",
+        "data.fraction=1.5": r"fraction must be in \(0, 1\], got 1.5",
+        "data.weights=[1]": r"1 weight\(s\) for 2 file\(s\)",
+        "data.weights=[1, 0]": r"weights are repeat factors and must be > 0, got \[1.0, 0.0\]",
+    }
+    for override, message in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            load_config("stage2_covft", ["data.train=[a.json, b.jsonl]", override])

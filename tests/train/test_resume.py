@@ -77,6 +77,16 @@ def test_resume_with_a_different_layout_is_refused(tiny_data: dict[str, Path], t
         train(changed)
 
 
+def test_resume_with_a_different_data_fraction_is_refused(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    train(tiny_config(tiny_data, tmp_path, "method=full", "method_options={}", "train.save_steps=1", steps=2))
+    (tmp_path / "train_summary.json").unlink()
+    changed = tiny_config(
+        tiny_data, tmp_path, "method=full", "method_options={}", "data.fraction=0.5", "resume=true", steps=2
+    )
+    with pytest.raises(ConfigError, match="cannot resume exactly.*fraction"):
+        train(changed)
+
+
 def test_resume_without_a_checkpoint_starts_fresh(tiny_data: dict[str, Path], tmp_path: Path) -> None:
     result = train(
         tiny_config(tiny_data, tmp_path, "method=full", "method_options={}", "resume=true", steps=2)

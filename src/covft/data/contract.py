@@ -7,8 +7,9 @@ A *sample* is what the collator takes, whether it came from a training file
      "context": optional router text}
 
 - roles: :data:`ROLES` (LLaVA's ``human``/``gpt``; ``user``/``assistant`` mean the same);
-- images: at most :data:`MAX_IMAGES` per sample (LLaVA-1.5 models take one), and exactly one
-  :data:`IMAGE_PLACEHOLDER` in the human turns per image (:func:`image_problem`);
+- images: exactly one :data:`IMAGE_PLACEHOLDER` in the human turns per image
+  (:func:`image_problem`), and at most :data:`MAX_IMAGES` per trained sample (LLaVA-1.5 models
+  take one; :func:`multi_image_error`);
 - the router's text: :func:`router_context`, the same function for training, evaluation,
   lmms-eval and the downstream study, so a router never reads one text in training and another
   in evaluation.
@@ -23,6 +24,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from covft.data.errors import MultiImageNotSupportedError
+
 IMAGE_PLACEHOLDER = "<image>"
 HUMAN = "human"
 ASSISTANT = "gpt"
@@ -31,7 +34,8 @@ ROLES = {"human": HUMAN, "user": HUMAN, "gpt": ASSISTANT, "assistant": ASSISTANT
 ROLE_FIX = f"use one of {list(ROLES)} for 'from'"
 """What to do about a turn whose role is not one of :data:`ROLES`."""
 MAX_IMAGES = 1
-"""Images per sample: LLaVA-1.5-style models take one image per question."""
+"""Images per trainable sample: LLaVA-1.5-style models take one image per question. Records with
+more are read (their image list kept) but refused for training (:func:`multi_image_error`)."""
 
 
 def role_of(turn: Any) -> str | None:
@@ -42,11 +46,6 @@ def role_of(turn: Any) -> str | None:
 
 def image_problem(conversations: Sequence[Mapping[str, Any]], images: int) -> tuple[str, str] | None:
     """Why a conversation with ``images`` images breaks the contract, as (reason, fix); ``None`` if not."""
-    if images > MAX_IMAGES:
-        return (
-            f"{images} images in one sample; LLaVA-1.5 models take one image per sample",
-            "split the sample into one sample per image, or drop it",
-        )
     placeholders = sum(
         turn["value"].count(IMAGE_PLACEHOLDER) for turn in conversations if isinstance(turn.get("value"), str)
     )
@@ -108,3 +107,12 @@ def router_context(sample: Mapping[str, Any]) -> str:
     if "conversations" in sample:
         return context_text(sample["conversations"])
     return router_text([str(sample["prompt"])])
+
+
+def multi_image_error(images: int, where: str) -> MultiImageNotSupportedError:
+    """Why a sample with ``images`` > :data:`MAX_IMAGES` images (at ``where``) cannot train yet."""
+    return MultiImageNotSupportedError(
+        f"{where}: {images} images in one sample; LLaVA-1.5 models take {MAX_IMAGES} image per sample. "
+        "Multi-image samples need a multi-image model family (LLaVA-OneVision / Qwen-VL, issue 14), "
+        "which covft does not train yet. Fix: split the sample into one sample per image, or drop it"
+    )

@@ -1,8 +1,10 @@
-"""LLaVA-format training data: JSON or JSONL records (:mod:`covft.data.records`), images loaded lazily.
+"""Training data: JSON or JSONL records (:mod:`covft.data.records`), images loaded lazily.
 
-``image`` is optional (text-only samples) and is relative to an image folder. Records are parsed
-and checked against the sample contract (:mod:`covft.data.contract`) when the dataset is opened;
-images are opened only when a sample is requested.
+Each file's format (LLaVA or ``messages``, :mod:`covft.data.formats`) is detected from its records
+and converted to LLaVA records. ``image`` is optional (text-only samples) and is relative to an
+image folder. Records are parsed and checked against the sample contract
+(:mod:`covft.data.contract`) when the dataset is opened; several files are mixed with weights and
+a seeded fraction (:mod:`covft.data.mixture`); images are opened only when a sample is requested.
 
 Bad input follows one policy, ``on_bad_sample``: ``"error"`` raises
 :class:`~covft.data.errors.BadSampleError` naming the sample id, file, record and the fix;
@@ -23,7 +25,10 @@ from typing import Any, Literal
 
 from PIL import Image, UnidentifiedImageError
 
+from covft.data import mixture
+from covft.data.contract import MAX_IMAGES, multi_image_error
 from covft.data.errors import BadSampleError, TooManyBadSamplesError
+from covft.data.formats import FileFormat, MixedFormatsError
 from covft.data.images import ImageTooLargeError, open_image
 from covft.data.records import Record, parse_record, read_records
 
@@ -93,10 +98,14 @@ def reason_kind(reason: str) -> str:
 
 
 class LlavaDataset:
-    """A map-style dataset over one or more LLaVA JSON/JSONL files.
+    """A map-style dataset over one or more JSON/JSONL files (LLaVA or ``messages`` records).
 
     ``dataset[i]`` returns ``{"id", "image": PIL.Image | None, "conversations"}`` (the collator's
     sample format), or a :class:`SkippedSample` when the image cannot be read under ``skip``.
+    ``weights``, ``fraction`` and ``fraction_seed`` mix the files (:func:`covft.data.mixture.mix`).
+    A record with more than ``max_images`` images raises
+    :class:`~covft.data.errors.MultiImageNotSupportedError` when the dataset opens (``None``: no
+    limit; such records keep their image list but cannot be collated for LLaVA-1.5 models).
     """
 
     def __init__(
@@ -107,25 +116,34 @@ class LlavaDataset:
         on_bad_sample: BadSamplePolicy = "error",
         check_images: bool = True,
         max_skip_fraction: float = 1.0,
+        weights: list[float] | None = None,
+        fraction: float = 1.0,
+        fraction_seed: int = 0,
+        max_images: int | None = MAX_IMAGES,
     ) -> None:
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
         self.on_bad_sample = on_bad_sample
         self.image_folder = Path(image_folder) if image_folder is not None else None
+        self.max_images = max_images
         self.skipped = SkipReport()
-        self.records: list[Record] = []
         self.fingerprints: dict[str, str] = {}
         """SHA-256 of each data file's bytes (a resumed run checks its data did not change)."""
+        self.formats: dict[str, str] = {}
+        """Each data file's detected format (:data:`covft.data.formats.FORMATS`)."""
         path_list = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-        for path in path_list:
-            self._load_file(Path(path), check_images)
+        read = [(str(path), self._load_file(Path(path), check_images)) for path in path_list]
+        self.usable = sum(len(records) for _, records in read)
+        """Usable records in the files, before the mixture repeats or drops any."""
+        self.fraction = fraction
+        self.records, self.shares = mixture.mix(read, weights, fraction, fraction_seed)
         self.files = ", ".join(str(p) for p in path_list)
         if not self.records:
             detail = f" ({self.skipped.total} bad sample(s) skipped)" if self.skipped.total else ""
             raise BadSampleError(
                 f"dataset is empty: no usable samples{detail}",
                 file=self.files,
-                fix="point data.train at a LLaVA-format JSON/JSONL file with at least one valid sample"
+                fix="point data.train at a JSON/JSONL file (LLaVA or messages records) with at least one valid sample"
                 + (f"\n{self.skipped.summary()}" if self.skipped.total else ""),
             )
         self.check_skip_budget(self.skipped, max_skip_fraction)
@@ -133,7 +151,13 @@ class LlavaDataset:
     @property
     def num_records(self) -> int:
         """Records in the data files, the usable ones and those skipped when the files were read."""
-        return len(self.records) + self.skipped.total
+        return self.usable + self.skipped.total
+
+    def mixture_summary(self) -> str:
+        """What each file contributes (records, fraction, weight, samples); empty for one whole file."""
+        if len(self.shares) == 1 and self.fraction == 1.0 and self.shares[0].weight == 1.0:
+            return ""
+        return mixture.describe(self.shares, self.fraction)
 
     def check_skip_budget(self, report: SkipReport, max_fraction: float) -> None:
         """Raise :class:`TooManyBadSamplesError` when ``report`` skipped more than ``max_fraction``."""
@@ -162,7 +186,7 @@ class LlavaDataset:
         """One line per kind of change parsing made (empty when none), with example ids."""
         return "\n".join(f"{note}: {len(ids)} sample(s), e.g. {ids[:3]}" for note, ids in self.notes.items())
 
-    def _load_file(self, path: Path, check_images: bool) -> None:
+    def _load_file(self, path: Path, check_images: bool) -> list[Record]:
         if not path.is_file():
             raise BadSampleError(
                 "data file not found",
@@ -171,18 +195,24 @@ class LlavaDataset:
             )
         content = path.read_bytes()
         self.fingerprints[str(path)] = hashlib.sha256(content).hexdigest()
+        file_format = FileFormat(str(path))
+        records = []
         for index, raw in read_records(path, content):
             try:
-                record = parse_record(raw, str(path), index)
+                record = parse_record(file_format.convert(raw, index), str(path), index)
+                if self.max_images is not None and len(record.images) > self.max_images:
+                    raise multi_image_error(len(record.images), record.where)
                 if check_images:
                     for image in record.images:
                         self._check_image_exists(record, image)
             except BadSampleError as error:
-                if self.on_bad_sample == "error":
+                if self.on_bad_sample == "error" or isinstance(error, MixedFormatsError):
                     raise
                 self.skipped.add(error)
                 continue
-            self.records.append(record)
+            records.append(record)
+        self.formats[str(path)] = file_format.kind or "llava"
+        return records
 
     def resolve_image(self, image: str) -> Path:
         """The file a record's relative image path refers to."""
@@ -236,6 +266,8 @@ class LlavaDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any] | SkippedSample:
         record = self.records[index]
+        if len(record.images) > MAX_IMAGES:  # read with max_images=None: the collator takes one
+            raise multi_image_error(len(record.images), record.where)
         try:
             images = [self.load_image(record, image) for image in record.images]
         except BadSampleError as error:
@@ -251,5 +283,4 @@ class LlavaDataset:
 
     def describe(self, index: int) -> str:
         """Where sample ``index`` came from, for error messages."""
-        record = self.records[index]
-        return f"sample {record.sample_id!r} in {record.file} (record {record.index})"
+        return self.records[index].where

@@ -49,3 +49,7 @@ class BadSampleError(UserError, ValueError):
 
 class TooManyBadSamplesError(BadSampleError):
     """More samples were skipped than ``data.max_skip_fraction`` allows."""
+
+
+class MultiImageNotSupportedError(UserError, NotImplementedError):
+    """A training sample with more images than the model family takes (raised when the data opens)."""

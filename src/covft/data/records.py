@@ -45,6 +45,11 @@ class Record:
         """Whether the sample carries at least one image."""
         return bool(self.images)
 
+    @property
+    def where(self) -> str:
+        """Where the sample came from, for error messages."""
+        return f"sample {self.sample_id!r} in {self.file} (record {self.index})"
+
     def error(self, reason: str, fix: str) -> BadSampleError:
         """A :class:`BadSampleError` naming this sample, its file and record."""
         return BadSampleError(reason, sample_id=self.sample_id, file=self.file, line=self.index, fix=fix)
@@ -121,8 +126,9 @@ def parse_record(raw: Any, file: str, index: int) -> Record:
     (the record's :attr:`Record.notes` say so). Raises :class:`BadSampleError` for a record that
     can never train as intended: not an object, no conversations, unknown roles, turns that do not
     alternate, no assistant turn, an empty answer (it would train on the end-of-sequence token
-    only), ``<image>`` inside an answer, more than one image, or a number of ``<image>``
-    placeholders different from the number of images.
+    only), ``<image>`` inside an answer, or a number of ``<image>`` placeholders different from
+    the number of images. A record with several images is read (its image list kept); whether it
+    can train is the dataset's check (:func:`~covft.data.contract.multi_image_error`).
     """
     if not isinstance(raw, dict):
         raise BadSampleError(

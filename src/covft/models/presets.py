@@ -14,7 +14,6 @@ this layer) are found, and how a third-party package adds its own.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -26,6 +25,7 @@ from covft.errors import ModelNotFoundError
 from covft.models.assembly import assemble, image_processor_for, llama_config, vision_config
 from covft.models.checkpoint import is_checkpoint
 from covft.models.model import CovftModel
+from covft.utils.hints import did_you_mean
 
 PRESETS: dict[str, Callable[..., CovftModel]] = {}
 
@@ -69,8 +69,7 @@ def build_model(name_or_path: str, **kwargs: Any) -> CovftModel:
         )
     if (path / "config.json").is_file():
         return from_hf_checkpoint(path, **kwargs)
-    close = difflib.get_close_matches(str(name_or_path), available_presets(), n=1)
-    hint = f" Did you mean the preset {close[0]!r}?" if close else ""
+    hint = did_you_mean(name_or_path, available_presets(), template=" Did you mean the preset {!r}?")
     raise ModelNotFoundError(
         f"{name_or_path!r} is neither a preset ({', '.join(available_presets())}) nor a directory with a "
         f"covft_config.json or a Hugging Face LLaVA config.json.{hint}"

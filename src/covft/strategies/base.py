@@ -17,13 +17,13 @@ A strategy is a class registered by name with :func:`register_strategy`. It has
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from covft.errors import UserError
+from covft.utils.hints import did_you_mean
 
 STRATEGIES: dict[str, type[Strategy]] = {}
 
@@ -96,17 +96,12 @@ def available_methods() -> list[str]:
     return sorted(STRATEGIES)
 
 
-def _did_you_mean(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
-
-
 def get_strategy(name: str) -> type[Strategy]:
     """The strategy class registered as ``name``: the one lookup of a method name. An unknown name
     raises :class:`UnknownMethodError` naming the closest registered one and all of them."""
     if name not in STRATEGIES:
         raise UnknownMethodError(
-            f"unknown method {name!r}.{_did_you_mean(name, STRATEGIES)} "
+            f"unknown method {name!r}.{did_you_mean(name, STRATEGIES)} "
             f"Available: {', '.join(available_methods())}"
         )
     return STRATEGIES[name]
@@ -123,7 +118,7 @@ def make_options(cls: type[Strategy], options: dict[str, Any]) -> StrategyOption
     unknown = sorted(set(options) - set(fields))
     if unknown:
         raise UnknownOptionError(
-            f"unknown option(s) {unknown} for method {cls.name!r}.{_did_you_mean(unknown[0], fields)} "
+            f"unknown option(s) {unknown} for method {cls.name!r}.{did_you_mean(unknown[0], fields)} "
             f"Valid: {sorted(fields)}"
         )
     hints = typing.get_type_hints(cls.Options)

@@ -31,10 +31,13 @@ def open_dataset(config: TrainConfig, main: bool) -> LlavaDataset:
         on_bad_sample=config.data.on_bad_sample,
         check_images=config.data.check_images,
         max_skip_fraction=config.data.max_skip_fraction,
+        weights=config.data.weights,
+        fraction=config.data.fraction,
+        fraction_seed=config.data.fraction_seed,
     )
-    notes = dataset.notes_summary()
-    if notes and main:
-        print(f"covft train: {notes}", flush=True)
+    for notes in (dataset.notes_summary(), dataset.mixture_summary()):
+        if notes and main:
+            print(f"covft train: {notes}", flush=True)
     return dataset
 
 

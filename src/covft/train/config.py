@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from covft.data import mixture
 from covft.utils import config as loader
 from covft.utils.config import ConfigError, parse_override
 
@@ -42,8 +43,18 @@ __all__ = [
 class DataConfig:
     """Where the training data lives and how bad samples are handled."""
 
-    train: str | None = None
-    """LLaVA-format JSON (a list) or JSONL file of training samples."""
+    train: str | list[str] | None = None
+    """JSON (a list) or JSONL file(s) of training samples, LLaVA or ``messages`` records (the format
+    is detected per file; docs/training.md); a list mixes several files."""
+    weights: list[float] | None = None
+    """Repeat factor per ``train`` file, applied after ``fraction`` (2: every record twice; 0.5: a
+    seeded half); ``None``: each file once."""
+    fraction: float = 1.0
+    """Keep this seeded share of every file's records, in (0, 1] (the data-scaling study; a smaller
+    fraction's subset lies inside a larger one's)."""
+    fraction_seed: int = 0
+    """Chooses the ``fraction`` and ``weights`` subsets (independent of ``train.seed``, so every
+    strategy sees the same subset)."""
     image_folder: str | None = None
     """Folder that the samples' relative ``image`` paths are resolved against."""
     on_bad_sample: Literal["error", "skip"] = "error"
@@ -164,6 +175,11 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be >= 0, got {value}")
         if not 0.0 <= self.data.max_skip_fraction <= 1.0:
             raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {self.data.max_skip_fraction}")
+        files = [self.data.train] if isinstance(self.data.train, str) else self.data.train or []
+        weights = self.data.weights if files else None  # checked against the files once they are set
+        mixture_problem = mixture.problem(len(files), weights, self.data.fraction)
+        if mixture_problem is not None:
+            raise ConfigError(f"data: {mixture_problem} (data.train, data.weights, data.fraction)")
         if self.stage == 1 and self.method not in ("freeze", None):
             raise ConfigError(
                 f"stage 1 trains the projector only, but method={self.method!r}. "

@@ -17,7 +17,6 @@ before anything is written. Only the main process writes.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from pathlib import Path
@@ -27,6 +26,7 @@ from accelerate.tracking import GeneralTracker
 
 from covft.errors import MissingDependencyError
 from covft.train.config import ConfigError, TrainConfig
+from covft.utils.hints import did_you_mean
 
 LOG_FILE = "log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -58,8 +58,7 @@ def require_trackers(report_to: str) -> None:
     available = {str(kind) for kind in get_available_trackers()}
     for name in tracker_names(report_to):
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name, known)
             raise ConfigError(
                 f"train.report_to names an unknown tracker {name!r}.{hint} Fix: use auto, none or a comma-separated "
                 f"list of {known}"

@@ -12,8 +12,8 @@ matrices only, never to biases or normalisation parameters.
 
 from __future__ import annotations
 
-import difflib
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from covft.strategies import apply_vft, option_names
 from covft.strategies import build_model as load_model
 from covft.strategies.base import UnknownMethodError
 from covft.train.config import ConfigError, TrainConfig, TrainLoopConfig
+from covft.utils.hints import did_you_mean
 
 PARTS = ("vision", "projector", "llm")
 
@@ -130,8 +131,7 @@ def check_method_options(method: str, options: dict[str, Any]) -> None:
         raise ConfigError(f"{error} Fix: set method to one of them") from error
     for key in options:
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" Did you mean 'method_options.{close[0]}'?" if close else ""
+            hint = did_you_mean(key, fields, template=" Did you mean 'method_options.{}'?")
             raise ConfigError(
                 f"method_options.{key} is not an option of method {method!r}.{hint} Valid: {fields}. "
                 "Fix: drop it (e.g. method_options={} when switching method on another strategy's config)"
@@ -217,22 +217,6 @@ def make_optimizer(groups: list[dict[str, Any]], loop: TrainLoopConfig) -> torch
     )
 
 
-def lr_lambda(kind: str, warmup_steps: int, total_steps: int) -> Any:
-    """Multiplier of the base learning rate at each step: linear warmup, then cosine/linear/constant."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        if kind == "constant":
-            return 1.0
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
 SCHEDULE_KEYS = (
     "lr",
     "lr_vision",
@@ -254,14 +238,17 @@ def schedule_settings(loop: TrainLoopConfig) -> dict[str, Any]:
     return {key: getattr(loop, key) for key in SCHEDULE_KEYS}
 
 
-def apply_schedule(optimizer: Any, scheduler: Any, loop: TrainLoopConfig) -> None:
-    """Set every parameter group's hyperparameters from ``loop`` at the scheduler's current step.
+def apply_schedule(optimizer: Any, scheduler: Any, loop: TrainLoopConfig, steps_taken: int) -> None:
+    """Set every parameter group's hyperparameters from ``loop`` after ``steps_taken`` optimizer steps.
 
     A restored checkpoint brings back the learning rates, betas and decay it was saved with; this
     makes the config's values the ones in force, so a changed ``train.lr`` on resume takes effect
-    instead of being silently ignored. With unchanged settings it recomputes the same numbers.
+    instead of being silently ignored. With unchanged settings it recomputes the same numbers. The
+    schedule's position is set from ``steps_taken`` (:func:`make_scheduler`'s convention), so
+    checkpoints written before the schedule came from transformers resume at the right step too.
     """
     schedule = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps the torch scheduler
+    schedule.last_epoch = steps_taken + 1
     rates = learning_rates(loop)
     for index, group in enumerate(optimizer.param_groups):
         part, _, scale = group["name"].removesuffix("_no_decay").partition("_x")  # parameter_groups' names
@@ -275,9 +262,30 @@ def apply_schedule(optimizer: Any, scheduler: Any, loop: TrainLoopConfig) -> Non
             group["weight_decay"] = loop.weight_decay
 
 
+_SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+"""``train.lr_scheduler`` -> the name ``transformers.get_scheduler`` knows (each with linear warmup)."""
+
+
 def make_scheduler(
     optimizer: torch.optim.Optimizer, loop: TrainLoopConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The learning-rate schedule: warmup over ``ceil(warmup_ratio * total)`` steps, then decay."""
+    """``transformers.get_scheduler``'s warmup and decay, entered one step in so the first update learns.
+
+    transformers warms up as ``step / warmup``: its step 0 has learning rate 0, an update that only
+    fills Adam's moments. covft takes the same schedule with one more warmup step and one more
+    step in all, and starts it at its step 1: step ``s`` of the run (from 0) gets
+    ``(s + 1) / (warmup + 1)`` during the ``ceil(warmup_ratio * total)`` warmup steps and exactly
+    transformers' cosine/linear/constant value after them (docs/decisions.md, "Configuration").
+    The scheduler's ``last_epoch`` is therefore always the number of optimizer steps taken plus one.
+    """
+    from transformers import get_scheduler
+
     warmup = math.ceil(loop.warmup_ratio * total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(loop.lr_scheduler, warmup, total_steps))
+    scheduler = get_scheduler(
+        _SCHEDULES[loop.lr_scheduler], optimizer, num_warmup_steps=warmup + 1, num_training_steps=total_steps + 1
+    )
+    with warnings.catch_warnings():
+        # torch warns that a step before optimizer.step() skips the schedule's first value: that is the point
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+        scheduler.step()
+    return scheduler

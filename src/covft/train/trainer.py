@@ -138,7 +138,15 @@ class Trainer:
             "seed": self.loop.seed,
             "group_by_modality_length": self.config.data.group_by_modality_length,
             "total_steps": self.total_steps,
+            **self._mixture(),
         }
+
+    def _mixture(self) -> dict[str, Any]:
+        """The data mixture, when it is not one whole pass over the files (older checkpoints lack it)."""
+        data = self.config.data
+        if data.fraction == 1.0 and data.weights is None:
+            return {}
+        return {"fraction": data.fraction, "weights": data.weights, "fraction_seed": data.fraction_seed}
 
     def _prepare_loop(self) -> None:
         """Checkpoints, skip budget, the DataLoader's collate_fn, trackers and the loop's guards."""
@@ -163,8 +171,8 @@ class Trainer:
     def resume(self, path: Path) -> None:
         """Continue from checkpoint ``path``: weights, optimizer, schedule, RNG, history, skips."""
         state = restore(self.accelerator, path, self.layout, self.dataset, self.config)
-        setup.apply_schedule(self.optimizer, self.scheduler, self.loop)
         self.step = int(state["step"])
+        setup.apply_schedule(self.optimizer, self.scheduler, self.loop, self.step)
         self.loss_history = [float(x) for x in state["loss_history"]]
         self.report.merge(SkipReport.from_dict(state.get("skipped", {})))
         self.notices = state["notices"]

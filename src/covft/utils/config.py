@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import os
 import re
 import types
@@ -31,6 +30,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 import yaml
 
 from covft.errors import UserError
+from covft.utils.hints import did_you_mean
 from covft.utils.io import write_text_atomic
 
 T = TypeVar("T")
@@ -72,8 +72,7 @@ def unknown_key(schema: type, key: str, source: str) -> ConfigError:
     """The error for dotted ``key``, not in ``schema``: names the closest valid key and lists the
     valid keys of its group (all of them when the group itself is unknown)."""
     keys = valid_keys(schema)
-    close = difflib.get_close_matches(key, [k.removesuffix(".*") for k in keys], n=1, cutoff=0.0)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(key, [k.removesuffix(".*") for k in keys], cutoff=0.0)
     group = key.rpartition(".")[0]
     siblings = [k for k in keys if group and k.startswith(f"{group}.")]
     return ConfigError(

@@ -16,6 +16,7 @@ from covft.recipes.demo.layout import read_stage_log
 from covft.recipes.demo.pipeline import DemoError, DemoRun, run_demo
 from covft.recipes.demo.report import PLOTS, grounding_text, verdict
 from covft.recipes.demo.settings import micro
+from covft.recipes.demo.stage2 import longest_first
 
 
 def _weights(out: Path) -> dict[str, int]:
@@ -190,3 +191,19 @@ def test_set_overrides_parse_by_field_type_and_name_bad_keys() -> None:
         apply_overrides(FULL, ["pretrain.stage0=3"])
     with pytest.raises(ValueError, match="Did you mean 'pretrain.lm_steps'"):
         apply_overrides(FULL, ["pretrain.lm_step=3"])
+
+
+def test_an_unknown_method_is_named_with_the_closest_one_before_anything_runs(tmp_path):
+    run = DemoRun(
+        out=tmp_path / "demo", settings=micro(), methods=["freeze", "covtf"], cache_dir=tmp_path / "c"
+    )
+    with pytest.raises(DemoError, match=r"--methods: unknown method 'covtf'\. Did you mean 'covft'\?"):
+        run_demo(run)
+    assert not (tmp_path / "demo").exists()
+
+
+def test_worker_pool_starts_the_costliest_method_first() -> None:
+    # two workers over freeze 226 s, full 280, lora 269, covft 414: the report's order finishes
+    # after 280 + 414 s, longest-first after max(414 + 226, 280 + 269) s
+    assert longest_first(["freeze", "full", "lora", "covft"]) == ["covft", "full", "lora", "freeze"]
+    assert longest_first(["freeze", "my_strategy", "covft"]) == ["my_strategy", "covft", "freeze"]

@@ -33,7 +33,8 @@ from covft.recipes.demo.report import write_report
 from covft.recipes.demo.stage2 import stage2_all
 from covft.recipes.demo.stages import make_demo_world
 from covft.recipes.demo.starting_point import starting_point
-from covft.strategies import available_methods
+from covft.strategies import get_strategy
+from covft.strategies.base import UnknownMethodError
 
 __all__ = ["DemoError", "DemoRun", "run_demo"]
 
@@ -42,9 +43,11 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
     """Run (or resume) every stage and write the report; returns the content of ``results.json``."""
     if run.preset not in PRESETS:
         raise DemoError(f"preset must be one of {PRESETS}, got {run.preset!r}")
-    unknown = [m for m in run.methods if m not in available_methods()]
-    if unknown:
-        raise DemoError(f"unknown method(s) {unknown}; available: {', '.join(available_methods())}")
+    for method in run.methods:
+        try:
+            get_strategy(method)  # the one strategy lookup: names the closest method
+        except UnknownMethodError as error:
+            raise DemoError(f"--methods: {error}") from error
     if run.seeds < 1:
         raise DemoError(f"--seeds must be >= 1, got {run.seeds}")
     if run.jobs < 1:

@@ -176,7 +176,7 @@ QUICK = replace(
     FULL,
     world_size=800,
     suite_size=12,
-    stage2_steps=60,
+    stage2_steps=40,
     save_steps=0,
     mechanism_steps=10,
     mechanism_samples=150,
