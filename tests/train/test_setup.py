@@ -176,7 +176,9 @@ def test_schedule_is_transformers_entered_one_step_in() -> None:
     assert rates[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 9 / 10)))
     from transformers.optimization import _get_cosine_schedule_with_warmup_lr_lambda as hf_cosine
 
-    assert rates == [hf_cosine(s + 1, num_warmup_steps=4, num_training_steps=14, num_cycles=0.5) for s in range(13)]
+    assert rates == [
+        hf_cosine(s + 1, num_warmup_steps=4, num_training_steps=14, num_cycles=0.5) for s in range(13)
+    ]
 
 
 @pytest.mark.parametrize("kind", ["cosine", "linear", "constant"])

@@ -282,7 +282,10 @@ def make_scheduler(
 
     warmup = math.ceil(loop.warmup_ratio * total_steps)
     scheduler = get_scheduler(
-        _SCHEDULES[loop.lr_scheduler], optimizer, num_warmup_steps=warmup + 1, num_training_steps=total_steps + 1
+        _SCHEDULES[loop.lr_scheduler],
+        optimizer,
+        num_warmup_steps=warmup + 1,
+        num_training_steps=total_steps + 1,
     )
     with warnings.catch_warnings():
         # torch warns that a step before optimizer.step() skips the schedule's first value: that is the point
