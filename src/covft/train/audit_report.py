@@ -37,8 +37,12 @@ PROBLEMS: dict[str, tuple[str, str]] = {
         "past vision_feature_layer, an expert that no sample was routed to (sparse routing)",
     ),
     "unchanged": (
-        "declared, got a gradient, but the step left it unchanged",
-        "its learning rate is 0 (train.lr / lr_vision / lr_projector / lr_llm) or the step was skipped",
+        "declared, but its learning rate is 0: the step left it unchanged",
+        "set a non-zero train.lr / lr_vision / lr_projector / lr_llm for its part",
+    ),
+    "part_unchanged": (
+        "a part with declared tensors of which none changed in the step: it does not train",
+        "check the part's learning rate and that the step was not skipped (an fp16 overflow, a non-finite loss)",
     ),
     "frozen_gradient": (
         "not declared but got a gradient",
@@ -118,6 +122,7 @@ def summarise(
     round_trip: dict[str, Any],
     deferred: list[str],
     rechecked: int,
+    unverified: list[str],
     skip_steps: str | None,
 ) -> dict[str, Any]:
     """The audit's record in ``train_summary.json`` (``passed`` is true when nothing was found)."""
@@ -141,6 +146,7 @@ def summarise(
         "round_trip": round_trip,
         "deferred": deferred,
         "rechecked": rechecked,
+        "unverified": unverified,
         "not_checked": skip_steps,
         "problems": _problems(findings),
     }
@@ -169,7 +175,14 @@ def format_report(report: dict[str, Any], strict: bool) -> list[str]:
     if report["rechecked"]:
         lines.append(
             f"  {report['rechecked']} of them had an exactly zero gradient in step {report['step']} "
-            "(LoRA's A while B is zero) and got one, and changed, in a later step"
+            "(LoRA's A while B is zero; CoVFT's routing path while its experts are identical) and got "
+            "one in a later step"
+        )
+    if report["unverified"]:
+        lines.append(
+            f"  {len(report['unverified'])} of them had an exactly zero gradient in step {report['step']}"
+            " and the run ended before a later step could show one: not verified (e.g. "
+            f"{report['unverified'][0]})"
         )
     if report["expected_without_gradient"]:
         count = len(report["expected_without_gradient"])
