@@ -20,8 +20,11 @@ from tests.conftest import make_samples
 
 STOCK = ["freeze", "full", "lora", "dora", "bitfit", "selective"]
 # (tower, method, delta checkpoint)
+# "+llm-lora": the LLM trained through LoRA adapters (llm_lora_r) beside the vision strategy
 CASES = [(tower, method, False) for tower in ("clip", "siglip") for method in STOCK] + [
-    ("clip", "lora", True)
+    ("clip", "lora", True),
+    ("clip", "freeze+llm-lora", False),
+    ("clip", "lora+llm-lora", False),
 ]
 TOLERANCE = 1e-4
 MAX_NEW_TOKENS = 6
@@ -37,7 +40,8 @@ def train_and_export(root: Path, tower: str, method: str, delta: bool) -> dict:
     model = covft.build_model(
         "tiny-test", vision_layers=4, vision_tower=tower, seed=0, text_encoder="random-tiny"
     )
-    covft.apply_vft(model, method)
+    vision_method, _, llm_side = method.partition("+")
+    covft.apply_vft(model, vision_method, **({"llm_lora_r": 4} if llm_side else {}))
     model.eval()
     batch = model.collate(make_samples())
     del batch["labels"]
@@ -121,4 +125,5 @@ def test_export_holds_exactly_the_stock_weights(exported, case):
     assert all(not names for names in result["stock"]["loading"].values()), result["stock"]["loading"]
     card = (Path(result["out"]) / "README.md").read_text()
     assert f'from_pretrained("{result["out"]}")' in card
-    assert ("merged" if case[1] in ("lora", "dora") else "nothing to fold") in card
+    assert ("merged" if case[1].split("+")[0] in ("lora", "dora") else "nothing to fold") in card
+    assert ("merged LoRA into 14 LLM linear layers" in card) == case[1].endswith("+llm-lora")

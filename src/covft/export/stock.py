@@ -92,6 +92,7 @@ def export_model(
     ``overwrite`` and it holds an earlier export.
     """
     from covft.export.families import processor_for
+    from covft.strategies.llm import fold_llm_lora
 
     out = Path(out)
     strategy = model.strategy
@@ -100,7 +101,9 @@ def export_model(
     check_output(out, overwrite)
     processor = processor_for(model)
     _say(progress, "folding the strategy into the weights")
+    folded_llm = fold_llm_lora(model)  # first: it unloads only the LLM's adapters
     folded = strategy.fold_into_stock(model) if strategy else "nothing to fold"
+    folded = f"{folded}; {folded_llm}" if folded_llm else folded
     card = model_card(model, name, folded, source, repo_id or str(out))
     model.strategy = None
     _say(progress, f"writing {out}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from covft.errors import UserError
+from covft.strategies.llm import apply_llm_lora, check_llm_side, llm_trainable
 from covft.utils.hints import did_you_mean
 
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -36,6 +37,13 @@ class StrategyOptions:
     """Train the LLM (LLaVA-1.5 stage 2). False for stage 1 or a frozen-LLM study."""
     train_projector: bool = True
     """Train the vision-language projector."""
+    llm_lora_r: int = 0
+    """With ``train_llm``: train the LLM through LoRA adapters of this rank (PEFT, on its decoder
+    layers' attention and MLP linears only) instead of all its weights; 0: no LoRA."""
+    llm_lora_alpha: int | None = None
+    """LoRA alpha of the LLM's adapters; default twice the rank (LLaVA-1.5's LoRA recipe: 128 / 256)."""
+    llm_lora_dropout: float = 0.05
+    """Dropout on the LLM adapters' input (LLaVA-1.5's LoRA recipe)."""
 
 
 class Strategy:
@@ -135,16 +143,13 @@ def _coerce(value: Any, hint: Any) -> Any:
 
 def declared_trainable(model) -> set[str]:
     """The parameter names the model's strategy declares trainable: its own (``vision_trainable``),
-    the projector's with ``train_projector``, the LLM's with ``train_llm``. The one definition that
-    :func:`set_trainable` applies and the trainer's audit checks a step against."""
+    the projector's with ``train_projector``, the LLM's with ``train_llm`` (only its adapters with
+    ``llm_lora_r``). The one definition that :func:`set_trainable` applies and the trainer's audit
+    checks a step against."""
     strategy: Strategy = model.strategy
-    names = set(strategy.vision_trainable(model))
-    for name, _ in model.named_parameters():
-        part = model.part_of(name)
-        if (part == "projector" and strategy.options.train_projector) or (
-            part == "llm" and strategy.options.train_llm
-        ):
-            names.add(name)
+    names = set(strategy.vision_trainable(model)) | llm_trainable(model, strategy.options)
+    if strategy.options.train_projector:
+        names |= {name for name, _ in model.named_parameters() if model.part_of(name) == "projector"}
     return names
 
 
@@ -167,16 +172,19 @@ def apply_vft(model, method: str, **options: Any):
     """Apply a visual fine-tuning strategy to ``model`` in place and set what trains. Returns ``model``."""
     cls = get_strategy(method)
     current = model.strategy
-    if current is not None and current.changes_structure:
+    if current is not None and (current.changes_structure or current.options.llm_lora_r):
         raise ValueError(
             f"the model already has strategy {current.name!r}, which changed its structure; strategies do not "
             "stack: build a fresh model (or load the stage-1 checkpoint) and apply one strategy"
         )
     strategy = cls(make_options(cls, options))
+    check_llm_side(strategy.options)
     if strategy.needs_text:
         model.ensure_text_encoder()
     model.strategy = strategy
     strategy.apply(model)
+    if strategy.options.llm_lora_r:
+        apply_llm_lora(model, strategy.options)
     model.refresh_routed_modules()
     set_trainable(model)
     return model
