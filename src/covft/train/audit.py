@@ -51,15 +51,10 @@ MAX_DEFERRED_STEPS = 10
 """Steps passed over while a declared part gets no gradient at all (text-only batches)."""
 RECHECK_STEPS = 3
 """Steps, the audited one included, in which a declared tensor may show a non-zero gradient.
-
-An exactly zero gradient in the first step is normal where the initialisation is symmetric:
-LoRA's A gets none while B is still zero; CoVFT's router and context encoder get none while the
-upcycled experts are identical copies (dense routing weights sum to one, so moving them changes
-nothing). One step later both get one. Such a tensor passes once it gets a non-zero gradient; it
-need not change then, since Adam's first update of a tensor whose gradient is far below
-``adam_epsilon`` can be smaller than float32 resolves. Still exactly zero in every later step of
-the window: a finding (a hook zeroing the gradient, a detached output). A run that ends after the
-audited step leaves such tensors unverified, which is said but is not a failure."""
+A symmetric start gives an exactly zero one in the first step (LoRA's A while B is zero; CoVFT's
+routing path while the upcycled experts are identical); one step later it is non-zero, though
+Adam's update of a gradient far below ``adam_epsilon`` may not change the tensor. Zero in every
+step of the window: a finding. A run that ends after the audited step leaves it unverified."""
 ROUND_TRIP_MAX_BYTES = 256 * 2**20
 """Larger models skip the save/load round trip: it writes and reads every weight (about 1 s per 256 MiB
 on one CPU core), where the rest of the audit reads each weight once."""
