@@ -228,3 +228,15 @@ def test_a_part_with_learning_rate_zero_is_named_as_not_training(
     )
     assert problems["part_unchanged"]["names"] == ["projector"]
     assert report["trainable"]["projector"]["changed"] == 0 and report["trainable"]["llm"]["changed"] == 21
+
+
+def test_the_audit_passes_with_lora_on_both_the_tower_and_the_llm(
+    tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    # two PEFT adapters: if the vision one were left inactive its tensors would get no gradient
+    train(tiny_config(tiny_data, tmp_path, "method=lora", "method_options={llm_lora_r: 4}", steps=2))
+    report = summary_audit(tmp_path)
+    assert report["passed"] is True and report["problems"] == []
+    assert report["trainable"]["llm"]["tensors"] == 28 == report["trainable"]["llm"]["got_gradient"]
+    assert report["trainable"]["vision"]["tensors"] == 8 == report["trainable"]["vision"]["got_gradient"]
+    assert report["rechecked"] == 4 + 14  # every lora_A: the tower's and the LLM's
