@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 
@@ -106,3 +107,14 @@ def test_models_layer_points_covft_checkpoints_to_the_loader_that_restores_the_s
     with pytest.raises(ValueError, match="is a covft checkpoint: load it with covft.build_model"):
         build_base(str(tmp_path / "ckpt"))
     assert covft.build_model(str(tmp_path / "ckpt")).strategy.name == "bitfit"
+
+
+@pytest.mark.parametrize(
+    ("model_type", "family"), [("qwen2_5_vl", "Qwen2.5-VL"), ("llava_onevision", "LLaVA-OneVision")]
+)
+def test_a_checkpoint_of_another_family_is_refused_before_loading(
+    tmp_path, model_type: str, family: str
+) -> None:
+    (tmp_path / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
+    with pytest.raises(NotImplementedError, match=rf"is a {re.escape(family)} checkpoint .*docs/families.md"):
+        covft.build_model(str(tmp_path))

@@ -14,6 +14,7 @@ this layer) are found, and how a third-party package adds its own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -205,6 +206,7 @@ def from_hf_checkpoint(
     """Load a local Hugging Face LLaVA checkpoint (``LlavaForConditionalGeneration`` format)."""
     from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
 
+    check_family(path)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     llava = LlavaForConditionalGeneration.from_pretrained(
@@ -216,4 +218,34 @@ def from_hf_checkpoint(
     base = {"path": str(Path(path).resolve()), "kwargs": {"text_encoder": text_encoder}}
     return CovftModel(
         llava, tokenizer, image_processor, template=template, text_encoder=text_encoder, base=base
+    )
+
+
+PLANNED_FAMILIES = {
+    "llava_next": "LLaVA-NeXT",
+    "llava_onevision": "LLaVA-OneVision",
+    "qwen2_vl": "Qwen2-VL",
+    "qwen2_5_vl": "Qwen2.5-VL",
+    "qwen3_vl": "Qwen3-VL",
+}
+"""``config.json`` model types of the families covft does not support yet (docs/families.md)."""
+
+
+def check_family(path: str | Path) -> None:
+    """Refuse a checkpoint of another family before transformers half-loads it into a LLaVA class.
+
+    ``LlavaForConditionalGeneration.from_pretrained`` of, say, a Qwen2.5-VL directory only warns
+    and initialises the weights it cannot place at random.
+    """
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return
+    model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    if model_type in (None, "llava"):
+        return
+    family = PLANNED_FAMILIES.get(model_type, model_type)
+    raise NotImplementedError(
+        f"{path} is a {family} checkpoint (model_type {model_type!r}); covft supports LLaVA "
+        "(LlavaForConditionalGeneration, CLIP or SigLIP tower) only so far. Which families are "
+        "supported and planned: docs/families.md"
     )
