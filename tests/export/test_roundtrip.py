@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -21,11 +22,15 @@ from tests.conftest import make_samples
 STOCK = ["freeze", "full", "lora", "dora", "bitfit", "selective"]
 # (tower, method, delta checkpoint)
 # "+llm-lora": the LLM trained through LoRA adapters (llm_lora_r) beside the vision strategy
-CASES = [(tower, method, False) for tower in ("clip", "siglip") for method in STOCK] + [
-    ("clip", "lora", True),
-    ("clip", "freeze+llm-lora", False),
-    ("clip", "lora+llm-lora", False),
-]
+CASES = (
+    [(tower, method, False) for tower in ("clip", "siglip") for method in STOCK]
+    + [
+        ("clip", "lora", True),
+        ("clip", "freeze+llm-lora", False),
+        ("clip", "lora+llm-lora", False),
+    ]
+    + ([("clip", "freeze+qlora", False)] if importlib.util.find_spec("bitsandbytes") else [])
+)
 TOLERANCE = 1e-4
 MAX_NEW_TOKENS = 6
 
@@ -41,7 +46,8 @@ def train_and_export(root: Path, tower: str, method: str, delta: bool) -> dict:
         "tiny-test", vision_layers=4, vision_tower=tower, seed=0, text_encoder="random-tiny"
     )
     vision_method, _, llm_side = method.partition("+")
-    covft.apply_vft(model, vision_method, **({"llm_lora_r": 4} if llm_side else {}))
+    llm_options = {"llm-lora": {"llm_lora_r": 4}, "qlora": {"llm_lora_r": 4, "llm_quantization": "nf4"}}
+    covft.apply_vft(model, vision_method, **llm_options.get(llm_side, {}))
     model.eval()
     batch = model.collate(make_samples())
     del batch["labels"]
@@ -126,4 +132,5 @@ def test_export_holds_exactly_the_stock_weights(exported, case):
     card = (Path(result["out"]) / "README.md").read_text()
     assert f'from_pretrained("{result["out"]}")' in card
     assert ("merged" if case[1].split("+")[0] in ("lora", "dora") else "nothing to fold") in card
-    assert ("merged LoRA into 14 LLM linear layers" in card) == case[1].endswith("+llm-lora")
+    assert ("merged LoRA into 14 LLM linear layers" in card) == ("+" in case[1])
+    assert ("dequantized from 4 bits: 14" in card) == case[1].endswith("+qlora")

@@ -240,3 +240,12 @@ def test_the_audit_passes_with_lora_on_both_the_tower_and_the_llm(
     assert report["trainable"]["llm"]["tensors"] == 28 == report["trainable"]["llm"]["got_gradient"]
     assert report["trainable"]["vision"]["tensors"] == 8 == report["trainable"]["vision"]["got_gradient"]
     assert report["rechecked"] == 4 + 14  # every lora_A: the tower's and the LLM's
+
+
+def test_the_audit_passes_with_qlora(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    options = "method_options={llm_lora_r: 4, llm_quantization: nf4}"
+    train(tiny_config(tiny_data, tmp_path, "method=freeze", options, steps=2))
+    report = summary_audit(tmp_path)
+    assert report["passed"] is True and report["trainable"]["llm"]["tensors"] == 28
+    assert report["frozen"]["llm"]["unchanged"] == report["frozen"]["llm"]["tensors"]  # the 4-bit weights

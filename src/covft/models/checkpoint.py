@@ -169,8 +169,9 @@ def load_weights(model, path: str | os.PathLike, config: dict[str, Any], device:
     match: a full checkpoint must cover every weight but the text encoder's and tied copies."""
     path = Path(path)
     state = load_file(str(path / WEIGHTS_NAME), device=str(device))
+    restored = _restore_prequantized(model, state, device)
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("text_encoder.")]
+    missing = [k for k in result.missing_keys if not k.startswith("text_encoder.") and k not in restored]
     if config["delta"]:
         missing = []  # a delta holds only what trained; the rest comes from the rebuilt base
     else:
@@ -181,6 +182,24 @@ def load_weights(model, path: str | os.PathLike, config: dict[str, Any], device:
             f"{path}: weights do not match the model (missing {missing[:5]}, "
             f"unexpected {result.unexpected_keys[:5]})"
         )
+
+
+def _restore_prequantized(model, state: dict[str, torch.Tensor], device: str | torch.device) -> set[str]:
+    """Put 4-bit weights (bitsandbytes ``Params4bit``, QLoRA's LLM) back with their saved quantization
+    state, taking their entries out of ``state``: ``load_state_dict`` would copy the packed codes
+    but keep the scales the rebuilt model quantized itself. Returns the weights' names."""
+    restored = set()
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if type(weight).__name__ != "Params4bit" or f"{name}.weight" not in state:
+            continue
+        prefix = f"{name}.weight."
+        stats = {key[len(prefix) :]: state.pop(key) for key in [k for k in state if k.startswith(prefix)]}
+        module.weight = type(weight).from_prequantized(
+            state.pop(f"{name}.weight"), stats, requires_grad=False, device=str(device), module=module
+        )
+        restored.add(f"{name}.weight")
+    return restored
 
 
 def _tied_names(model) -> set[str]:

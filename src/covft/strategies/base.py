@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from covft.errors import UserError
-from covft.strategies.llm import apply_llm_lora, check_llm_side, llm_trainable
+from covft.strategies.llm import apply_llm_lora, check_llm_side, llm_trainable, quantize_llm
 from covft.utils.hints import did_you_mean
 
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -44,6 +44,9 @@ class StrategyOptions:
     """LoRA alpha of the LLM's adapters; default twice the rank (LLaVA-1.5's LoRA recipe: 128 / 256)."""
     llm_lora_dropout: float = 0.05
     """Dropout on the LLM adapters' input (LLaVA-1.5's LoRA recipe)."""
+    llm_quantization: str | None = None
+    """With ``llm_lora_r``: hold the LLM's decoder linears in 4 bits (``nf4`` or ``fp4``, bitsandbytes)
+    under the adapters, QLoRA; null: full precision."""
 
 
 class Strategy:
@@ -183,6 +186,8 @@ def apply_vft(model, method: str, **options: Any):
         model.ensure_text_encoder()
     model.strategy = strategy
     strategy.apply(model)
+    if strategy.options.llm_quantization:
+        quantize_llm(model, strategy.options.llm_quantization)
     if strategy.options.llm_lora_r:
         apply_llm_lora(model, strategy.options)
     model.refresh_routed_modules()

@@ -5,6 +5,11 @@ Every strategy's options carry the LLM side (:class:`~covft.strategies.base.Stra
 LoRA adapters on its decoder layers' attention and MLP linears train instead (LLaVA-1.5's LoRA
 recipe is r 128, alpha 256; covft's default alpha is twice the rank as there).
 
+With ``llm_quantization`` (``"nf4"`` or ``"fp4"``) the LLM's decoder linears are held in 4 bits by
+bitsandbytes under the adapters (QLoRA): the base weights of the model as built are quantized in
+place, so the same code serves a preset and a local checkpoint, and a checkpoint reloads by
+quantizing the same base again. bitsandbytes is optional (``pip install 'covft[qlora]'``).
+
 Two things this module guarantees, each a known silent failure of LoRA setups in this field:
 
 - **Adapters stay in the LLM.** PEFT matches bare ``target_modules`` suffixes anywhere, so
@@ -24,6 +29,9 @@ import re
 import warnings
 from typing import Any
 
+import torch
+from torch import nn
+
 from covft.errors import UserError
 
 LLM_PREFIX = "model.language_model.layers."
@@ -34,8 +42,12 @@ minus the tower and projector)."""
 ADAPTER_NAME = "llm"
 
 
+QUANTIZATIONS = ("nf4", "fp4")
+"""bitsandbytes 4-bit formats for QLoRA (``nf4``: the QLoRA paper's NormalFloat)."""
+
+
 class LlmSideError(UserError, ValueError):
-    """An LLM-side setting that cannot work (LoRA on a frozen LLM, a rank below 0)."""
+    """An LLM-side setting that cannot work (LoRA on a frozen LLM, a rank below 0, 4 bits without LoRA)."""
 
 
 def check_llm_side(options: Any) -> None:
@@ -47,6 +59,14 @@ def check_llm_side(options: Any) -> None:
         raise LlmSideError(
             f"llm_lora_r={rank} trains LoRA adapters on the LLM, but train_llm is false (the LLM "
             "frozen): set train_llm=true to train the LLM through LoRA, or llm_lora_r=0 to keep it frozen"
+        )
+    kind = options.llm_quantization
+    if kind is not None and kind not in QUANTIZATIONS:
+        raise LlmSideError(f"llm_quantization must be one of {QUANTIZATIONS} or null, got {kind!r}")
+    if kind is not None and not rank:
+        raise LlmSideError(
+            f"llm_quantization={kind!r} holds the LLM in 4 bits, which can only train through adapters "
+            "(QLoRA): set llm_lora_r (e.g. 64), or llm_quantization=null"
         )
 
 
@@ -91,6 +111,47 @@ def apply_llm_lora(model, options: Any) -> None:
             module.set_adapter(sorted(module.lora_A.keys()))
 
 
+def quantize_llm(model, kind: str) -> int:
+    """Replace the LLM's decoder linears by bitsandbytes 4-bit ones holding the same weights; how many.
+
+    The compute dtype is the weights' own (float32 on CPU, bfloat16 for a bf16 model); the tower,
+    projector, embeddings and ``lm_head`` stay as they are (the QLoRA recipe, and every vision
+    strategy needs its tower in full precision).
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError as error:
+        raise LlmSideError(
+            "llm_quantization needs bitsandbytes, which is not installed: pip install 'covft[qlora]'"
+        ) from error
+    pattern = re.compile(llm_lora_regex())
+    targets = [
+        (name, module)
+        for name, module in model.llava.named_modules()
+        if pattern.fullmatch(name) and type(module) is nn.Linear
+    ]
+    for name, linear in targets:
+        if linear.weight.device.type == "meta":
+            raise LlmSideError(
+                "llm_quantization needs the weights themselves; the model is on the meta device"
+            )
+        quantized = bnb.nn.Linear4bit(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            compute_dtype=linear.weight.dtype,
+            quant_type=kind,
+            quant_storage=torch.uint8,
+            device="meta",
+        )
+        quantized.weight = bnb.nn.Params4bit(linear.weight.data, requires_grad=False, quant_type=kind)
+        if linear.bias is not None:
+            quantized.bias = nn.Parameter(linear.bias.data, requires_grad=False)
+        parent, _, child = name.rpartition(".")
+        setattr(model.llava.get_submodule(parent), child, quantized.to(linear.weight.device))  # quantizes
+    return len(targets)
+
+
 def llm_trainable(model, options: Any) -> set[str]:
     """The LLM parameters the options declare trainable: all, none, or the ``"llm"`` adapters."""
     if not options.train_llm:
@@ -117,8 +178,37 @@ def fold_llm_lora(model) -> str:
         for name, module in model.llava.named_modules()
         if isinstance(module, LoraLayer) and ADAPTER_NAME in module.lora_A
     ]
+    four_bit = 0
     for name, module in layers:
-        module.merge(safe_merge=True, adapter_names=[ADAPTER_NAME])
         parent, _, child = name.rpartition(".")
-        setattr(model.llava.get_submodule(parent), child, module.get_base_layer())
-    return f"merged LoRA into {len(layers)} LLM linear layers" if layers else ""
+        if (
+            type(module.get_base_layer()) is not torch.nn.Linear
+        ):  # QLoRA: 4-bit base, exported in full precision
+            merged = _dequantized_linear(module.get_base_layer())
+            with torch.no_grad():
+                merged.weight += module.get_delta_weight(ADAPTER_NAME).to(merged.weight.dtype)
+            four_bit += 1
+        else:
+            module.merge(safe_merge=True, adapter_names=[ADAPTER_NAME])
+            merged = module.get_base_layer()
+        setattr(model.llava.get_submodule(parent), child, merged)
+    if not layers:
+        return ""
+    note = f" (dequantized from 4 bits: {four_bit})" if four_bit else ""
+    return f"merged LoRA into {len(layers)} LLM linear layers{note}"
+
+
+def _dequantized_linear(quantized) -> Any:
+    """A plain ``nn.Linear`` with the weights a bitsandbytes 4-bit linear computes with."""
+    import bitsandbytes.functional as F
+
+    weight = F.dequantize_4bit(quantized.weight.data, quantized.weight.quant_state).to(
+        quantized.compute_dtype
+    )
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=quantized.bias is not None)
+    linear.to(device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        if quantized.bias is not None:
+            linear.bias.copy_(quantized.bias)
+    return linear
