@@ -14,22 +14,9 @@ import covft
 from covft.strategies import declared_trainable
 from covft.strategies.llm import LlmSideError, llm_lora_regex
 from tests.conftest import make_samples
+from tests.strategies.tiny_llm import LLM_LINEARS, logits, tiny
 
 RANK = 4
-LLM_LINEARS = 2 * 7  # tiny-test: 2 decoder layers x (q, k, v, o, gate, up, down)
-
-
-def tiny(method: str, **options) -> covft.CovftModel:
-    model = covft.build_model("tiny-test", vision_layers=2, seed=0, text_encoder="random-tiny")
-    return covft.apply_vft(model, method, **options).eval()
-
-
-def logits(model) -> torch.Tensor:
-    """The model's logits on the shared samples (collated by the model: CoVFT also needs the instruction)."""
-    inputs = model.collate(make_samples())
-    del inputs["labels"]
-    with torch.no_grad():
-        return model(**inputs).logits
 
 
 def test_the_regex_adapts_the_llms_decoder_linears_and_nothing_else() -> None:

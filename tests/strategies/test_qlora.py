@@ -11,22 +11,9 @@ import torch
 import covft
 from covft.strategies.llm import LlmSideError
 from tests.conftest import make_samples
+from tests.strategies.tiny_llm import LLM_LINEARS, logits, tiny
 
 bnb = pytest.importorskip("bitsandbytes")
-
-LLM_LINEARS = 2 * 7  # tiny-test: 2 decoder layers x (q, k, v, o, gate, up, down)
-
-
-def tiny(method: str = "freeze", **options) -> covft.CovftModel:
-    model = covft.build_model("tiny-test", vision_layers=2, seed=0, text_encoder="random-tiny")
-    return covft.apply_vft(model, method, **options).eval()
-
-
-def logits(model) -> torch.Tensor:
-    inputs = model.collate(make_samples())
-    del inputs["labels"]
-    with torch.no_grad():
-        return model(**inputs).logits
 
 
 @pytest.mark.parametrize("kind", ["nf4", "fp4"])
