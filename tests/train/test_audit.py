@@ -249,3 +249,22 @@ def test_the_audit_passes_with_qlora(tiny_data: dict[str, Path], tmp_path: Path)
     report = summary_audit(tmp_path)
     assert report["passed"] is True and report["trainable"]["llm"]["tensors"] == 28
     assert report["frozen"]["llm"]["unchanged"] == report["frozen"]["llm"]["tensors"]  # the 4-bit weights
+
+
+@pytest.mark.parametrize(
+    ("options", "setting"),
+    [
+        # reentrant checkpointing with a frozen embedding leaves LoRA without gradients elsewhere
+        ("method_options={llm_lora_r: 4}", "train.gradient_checkpointing=true"),
+        ("method_options={llm_lora_r: 4, llm_quantization: nf4}", "train.precision=bf16"),
+    ],
+)
+def test_llm_adapters_get_gradients_under_checkpointing_and_bf16(
+    tiny_data: dict[str, Path], tmp_path: Path, options: str, setting: str
+) -> None:
+    if "llm_quantization" in options:
+        pytest.importorskip("bitsandbytes")
+    train(tiny_config(tiny_data, tmp_path, "method=lora", options, setting, steps=3))
+    report = summary_audit(tmp_path)
+    assert report["passed"] is True and report["problems"] == []
+    assert report["trainable"]["llm"]["got_gradient"] == report["trainable"]["llm"]["tensors"] == 28
