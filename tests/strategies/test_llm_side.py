@@ -115,3 +115,12 @@ def test_contradicting_llm_settings_are_refused_naming_the_options() -> None:
         tiny("freeze", llm_lora_r=-1)
     with pytest.raises(ValueError, match="strategies do not stack"):
         covft.apply_vft(tiny("freeze", llm_lora_r=RANK), "full")
+
+
+def test_llava_7b_with_llm_lora_128_trains_llavas_lora_count_on_the_meta_device() -> None:
+    """LLaVA-1.5-7B's LoRA recipe (r 128 on every decoder linear of Vicuna-7B) beside CoVFT's tower."""
+    model = covft.apply_vft(covft.build_model("llava-1.5-7b", device="meta"), "covft", llm_lora_r=128)
+    hidden, mlp, layers, rank = 4096, 11008, 32, 128
+    per_layer = rank * (4 * (hidden + hidden) + 2 * (hidden + mlp) + (mlp + hidden))
+    assert model.num_parameters("llm", trainable=True) == layers * per_layer == 319_815_680
+    assert model.num_parameters("vision", trainable=True) == 529_007_664  # the tower side is unchanged
