@@ -1,4 +1,5 @@
-"""`CovftModel`: a thin wrapper around a Hugging Face ``LlavaForConditionalGeneration``.
+"""`CovftModel`: a thin wrapper around a Hugging Face multimodal model (``LlavaForConditionalGeneration``
+or another of covft's families, :mod:`covft.models.families`).
 
 The wrapper owns what LLaVA does not have: the frozen text encoder, the :class:`ContextState`
 that carries the instruction to context-aware modules inside the vision tower, the collator, and
@@ -16,8 +17,8 @@ import torch
 from torch import nn
 
 from covft.data.collator import Collator
-from covft.models import towers
-from covft.models.names import VISION_PREFIX, feeding_names
+from covft.models import families, towers
+from covft.models.names import feeding_names
 from covft.models.text_encoder import DEFAULT_TEXT_ENCODER, FrozenTextEncoder, load_text_encoder
 from covft.nn.context import ContextState
 from covft.nn.routing import RoutedModule
@@ -39,6 +40,7 @@ class CovftModel(nn.Module):
     ) -> None:
         super().__init__()
         self.llava = llava
+        self.family = families.family_of(llava)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.template = template
@@ -57,11 +59,16 @@ class CovftModel(nn.Module):
 
     @property
     def vision_tower(self) -> nn.Module:
-        return towers.vision_tower(self.llava)
+        return self.llava.get_submodule(self.family.tower)
+
+    @property
+    def vision_prefix(self) -> str:
+        """The tower's parameter prefix in :meth:`named_parameters` (``llava.model.vision_tower.``)."""
+        return self.family.prefix
 
     @property
     def encoder_layers(self) -> nn.ModuleList:
-        return towers.find_encoder_layers(self.vision_tower)[1]
+        return towers.blocks(self.llava)[1]
 
     @property
     def feeding_layers(self) -> int:
@@ -120,8 +127,13 @@ class CovftModel(nn.Module):
         context_input_ids: torch.Tensor | None,
         context_attention_mask: torch.Tensor | None,
         num_images: int,
+        owner: torch.Tensor | None = None,
     ) -> None:
         """Run the frozen text encoder once and share its output with every context-aware module.
+
+        ``num_images`` is the number of samples with images (one context row each, in
+        ``pixel_values`` order); ``owner`` maps each tower row or packed token to its sample
+        (:func:`covft.models.families.owner`; ``None``: row i is sample i).
 
         The state is kept after the forward on purpose: gradient checkpointing re-runs the vision
         blocks during backward, and they must see the same context again. The next forward with
@@ -136,9 +148,11 @@ class CovftModel(nn.Module):
             )
         if context_input_ids.shape[0] != num_images:
             raise ValueError(
-                f"{context_input_ids.shape[0]} context rows for {num_images} images; "
-                "give one context per image, in pixel_values order"
+                f"{context_input_ids.shape[0]} context rows for {num_images} samples with images; "
+                "give one context per sample with images, in pixel_values order"
             )
+        device = context_input_ids.device
+        self.context.owner = None if owner is None else owner.to(device)
         encoder = self.ensure_text_encoder()
         if self.strategy.needs_text_tokens:
             cls, tokens = encoder(context_input_ids, context_attention_mask)
@@ -158,8 +172,11 @@ class CovftModel(nn.Module):
         context_attention_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ):
+        images_per_sample = kwargs.pop("images_per_sample", None)
         if pixel_values is not None:
-            self.set_context(context_input_ids, context_attention_mask, pixel_values.shape[0])
+            self._route_images(
+                pixel_values, images_per_sample, context_input_ids, context_attention_mask, kwargs
+            )
         outputs = self.llava(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -185,8 +202,11 @@ class CovftModel(nn.Module):
     ) -> torch.Tensor:
         """Greedy by default. The context is computed once, before prefill (the only step where
         the vision tower runs)."""
+        images_per_sample = kwargs.pop("images_per_sample", None)
         if pixel_values is not None:
-            self.set_context(context_input_ids, context_attention_mask, pixel_values.shape[0])
+            self._route_images(
+                pixel_values, images_per_sample, context_input_ids, context_attention_mask, kwargs
+            )
             kwargs["pixel_values"] = pixel_values  # never pass pixel_values=None on: generate would use it
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
@@ -194,6 +214,17 @@ class CovftModel(nn.Module):
             return self.llava.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         finally:
             self.context.clear()
+
+    def _route_images(
+        self, pixel_values, images_per_sample, context_input_ids, context_attention_mask, kwargs
+    ):
+        """Map tower rows to samples and hand each sample's context to the context-aware modules."""
+        if not self.needs_text:
+            return
+        batch = {"pixel_values": pixel_values, **kwargs}
+        owner = families.owner(self.family, self.llava, batch, images_per_sample)
+        samples = self.family.num_images(batch) if images_per_sample is None else len(images_per_sample)
+        self.set_context(context_input_ids, context_attention_mask, samples, owner)
 
     def auxiliary_loss(self) -> torch.Tensor | None:
         """Sum of the auxiliary (load-balancing) losses of the routed modules' last forward, if any."""
@@ -217,7 +248,7 @@ class CovftModel(nn.Module):
 
     def refresh_routed_modules(self) -> None:
         """Find the routed modules again: call after swapping modules in place (``apply_vft`` does)."""
-        blocks = f"model.vision_tower.{towers.find_encoder_layers(self.vision_tower)[0]}."
+        blocks = f"{self.family.tower}.{towers.blocks(self.llava)[0]}."
         routed: dict[int | str, RoutedModule] = {}
         for name, module in self.llava.named_modules():
             if not isinstance(module, RoutedModule):
@@ -225,7 +256,7 @@ class CovftModel(nn.Module):
             if name.startswith(blocks):
                 routed[int(name[len(blocks) :].split(".", 1)[0])] = module
             else:
-                routed["projector" if name == "model.multi_modal_projector" else name] = module
+                routed["projector" if name == self.family.projector[0] else name] = module
         self._routed = routed
 
     @property
@@ -264,17 +295,19 @@ class CovftModel(nn.Module):
         """
         on_path = set(feeding_names(self))
         return [
-            n for n in self.trainable_parameter_names() if n.startswith(VISION_PREFIX) and n not in on_path
+            n
+            for n in self.trainable_parameter_names()
+            if n.startswith(self.vision_prefix) and n not in on_path
         ]
 
     def part_of(self, name: str) -> str:
         """Which part a parameter belongs to: vision, projector, llm or text_encoder."""
         if name.startswith("text_encoder."):
             return "text_encoder"
-        if name.startswith("llava.model.vision_tower."):
-            return "vision"
-        if name.startswith("llava.model.multi_modal_projector."):
+        if name.startswith(self.family.projector_prefixes()):
             return "projector"
+        if name.startswith(self.vision_prefix):
+            return "vision"
         return "llm"
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

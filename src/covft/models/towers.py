@@ -1,51 +1,53 @@
-"""Finding the parts of a LLaVA model generically (CLIP and SigLIP towers differ in paths)."""
+"""Finding the parts of a multimodal model generically (paths come from its family)."""
 
 from __future__ import annotations
 
 from torch import nn
 
+from covft.models.families import family_of
+
 
 def vision_tower(llava: nn.Module) -> nn.Module:
-    """The vision tower of a transformers v5 ``LlavaForConditionalGeneration``."""
-    return llava.model.vision_tower
+    """The vision tower of a transformers model of one of covft's families."""
+    return llava.get_submodule(family_of(llava).tower)
 
 
-def find_encoder_layers(tower: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The ModuleList of transformer blocks: the one whose blocks all have ``self_attn`` and ``mlp``.
+def find_encoder_layers(tower: nn.Module, attention: str = "self_attn") -> tuple[str, nn.ModuleList]:
+    """The ModuleList of transformer blocks: the one whose blocks all have ``attention`` and ``mlp``.
 
-    CLIP keeps them at ``encoder.layers``, SigLIP at ``vision_model.encoder.layers``; searching by
-    shape keeps covft independent of those paths.
+    CLIP keeps them at ``encoder.layers``, SigLIP (older transformers) at
+    ``vision_model.encoder.layers``, Qwen towers at ``blocks`` (with ``attn``); searching by shape
+    keeps covft independent of those paths.
     """
     found = [
         (name, module)
         for name, module in tower.named_modules()
         if isinstance(module, nn.ModuleList)
         and len(module) > 0
-        and all(hasattr(block, "self_attn") and hasattr(block, "mlp") for block in module)
+        and all(hasattr(block, attention) and hasattr(block, "mlp") for block in module)
     ]
     if len(found) != 1:
         raise ValueError(
-            f"expected one list of transformer blocks (with self_attn and mlp) in the vision tower, found "
-            f"{[n for n, _ in found]}"
+            f"expected one list of transformer blocks (with {attention} and mlp) in the vision tower, "
+            f"found {[n for n, _ in found]}"
         )
     return found[0]
 
 
-def feeding_layer_count(llava: nn.Module) -> int:
-    """How many encoder blocks feed the LLM given ``vision_feature_layer``.
+def blocks(llava: nn.Module) -> tuple[str, nn.ModuleList]:
+    """(name relative to the tower, the block list) of a model of one of covft's families."""
+    return find_encoder_layers(vision_tower(llava), family_of(llava).attention)
 
-    ``hidden_states[k]`` is the output of block ``k - 1`` (index 0 is the embeddings), so with
-    ``vision_feature_layer = -2`` on 24 blocks, blocks 0..22 feed the LLM and block 23 never
-    matters (method.md section 1).
+
+def feeding_layer_count(llava: nn.Module) -> int:
+    """How many encoder blocks feed the LLM (the family decides; method.md section 1).
+
+    LLaVA families: ``hidden_states[k]`` is the output of block ``k - 1`` (index 0 is the
+    embeddings), so with ``vision_feature_layer = -2`` on 24 blocks, blocks 0..22 feed the LLM and
+    block 23 never matters. Towers read through a merger after the last block: every block.
     """
-    _, layers = find_encoder_layers(vision_tower(llava))
-    total = len(layers)
-    feature_layer = llava.config.vision_feature_layer
-    indices = feature_layer if isinstance(feature_layer, (list, tuple)) else [feature_layer]
-    resolved = [i if i >= 0 else total + 1 + i for i in indices]
-    if any(not 0 <= i <= total for i in resolved):
-        raise ValueError(f"vision_feature_layer={feature_layer} is out of range for {total} blocks")
-    return max(resolved)
+    _, layers = blocks(llava)
+    return family_of(llava).feeding(llava, len(layers))
 
 
 def late_half(feeding: int) -> list[int]:
@@ -86,7 +88,8 @@ def has_cls_token(tower: nn.Module) -> bool:
 
 
 def num_image_tokens(llava: nn.Module) -> int:
-    """How many LLM positions one image occupies."""
+    """How many LLM positions one image occupies (LLaVA-1.5; anyres and packed families vary per
+    image: their collator asks the family's processor)."""
     config = llava.config.vision_config
     patches = (config.image_size // config.patch_size) ** 2
     tokens = patches + (1 if has_cls_token(vision_tower(llava)) else 0)

@@ -119,9 +119,8 @@ class Covft(Strategy):
             _, layers = block_prefix(model)
             count = len(layers) if self.options.train_layernorms == "all" else model.feeding_layers
             for i in range(count):
-                names += block_param_names(model, i, "layer_norm1.") + block_param_names(
-                    model, i, "layer_norm2."
-                )
+                for norm in model.family.block_norms:
+                    names += block_param_names(model, i, norm + ".")
         return names
 
     def lr_scales(self, model) -> dict[str, float]:

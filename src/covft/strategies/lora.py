@@ -19,20 +19,24 @@ class LoraOptions(StrategyOptions):
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
-    """Linear layers of each vision block's self-attention that get an adapter."""
+    targets: tuple[str, ...] | None = None
+    """Linear layers of each vision block's self-attention that get an adapter; default the
+    family's attention linears (q_proj, k_proj, v_proj, out_proj for CLIP/SigLIP)."""
     layers: list[int] | None = None
     """Blocks to adapt; default every block that feeds the LLM."""
 
 
 def target_regex(model, layers: list[int], targets: tuple[str, ...]) -> str:
+    """The regex PEFT matches against module names (relative to the HF model): the attention linears
+    ``targets`` of blocks ``layers``, anchored at the model's tower so no other tower is touched."""
     prefix, _ = block_prefix(model)
     return (
-        r"model\.vision_tower\."
-        + re.escape(prefix)
+        re.escape(f"{model.family.tower}.{prefix}")
         + "("
         + "|".join(map(str, layers))
-        + r")\.self_attn\.("
+        + r")\."
+        + re.escape(model.family.attention)
+        + r"\.("
         + "|".join(map(re.escape, targets))
         + ")"
     )
@@ -53,21 +57,23 @@ class Lora(Strategy):
             r=self.options.r,
             lora_alpha=self.options.alpha,
             lora_dropout=self.options.dropout,
-            target_modules=target_regex(model, layers, tuple(self.options.targets)),
+            target_modules=target_regex(model, layers, self.targets(model)),
             use_dora=self.use_dora,
         )
         # what peft.inject_adapter_in_model does, keeping the tuner for merge_and_unload at export
         self.tuner = LoraModel(model.llava, config, adapter_name="default")
         touched = [n for n, _ in model.llava.named_modules() if n.endswith("lora_A")]
-        if not touched or any(not n.startswith("model.vision_tower.") for n in touched):
+        tower = model.family.tower + "."
+        if not touched or any(not n.startswith(tower) for n in touched):
             raise RuntimeError(f"LoRA must adapt the vision tower only, got {touched[:3]}")
 
+    def targets(self, model) -> tuple[str, ...]:
+        if self.options.targets is None:
+            return model.family.attention_linears
+        return tuple(self.options.targets)
+
     def vision_trainable(self, model):
-        return [
-            n
-            for n, _ in model.named_parameters()
-            if n.startswith("llava.model.vision_tower.") and ".lora_" in n
-        ]
+        return [n for n, _ in model.named_parameters() if n.startswith(model.vision_prefix) and ".lora_" in n]
 
     def fold_into_stock(self, model) -> str:
         """Merge the adapters into the weights they adapt with PEFT's ``merge_and_unload``.

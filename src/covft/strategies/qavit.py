@@ -86,6 +86,12 @@ class QaVit(Strategy):
     adds_beyond_stock = "instruction-aware attention in vision blocks, fed by a separate text encoder"
 
     def apply(self, model) -> None:
+        if model.family.packed:
+            raise NotImplementedError(
+                f"QA-ViT on {model.family.display}'s packed tower is not implemented: its blocks attend within "
+                "windows and images of packed tokens, so prompts / instruction tokens would have to join every "
+                "attention segment. Use lora, dora, bitfit, selective, full or covft"
+            )
         text_dim = model.ensure_text_encoder().hidden_size
         self.layers = resolve_layers(model.feeding_layers, layers=self.options.layers)
         for index in self.layers:
@@ -97,5 +103,5 @@ class QaVit(Strategy):
         return [
             n
             for n, _ in model.named_parameters()
-            if n.startswith("llava.model.vision_tower.") and any(k in n for k in keys)
+            if n.startswith(model.vision_prefix) and any(k in n for k in keys)
         ]

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from covft.models.names import PROJECTOR_PREFIX
 from covft.nn.context import ContextState
 from covft.nn.routing import RoutedModule
 from covft.strategies.base import Strategy, StrategyOptions, register_strategy
@@ -60,11 +59,12 @@ class Qmoe(Strategy):
 
     def apply(self, model) -> None:
         text_dim = model.ensure_text_encoder().hidden_size
-        inner = model.llava.model
-        inner.multi_modal_projector = ProjectorMoE(
-            inner.multi_modal_projector, model.context, text_dim, self.options.num_experts
-        )
+        parent, attribute = model.family.projector[0].rsplit(".", 1)
+        owner = model.llava.get_submodule(parent)
+        projector = getattr(owner, attribute)
+        setattr(owner, attribute, ProjectorMoE(projector, model.context, text_dim, self.options.num_experts))
 
     def vision_trainable(self, model):
         # the experts are the projector (trained with train_projector); the router is Q-MoE's own
-        return [n for n, _ in model.named_parameters() if n.startswith(PROJECTOR_PREFIX + "router.")]
+        router = f"llava.{model.family.projector[0]}.router."
+        return [n for n, _ in model.named_parameters() if n.startswith(router)]

@@ -55,6 +55,12 @@ class Vpt(Strategy):
     adds_beyond_stock = "learned prompt tokens inserted into the vision blocks"
 
     def apply(self, model) -> None:
+        if model.family.packed:
+            raise NotImplementedError(
+                f"VPT on {model.family.display}'s packed tower is not implemented: its blocks attend within "
+                "windows and images of packed tokens, so prompts / instruction tokens would have to join every "
+                "attention segment. Use lora, dora, bitfit, selective, full or covft"
+            )
         layers = self.options.layers if self.options.layers is not None else list(range(model.feeding_layers))
         prefix = 1 if has_cls_token(model.vision_tower) else 0
         config = model.llava.config.vision_config

@@ -1,0 +1,201 @@
+"""Model families: where each transformers multimodal class keeps its parts, and how its images map
+to tower rows.
+
+A :class:`Family` is data plus a few small functions. Everything in covft that needs to know a
+path (the tower, its blocks, the projector), an attention or MLP layout, or how many tower rows an
+image becomes asks the model's family (``CovftModel.family``) instead of assuming LLaVA-1.5.
+Adding a family means adding one :class:`Family` here (and tiny configs for its tests), not
+touching the strategies.
+
+Routing is per *sample* (method.md 2.3): every tower row (an image, an anyres tile) or packed
+token of one sample shares that sample's context. :func:`owner` builds the row -> sample map the
+context-aware modules read (``ContextState.owner``); for one image per sample and one row per
+image it is ``None``, today's LLaVA-1.5 path, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = ["FAMILIES", "Family", "family_of", "family_for_type", "owner"]
+
+
+def _llava_feeding(llava: nn.Module, depth: int) -> int:
+    """Blocks whose output reaches the LLM given ``vision_feature_layer``: ``hidden_states[k]`` is
+    block ``k - 1``'s output (index 0 is the embeddings), so -2 on 24 blocks feeds 0..22."""
+    feature_layer = llava.config.vision_feature_layer
+    indices = feature_layer if isinstance(feature_layer, (list, tuple)) else [feature_layer]
+    resolved = [i if i >= 0 else depth + 1 + i for i in indices]
+    if any(not 0 <= i <= depth for i in resolved):
+        raise ValueError(f"vision_feature_layer={feature_layer} is out of range for {depth} blocks")
+    return max(resolved)
+
+
+def _every_block(llava: nn.Module, depth: int) -> int:
+    """Towers whose merger reads the last block: every block feeds the LLM."""
+    return depth
+
+
+def _one_row_per_image(llava: nn.Module, batch: Mapping, counts: torch.Tensor) -> torch.Tensor:
+    return torch.ones(int(counts.sum()), dtype=torch.long)
+
+
+def _anyres_rows(llava: nn.Module, batch: Mapping, counts: torch.Tensor) -> torch.Tensor:
+    """Tiles per image, with transformers' own count (LLaVA-NeXT's ``get_image_features``)."""
+    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+    config = llava.config
+    sizes = batch["image_sizes"]
+    tiles = [
+        image_size_to_num_patches(
+            image_size=size,
+            grid_pinpoints=config.image_grid_pinpoints,
+            patch_size=config.vision_config.image_size,
+        )
+        for size in sizes
+    ]
+    return torch.tensor(tiles, dtype=torch.long)
+
+
+def _onevision_rows(llava: nn.Module, batch: Mapping, counts: torch.Tensor) -> torch.Tensor:
+    """LLaVA-OneVision tiles an image only when its sample has one image (``need_patching``)."""
+    tiles = _anyres_rows(llava, batch, counts)
+    alone = torch.repeat_interleave(counts == 1, counts)
+    return torch.where(alone, tiles, torch.ones_like(tiles))
+
+
+def _grid_rows(llava: nn.Module, batch: Mapping, counts: torch.Tensor) -> torch.Tensor:
+    """Qwen towers: one packed token per patch, ``t * h * w`` per image."""
+    return batch["image_grid_thw"].prod(-1).to(torch.long)
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where a transformers multimodal class keeps its parts (names relative to the HF model).
+
+    Attributes:
+        name: covft's name, also the ``config.json`` ``model_type``.
+        display: the family's usual name.
+        model_class: the transformers class (``getattr(transformers, model_class)``).
+        tower: the vision tower's module path.
+        projector: module paths of the projector part (trained with ``train_projector``, the
+            ``projector`` learning rate); LLaVA-NeXT/OneVision's ``image_newline`` lives in LLM
+            space and is learned with the projector (ours).
+        attention: the attribute of a block that holds its self-attention.
+        attention_linears: the attention's linear layers (LoRA's default targets).
+        block_norms: a block's two LayerNorms (CoVFT trains them).
+        packed: the tower works on packed ``[T, d]`` tokens (Qwen), not ``[rows, N, d]``.
+        multi_image: whether a sample may hold several images.
+        feeding: ``(llava, depth) -> blocks that reach the LLM``.
+        rows: ``(llava, batch, images per sample) -> tower rows (or packed tokens) per image``.
+        image_keys: batch keys besides ``pixel_values`` that describe the images.
+        off_path: tower parameter name fragments that never reach the LLM.
+    """
+
+    name: str
+    display: str
+    model_class: str
+    tower: str = "model.vision_tower"
+    projector: tuple[str, ...] = ("model.multi_modal_projector",)
+    attention: str = "self_attn"
+    attention_linears: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
+    block_norms: tuple[str, ...] = ("layer_norm1", "layer_norm2")
+    packed: bool = False
+    multi_image: bool = True
+    feeding: Callable[[nn.Module, int], int] = _llava_feeding
+    rows: Callable[[nn.Module, Mapping, torch.Tensor], torch.Tensor] = _one_row_per_image
+    image_keys: tuple[str, ...] = ()
+    off_path: tuple[str, ...] = ("post_layernorm", "head.")
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        """The tower's parameter prefix in ``CovftModel.named_parameters()``."""
+        return f"llava.{self.tower}."
+
+    def projector_prefixes(self) -> tuple[str, ...]:
+        return tuple(f"llava.{p}" for p in self.projector)
+
+    def module(self, llava: nn.Module, path: str) -> nn.Module:
+        return llava.get_submodule(path)
+
+    def num_images(self, batch: Mapping) -> int:
+        if self.packed:
+            return int(batch["image_grid_thw"].shape[0])
+        return int(batch["pixel_values"].shape[0])
+
+
+LLAVA = Family("llava", "LLaVA-1.5", "LlavaForConditionalGeneration")
+LLAVA_NEXT = Family(
+    "llava_next",
+    "LLaVA-NeXT",
+    "LlavaNextForConditionalGeneration",
+    projector=("model.multi_modal_projector", "model.image_newline"),
+    rows=_anyres_rows,
+    image_keys=("image_sizes",),
+)
+LLAVA_ONEVISION = Family(
+    "llava_onevision",
+    "LLaVA-OneVision",
+    "LlavaOnevisionForConditionalGeneration",
+    projector=("model.multi_modal_projector", "model.image_newline"),
+    rows=_onevision_rows,
+    image_keys=("image_sizes", "batch_num_images"),
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (LLAVA, LLAVA_NEXT, LLAVA_ONEVISION)}
+"""Supported families by ``model_type``."""
+
+PLANNED = {
+    "qwen2_vl": "Qwen2-VL",
+    "qwen2_5_vl": "Qwen2.5-VL",
+    "qwen3_vl": "Qwen3-VL",
+}
+"""``model_type`` s of families covft does not train yet (docs/families.md)."""
+
+
+def family_for_type(model_type: str | None, where: str = "this model") -> Family:
+    """The family of a ``config.json`` ``model_type``; a clear error for the planned and the unknown."""
+    if model_type in FAMILIES:
+        return FAMILIES[model_type]
+    if model_type in PLANNED:
+        raise NotImplementedError(
+            f"{where} is a {PLANNED[model_type]} model (model_type {model_type!r}); covft trains "
+            f"{', '.join(f.display for f in FAMILIES.values())} so far. Which families are supported "
+            "and planned: docs/families.md"
+        )
+    raise ValueError(
+        f"{where} has model_type {model_type!r}, not one of covft's families "
+        f"({', '.join(FAMILIES)}); see docs/families.md"
+    )
+
+
+def family_of(llava: nn.Module) -> Family:
+    """The family of a transformers model, from its config's ``model_type``."""
+    return family_for_type(getattr(llava.config, "model_type", None), type(llava).__name__)
+
+
+def owner(
+    family: Family, llava: nn.Module, batch: Mapping, images_per_sample: torch.Tensor | None
+) -> torch.Tensor | None:
+    """Tower row (or packed token) -> sample index, or ``None`` when rows are samples already.
+
+    ``images_per_sample`` counts the images of each sample that has any (``None``: one each).
+    """
+    images = family.num_images(batch)
+    counts = (
+        torch.ones(images, dtype=torch.long)
+        if images_per_sample is None
+        else images_per_sample.to("cpu", torch.long)
+    )
+    if int(counts.sum()) != images:
+        raise ValueError(f"images_per_sample sums to {int(counts.sum())} but the batch has {images} images")
+    rows = family.rows(llava, batch, counts).to("cpu")
+    if not family.packed and bool((counts == 1).all()) and bool((rows == 1).all()):
+        return None
+    image_owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    return torch.repeat_interleave(image_owner, rows)
