@@ -240,26 +240,25 @@ def test_user_assistant_roles_and_a_one_image_list_become_llava_records(tmp_path
     assert isinstance(sample["image"], Image.Image)
 
 
-def test_several_images_in_one_sample_are_refused_when_the_file_is_opened(
-    tmp_path: Path, folder: Path
-) -> None:
-    """Case 2: refused by name at open time, not mid-run with "2 placeholders for 1 image"."""
+def test_several_images_in_one_sample_are_refused_when_a_limit_is_set(tmp_path: Path, folder: Path) -> None:
+    """Refused by name at open time, not mid-run with "2 placeholders for 1 image"."""
     raw = record("pair", image=None, question="<image> and <image>") | {"image": ["a.png", "b.png"]}
     path = write_json(tmp_path / "d.json", [record("ok"), raw])
-    for policy in ("error", "skip"):  # not a bad sample: a model family covft does not train yet
+    for policy in ("error", "skip"):  # not a bad sample: a limit the caller chose
         with pytest.raises(MultiImageNotSupportedError) as caught:
-            LlavaDataset(path, folder, on_bad_sample=policy)
-        assert isinstance(caught.value, NotImplementedError)
+            LlavaDataset(path, folder, on_bad_sample=policy, max_images=1)
         assert str(caught.value).startswith(f"sample 'pair' in {path} (record 2): 2 images in one sample")
-        assert "multi-image model family (LLaVA-OneVision / Qwen-VL, issue 14)" in str(caught.value)
+        assert "more than the 1 this dataset was opened for (max_images)" in str(caught.value)
 
 
-def test_several_images_in_one_sample_are_read_with_no_image_limit(tmp_path: Path, folder: Path) -> None:
+def test_several_images_in_one_sample_load_as_a_list_in_order(tmp_path: Path, folder: Path) -> None:
     raw = record("pair", image=None, question="<image> and <image>") | {"image": ["a.png", "b.png"]}
-    data = LlavaDataset(write_json(tmp_path / "d.json", [record("ok"), raw]), folder, max_images=None)
+    data = LlavaDataset(write_json(tmp_path / "d.json", [record("ok"), raw]), folder)
     assert [r.images for r in data.records] == [("a.png",), ("a.png", "b.png")]
-    with pytest.raises(MultiImageNotSupportedError, match=r"\(record 2\): 2 images"):
-        data[1]  # the collator takes one image per sample
+    images = data[1]["image"]
+    assert isinstance(images, list) and len(images) == 2
+    assert all(isinstance(image, Image.Image) for image in images)
+    assert isinstance(data[0]["image"], Image.Image)
 
 
 def test_a_leading_gpt_turn_is_dropped_and_reported(tmp_path: Path, folder: Path) -> None:

@@ -3,13 +3,14 @@
 A *sample* is what the collator takes, whether it came from a training file
 (:class:`covft.data.dataset.LlavaDataset`) or from an evaluation item (:mod:`covft.eval.generate`)::
 
-    {"id": str, "image": one image or None, "conversations": [{"from": role, "value": str}, ...],
+    {"id": str, "image": an image, a list of images or None,
+     "conversations": [{"from": role, "value": str}, ...],
      "context": optional router text}
 
 - roles: :data:`ROLES` (LLaVA's ``human``/``gpt``; ``user``/``assistant`` mean the same);
-- images: exactly one :data:`IMAGE_PLACEHOLDER` in the human turns per image
-  (:func:`image_problem`), and at most :data:`MAX_IMAGES` per trained sample (LLaVA-1.5 models
-  take one; :func:`multi_image_error`);
+- images: one image, a list of images, or ``None``; exactly one :data:`IMAGE_PLACEHOLDER` in the
+  human turns per image (:func:`image_problem`), in the order of the list; a dataset may cap the
+  count (:func:`multi_image_error`);
 - the router's text: :func:`router_context`, the same function for training, evaluation,
   lmms-eval and the downstream study, so a router never reads one text in training and another
   in evaluation.
@@ -33,9 +34,6 @@ ROLES = {"human": HUMAN, "user": HUMAN, "gpt": ASSISTANT, "assistant": ASSISTANT
 """Every accepted value of a turn's ``from`` and the role it means."""
 ROLE_FIX = f"use one of {list(ROLES)} for 'from'"
 """What to do about a turn whose role is not one of :data:`ROLES`."""
-MAX_IMAGES = 1
-"""Images per trainable sample: LLaVA-1.5-style models take one image per question. Records with
-more are read (their image list kept) but refused for training (:func:`multi_image_error`)."""
 
 
 def role_of(turn: Any) -> str | None:
@@ -109,10 +107,10 @@ def router_context(sample: Mapping[str, Any]) -> str:
     return router_text([str(sample["prompt"])])
 
 
-def multi_image_error(images: int, where: str) -> MultiImageNotSupportedError:
-    """Why a sample with ``images`` > :data:`MAX_IMAGES` images (at ``where``) cannot train yet."""
+def multi_image_error(images: int, where: str, limit: int = 1) -> MultiImageNotSupportedError:
+    """Why a sample with ``images`` > ``limit`` images (at ``where``) is refused."""
     return MultiImageNotSupportedError(
-        f"{where}: {images} images in one sample; LLaVA-1.5 models take {MAX_IMAGES} image per sample. "
-        "Multi-image samples need a multi-image model family (LLaVA-OneVision / Qwen-VL, issue 14), "
-        "which covft does not train yet. Fix: split the sample into one sample per image, or drop it"
+        f"{where}: {images} images in one sample, more than the {limit} this dataset was opened for "
+        "(max_images). Fix: open it with max_images=None (every family covft trains takes several "
+        "images per sample), split the sample into one sample per image, or drop it"
     )

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from PIL import Image, UnidentifiedImageError
 
 from covft.data import mixture
-from covft.data.contract import MAX_IMAGES, multi_image_error
+from covft.data.contract import multi_image_error
 from covft.data.errors import BadSampleError, TooManyBadSamplesError
 from covft.data.formats import FileFormat, MixedFormatsError
 from covft.data.images import ImageTooLargeError, open_image
@@ -100,12 +100,13 @@ def reason_kind(reason: str) -> str:
 class LlavaDataset:
     """A map-style dataset over one or more JSON/JSONL files (LLaVA or ``messages`` records).
 
-    ``dataset[i]`` returns ``{"id", "image": PIL.Image | None, "conversations"}`` (the collator's
-    sample format), or a :class:`SkippedSample` when the image cannot be read under ``skip``.
+    ``dataset[i]`` returns ``{"id", "image", "conversations"}`` (the collator's sample format;
+    ``image`` is a PIL image, a list of them for a multi-image record, or ``None``), or a
+    :class:`SkippedSample` when an image cannot be read under ``skip``.
     ``weights``, ``fraction`` and ``fraction_seed`` mix the files (:func:`covft.data.mixture.mix`).
     A record with more than ``max_images`` images raises
-    :class:`~covft.data.errors.MultiImageNotSupportedError` when the dataset opens (``None``: no
-    limit; such records keep their image list but cannot be collated for LLaVA-1.5 models).
+    :class:`~covft.data.errors.MultiImageNotSupportedError` when the dataset opens (``None``, the
+    default: no limit; every family covft trains takes several images per sample).
     """
 
     def __init__(
@@ -119,7 +120,7 @@ class LlavaDataset:
         weights: list[float] | None = None,
         fraction: float = 1.0,
         fraction_seed: int = 0,
-        max_images: int | None = MAX_IMAGES,
+        max_images: int | None = None,
     ) -> None:
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
@@ -201,7 +202,7 @@ class LlavaDataset:
             try:
                 record = parse_record(file_format.convert(raw, index), str(path), index)
                 if self.max_images is not None and len(record.images) > self.max_images:
-                    raise multi_image_error(len(record.images), record.where)
+                    raise multi_image_error(len(record.images), record.where, self.max_images)
                 if check_images:
                     for image in record.images:
                         self._check_image_exists(record, image)
@@ -266,8 +267,6 @@ class LlavaDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any] | SkippedSample:
         record = self.records[index]
-        if len(record.images) > MAX_IMAGES:  # read with max_images=None: the collator takes one
-            raise multi_image_error(len(record.images), record.where)
         try:
             images = [self.load_image(record, image) for image in record.images]
         except BadSampleError as error:
@@ -276,7 +275,7 @@ class LlavaDataset:
             return SkippedSample(error)
         sample: dict[str, Any] = {
             "id": record.sample_id,
-            "image": images[0] if images else None,  # the contract: at most one image
+            "image": (images[0] if len(images) == 1 else images) if images else None,
             "conversations": [dict(turn) for turn in record.conversations],
         }
         return sample

@@ -51,5 +51,5 @@ class TooManyBadSamplesError(BadSampleError):
     """More samples were skipped than ``data.max_skip_fraction`` allows."""
 
 
-class MultiImageNotSupportedError(UserError, NotImplementedError):
-    """A training sample with more images than the model family takes (raised when the data opens)."""
+class MultiImageNotSupportedError(UserError):
+    """A sample with more images than the dataset's ``max_images`` (raised when the data opens)."""
