@@ -95,12 +95,20 @@ def assemble(
     base: dict,
     vision_feature_layer: int = -2,
     max_length: int = 2048,
+    family: str = "llava",
+    family_config: dict | None = None,
+    processor=None,
 ) -> CovftModel:
-    """Create a randomly initialised LLaVA from configs, deterministically from ``seed``."""
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    """Create a randomly initialised model of a LLaVA family from configs, deterministically from
+    ``seed``. ``family_config`` holds the family's own config fields (``image_grid_pinpoints``)."""
+    import transformers
+    from transformers import CONFIG_MAPPING
 
+    from covft.models.families import family_for_type
+
+    kind = family_for_type(family)
     strategy = "default" if vision_config.model_type.startswith("clip") else "full"
-    config = LlavaConfig(
+    config = CONFIG_MAPPING[kind.name](
         vision_config=vision_config,
         text_config=text_config,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
@@ -108,12 +116,13 @@ def assemble(
         vision_feature_layer=vision_feature_layer,
         vision_feature_select_strategy=strategy,
         pad_token_id=tokenizer.pad_token_id,
+        **(family_config or {}),
     )
     torch.manual_seed(seed)
     with torch.device(device):
         # _from_config, not the constructor: under DeepSpeed ZeRO-3 it builds the model partitioned
         # (zero.Init) and initialises it gathered; otherwise it is the constructor, weight for weight
-        llava = LlavaForConditionalGeneration._from_config(config).to(dtype)
+        llava = getattr(transformers, kind.model_class)._from_config(config).to(dtype)
     llava.generation_config.pad_token_id = tokenizer.pad_token_id
     llava.generation_config.eos_token_id = tokenizer.eos_token_id
     llava.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -125,4 +134,68 @@ def assemble(
         text_encoder=text_encoder,
         base=base,
         max_length=max_length,
+        processor=processor,
     )
+
+
+def anyres_parts(family: str, kind: str, image_size: int, patch_size: int, tokenizer):
+    """Config fields, image processor and multimodal processor of a LLaVA-NeXT / OneVision model
+    whose base tile is ``image_size``: anyres grids of 1x2, 2x1 and 2x2 tiles (the real checkpoints
+    use the same rule with 336 / 384 px tiles and up to 6x6)."""
+    from transformers import LlavaNextProcessor, LlavaOnevisionProcessor
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    side = image_size
+    pinpoints = [[side, 2 * side], [2 * side, side], [2 * side, 2 * side]]
+    strategy = "default" if kind == "clip" else "full"
+    if family == "llava_next":
+        images = LlavaNextImageProcessorPil(
+            size={"shortest_edge": side},
+            crop_size={"height": side, "width": side},
+            image_grid_pinpoints=pinpoints,
+        )
+        processor = LlavaNextProcessor(
+            images,
+            tokenizer,
+            patch_size=patch_size,
+            vision_feature_select_strategy=strategy,
+            num_additional_image_tokens=1 if kind == "clip" else 0,
+        )
+    elif family == "llava_onevision":
+        images = LlavaOnevisionImageProcessorPil(
+            size={"height": side, "width": side}, image_grid_pinpoints=pinpoints
+        )
+        processor = image_only_processor(
+            LlavaOnevisionProcessor,
+            images,
+            tokenizer,
+            num_image_tokens=(side // patch_size) ** 2,
+            vision_feature_select_strategy=strategy,
+            vision_aspect_ratio="anyres_max_9",
+        )
+    else:
+        raise ValueError(f"{family!r} is not an anyres family (llava_next, llava_onevision)")
+    return {"image_grid_pinpoints": pinpoints}, images, processor
+
+
+def image_only_processor(cls, image_processor, tokenizer, **attributes):
+    """A multimodal processor without its video processor, for image-only use.
+
+    LLaVA-OneVision's processor insists on a video processor, which needs torchvision; covft only
+    asks a processor to prepare images and count their tokens (``replace_image_token``), which
+    reads nothing else. With torchvision installed, ``AutoProcessor.from_pretrained`` gives the
+    full one.
+    """
+    processor = cls.__new__(cls)
+    processor.image_processor = image_processor
+    processor.tokenizer = tokenizer
+    processor.video_processor = None
+    processor.chat_template = None
+    processor.image_token = getattr(tokenizer, "image_token", None) or "<image>"
+    processor.image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
+    for name, value in attributes.items():
+        setattr(processor, name, value)
+    return processor

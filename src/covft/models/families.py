@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["FAMILIES", "Family", "family_of", "family_for_type", "owner"]
+__all__ = ["FAMILIES", "Family", "ProcessorImages", "family_of", "family_for_type", "owner"]
 
 
 def _llava_feeding(llava: nn.Module, depth: int) -> int:
@@ -94,6 +95,12 @@ class Family:
         rows: ``(llava, batch, images per sample) -> tower rows (or packed tokens) per image``.
         image_keys: batch keys besides ``pixel_values`` that describe the images.
         off_path: tower parameter name fragments that never reach the LLM.
+        nested_images: the image processor takes one list of images per sample (it decides per
+            sample, as LLaVA-OneVision's tiling does).
+        image_span: tokens written before and after an image's placeholder run (Qwen's
+            ``<|vision_start|>`` / ``<|vision_end|>``).
+        aspect_ratio: the collator's image preparation: ``pad`` (LLaVA-1.5's square padding) or
+            ``anyres`` (images go to the processor as they are).
     """
 
     name: str
@@ -110,6 +117,9 @@ class Family:
     rows: Callable[[nn.Module, Mapping, torch.Tensor], torch.Tensor] = _one_row_per_image
     image_keys: tuple[str, ...] = ()
     off_path: tuple[str, ...] = ("post_layernorm", "head.")
+    nested_images: bool = False
+    image_span: tuple[str, str] = ("", "")
+    aspect_ratio: str = "anyres"
     notes: dict = field(default_factory=dict)
 
     @property
@@ -123,13 +133,47 @@ class Family:
     def module(self, llava: nn.Module, path: str) -> nn.Module:
         return llava.get_submodule(path)
 
+    def image_inputs(self, processor: Any) -> ProcessorImages:
+        """The collator's :class:`~covft.data.collator.ImageInputs` for this family's processor."""
+        tokenizer = processor.tokenizer
+        around = [tokenizer.convert_tokens_to_ids(t) if t else None for t in self.image_span]
+        return ProcessorImages(
+            processor,
+            nested=self.nested_images,
+            prefix=() if around[0] is None else (around[0],),
+            suffix=() if around[1] is None else (around[1],),
+        )
+
     def num_images(self, batch: Mapping) -> int:
         if self.packed:
             return int(batch["image_grid_thw"].shape[0])
         return int(batch["pixel_values"].shape[0])
 
 
-LLAVA = Family("llava", "LLaVA-1.5", "LlavaForConditionalGeneration")
+@dataclass
+class ProcessorImages:
+    """Images through a transformers multimodal processor: its image processor makes the tensors,
+    its ``replace_image_token`` says how many positions each image takes (transformers' own count,
+    never re-derived here)."""
+
+    processor: Any
+    nested: bool = False
+    prefix: tuple[int, ...] = ()
+    suffix: tuple[int, ...] = ()
+
+    def __call__(self, images: list[list[Any]]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        flat = [image for sample in images for image in sample]
+        arg = images if self.nested else flat
+        out = self.processor.image_processor(images=arg, return_tensors="pt")
+        token = self.processor.image_token
+        counts = [len(self.processor.replace_image_token(out, i)) // len(token) for i in range(len(flat))]
+        return {k: torch.as_tensor(v) for k, v in out.items()}, counts
+
+    def span(self, count: int) -> list[int]:
+        return [*self.prefix, *[self.processor.image_token_id] * count, *self.suffix]
+
+
+LLAVA = Family("llava", "LLaVA-1.5", "LlavaForConditionalGeneration", aspect_ratio="pad")
 LLAVA_NEXT = Family(
     "llava_next",
     "LLaVA-NeXT",
@@ -145,6 +189,7 @@ LLAVA_ONEVISION = Family(
     projector=("model.multi_modal_projector", "model.image_newline"),
     rows=_onevision_rows,
     image_keys=("image_sizes", "batch_num_images"),
+    nested_images=True,
 )
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (LLAVA, LLAVA_NEXT, LLAVA_ONEVISION)}

@@ -37,12 +37,14 @@ class CovftModel(nn.Module):
         text_encoder: str = DEFAULT_TEXT_ENCODER,
         base: dict | None = None,
         max_length: int = 2048,
+        processor: Any = None,
     ) -> None:
         super().__init__()
         self.llava = llava
         self.family = families.family_of(llava)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        self.processor = processor  # the family's multimodal processor (None: LLaVA-1.5's fixed count)
         self.template = template
         self.text_encoder_spec = text_encoder
         self.base = dict(base or {})
@@ -106,6 +108,8 @@ class CovftModel(nn.Module):
             num_image_tokens=self.num_image_tokens,
             template=template or self.template,
             max_length=max_length or self.max_length,
+            image_aspect_ratio=self.family.aspect_ratio,
+            images=None if self.processor is None else self.family.image_inputs(self.processor),
             context_tokenizer=self.text_encoder.tokenizer if self.needs_text and self.text_encoder else None,
         )
 

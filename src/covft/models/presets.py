@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from covft.errors import ModelNotFoundError
-from covft.models.assembly import assemble, image_processor_for, llama_config, vision_config
+from covft.models.assembly import anyres_parts, assemble, image_processor_for, llama_config, vision_config
 from covft.models.checkpoint import is_checkpoint
 from covft.models.model import CovftModel
 from covft.utils.hints import did_you_mean
@@ -90,8 +90,13 @@ def tiny_test(
     llm_hidden: int = 64,
     llm_layers: int = 2,
     device: str = "cpu",
+    family: str = "llava",
 ) -> CovftModel:
-    """A random LLaVA small enough for unit tests: seconds on a laptop CPU."""
+    """A random LLaVA small enough for unit tests: seconds on a laptop CPU.
+
+    ``family`` picks the transformers class: ``llava`` (LLaVA-1.5), ``llava_next`` or
+    ``llava_onevision`` (anyres tiles of ``image_size``; see :func:`anyres_parts`).
+    """
     from covft.models.tokenizer import byte_tokenizer
 
     tokenizer = byte_tokenizer()
@@ -127,16 +132,27 @@ def tiny_test(
             llm_layers=llm_layers,
         ),
     }
+    family_config, processor = None, None
+    image_processor = image_processor_for(vision_tower, image_size)
+    if family != "llava":
+        base["kwargs"]["family"] = family
+        family_config, image_processor, processor = anyres_parts(
+            family, vision_tower, image_size, patch_size, tokenizer
+        )
     return assemble(
         vision_config=vision,
         text_config=text,
         tokenizer=tokenizer,
-        image_processor=image_processor_for(vision_tower, image_size),
+        image_processor=image_processor,
         seed=seed,
         device=device,
         text_encoder=text_encoder,
         template="vicuna_v1",
         base=base,
+        vision_feature_layer=-2 if family != "llava_onevision" else -1,
+        family=family,
+        family_config=family_config,
+        processor=processor,
     )
 
 
