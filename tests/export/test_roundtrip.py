@@ -20,12 +20,14 @@ from covft.export.stock import EXAMPLE_QUESTION, example_prompt
 from tests.conftest import make_samples
 
 STOCK = ["freeze", "full", "lora", "dora", "bitfit", "selective"]
-# (tower, method, delta checkpoint)
+# (tower, method, delta checkpoint); tower "next": a LLaVA-NeXT (CLIP tower, anyres tiles)
 # "+llm-lora": the LLM trained through LoRA adapters (llm_lora_r) beside the vision strategy
 CASES = (
     [(tower, method, False) for tower in ("clip", "siglip") for method in STOCK]
     + [
         ("clip", "lora", True),
+        ("next", "full", False),
+        ("next", "lora", False),
         ("clip", "freeze+llm-lora", False),
         ("clip", "lora+llm-lora", False),
     ]
@@ -42,8 +44,14 @@ def case_id(case) -> str:
 
 def train_and_export(root: Path, tower: str, method: str, delta: bool) -> dict:
     """Build, "train" (move every trainable weight), save, export; what the stock side must match."""
+    family = {"next": "llava_next"}.get(tower, "llava")
     model = covft.build_model(
-        "tiny-test", vision_layers=4, vision_tower=tower, seed=0, text_encoder="random-tiny"
+        "tiny-test",
+        vision_layers=4,
+        vision_tower="clip" if tower == "next" else tower,
+        seed=0,
+        text_encoder="random-tiny",
+        family=family,
     )
     vision_method, _, llm_side = method.partition("+")
     llm_options = {"llm-lora": {"llm_lora_r": 4}, "qlora": {"llm_lora_r": 4, "llm_quantization": "nf4"}}
@@ -106,7 +114,8 @@ def exported(tmp_path_factory) -> dict[str, dict]:
 def test_transformers_alone_gives_covfts_logits(exported, case):
     result = exported[case_id(case)]
     stock = result["stock"]
-    assert stock["class"] == "LlavaForConditionalGeneration"
+    expected = "LlavaNextForConditionalGeneration" if case[0] == "next" else "LlavaForConditionalGeneration"
+    assert stock["class"] == expected
     difference = (stock["logits"] - result["covft_logits"]).abs().max().item()
     moved = (result["covft_logits"] - result["covft_untrained_logits"]).abs().max().item()
     print(f"{case_id(case)}: max |logit difference| {difference:.2e} (training moved logits by {moved:.2e})")

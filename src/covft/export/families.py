@@ -28,7 +28,24 @@ def llava_processor(model) -> Any:
     )
 
 
-PROCESSORS: dict[str, Callable[[Any], Any]] = {"llava": llava_processor}
+def own_processor(model) -> Any:
+    """The family's multimodal processor covft already holds (LLaVA-NeXT, LLaVA-OneVision)."""
+    processor = model.processor
+    if processor is None or getattr(processor, "video_processor", False) is None:
+        raise NotImplementedError(
+            f"exporting this {model.family.display} model needs its complete transformers processor "
+            "(LLaVA-OneVision's includes a video processor, which needs torchvision); covft holds an "
+            "image-only one. Install torchvision and load the base model from its Hugging Face "
+            "directory (AutoProcessor), or save the processor yourself beside the exported weights"
+        )
+    return processor
+
+
+PROCESSORS: dict[str, Callable[[Any], Any]] = {
+    "llava": llava_processor,
+    "llava_next": own_processor,
+    "llava_onevision": own_processor,
+}
 
 
 def processor_for(model) -> Any:

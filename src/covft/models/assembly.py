@@ -192,7 +192,8 @@ def image_only_processor(cls, image_processor, tokenizer, **attributes):
     processor = cls.__new__(cls)
     processor.image_processor = image_processor
     processor.tokenizer = tokenizer
-    processor.video_processor = None
+    if "video_processor" in cls.get_attributes():
+        processor.video_processor = None
     processor.chat_template = None
     processor.image_token = getattr(tokenizer, "image_token", None) or "<image>"
     processor.image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)

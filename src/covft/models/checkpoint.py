@@ -61,6 +61,7 @@ def save_pretrained(model, path: str | os.PathLike, delta: bool = False) -> None
         "base": model.base,
         "delta": bool(delta),
         "dtype": str(next(model.llava.parameters()).dtype).removeprefix("torch."),
+        "processor": processor_spec(model.processor),
     }
     if delta and not model.base:
         raise ValueError("a delta checkpoint needs a rebuildable base model (a preset or a local path)")
@@ -70,6 +71,20 @@ def save_pretrained(model, path: str | os.PathLike, delta: bool = False) -> None
         model.image_processor.save_pretrained(str(tmp))
         # the config goes last: its presence marks a complete checkpoint
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+
+
+def processor_spec(processor) -> dict[str, Any] | None:
+    """What rebuilds a family's multimodal processor around the saved tokenizer and image processor:
+    its class and the attributes its token count reads (``None`` for LLaVA-1.5's fixed count)."""
+    if processor is None:
+        return None
+    skip = {"image_processor", "tokenizer", "video_processor", "chat_template", "audio_tokenizer"}
+    attributes = {
+        k: v
+        for k, v in vars(processor).items()
+        if k not in skip and not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))
+    }
+    return {"class": type(processor).__name__, "attributes": attributes}
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -136,8 +151,11 @@ def rebuild_model(
     """The checkpoint's model before its strategy and weights: the rebuilt base for a delta
     checkpoint, else a LLaVA of the saved config (random weights) with the saved tokenizer and
     image processor."""
-    from transformers import AutoImageProcessor, AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
+    import transformers
+    from transformers import CONFIG_MAPPING, AutoImageProcessor, AutoTokenizer
 
+    from covft.models.assembly import image_only_processor
+    from covft.models.families import family_for_type
     from covft.models.model import CovftModel
     from covft.models.presets import build_model
 
@@ -145,14 +163,20 @@ def rebuild_model(
         base = config["base"]
         source = base.get("preset") or base.get("path")
         return build_model(source, **{**base.get("kwargs", {}), "text_encoder": text_encoder})
-    llava_config = LlavaConfig.from_dict(config["llava_config"])
+    family = family_for_type(config["llava_config"].get("model_type", "llava"), str(path))
+    llava_config = CONFIG_MAPPING[family.name].from_dict(config["llava_config"])
     with torch.device(device):
-        llava = LlavaForConditionalGeneration(llava_config)
+        llava = getattr(transformers, family.model_class)(llava_config)
     llava.to(getattr(torch, config.get("dtype", "float32")))
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     image_processor = AutoImageProcessor.from_pretrained(str(path))
     llava.generation_config.pad_token_id = tokenizer.pad_token_id
     llava.generation_config.eos_token_id = tokenizer.eos_token_id
+    spec = config.get("processor")
+    processor = None
+    if spec:
+        cls = getattr(transformers, spec["class"])
+        processor = image_only_processor(cls, image_processor, tokenizer, **spec["attributes"])
     return CovftModel(
         llava,
         tokenizer,
@@ -161,6 +185,7 @@ def rebuild_model(
         text_encoder=text_encoder,
         base=config["base"],
         max_length=config.get("max_length", 2048),
+        processor=processor,
     )
 
 
