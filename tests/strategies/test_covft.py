@@ -192,11 +192,12 @@ def test_generate_clears_the_context_it_set():
     model = _perturbed_covft()
     batch = model.collate(make_samples()[:1], for_generation=True)
     model.generate(**batch, max_new_tokens=2)
-    assert (
-        model.context.text is None and model.context.text_tokens is None and model.context.text_mask is None
-    )
+    context = model.context
+    assert context.text is None and context.text_tokens is None and context.text_mask is None
+    assert context.owner is None
+    context.owner = torch.tensor([5])  # stale: LLaVA-1.5 batches are one image per sample
     model(**model.collate(make_samples()))  # a forward keeps it: checkpointed blocks re-read it in backward
-    assert model.context.text is not None
+    assert context.text is not None and context.owner is None
 
 
 def test_the_wrapper_finds_routed_modules_of_any_strategy():

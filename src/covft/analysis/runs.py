@@ -133,7 +133,9 @@ def preserve_forward_state(model: nn.Module) -> Iterator[None]:
             saved[module] = fields
     context = getattr(model, "context", None)
     context_fields = (
-        {k: getattr(context, k) for k in ("text", "text_tokens", "text_mask")} if context is not None else {}
+        {k: getattr(context, k) for k in ("text", "text_tokens", "text_mask", "owner")}
+        if context is not None
+        else {}
     )
     was_training = model.training
     model.eval()

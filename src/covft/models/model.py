@@ -165,6 +165,7 @@ class CovftModel(nn.Module):
         self.context.text = cls
         self.context.text_tokens = tokens
         self.context.text_mask = context_attention_mask  # None: every token is real
+        self.context.owner = None  # one image per sample: row i of the tower is context row i
 
     def forward(
         self,

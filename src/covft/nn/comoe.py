@@ -12,6 +12,7 @@ from covft.nn.context import ContextState
 from covft.nn.cve import ContextVectorExtractor
 from covft.nn.experts import FusedExperts, FusedSwiGLUExperts
 from covft.nn.routing import RoutedModule
+from covft.nn.segments import check_owner, segment_mean
 
 __all__ = ["ROUTINGS", "CONTEXTS", "ContextualMoE"]
 
@@ -47,11 +48,16 @@ class ContextualMoE(RoutedModule):
     upcycled experts start identical and gates sum to one, a freshly built CoMoE computes exactly
     the MLP it replaces.
 
+    Without ``state.owner`` a sample is a row of ``[B, N, d]``. With it (several images or anyres
+    tiles per sample: ``[R, N, d]``; packed Qwen-VL tokens: ``[T, d]``) a sample is every row or
+    token that the owner gives it: the context pools over all of them (segment softmax in the CVE,
+    segment mean for "image"/"concat"), the gates are per sample and every row gets its sample's.
+
     Args:
         experts: the E experts (see :meth:`FusedExperts.from_linear` for a CLIP/SigLIP MLP,
             :meth:`FusedSwiGLUExperts.from_linear` for a gated one).
-        state: shared context holder; ``state.text`` must be ``[B, text_dim]`` when the context
-            needs text.
+        state: shared context holder; ``state.text`` must be ``[B, text_dim]`` (or ``[S, text_dim]``
+            with ``state.owner``) when the context needs text.
         text_dim: width of the text vector; may be ``None`` only for ``context="image"`` or
             ``routing="uniform"``.
         routing: one of :data:`ROUTINGS`.
@@ -66,9 +72,11 @@ class ContextualMoE(RoutedModule):
         router: ``nn.Linear(ctx_dim, E)`` or ``None`` (uniform).
         cve: the :class:`ContextVectorExtractor` or ``None`` (contexts other than "cve").
         concat_proj: ``nn.Linear(d + d_t, d_t)`` for ``context="concat"``, else ``None``.
-        last_gates: ``[B, E]`` detached gates of the last forward (analysis, logging); float32
-            whatever the tower's dtype (routing runs in float32), the experts cast them.
-        last_context: ``[B, ctx_dim]`` detached router input of the last forward (``None`` for uniform).
+        last_gates: ``[B, E]`` (``[S, E]`` with an owner: one row per sample) detached gates of the
+            last forward (analysis, logging); float32 whatever the tower's dtype (routing runs in
+            float32), the experts cast them.
+        last_context: ``[B or S, ctx_dim]`` detached router input of the last forward (``None`` for
+            uniform).
         aux_loss: load-balancing loss of the last forward, already weighted, with grad; ``None``
             unless sparse routing with a non-zero weight (see :class:`RoutedModule`).
     """
@@ -155,35 +163,68 @@ class ContextualMoE(RoutedModule):
                 module.to(device=weight.device, dtype=weight.dtype)
         return moe
 
-    def _text(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def _text(self, hidden_states: torch.Tensor, owner: torch.Tensor | None = None) -> torch.Tensor:
         text = self.state.text
         batch = hidden_states.shape[0]
         if text is None:
             raise ValueError(
                 f"ContextualMoE(context={self.context!r}) needs the instruction's text vector, but "
                 f"ContextState.text is None. Set state.text to the frozen text encoder's [CLS] vectors, "
-                f"shape [num_images, {self.text_dim}], before running the vision tower (the model "
+                f"shape [num_images, {self.text_dim}] ([num_samples, {self.text_dim}] with "
+                "ContextState.owner), before running the vision tower (the model "
                 "wrapper does this from the instruction text)."
             )
-        if tuple(text.shape) != (batch, self.text_dim):
+        if owner is not None:
+            if text.dim() != 2 or text.shape[1] != self.text_dim:
+                raise ValueError(
+                    f"ContextState.text has shape {tuple(text.shape)}: with ContextState.owner, pass one "
+                    f"[CLS] vector per sample that has images, shape [num_samples, {self.text_dim}]."
+                )
+        elif tuple(text.shape) != (batch, self.text_dim):
             raise ValueError(
                 f"ContextState.text has shape {tuple(text.shape)} but the vision tower got {batch} images: "
                 f"pass one [CLS] vector per image in pixel_values order, shape [{batch}, {self.text_dim}]."
             )
         return text.to(device=hidden_states.device, dtype=hidden_states.dtype)
 
-    def _context_vector(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.context == "image":
+    def _mean(self, hidden_states: torch.Tensor, owner: torch.Tensor | None, samples: int) -> torch.Tensor:
+        if owner is None:
             return hidden_states.mean(dim=1)
-        text = self._text(hidden_states)
+        return segment_mean(hidden_states, owner, samples)
+
+    def _context_vector(
+        self, hidden_states: torch.Tensor, owner: torch.Tensor | None = None, samples: int = 0
+    ) -> torch.Tensor:
+        if self.context == "image":
+            return self._mean(hidden_states, owner, samples)
+        text = self._text(hidden_states, owner)
         if self.context == "text":
             return text
         if self.context == "concat":
-            return self.concat_proj(torch.cat([hidden_states.mean(dim=1), text], dim=-1))
-        return self.cve(hidden_states, text)
+            return self.concat_proj(torch.cat([self._mean(hidden_states, owner, samples), text], dim=-1))
+        if owner is None:
+            return self.cve(hidden_states, text)
+        return self.cve(hidden_states, text, owner)
 
-    def _gates(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        batch = hidden_states.shape[0]
+    def _samples(self, rows: torch.Tensor, owner: torch.Tensor) -> int:
+        """How many samples ``owner`` maps ``rows [R, N, d]`` to (the rows of ``ContextState.text``,
+        else ``max(owner) + 1``), after checking the owner; the CVE checks it itself."""
+        if owner.shape != (rows.shape[0],):
+            raise ValueError(
+                f"ContextState.owner has shape {tuple(owner.shape)} but the MLP got {rows.shape[0]} rows "
+                "(or packed tokens): owner needs one sample index per row"
+            )
+        if self.state.text is not None:
+            samples = self.state.text.shape[0]
+        else:  # context "image" or uniform routing may run without text
+            samples = int(owner.max()) + 1 if owner.numel() else 0
+        if self.cve is None:
+            check_owner(owner, rows.shape[0], samples)
+        return samples
+
+    def _gates(self, hidden_states: torch.Tensor, owner: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample gates ``[S, E]`` (``S = B`` without ``owner``), in float32."""
+        batch = hidden_states.shape[0] if owner is None else self._samples(hidden_states, owner)
         self.aux_loss = None
         if self.routing == "uniform":
             self.last_context = None
@@ -193,7 +234,7 @@ class ContextualMoE(RoutedModule):
                 device=hidden_states.device,
                 dtype=torch.float32,
             )
-        context = self._context_vector(hidden_states)
+        context = self._context_vector(hidden_states, owner, batch)
         self.last_context = context.detach()
         probs = self.router(context).float().softmax(dim=-1)
         if self.routing == "dense":
@@ -209,14 +250,34 @@ class ContextualMoE(RoutedModule):
         return gates
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """``hidden_states = LN2(h)`` of shape ``[B, N, d]`` -> MLP output ``[B, N, d]``."""
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.experts.dim:
+        """``hidden_states = LN2(h)`` -> MLP output of the same shape.
+
+        ``[B, N, d]`` without ``ContextState.owner``: one gate vector per row. With the owner:
+        ``[R, N, d]`` (owner ``[R]``) or packed ``[T, d]`` (owner ``[T]``); gates are computed per
+        sample (``last_gates [S, E]``) and every row or token is mixed with its sample's gates.
+        """
+        owner = self.state.owner
+        dim = self.experts.dim
+        if hidden_states.dim() not in (2, 3) or hidden_states.shape[-1] != dim:
             raise ValueError(
-                f"hidden_states must be [B, N, {self.experts.dim}], got {tuple(hidden_states.shape)}"
+                f"hidden_states must be [B, N, {dim}] (or packed [T, {dim}] with ContextState.owner), "
+                f"got {tuple(hidden_states.shape)}"
             )
-        gates = self._gates(hidden_states)
+        if owner is None:
+            if hidden_states.dim() == 2:
+                raise ValueError(
+                    f"packed hidden_states [T, {dim}] (a Qwen-VL style tower) need ContextState.owner, "
+                    "the sample index of every token; it is None"
+                )
+            gates = self._gates(hidden_states)
+            self.last_gates = gates.detach()
+            return self.experts(hidden_states, gates)
+        rows = hidden_states.unsqueeze(1) if hidden_states.dim() == 2 else hidden_states
+        owner = owner.to(rows.device)
+        gates = self._gates(rows, owner)
         self.last_gates = gates.detach()
-        return self.experts(hidden_states, gates)
+        out = self.experts(rows, gates[owner])  # indexing sums the rows' gate gradients per sample
+        return out.view_as(hidden_states)
 
     def extra_repr(self) -> str:
         top_k = f", top_k={self.top_k}" if self.routing == "sparse" else ""

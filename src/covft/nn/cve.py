@@ -1,4 +1,8 @@
-"""Context Vector Extraction (CVE): one context vector per sample from visual tokens and text."""
+"""Context Vector Extraction (CVE): one context vector per sample from visual tokens and text.
+
+Visual tokens come as ``[B, N, d]`` (one row per sample) or, with an ``owner`` map (see
+:mod:`covft.nn.segments`), as ``[R, N, d]`` rows or packed ``[T, d]`` tokens of several per
+sample; either way the output is one ``[d_t]`` vector per sample."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from covft.nn.layers import PostNormResidualBlock, QuickGELU
+from covft.nn.segments import check_owner, segment_sum
 
 __all__ = ["ContextVectorExtractor"]
 
@@ -48,8 +53,20 @@ class ContextVectorExtractor(nn.Module):
             batch_first=True,
         )
 
-    def forward(self, visual_tokens: torch.Tensor, text_vector: torch.Tensor) -> torch.Tensor:
-        """Map ``visual_tokens [B, N, d]`` and ``text_vector [B, d_t]`` to ``c [B, d_t]``."""
+    def forward(
+        self, visual_tokens: torch.Tensor, text_vector: torch.Tensor, owner: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Map ``visual_tokens [B, N, d]`` and ``text_vector [B, d_t]`` to ``c [B, d_t]``.
+
+        With ``owner`` (long), the context is per sample: ``visual_tokens`` is ``[R, N, d]`` with
+        ``owner [R]`` (the sample of each row: images, anyres tiles) or packed ``[T, d]`` with
+        ``owner [T]`` (the sample of each token), ``text_vector`` is ``[S, d_t]`` and ``c`` is
+        ``[S, d_t]``: for each sample, the pooling over all its tokens, exactly as if they had
+        been concatenated into one row (see :meth:`_attend_segments`). Every sample must own at
+        least one token.
+        """
+        if owner is not None:
+            return self._forward_segments(visual_tokens, text_vector, owner)
         if visual_tokens.dim() != 3 or visual_tokens.shape[-1] != self.visual_dim:
             raise ValueError(
                 f"visual_tokens must be [B, N, {self.visual_dim}], got {tuple(visual_tokens.shape)}"
@@ -61,6 +78,24 @@ class ContextVectorExtractor(nn.Module):
                 f"got {tuple(text_vector.shape)}"
             )
         return self._attend(self.visual_block(visual_tokens), self.text_block(text_vector))
+
+    def _forward_segments(
+        self, visual_tokens: torch.Tensor, text_vector: torch.Tensor, owner: torch.Tensor
+    ) -> torch.Tensor:
+        if visual_tokens.dim() not in (2, 3) or visual_tokens.shape[-1] != self.visual_dim:
+            raise ValueError(
+                f"with an owner, visual_tokens must be [R, N, {self.visual_dim}] (rows) or "
+                f"[T, {self.visual_dim}] (packed tokens), got {tuple(visual_tokens.shape)}"
+            )
+        if text_vector.dim() != 2 or text_vector.shape[1] != self.text_dim:
+            raise ValueError(
+                f"with an owner, text_vector must be [S, {self.text_dim}] (one row per sample), "
+                f"got {tuple(text_vector.shape)}"
+            )
+        rows = visual_tokens.unsqueeze(1) if visual_tokens.dim() == 2 else visual_tokens
+        owner = owner.to(rows.device)
+        check_owner(owner, rows.shape[0], text_vector.shape[0])
+        return self._attend_segments(self.visual_block(rows), self.text_block(text_vector), owner)
 
     def _attend(self, visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``self.attn(query=text, key=value=[visual ; text repeated over tokens])``, computed exactly
@@ -85,5 +120,36 @@ class ContextVectorExtractor(nn.Module):
         weights = torch.einsum("bhd,bnd->bhn", probe, visual).softmax(dim=-1)
         pooled = torch.einsum("bhn,bnd->bhd", weights, visual)
         values = torch.einsum("bhd,hed->bhe", pooled, value_visual).reshape(batch, self.text_dim)
+        values = values + F.linear(text, attn.v_proj_weight[:, dim:], value_bias)
+        return attn.out_proj(values)
+
+    def _attend_segments(self, visual: torch.Tensor, text: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        """:meth:`_attend` with one query per sample over all rows of ``visual [R, N, d]`` that
+        ``owner [R]`` gives it: ``text [S, d_t]`` -> ``[S, d_t]``.
+
+        A segment softmax per (sample, head): the scores of each row come from its sample's probe
+        (gathered by ``owner``); the per-(sample, head) maximum (``scatter_reduce`` "amax", no
+        gradient: the softmax does not depend on it) is subtracted before ``exp``; the sums and the
+        weighted tokens are added per sample with ``index_add_`` (in at least float32) and divided.
+        This is the softmax over the sample's concatenated tokens, term for term, without padding.
+        """
+        attn = self.attn
+        samples, heads, dim = text.shape[0], attn.num_heads, self.visual_dim
+        head_dim = self.text_dim // heads
+        query_bias, _, value_bias = attn.in_proj_bias.chunk(3)
+        query = F.linear(text, attn.q_proj_weight, query_bias).view(samples, heads, head_dim)
+        key_visual = attn.k_proj_weight[:, :dim].reshape(heads, head_dim, dim)
+        value_visual = attn.v_proj_weight[:, :dim].reshape(heads, head_dim, dim)
+        probe = torch.einsum("she,hed->shd", query, key_visual) * head_dim**-0.5
+        scores = torch.einsum("rhd,rnd->rhn", probe[owner], visual)  # [R, heads, N]
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+        peak = scores.new_full((samples, heads), float("-inf")).scatter_reduce(
+            0, owner.unsqueeze(-1).expand(-1, heads), scores.detach().amax(dim=-1), "amax"
+        )
+        weights = (scores - peak[owner].unsqueeze(-1)).exp()
+        total = segment_sum(weights.sum(dim=-1), owner, samples)  # [S, heads]
+        pooled = torch.einsum("rhn,rnd->rhd", weights.to(visual.dtype), visual)
+        pooled = (segment_sum(pooled, owner, samples) / total.unsqueeze(-1)).to(visual.dtype)
+        values = torch.einsum("shd,hed->she", pooled, value_visual).reshape(samples, self.text_dim)
         values = values + F.linear(text, attn.v_proj_weight[:, dim:], value_bias)
         return attn.out_proj(values)

@@ -1,6 +1,10 @@
 """E MLP experts as modules, upcycled from a pretrained MLP: :class:`FusedExperts` (fc1, act, fc2:
 CLIP/SigLIP) and :class:`FusedSwiGLUExperts` (gated SwiGLU: Qwen2.5-VL's vision MLP). Their forward is
-the fused functional form of :mod:`covft.nn.fused`."""
+the fused functional form of :mod:`covft.nn.fused`.
+
+The gates are per row of ``x [B, N, d]``. A row is a sample when each sample has one image; for
+tiles ``[R, N, d]`` and packed tokens (``[T, 1, d]``) :class:`~covft.nn.comoe.ContextualMoE` passes
+each row its sample's gates (``gates[owner]``), so the kernels never see the owner."""
 
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ class RoutedModule(nn.Module):
 
     Attributes:
         last_gates: ``[B, E]`` detached per-sample expert weights of the last forward (rows sum
-            to one), ``None`` before the first forward.
+            to one; ``[S, E]``, one row per sample, when ``ContextState.owner`` maps several tower
+            rows or packed tokens to each sample), ``None`` before the first forward.
         aux_loss: auxiliary (e.g. load-balancing) loss of the last forward, already weighted, with
             grad; ``None`` when the module has none. The wrapper adds it to the training loss.
     """

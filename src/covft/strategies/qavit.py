@@ -23,7 +23,11 @@ from covft.strategies.base import Strategy, StrategyOptions, register_strategy
 
 
 class QuestionAwareAttention(nn.Module):
-    """Wraps a CLIP/SigLIP attention module (kept frozen as ``attn``); same call signature and return."""
+    """Wraps a CLIP/SigLIP attention module (kept frozen as ``attn``); same call signature and return.
+
+    Reads ``ContextState.text_tokens``/``text_mask`` per image row, or per sample gathered to the
+    rows by ``ContextState.owner`` (several images or anyres tiles per sample). Packed ``[T, d]``
+    (Qwen-VL) towers are not supported."""
 
     def __init__(self, attn: nn.Module, state: ContextState, text_dim: int) -> None:
         super().__init__()
@@ -40,14 +44,23 @@ class QuestionAwareAttention(nn.Module):
         self.gate = nn.Parameter(torch.zeros((), device=reference.device, dtype=reference.dtype))
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        """``hidden_states [B, N, d]`` (or ``[R, N, d]`` rows with ``ContextState.owner``: each row
+        attends to its sample's instruction) -> ``(out, None)`` like the wrapped attention."""
+        if hidden_states.dim() != 3:
+            raise NotImplementedError(
+                f"QA-ViT on packed (Qwen-VL style) towers is not implemented: the attention got "
+                f"{tuple(hidden_states.shape)}, QA-ViT needs [rows, tokens, d]"
+            )
         tokens, mask = self.state.text_tokens, self.state.text_mask
         if tokens is None:
             raise ValueError(
                 "QA-ViT needs the instruction's token states: pass context_input_ids (m.collate builds them)"
             )
-        if tokens.shape[0] != hidden_states.shape[0]:
+        if self.state.owner is None and tokens.shape[0] != hidden_states.shape[0]:
             raise ValueError(f"{tokens.shape[0]} instructions for {hidden_states.shape[0]} images")
         batch, length, dim = hidden_states.shape
+        tokens = self.state.rows(tokens, batch, name="text_tokens")
+        mask = None if mask is None else self.state.rows(mask, batch, name="text_mask")
         instruction = self.instruction_proj(tokens.to(hidden_states.dtype))
         keys_in = torch.cat([hidden_states, instruction], dim=1)
 

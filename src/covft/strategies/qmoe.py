@@ -19,7 +19,14 @@ from covft.strategies.base import Strategy, StrategyOptions, register_strategy
 
 
 class ProjectorMoE(RoutedModule):
-    """E projector experts mixed per image by a router on the instruction vector (no auxiliary loss)."""
+    """E projector experts mixed per sample by a router on the instruction vector (no auxiliary loss).
+
+    Input ``[B, N, d]`` (one image per row, ``ContextState.text [B, d_t]``) or, with
+    ``ContextState.owner``, ``[R, N, d]`` rows or packed ``[T, d]`` tokens with ``text [S, d_t]``:
+    the gates are per sample (``last_gates [S, E]``) and each output row gets its sample's. A
+    projector that merges ``k`` consecutive input rows into one output row (Qwen-VL's patch merger
+    maps ``[T, d]`` to ``[T / 4, d']``) is supported when each group of ``k`` belongs to one sample.
+    """
 
     def __init__(self, projector: nn.Module, state: ContextState, text_dim: int, num_experts: int) -> None:
         super().__init__()
@@ -29,18 +36,42 @@ class ProjectorMoE(RoutedModule):
         self.state = state
 
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        text = self.state.text
-        if text is None or text.shape[0] != image_features.shape[0]:
+        text, owner = self.state.text, self.state.owner
+        if owner is None and image_features.dim() == 2:
+            raise ValueError(
+                "Q-MoE on packed [T, d] features needs ContextState.owner, the sample of every token"
+            )
+        if text is None or (owner is None and text.shape[0] != image_features.shape[0]):
             raise ValueError(
                 "Q-MoE needs one instruction vector per image: pass context_input_ids (m.collate)"
             )
         gates = torch.softmax(self.router(text.to(self.router.weight.dtype)), dim=-1)
         self.last_gates = gates.detach()
-        out = sum(
-            gates[:, e, None, None].to(image_features.dtype) * expert(image_features)
+        first = self.experts[0](image_features)  # its shape says how gates reach the output rows
+        rows = self._row_gates(gates, image_features.shape[0], first.shape[0])
+        rows = rows.view(*rows.shape, *[1] * (first.dim() - 1)).to(image_features.dtype)
+        return sum(
+            rows[:, e] * (first if e == 0 else expert(image_features))
             for e, expert in enumerate(self.experts)
         )
-        return out
+
+    def _row_gates(self, gates: torch.Tensor, rows_in: int, rows_out: int) -> torch.Tensor:
+        """``gates [S, E]`` as one row per output row of the experts."""
+        rows = self.state.rows(gates, rows_in, name="text")
+        if rows_out == rows_in:
+            return rows
+        if self.state.owner is None or rows_out == 0 or rows_in % rows_out:
+            raise ValueError(
+                f"the projector maps {rows_in} rows to {rows_out}: Q-MoE handles a projector that "
+                "keeps the rows, or, with ContextState.owner, merges k consecutive rows into one"
+            )
+        owner = self.state.owner.to(gates.device).view(rows_out, -1)
+        if not bool((owner == owner[:, :1]).all()):
+            raise ValueError(
+                f"the projector merges groups of {owner.shape[1]} consecutive rows, but some group "
+                "holds rows of two samples (ContextState.owner)"
+            )
+        return gates[owner[:, 0]]
 
 
 @dataclass
