@@ -18,13 +18,13 @@ from torch import nn
 
 from covft.data.collator import Collator
 from covft.models import families, towers
-from covft.models.names import feeding_names
+from covft.models.parts import ModelParts
 from covft.models.text_encoder import DEFAULT_TEXT_ENCODER, FrozenTextEncoder, load_text_encoder
 from covft.nn.context import ContextState
 from covft.nn.routing import RoutedModule
 
 
-class CovftModel(nn.Module):
+class CovftModel(ModelParts, nn.Module):
     """A LLaVA model plus everything covft adds to it. See ``covft.build_model``."""
 
     def __init__(
@@ -155,8 +155,6 @@ class CovftModel(nn.Module):
                 f"{context_input_ids.shape[0]} context rows for {num_images} samples with images; "
                 "give one context per sample with images, in pixel_values order"
             )
-        device = context_input_ids.device
-        self.context.owner = None if owner is None else owner.to(device)
         encoder = self.ensure_text_encoder()
         if self.strategy.needs_text_tokens:
             cls, tokens = encoder(context_input_ids, context_attention_mask)
@@ -165,7 +163,7 @@ class CovftModel(nn.Module):
         self.context.text = cls
         self.context.text_tokens = tokens
         self.context.text_mask = context_attention_mask  # None: every token is real
-        self.context.owner = None  # one image per sample: row i of the tower is context row i
+        self.context.owner = None if owner is None else owner.to(context_input_ids.device)
 
     def forward(
         self,
@@ -287,48 +285,6 @@ class CovftModel(nn.Module):
             for e, usage in enumerate(gates.float().mean(0).tolist()):
                 stats[f"routing/{key}/expert{e}"] = usage
         return stats
-
-    # ------------------------------------------------------------------ parameters
-    def trainable_parameter_names(self) -> list[str]:
-        return [n for n, p in self.named_parameters() if p.requires_grad]
-
-    def off_path_trainable(self) -> list[str]:
-        """Trainable vision parameters that cannot receive a gradient (past ``vision_feature_layer``).
-
-        Non-empty only for CoVFT with ``train_layernorms="all"`` (the release's choice). DDP must
-        then run with ``find_unused_parameters=True``.
-        """
-        on_path = set(feeding_names(self))
-        return [
-            n
-            for n in self.trainable_parameter_names()
-            if n.startswith(self.vision_prefix) and n not in on_path
-        ]
-
-    def part_of(self, name: str) -> str:
-        """Which part a parameter belongs to: vision, projector, llm or text_encoder."""
-        if name.startswith("text_encoder."):
-            return "text_encoder"
-        if name.startswith(self.family.projector_prefixes()):
-            return "projector"
-        if name.startswith(self.vision_prefix):
-            return "vision"
-        return "llm"
-
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters by part, for per-part learning rates."""
-        groups: dict[str, list[nn.Parameter]] = {"vision": [], "projector": [], "llm": []}
-        for name, param in self.named_parameters():
-            if param.requires_grad:
-                groups[self.part_of(name)].append(param)
-        return groups
-
-    def num_parameters(self, part: str | None = None, trainable: bool = False) -> int:
-        return sum(
-            p.numel()
-            for n, p in self.named_parameters()
-            if (part is None or self.part_of(n) == part) and (p.requires_grad or not trainable)
-        )
 
     def save_pretrained(self, path, delta: bool = False) -> None:
         from covft.models.checkpoint import save_pretrained
