@@ -1,0 +1,143 @@
+"""Presets with the geometry of released LLaVA-NeXT and LLaVA-OneVision checkpoints, random weights
+(``device="meta"`` allocates nothing): for parameter counts, FLOPs and memory plans. Real weights
+come from a local Hugging Face directory (``covft.build_model(path)``).
+
+Geometries from transformers' conversion scripts for these checkpoints
+(docs/plans/model-families/README.md, section 3); the tokenizer is a byte-level stand-in with the
+checkpoints' vocabulary size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from covft.models.assembly import assemble, image_processor_for, llama_config, vision_config
+from covft.models.model import CovftModel
+from covft.models.presets import register_preset
+
+NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+
+
+def _dtype(dtype: torch.dtype | str) -> torch.dtype:
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+@register_preset("llava-next-7b")
+def llava_next_7b(
+    *,
+    device: str = "meta",
+    seed: int = 0,
+    dtype: torch.dtype | str = torch.float32,
+    text_encoder: str = "bert-base-uncased",
+) -> CovftModel:
+    """llava-hf/llava-v1.6-vicuna-7b-hf's geometry: LLaVA-1.5-7B's CLIP-L/336 and Vicuna-7B, anyres
+    tiles of 336 px on five grids, ``image_newline``."""
+    from covft.models.tokenizer import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    vision = vision_config(
+        "clip", hidden=1024, layers=24, heads=16, image_size=336, patch_size=14, intermediate=4096
+    )
+    vision.projection_dim = 768
+    text = llama_config(
+        tokenizer,
+        vocab_size=32064,
+        hidden=4096,
+        layers=32,
+        heads=32,
+        kv_heads=32,
+        intermediate=11008,
+        max_positions=4096,
+        rms_norm_eps=1e-5,
+    )
+    return assemble(
+        vision_config=vision,
+        text_config=text,
+        tokenizer=tokenizer,
+        image_processor=image_processor_for("clip", 336),
+        seed=seed,
+        device=device,
+        dtype=_dtype(dtype),
+        text_encoder=text_encoder,
+        template="vicuna_v1",
+        base={"preset": "llava-next-7b", "kwargs": dict(seed=seed, text_encoder=text_encoder)},
+        family="llava_next",
+        family_config={"image_grid_pinpoints": NEXT_PINPOINTS},
+    )
+
+
+def _onevision(name: str, text: dict, *, device, seed, dtype, text_encoder) -> CovftModel:
+    from transformers import Qwen2Config
+
+    from covft.models.tokenizer import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    vision = vision_config(
+        "siglip", hidden=1152, layers=26, heads=16, image_size=384, patch_size=14, intermediate=4304
+    )
+    vision.vision_use_head = False
+    llm = Qwen2Config(
+        max_position_embeddings=32768,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **text,
+    )
+    return assemble(
+        vision_config=vision,
+        text_config=llm,
+        tokenizer=tokenizer,
+        image_processor=image_processor_for("siglip", 384),
+        seed=seed,
+        device=device,
+        dtype=_dtype(dtype),
+        text_encoder=text_encoder,
+        template="chat",
+        base={"preset": name, "kwargs": dict(seed=seed, text_encoder=text_encoder)},
+        vision_feature_layer=-1,
+        family="llava_onevision",
+        family_config={"tie_word_embeddings": text["tie_word_embeddings"]},
+    )
+
+
+@register_preset("llava-ov-0.5b")
+def llava_ov_05b(
+    *,
+    device: str = "meta",
+    seed: int = 0,
+    dtype: torch.dtype | str = torch.float32,
+    text_encoder: str = "bert-base-uncased",
+) -> CovftModel:
+    """llava-hf/llava-onevision-qwen2-0.5b-ov-hf's geometry: SigLIP so400m (26 blocks, no head) and
+    Qwen2-0.5B (tied embeddings)."""
+    text = dict(
+        vocab_size=152000,
+        hidden_size=896,
+        num_hidden_layers=24,
+        intermediate_size=4864,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    return _onevision("llava-ov-0.5b", text, device=device, seed=seed, dtype=dtype, text_encoder=text_encoder)
+
+
+@register_preset("llava-ov-7b")
+def llava_ov_7b(
+    *,
+    device: str = "meta",
+    seed: int = 0,
+    dtype: torch.dtype | str = torch.float32,
+    text_encoder: str = "bert-base-uncased",
+) -> CovftModel:
+    """llava-hf/llava-onevision-qwen2-7b-ov-hf's geometry: SigLIP so400m and Qwen2-7B."""
+    text = dict(
+        vocab_size=152128,
+        hidden_size=3584,
+        num_hidden_layers=28,
+        intermediate_size=18944,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+    )
+    return _onevision("llava-ov-7b", text, device=device, seed=seed, dtype=dtype, text_encoder=text_encoder)
