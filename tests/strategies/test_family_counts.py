@@ -9,6 +9,15 @@ import covft
 
 # preset: (total, vision, projector, llm, feeding blocks, CoMoE blocks, CoVFT trainable vision)
 COUNTS = {
+    "llava-1.5-13b": (
+        13_351_494_656,
+        303_507_456,
+        31_467_520,
+        13_016_519_680,
+        23,
+        range(11, 23),
+        529_007_664,
+    ),
     "llava-next-7b": (7_063_431_168, 303_507_456, 20_983_808, 6_738_939_904, 23, range(11, 23), 529_007_664),
     "llava-ov-0.5b": (893_675_552, 397_747_744, 1_837_696, 494_090_112, 26, range(13, 26), 669_616_116),
 }

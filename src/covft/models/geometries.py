@@ -22,6 +22,47 @@ def _dtype(dtype: torch.dtype | str) -> torch.dtype:
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
 
+@register_preset("llava-1.5-13b")
+def llava_15_13b(
+    *,
+    device: str = "meta",
+    seed: int = 0,
+    dtype: torch.dtype | str = torch.float32,
+    text_encoder: str = "bert-base-uncased",
+) -> CovftModel:
+    """llava-hf/llava-1.5-13b-hf's geometry: LLaVA-1.5-7B's CLIP-L/336 and Vicuna-13B."""
+    from covft.models.tokenizer import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    vision = vision_config(
+        "clip", hidden=1024, layers=24, heads=16, image_size=336, patch_size=14, intermediate=4096
+    )
+    vision.projection_dim = 768
+    text = llama_config(
+        tokenizer,
+        vocab_size=32064,
+        hidden=5120,
+        layers=40,
+        heads=40,
+        kv_heads=40,
+        intermediate=13824,
+        max_positions=4096,
+        rms_norm_eps=1e-5,
+    )
+    return assemble(
+        vision_config=vision,
+        text_config=text,
+        tokenizer=tokenizer,
+        image_processor=image_processor_for("clip", 336),
+        seed=seed,
+        device=device,
+        dtype=_dtype(dtype),
+        text_encoder=text_encoder,
+        template="vicuna_v1",
+        base={"preset": "llava-1.5-13b", "kwargs": dict(seed=seed, text_encoder=text_encoder)},
+    )
+
+
 @register_preset("llava-next-7b")
 def llava_next_7b(
     *,
