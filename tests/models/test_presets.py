@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import json
 import sys
 import types
 
@@ -109,12 +109,34 @@ def test_models_layer_points_covft_checkpoints_to_the_loader_that_restores_the_s
     assert covft.build_model(str(tmp_path / "ckpt")).strategy.name == "bitfit"
 
 
-@pytest.mark.parametrize(
-    ("model_type", "family"), [("qwen2_5_vl", "Qwen2.5-VL"), ("llava_onevision", "LLaVA-OneVision")]
-)
-def test_a_checkpoint_of_another_family_is_refused_before_loading(
-    tmp_path, model_type: str, family: str
-) -> None:
-    (tmp_path / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
-    with pytest.raises(NotImplementedError, match=rf"is a {re.escape(family)} checkpoint .*docs/families.md"):
+def test_a_checkpoint_of_a_planned_family_is_refused_before_loading(tmp_path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    with pytest.raises(NotImplementedError, match=r"is a Qwen2.5-VL model .*docs/families.md"):
         covft.build_model(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match=r"model_type 'bert', not one of covft's families"):
+        covft.build_model(str(tmp_path))
+
+
+@pytest.mark.parametrize(("family", "tower"), [("llava_next", "clip"), ("llava_onevision", "siglip")])
+def test_a_hugging_face_directory_of_an_anyres_family_loads_with_its_processor(tmp_path, family, tower):
+    """Saved the way the Hub's llava-hf repositories are (model, tokenizer, processor files)."""
+    source = covft.build_model(
+        "tiny-test", family=family, vision_tower=tower, vision_layers=2, text_encoder="random-tiny"
+    )
+    source.llava.save_pretrained(tmp_path)
+    source.tokenizer.save_pretrained(tmp_path)
+    source.image_processor.save_pretrained(tmp_path)
+    attributes = {"processor_class": type(source.processor).__name__}
+    attributes |= {k: v for k, v in vars(source.processor).items() if isinstance(v, (str, int, bool))}
+    (tmp_path / "processor_config.json").write_text(json.dumps(attributes))
+    model = covft.build_model(str(tmp_path), text_encoder="random-tiny")
+    assert model.family.name == family and type(model.llava) is type(source.llava)
+    assert type(model.processor) is type(source.processor)
+    samples = make_samples()
+    batch, expected = model.collate(samples), source.collate(samples)
+    assert batch.keys() == expected.keys()
+    assert all(torch.equal(batch[k], expected[k]) for k in batch)
+    model.eval(), source.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, source(**expected).logits, rtol=0, atol=0)

@@ -136,3 +136,10 @@ def test_families_are_named_and_planned_ones_refused():
     assert families.family_for_type("llava_next").display == "LLaVA-NeXT"
     with pytest.raises(ValueError, match=r"model_type 'bert', not one of covft's families"):
         families.family_for_type("bert")
+
+
+def test_video_frames_are_refused_by_context_strategies():
+    model = build("llava_onevision", "siglip", "covft")
+    batch = model.collate(mixed_samples())
+    with pytest.raises(NotImplementedError, match=r"routing video frames \(a second tower pass\)"):
+        model(**batch, pixel_values_videos=torch.zeros(1, 2, 3, 32, 32))

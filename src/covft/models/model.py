@@ -224,6 +224,12 @@ class CovftModel(ModelParts, nn.Module):
         """Map tower rows to samples and hand each sample's context to the context-aware modules."""
         if not self.needs_text:
             return
+        if kwargs.get("pixel_values_videos") is not None:
+            raise NotImplementedError(
+                f"{self.strategy.name} routes on the instruction, and routing video frames (a second tower "
+                "pass) is not implemented; give frames as images of the sample, or use a strategy that "
+                "does not read the instruction (freeze, full, lora, dora, bitfit, selective, vpt)"
+            )
         batch = {"pixel_values": pixel_values, **kwargs}
         owner = families.owner(self.family, self.llava, batch, images_per_sample)
         samples = self.family.num_images(batch) if images_per_sample is None else len(images_per_sample)

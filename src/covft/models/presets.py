@@ -25,6 +25,7 @@ import torch
 from covft.errors import ModelNotFoundError
 from covft.models.assembly import anyres_parts, assemble, image_processor_for, llama_config, vision_config
 from covft.models.checkpoint import is_checkpoint
+from covft.models.families import Family, family_for_type
 from covft.models.model import CovftModel
 from covft.utils.hints import did_you_mean
 
@@ -219,49 +220,65 @@ def from_hf_checkpoint(
     dtype: torch.dtype | str | None = None,
     device: str = "cpu",
 ) -> CovftModel:
-    """Load a local Hugging Face LLaVA checkpoint (``LlavaForConditionalGeneration`` format)."""
-    from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
+    """Load a local Hugging Face checkpoint of one of covft's families (``config.json``'s
+    ``model_type``: llava, llava_next, llava_onevision), with its tokenizer and processor.
 
-    check_family(path)
+    ``template`` defaults to ``vicuna_v1`` for LLaVA-1.5 (its training template) and to the
+    tokenizer's own chat template (``chat``) for the other families when it has one.
+    """
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    family = check_family(path)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    llava = LlavaForConditionalGeneration.from_pretrained(
+    llava = getattr(transformers, family.model_class).from_pretrained(
         str(path), dtype=dtype or torch.float32, device_map=device if device != "cpu" else None
     )
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     image_processor = AutoImageProcessor.from_pretrained(str(path))
-    template = template or "vicuna_v1"  # LLaVA-1.5 checkpoints are trained with vicuna_v1
+    processor = None if family.name == "llava" else _load_processor(path, image_processor, tokenizer)
+    if template is None:
+        chat = family.name != "llava" and getattr(tokenizer, "chat_template", None)
+        template = "chat" if chat else "vicuna_v1"
     base = {"path": str(Path(path).resolve()), "kwargs": {"text_encoder": text_encoder}}
     return CovftModel(
-        llava, tokenizer, image_processor, template=template, text_encoder=text_encoder, base=base
+        llava,
+        tokenizer,
+        image_processor,
+        template=template,
+        text_encoder=text_encoder,
+        base=base,
+        processor=processor,
     )
 
 
-PLANNED_FAMILIES = {
-    "llava_next": "LLaVA-NeXT",
-    "llava_onevision": "LLaVA-OneVision",
-    "qwen2_vl": "Qwen2-VL",
-    "qwen2_5_vl": "Qwen2.5-VL",
-    "qwen3_vl": "Qwen3-VL",
-}
-"""``config.json`` model types of the families covft does not support yet (docs/families.md)."""
+def _load_processor(path: str | Path, image_processor, tokenizer):
+    """The directory's multimodal processor; image-only when its complete one cannot be built here
+    (LLaVA-OneVision's video processor needs torchvision)."""
+    import transformers
+    from transformers import AutoProcessor
+
+    from covft.models.assembly import image_only_processor
+
+    try:
+        return AutoProcessor.from_pretrained(str(path))
+    except (ImportError, AttributeError, ValueError, OSError):
+        config = Path(path) / "processor_config.json"
+        if not config.is_file():
+            raise
+        attributes = json.loads(config.read_text(encoding="utf-8"))
+        cls = getattr(transformers, attributes.pop("processor_class"))
+        attributes = {k: v for k, v in attributes.items() if isinstance(v, (str, int, float, bool))}
+        return image_only_processor(cls, image_processor, tokenizer, **attributes)
 
 
-def check_family(path: str | Path) -> None:
-    """Refuse a checkpoint of another family before transformers half-loads it into a LLaVA class.
-
-    ``LlavaForConditionalGeneration.from_pretrained`` of, say, a Qwen2.5-VL directory only warns
-    and initialises the weights it cannot place at random.
-    """
+def check_family(path: str | Path) -> Family:
+    """The family of a checkpoint directory; refuses another family (by name) before transformers
+    could half-load it into a wrong class (``from_pretrained`` of, say, a Qwen2.5-VL directory
+    into a LLaVA class only warns and initialises the weights it cannot place at random)."""
     config = Path(path) / "config.json"
-    if not config.is_file():
-        return
-    model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    if model_type in (None, "llava"):
-        return
-    family = PLANNED_FAMILIES.get(model_type, model_type)
-    raise NotImplementedError(
-        f"{path} is a {family} checkpoint (model_type {model_type!r}); covft supports LLaVA "
-        "(LlavaForConditionalGeneration, CLIP or SigLIP tower) only so far. Which families are "
-        "supported and planned: docs/families.md"
-    )
+    model_type = None
+    if config.is_file():
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    return family_for_type(model_type or "llava", str(path))
