@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import covft
 from covft.data.errors import BadSampleError, TooManyBadSamplesError
 from covft.models.model import CovftModel
 from covft.train import NonFiniteLossError, TrainerCallback, train
@@ -61,6 +62,23 @@ def test_records_the_loader_accepts_are_the_records_that_train(
     )
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["data_notes"] == {"dropped a leading gpt turn (LLaVA drops it too)": 1}
+
+
+@pytest.mark.parametrize("family", ["llava_next", "llava_onevision"])
+def test_covft_trains_an_anyres_family_on_multi_image_data_and_its_audit_passes(
+    tiny_data: dict[str, Path], tmp_path: Path, family: str
+) -> None:
+    pair = question("pair", ["img0.png", "img1.png"])
+    pair["conversations"][0]["value"] = "<image> and <image>: same colour?"
+    path = write_jsonl(tmp_path / "data.jsonl", [question("ok", "img0.png"), pair])
+    tower = "clip" if family == "llava_next" else "siglip"
+    extra = [f"data.train={path}", f"model_options.family={family}", f"model_options.vision_tower={tower}"]
+    result = train(tiny_config(tiny_data, tmp_path / "run", *extra, steps=2))
+    assert result.steps == 2
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["audit"]["passed"], summary["audit"]
+    loaded = covft.load_pretrained(tmp_path / "run")
+    assert loaded.family.name == family and loaded.strategy.name == "covft"
 
 
 def test_a_multi_image_record_trains_with_one_context_per_sample(
