@@ -3,8 +3,10 @@
 - ``tiny-test``: random and tiny (seconds on CPU), for tests; CLIP or SigLIP tower.
 - ``llava-1.5-7b``: the real LLaVA-1.5-7B geometry (CLIP ViT-L/14-336 + a 7B Llama), random
   weights or ``device="meta"``: for profiling and parameter counting.
-- a local directory: a Hugging Face LLaVA checkpoint (e.g. a downloaded ``llava-hf/llava-1.5-7b-hf``)
-  or a covft checkpoint (``covft_config.json`` inside).
+- ``qwen2.5-vl-7b``, ``qwen3-vl-8b``: those checkpoints' geometry, the same way
+  (:mod:`covft.models.qwen`).
+- a local directory: a Hugging Face checkpoint of one of covft's families (e.g. a downloaded
+  ``llava-hf/llava-1.5-7b-hf`` or ``Qwen/Qwen2.5-VL-7B-Instruct``) or a covft checkpoint (``covft_config.json`` inside).
 
 Other presets register themselves with :func:`register_preset`, or are declared by an installed
 package under the ``covft.presets`` entry-point group (``name = "module:builder"``) and imported on
@@ -23,9 +25,19 @@ from typing import Any
 import torch
 
 from covft.errors import ModelNotFoundError
-from covft.models.assembly import anyres_parts, assemble, image_processor_for, llama_config, vision_config
+from covft.models.assembly import (
+    anyres_parts,
+    assemble,
+    image_processor_for,
+    llama_config,
+    load_processor,
+    vision_config,
+)
 from covft.models.checkpoint import is_checkpoint
+from covft.models.families import FAMILIES, Family
 from covft.models.model import CovftModel
+from covft.models.qwen import PRESETS as QWEN_PRESETS
+from covft.models.qwen import QWEN_FAMILIES, tiny_qwen
 from covft.utils.hints import did_you_mean
 
 PRESETS: dict[str, Callable[..., CovftModel]] = {}
@@ -95,7 +107,8 @@ def tiny_test(
     """A random LLaVA small enough for unit tests: seconds on a laptop CPU.
 
     ``family`` picks the transformers class: ``llava`` (LLaVA-1.5), ``llava_next`` or
-    ``llava_onevision`` (anyres tiles of ``image_size``; see :func:`anyres_parts`).
+    ``llava_onevision`` (anyres tiles of ``image_size``; see :func:`anyres_parts`), ``qwen2_vl``,
+    ``qwen2_5_vl`` or ``qwen3_vl`` (packed towers; see :func:`covft.models.qwen.tiny_qwen`).
     """
     from covft.models.tokenizer import byte_tokenizer
 
@@ -132,6 +145,10 @@ def tiny_test(
             llm_layers=llm_layers,
         ),
     }
+    if family in QWEN_FAMILIES:
+        base["kwargs"]["family"] = family
+        del base["kwargs"]["vision_tower"]
+        return tiny_qwen(family, device=device, base=base)
     family_config, processor = None, None
     image_processor = image_processor_for(vision_tower, image_size)
     if family != "llava":
@@ -154,6 +171,9 @@ def tiny_test(
         family_config=family_config,
         processor=processor,
     )
+
+
+PRESETS.update(QWEN_PRESETS)
 
 
 @register_preset("llava-1.5-7b")
@@ -219,49 +239,51 @@ def from_hf_checkpoint(
     dtype: torch.dtype | str | None = None,
     device: str = "cpu",
 ) -> CovftModel:
-    """Load a local Hugging Face LLaVA checkpoint (``LlavaForConditionalGeneration`` format)."""
-    from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
+    """Load a local Hugging Face checkpoint of one of covft's families (its ``config.json``
+    ``model_type`` picks the transformers class, :mod:`covft.models.families`).
 
-    check_family(path)
+    ``template`` defaults to ``vicuna_v1`` for LLaVA-1.5 (what its checkpoints are trained with)
+    and to the tokenizer's chat template (``chat``) for the others when it has one.
+    """
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    family = check_family(path)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    llava = LlavaForConditionalGeneration.from_pretrained(
+    llava = getattr(transformers, family.model_class).from_pretrained(
         str(path), dtype=dtype or torch.float32, device_map=device if device != "cpu" else None
     )
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     image_processor = AutoImageProcessor.from_pretrained(str(path))
-    template = template or "vicuna_v1"  # LLaVA-1.5 checkpoints are trained with vicuna_v1
+    processor = None if family.name == "llava" else load_processor(path, family, image_processor, tokenizer)
+    if template is None:
+        chat = family.name != "llava" and getattr(tokenizer, "chat_template", None)
+        template = "chat" if chat else "vicuna_v1"
     base = {"path": str(Path(path).resolve()), "kwargs": {"text_encoder": text_encoder}}
     return CovftModel(
-        llava, tokenizer, image_processor, template=template, text_encoder=text_encoder, base=base
+        llava,
+        tokenizer,
+        image_processor,
+        template=template,
+        text_encoder=text_encoder,
+        base=base,
+        processor=processor,
     )
 
 
-PLANNED_FAMILIES = {
-    "llava_next": "LLaVA-NeXT",
-    "llava_onevision": "LLaVA-OneVision",
-    "qwen2_vl": "Qwen2-VL",
-    "qwen2_5_vl": "Qwen2.5-VL",
-    "qwen3_vl": "Qwen3-VL",
-}
-"""``config.json`` model types of the families covft does not support yet (docs/families.md)."""
-
-
-def check_family(path: str | Path) -> None:
-    """Refuse a checkpoint of another family before transformers half-loads it into a LLaVA class.
-
-    ``LlavaForConditionalGeneration.from_pretrained`` of, say, a Qwen2.5-VL directory only warns
-    and initialises the weights it cannot place at random.
-    """
+def check_family(path: str | Path) -> Family:
+    """The family of a checkpoint directory; a checkpoint of another family is refused before
+    transformers could half-load it into a class of ours (``from_pretrained`` of a mismatched
+    directory only warns and initialises the weights it cannot place at random)."""
     config = Path(path) / "config.json"
-    if not config.is_file():
-        return
-    model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    if model_type in (None, "llava"):
-        return
-    family = PLANNED_FAMILIES.get(model_type, model_type)
+    model_type = "llava"
+    if config.is_file():
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type") or "llava"
+    if model_type in FAMILIES:
+        return FAMILIES[model_type]
     raise NotImplementedError(
-        f"{path} is a {family} checkpoint (model_type {model_type!r}); covft supports LLaVA "
-        "(LlavaForConditionalGeneration, CLIP or SigLIP tower) only so far. Which families are "
-        "supported and planned: docs/families.md"
+        f"{path} is a {model_type!r} checkpoint; covft supports "
+        f"{', '.join(f'{f.display} ({name})' for name, f in FAMILIES.items())} so far. Which "
+        "families are supported and planned: docs/families.md"
     )
