@@ -19,7 +19,9 @@ from covft.strategies.base import Strategy, StrategyOptions, register_strategy
 
 
 class ProjectorMoE(RoutedModule):
-    """E projector experts mixed per image by a router on the instruction vector (no auxiliary loss)."""
+    """E projector experts mixed per sample by a router on the instruction vector (no auxiliary loss).
+
+    Rows of one sample (tiles, packed tokens) share its gates through ``state.owner``."""
 
     def __init__(self, projector: nn.Module, state: ContextState, text_dim: int, num_experts: int) -> None:
         super().__init__()
@@ -29,18 +31,30 @@ class ProjectorMoE(RoutedModule):
         self.state = state
 
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        text = self.state.text
-        if text is None or text.shape[0] != image_features.shape[0]:
+        text, owner = self.state.text, self.state.owner
+        rows = image_features.shape[0]
+        if text is None or (owner is None and text.shape[0] != rows):
             raise ValueError(
                 "Q-MoE needs one instruction vector per image: pass context_input_ids (m.collate)"
             )
         gates = torch.softmax(self.router(text.to(self.router.weight.dtype)), dim=-1)
         self.last_gates = gates.detach()
-        out = sum(
-            gates[:, e, None, None].to(image_features.dtype) * expert(image_features)
-            for e, expert in enumerate(self.experts)
-        )
-        return out
+        outputs = [expert(image_features) for expert in self.experts]
+        row_gates = gates if owner is None else gates[_output_owner(owner, outputs[0].shape[0])]
+        shape = (-1,) + (1,) * (outputs[0].dim() - 1)
+        return sum(row_gates[:, e].reshape(shape).to(out.dtype) * out for e, out in enumerate(outputs))
+
+
+def _output_owner(owner: torch.Tensor, rows: int) -> torch.Tensor:
+    """The sample of each projector output row: the input's owner, or, where the projector merges
+    k consecutive rows into one (Qwen's 2x2 merger over packed tokens, one image's tokens
+    contiguous and a multiple of k), every k-th."""
+    if owner.shape[0] == rows:
+        return owner
+    step = owner.shape[0] // rows
+    if step * rows != owner.shape[0]:
+        raise ValueError(f"Q-MoE: {owner.shape[0]} input rows do not merge into {rows} output rows")
+    return owner[::step]
 
 
 @dataclass
