@@ -151,3 +151,16 @@ def test_covft_is_the_stock_model_at_initialisation_and_trains(family):
     reached = {n for n, p in model.named_parameters() if p.grad is not None}
     assert reached <= declared
     assert model.routing_weights()[3].shape == (2, 4)
+
+
+@pytest.mark.parametrize("family", QWEN)
+def test_llm_lora_adapts_only_the_qwen_llm(family):
+    model = build(family, "lora", llm_lora_r=4)
+    adapted = [n for n, _ in model.llava.named_modules() if n.endswith("lora_A")]
+    llm = [n for n in adapted if n.startswith("model.language_model.layers.")]
+    vision = [n for n in adapted if n.startswith("model.visual.blocks.")]
+    assert len(llm) == 7 * 2 and len(vision) == 2 * 4 and len(llm) + len(vision) == len(adapted)
+    model(**model.collate(make_samples())).loss.backward()
+    declared = set(model.trainable_parameter_names())
+    reached = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert reached == declared
