@@ -164,3 +164,22 @@ def test_llm_lora_adapts_only_the_qwen_llm(family):
     declared = set(model.trainable_parameter_names())
     reached = {n for n, p in model.named_parameters() if p.grad is not None}
     assert reached == declared
+
+
+def test_a_sample_with_two_images_is_one_routing_row_and_gets_both_images_positions():
+    from PIL import Image
+
+    model = covft.build_model("tiny-test", family="qwen2_5_vl", text_encoder="random-tiny", image_size=64)
+    covft.apply_vft(model, "qmoe")
+    samples = make_samples()
+    samples[2]["image"] = [Image.new("RGB", (64, 48), (1, 2, 3)), Image.new("RGB", (30, 40), (9, 9, 9))]
+    samples[2]["conversations"][0]["value"] = "<image> and <image>: which is darker?"
+    batch = model.collate(samples)
+    assert batch["images_per_sample"].tolist() == [1, 2]
+    model(**batch).loss.backward()
+    tokens = batch["image_grid_thw"].prod(-1).tolist()
+    assert model.context.owner.bincount().tolist() == [tokens[0], tokens[1] + tokens[2]]
+    assert model.routing_weights()["projector"].shape == (2, 4)
+    merged = [(h // 2, w // 2) for _, h, w in batch["image_grid_thw"].tolist()]
+    offset = [max(hw) - hw[0] * hw[1] for hw in merged]
+    assert model.llava.model.rope_deltas.flatten().tolist() == [offset[0], 0, offset[1] + offset[2]]
