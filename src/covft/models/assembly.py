@@ -83,8 +83,8 @@ def image_processor_for(kind: str, image_size: int, mean=None, std=None):
 
 def assemble(
     *,
-    vision_config,
-    text_config,
+    vision_config=None,
+    text_config=None,
     tokenizer,
     image_processor,
     seed: int,
@@ -98,26 +98,29 @@ def assemble(
     family: str = "llava",
     family_config: dict | None = None,
     processor=None,
+    config=None,
 ) -> CovftModel:
-    """Create a randomly initialised model of a LLaVA family from configs, deterministically from
-    ``seed``. ``family_config`` holds the family's own config fields (``image_grid_pinpoints``)."""
+    """Create a randomly initialised model of one of covft's families, deterministically from
+    ``seed``: from a vision and a text config (LLaVA families; ``family_config`` holds the family's
+    own config fields, ``image_grid_pinpoints``), or from a complete model ``config``."""
     import transformers
     from transformers import CONFIG_MAPPING
 
     from covft.models.families import family_for_type
 
     kind = family_for_type(family)
-    strategy = "default" if vision_config.model_type.startswith("clip") else "full"
-    config = CONFIG_MAPPING[kind.name](
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        projector_hidden_act="gelu",
-        vision_feature_layer=vision_feature_layer,
-        vision_feature_select_strategy=strategy,
-        pad_token_id=tokenizer.pad_token_id,
-        **(family_config or {}),
-    )
+    if config is None:
+        strategy = "default" if vision_config.model_type.startswith("clip") else "full"
+        config = CONFIG_MAPPING[kind.name](
+            vision_config=vision_config,
+            text_config=text_config,
+            image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+            projector_hidden_act="gelu",
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=strategy,
+            pad_token_id=tokenizer.pad_token_id,
+            **(family_config or {}),
+        )
     torch.manual_seed(seed)
     with torch.device(device):
         # _from_config, not the constructor: under DeepSpeed ZeRO-3 it builds the model partitioned
@@ -199,4 +202,30 @@ def image_only_processor(cls, image_processor, tokenizer, **attributes):
     processor.image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
     for name, value in attributes.items():
         setattr(processor, name, value)
+    return processor
+
+
+def load_processor(path, family, image_processor, tokenizer):
+    """A checkpoint directory's multimodal processor: ``AutoProcessor``'s, or, where that cannot
+    be built (Qwen's and LLaVA-OneVision's insist on a video processor, which needs torchvision),
+    the family's processor class without it, with the settings of ``processor_config.json``."""
+    import json
+    from pathlib import Path
+
+    import transformers
+
+    try:
+        return transformers.AutoProcessor.from_pretrained(str(path))
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+    file = Path(path) / "processor_config.json"
+    settings = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    name = settings.pop("processor_class", None) or family.model_class.replace(
+        "ForConditionalGeneration", "Processor"
+    )
+    if family.packed and not getattr(tokenizer, "image_token", None):
+        settings.setdefault("image_token", "<|image_pad|>")  # Qwen processors' default
+    settings = {k: v for k, v in settings.items() if isinstance(v, (bool, int, float, str, list))}
+    processor = image_only_processor(getattr(transformers, name), image_processor, tokenizer, **settings)
+    processor.image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
     return processor

@@ -1,8 +1,10 @@
 """Saving and loading covft models: safetensors weights + a JSON config naming the strategy.
 
 Layout of a checkpoint directory:
-- ``covft_config.json``: format version, LLaVA config, strategy name and options, text encoder,
-  template, how to rebuild the base model (for delta checkpoints), whether it is a delta.
+- ``covft_config.json``: format version, the transformers model's config (any family, despite
+  the key's name ``llava_config``), strategy name and options, text encoder, template, the
+  multimodal processor's class and settings (families that count image tokens per image), how
+  to rebuild the base model (for delta checkpoints), whether it is a delta.
 - ``model.safetensors``: every weight (or, for a delta, only what the strategy trained).
 - tokenizer and image processor files (Hugging Face format).
 
@@ -61,7 +63,7 @@ def save_pretrained(model, path: str | os.PathLike, delta: bool = False) -> None
         "base": model.base,
         "delta": bool(delta),
         "dtype": str(next(model.llava.parameters()).dtype).removeprefix("torch."),
-        "processor": processor_spec(model.processor),
+        "processor": processor_record(model.processor),
     }
     if delta and not model.base:
         raise ValueError("a delta checkpoint needs a rebuildable base model (a preset or a local path)")
@@ -73,18 +75,34 @@ def save_pretrained(model, path: str | os.PathLike, delta: bool = False) -> None
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
 
 
-def processor_spec(processor) -> dict[str, Any] | None:
-    """What rebuilds a family's multimodal processor around the saved tokenizer and image processor:
-    its class and the attributes its token count reads (``None`` for LLaVA-1.5's fixed count)."""
+_PROCESSOR_PARTS = ("image_processor", "tokenizer", "video_processor", "chat_template")
+
+
+def processor_record(processor) -> dict[str, Any] | None:
+    """A multimodal processor as its class and plain settings (``patch_size``, ``image_token``...):
+    its image processor and tokenizer are saved on their own, and rebuilding it with
+    :func:`~covft.models.assembly.image_only_processor` needs no video processor (torchvision)."""
     if processor is None:
         return None
-    skip = {"image_processor", "tokenizer", "video_processor", "chat_template", "audio_tokenizer"}
-    attributes = {
+    plain = (bool, int, float, str, list, tuple, type(None))
+    settings = {
         k: v
         for k, v in vars(processor).items()
-        if k not in skip and not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))
+        if k not in _PROCESSOR_PARTS and not k.startswith("_") and isinstance(v, plain)
     }
-    return {"class": type(processor).__name__, "attributes": attributes}
+    return {"class": type(processor).__name__, "settings": settings}
+
+
+def rebuild_processor(record: dict[str, Any] | None, image_processor, tokenizer):
+    """The processor :func:`processor_record` describes, around the loaded image processor and tokenizer."""
+    if record is None:
+        return None
+    import transformers
+
+    from covft.models.assembly import image_only_processor
+
+    cls = getattr(transformers, record["class"])
+    return image_only_processor(cls, image_processor, tokenizer, **record["settings"])
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -149,12 +167,11 @@ def rebuild_model(
     path: str | os.PathLike, config: dict[str, Any], device: str | torch.device, text_encoder: str
 ):
     """The checkpoint's model before its strategy and weights: the rebuilt base for a delta
-    checkpoint, else a LLaVA of the saved config (random weights) with the saved tokenizer and
-    image processor."""
+    checkpoint, else a model of the saved config's family (random weights) with the saved
+    tokenizer, image processor and processor."""
     import transformers
     from transformers import CONFIG_MAPPING, AutoImageProcessor, AutoTokenizer
 
-    from covft.models.assembly import image_only_processor
     from covft.models.families import family_for_type
     from covft.models.model import CovftModel
     from covft.models.presets import build_model
@@ -163,20 +180,15 @@ def rebuild_model(
         base = config["base"]
         source = base.get("preset") or base.get("path")
         return build_model(source, **{**base.get("kwargs", {}), "text_encoder": text_encoder})
-    family = family_for_type(config["llava_config"].get("model_type", "llava"), str(path))
-    llava_config = CONFIG_MAPPING[family.name].from_dict(config["llava_config"])
+    saved = config["llava_config"]
+    family = family_for_type(saved.get("model_type", "llava"), str(path))
     with torch.device(device):
-        llava = getattr(transformers, family.model_class)(llava_config)
+        llava = getattr(transformers, family.model_class)(CONFIG_MAPPING[family.name].from_dict(saved))
     llava.to(getattr(torch, config.get("dtype", "float32")))
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     image_processor = AutoImageProcessor.from_pretrained(str(path))
     llava.generation_config.pad_token_id = tokenizer.pad_token_id
     llava.generation_config.eos_token_id = tokenizer.eos_token_id
-    spec = config.get("processor")
-    processor = None
-    if spec:
-        cls = getattr(transformers, spec["class"])
-        processor = image_only_processor(cls, image_processor, tokenizer, **spec["attributes"])
     return CovftModel(
         llava,
         tokenizer,
@@ -185,7 +197,7 @@ def rebuild_model(
         text_encoder=text_encoder,
         base=config["base"],
         max_length=config.get("max_length", 2048),
-        processor=processor,
+        processor=rebuild_processor(config.get("processor"), image_processor, tokenizer),
     )
 
 

@@ -22,7 +22,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["FAMILIES", "Family", "ProcessorImages", "family_of", "family_for_type", "owner"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "ProcessorImages",
+    "add_token_types",
+    "family_of",
+    "family_for_type",
+    "owner",
+]
 
 
 def _llava_feeding(llava: nn.Module, depth: int) -> int:
@@ -101,6 +109,9 @@ class Family:
             ``<|vision_start|>`` / ``<|vision_end|>``).
         aspect_ratio: the collator's image preparation: ``pad`` (LLaVA-1.5's square padding) or
             ``anyres`` (images go to the processor as they are).
+        token_types: the model reads ``mm_token_type_ids`` (1 at image positions) to place its
+            multimodal rotary positions (Qwen's mrope); :class:`CovftModel` derives them from
+            ``input_ids``.
     """
 
     name: str
@@ -120,6 +131,7 @@ class Family:
     nested_images: bool = False
     image_span: tuple[str, str] = ("", "")
     aspect_ratio: str = "anyres"
+    token_types: bool = False
     notes: dict = field(default_factory=dict)
 
     @property
@@ -192,14 +204,36 @@ LLAVA_ONEVISION = Family(
     nested_images=True,
 )
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (LLAVA, LLAVA_NEXT, LLAVA_ONEVISION)}
+_QWEN = dict(  # packed towers read through a merger after the last block (plan section 1)
+    tower="model.visual",
+    projector=("model.visual.merger",),
+    attention="attn",
+    attention_linears=("qkv", "proj"),
+    block_norms=("norm1", "norm2"),
+    packed=True,
+    feeding=_every_block,
+    rows=_grid_rows,
+    image_keys=("image_grid_thw",),
+    off_path=(),
+    image_span=("<|vision_start|>", "<|vision_end|>"),
+    token_types=True,
+)
+QWEN2_VL = Family("qwen2_vl", "Qwen2-VL", "Qwen2VLForConditionalGeneration", **_QWEN)
+QWEN2_5_VL = Family("qwen2_5_vl", "Qwen2.5-VL", "Qwen2_5_VLForConditionalGeneration", **_QWEN)
+QWEN3_VL = Family(
+    "qwen3_vl",
+    "Qwen3-VL",
+    "Qwen3VLForConditionalGeneration",
+    # the deepstack mergers map earlier blocks into LLM space, as the main merger does the last
+    **{**_QWEN, "projector": ("model.visual.merger", "model.visual.deepstack_merger_list")},
+)
+
+FAMILIES: dict[str, Family] = {
+    f.name: f for f in (LLAVA, LLAVA_NEXT, LLAVA_ONEVISION, QWEN2_VL, QWEN2_5_VL, QWEN3_VL)
+}
 """Supported families by ``model_type``."""
 
-PLANNED = {
-    "qwen2_vl": "Qwen2-VL",
-    "qwen2_5_vl": "Qwen2.5-VL",
-    "qwen3_vl": "Qwen3-VL",
-}
+PLANNED: dict[str, str] = {}
 """``model_type`` s of families covft does not train yet (docs/families.md)."""
 
 
@@ -244,3 +278,13 @@ def owner(
         return None
     image_owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
     return torch.repeat_interleave(image_owner, rows)
+
+
+def add_token_types(
+    family: Family, input_ids: torch.Tensor | None, image_token_id: int, kwargs: dict
+) -> None:
+    """Qwen's mrope finds each image's positions by ``mm_token_type_ids`` (0 text, 1 image): derive
+    them from ``input_ids`` unless given (transformers' processors make them; covft's collator
+    writes the image tokens, so they follow from the ids)."""
+    if family.token_types and input_ids is not None and "mm_token_type_ids" not in kwargs:
+        kwargs["mm_token_type_ids"] = (input_ids == image_token_id).to(torch.int32)

@@ -10,7 +10,6 @@ model (only modules are swapped in place), so hidden-state capture, gradient che
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from covft.models import families, towers
 from covft.models.parts import ModelParts
 from covft.models.text_encoder import DEFAULT_TEXT_ENCODER, FrozenTextEncoder, load_text_encoder
 from covft.nn.context import ContextState
-from covft.nn.routing import RoutedModule
+from covft.nn.routing import RoutedModule, gate_statistics
 
 
 class CovftModel(ModelParts, nn.Module):
@@ -175,11 +174,7 @@ class CovftModel(ModelParts, nn.Module):
         context_attention_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ):
-        images_per_sample = kwargs.pop("images_per_sample", None)
-        if pixel_values is not None:
-            self._route_images(
-                pixel_values, images_per_sample, context_input_ids, context_attention_mask, kwargs
-            )
+        self._prepare(input_ids, pixel_values, context_input_ids, context_attention_mask, kwargs)
         outputs = self.llava(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -203,13 +198,9 @@ class CovftModel(ModelParts, nn.Module):
         labels: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """Greedy by default. The context is computed once, before prefill (the only step where
-        the vision tower runs)."""
-        images_per_sample = kwargs.pop("images_per_sample", None)
+        """Greedy by default; the context is computed once, before prefill (the tower's only run)."""
+        self._prepare(input_ids, pixel_values, context_input_ids, context_attention_mask, kwargs)
         if pixel_values is not None:
-            self._route_images(
-                pixel_values, images_per_sample, context_input_ids, context_attention_mask, kwargs
-            )
             kwargs["pixel_values"] = pixel_values  # never pass pixel_values=None on: generate would use it
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
@@ -218,11 +209,12 @@ class CovftModel(ModelParts, nn.Module):
         finally:
             self.context.clear()
 
-    def _route_images(
-        self, pixel_values, images_per_sample, context_input_ids, context_attention_mask, kwargs
-    ):
-        """Map tower rows to samples and hand each sample's context to the context-aware modules."""
-        if not self.needs_text:
+    def _prepare(self, input_ids, pixel_values, context_input_ids, context_attention_mask, kwargs):
+        """Complete the HF model's inputs (Qwen's ``mm_token_type_ids``), map tower rows to samples
+        and hand each sample's context to the context-aware modules."""
+        images_per_sample = kwargs.pop("images_per_sample", None)
+        families.add_token_types(self.family, input_ids, self.image_token_id, kwargs)
+        if pixel_values is None or not self.needs_text:
             return
         if kwargs.get("pixel_values_videos") is not None:
             raise NotImplementedError(
@@ -283,14 +275,7 @@ class CovftModel(ModelParts, nn.Module):
 
     def routing_stats(self) -> dict[str, float]:
         """Routing entropy (nats, mean over samples) and expert usage (mean gate) per routed block."""
-        stats: dict[str, float] = {}
-        for key, gates in self.routing_weights().items():
-            g = gates.float().clamp_min(1e-12)
-            stats[f"routing/{key}/entropy"] = float(-(g * g.log()).sum(-1).mean())
-            stats[f"routing/{key}/max_entropy"] = math.log(g.shape[-1])
-            for e, usage in enumerate(gates.float().mean(0).tolist()):
-                stats[f"routing/{key}/expert{e}"] = usage
-        return stats
+        return gate_statistics(self.routing_weights())
 
     def save_pretrained(self, path, delta: bool = False) -> None:
         from covft.models.checkpoint import save_pretrained

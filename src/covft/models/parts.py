@@ -23,9 +23,7 @@ class ModelParts:
         """
         on_path = set(feeding_names(self))
         return [
-            n
-            for n in self.trainable_parameter_names()
-            if n.startswith(self.vision_prefix) and n not in on_path
+            n for n in self.trainable_parameter_names() if self.part_of(n) == "vision" and n not in on_path
         ]
 
     def part_of(self, name: str) -> str:

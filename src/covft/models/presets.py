@@ -3,8 +3,10 @@
 - ``tiny-test``: random and tiny (seconds on CPU), for tests; CLIP or SigLIP tower.
 - ``llava-1.5-7b``: the real LLaVA-1.5-7B geometry (CLIP ViT-L/14-336 + a 7B Llama), random
   weights or ``device="meta"``: for profiling and parameter counting.
-- a local directory: a Hugging Face LLaVA checkpoint (e.g. a downloaded ``llava-hf/llava-1.5-7b-hf``)
-  or a covft checkpoint (``covft_config.json`` inside).
+- ``qwen2.5-vl-7b``, ``qwen3-vl-8b``: those checkpoints' geometry, the same way
+  (:mod:`covft.models.qwen`).
+- a local directory: a Hugging Face checkpoint of one of covft's families (e.g. a downloaded
+  ``llava-hf/llava-1.5-7b-hf`` or ``Qwen/Qwen2.5-VL-7B-Instruct``) or a covft checkpoint (``covft_config.json`` inside).
 
 Other presets register themselves with :func:`register_preset`, or are declared by an installed
 package under the ``covft.presets`` entry-point group (``name = "module:builder"``) and imported on
@@ -23,10 +25,19 @@ from typing import Any
 import torch
 
 from covft.errors import ModelNotFoundError
-from covft.models.assembly import anyres_parts, assemble, image_processor_for, llama_config, vision_config
+from covft.models.assembly import (
+    anyres_parts,
+    assemble,
+    image_processor_for,
+    llama_config,
+    load_processor,
+    vision_config,
+)
 from covft.models.checkpoint import is_checkpoint
-from covft.models.families import Family, family_for_type
+from covft.models.families import FAMILIES, Family
 from covft.models.model import CovftModel
+from covft.models.qwen import PRESETS as QWEN_PRESETS
+from covft.models.qwen import QWEN_FAMILIES, tiny_qwen
 from covft.utils.hints import did_you_mean
 
 PRESETS: dict[str, Callable[..., CovftModel]] = {}
@@ -82,7 +93,7 @@ def build_model(name_or_path: str, **kwargs: Any) -> CovftModel:
 def tiny_test(
     *,
     vision_layers: int = 4,
-    vision_tower: str = "clip",
+    vision_tower: str | None = None,
     seed: int = 0,
     text_encoder: str = "minilm",
     image_size: int = 32,
@@ -96,9 +107,20 @@ def tiny_test(
     """A random LLaVA small enough for unit tests: seconds on a laptop CPU.
 
     ``family`` picks the transformers class: ``llava`` (LLaVA-1.5), ``llava_next`` or
-    ``llava_onevision`` (anyres tiles of ``image_size``; see :func:`anyres_parts`).
+    ``llava_onevision`` (anyres tiles of ``image_size``; see :func:`anyres_parts`), ``qwen2_vl``,
+    ``qwen2_5_vl`` or ``qwen3_vl`` (packed towers; see :func:`covft.models.qwen.tiny_qwen`).
+    ``vision_tower`` (``clip`` or ``siglip``) defaults to the family's: SigLIP for OneVision, CLIP
+    otherwise.
     """
     from covft.models.tokenizer import byte_tokenizer
+
+    if vision_tower is None:
+        vision_tower = "siglip" if family == "llava_onevision" else "clip"
+    if family == "llava_onevision" and vision_tower != "siglip":
+        raise ValueError(
+            "LLaVA-OneVision's processor counts image tokens for a tower without a class token and "
+            "with every token kept (SigLIP, vision_feature_select_strategy='full'): use vision_tower='siglip'"
+        )
 
     tokenizer = byte_tokenizer()
     vision = vision_config(
@@ -133,6 +155,10 @@ def tiny_test(
             llm_layers=llm_layers,
         ),
     }
+    if family in QWEN_FAMILIES:
+        base["kwargs"]["family"] = family
+        del base["kwargs"]["vision_tower"]
+        return tiny_qwen(family, device=device, base=base)
     family_config, processor = None, None
     image_processor = image_processor_for(vision_tower, image_size)
     if family != "llava":
@@ -155,6 +181,9 @@ def tiny_test(
         family_config=family_config,
         processor=processor,
     )
+
+
+PRESETS.update(QWEN_PRESETS)
 
 
 @register_preset("llava-1.5-7b")
@@ -220,11 +249,11 @@ def from_hf_checkpoint(
     dtype: torch.dtype | str | None = None,
     device: str = "cpu",
 ) -> CovftModel:
-    """Load a local Hugging Face checkpoint of one of covft's families (``config.json``'s
-    ``model_type``: llava, llava_next, llava_onevision), with its tokenizer and processor.
+    """Load a local Hugging Face checkpoint of one of covft's families (its ``config.json``
+    ``model_type`` picks the transformers class, :mod:`covft.models.families`).
 
-    ``template`` defaults to ``vicuna_v1`` for LLaVA-1.5 (its training template) and to the
-    tokenizer's own chat template (``chat``) for the other families when it has one.
+    ``template`` defaults to ``vicuna_v1`` for LLaVA-1.5 (what its checkpoints are trained with)
+    and to the tokenizer's chat template (``chat``) for the others when it has one.
     """
     import transformers
     from transformers import AutoImageProcessor, AutoTokenizer
@@ -237,7 +266,7 @@ def from_hf_checkpoint(
     )
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     image_processor = AutoImageProcessor.from_pretrained(str(path))
-    processor = None if family.name == "llava" else _load_processor(path, image_processor, tokenizer)
+    processor = None if family.name == "llava" else load_processor(path, family, image_processor, tokenizer)
     if template is None:
         chat = family.name != "llava" and getattr(tokenizer, "chat_template", None)
         template = "chat" if chat else "vicuna_v1"
@@ -253,32 +282,18 @@ def from_hf_checkpoint(
     )
 
 
-def _load_processor(path: str | Path, image_processor, tokenizer):
-    """The directory's multimodal processor; image-only when its complete one cannot be built here
-    (LLaVA-OneVision's video processor needs torchvision)."""
-    import transformers
-    from transformers import AutoProcessor
-
-    from covft.models.assembly import image_only_processor
-
-    try:
-        return AutoProcessor.from_pretrained(str(path))
-    except (ImportError, AttributeError, ValueError, OSError):
-        config = Path(path) / "processor_config.json"
-        if not config.is_file():
-            raise
-        attributes = json.loads(config.read_text(encoding="utf-8"))
-        cls = getattr(transformers, attributes.pop("processor_class"))
-        attributes = {k: v for k, v in attributes.items() if isinstance(v, (str, int, float, bool))}
-        return image_only_processor(cls, image_processor, tokenizer, **attributes)
-
-
 def check_family(path: str | Path) -> Family:
-    """The family of a checkpoint directory; refuses another family (by name) before transformers
-    could half-load it into a wrong class (``from_pretrained`` of, say, a Qwen2.5-VL directory
-    into a LLaVA class only warns and initialises the weights it cannot place at random)."""
+    """The family of a checkpoint directory; a checkpoint of another family is refused before
+    transformers could half-load it into a class of ours (``from_pretrained`` of a mismatched
+    directory only warns and initialises the weights it cannot place at random)."""
     config = Path(path) / "config.json"
-    model_type = None
+    model_type = "llava"
     if config.is_file():
-        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    return family_for_type(model_type or "llava", str(path))
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type") or "llava"
+    if model_type in FAMILIES:
+        return FAMILIES[model_type]
+    raise NotImplementedError(
+        f"{path} is a {model_type!r} checkpoint; covft supports "
+        f"{', '.join(f'{f.display} ({name})' for name, f in FAMILIES.items())} so far. Which "
+        "families are supported and planned: docs/families.md"
+    )

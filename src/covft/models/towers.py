@@ -89,7 +89,9 @@ def has_cls_token(tower: nn.Module) -> bool:
 
 def num_image_tokens(llava: nn.Module) -> int:
     """How many LLM positions one image occupies (LLaVA-1.5; anyres and packed families vary per
-    image: their collator asks the family's processor)."""
+    image: their collator asks the family's processor, and packed ones have no fixed size: 0)."""
+    if family_of(llava).packed:
+        return 0
     config = llava.config.vision_config
     patches = (config.image_size // config.patch_size) ** 2
     tokens = patches + (1 if has_cls_token(vision_tower(llava)) else 0)

@@ -25,17 +25,28 @@ CONTEXTS = ("cve", "text", "image", "concat")
 _DEFAULT_LOAD_BALANCE_WEIGHT = 0.01
 
 
+_PLAIN_LAYOUTS = (
+    ("fc1", "fc2", "activation_fn"),  # CLIPMLP, SiglipMLP
+    ("fc1", "fc2", "act"),  # Qwen2-VL's VisionMlp
+    ("linear_fc1", "linear_fc2", "act_fn"),  # Qwen3-VL's Qwen3VLVisionMLP
+)
+"""Attribute names (in, out, activation) of the ``fc -> act -> fc`` MLPs :func:`_upcycle` knows."""
+
+
 def _upcycle(mlp: nn.Module, num_experts: int) -> FusedExperts | FusedSwiGLUExperts:
     """The fused experts for ``mlp``'s layout, each a copy of ``mlp`` (see :meth:`ContextualMoE.from_mlp`)."""
-    if all(hasattr(mlp, name) for name in ("fc1", "fc2", "activation_fn")):
-        return FusedExperts.from_linear(mlp.fc1, mlp.fc2, copy.deepcopy(mlp.activation_fn), num_experts)
+    for fc1, fc2, act in _PLAIN_LAYOUTS:
+        if all(hasattr(mlp, name) for name in (fc1, fc2, act)):
+            activation = copy.deepcopy(getattr(mlp, act))
+            return FusedExperts.from_linear(getattr(mlp, fc1), getattr(mlp, fc2), activation, num_experts)
     if all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn")):
         act = copy.deepcopy(mlp.act_fn)
         return FusedSwiGLUExperts.from_linear(mlp.gate_proj, mlp.up_proj, mlp.down_proj, act, num_experts)
     raise ValueError(
-        f"{type(mlp).__name__} lacks the attributes of an MLP that from_mlp can upcycle: .fc1, .fc2 "
-        "(nn.Linear) and .activation_fn like CLIPMLP/SiglipMLP, or .gate_proj, .up_proj, .down_proj "
-        "(nn.Linear) and .act_fn like Qwen2.5-VL's gated vision MLP"
+        f"{type(mlp).__name__} lacks the attributes of an MLP that from_mlp can upcycle: two nn.Linear "
+        "and an activation named .fc1/.fc2/.activation_fn (CLIPMLP, SiglipMLP), .fc1/.fc2/.act "
+        "(Qwen2-VL) or .linear_fc1/.linear_fc2/.act_fn (Qwen3-VL), or .gate_proj, .up_proj, "
+        ".down_proj (nn.Linear) and .act_fn like Qwen2.5-VL's gated vision MLP"
     )
 
 

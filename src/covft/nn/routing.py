@@ -8,10 +8,12 @@ without knowing any strategy.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-__all__ = ["RoutedModule"]
+__all__ = ["RoutedModule", "gate_statistics"]
 
 
 class RoutedModule(nn.Module):
@@ -31,3 +33,16 @@ class RoutedModule(nn.Module):
         super().__init__()
         self.last_gates: torch.Tensor | None = None
         self.aux_loss: torch.Tensor | None = None
+
+
+def gate_statistics(weights: dict) -> dict[str, float]:
+    """Routing entropy (nats, mean over samples), its maximum, and expert usage (mean gate) per
+    routed module, from ``{key: gates [B, E]}``."""
+    stats: dict[str, float] = {}
+    for key, gates in weights.items():
+        g = gates.float().clamp_min(1e-12)
+        stats[f"routing/{key}/entropy"] = float(-(g * g.log()).sum(-1).mean())
+        stats[f"routing/{key}/max_entropy"] = math.log(g.shape[-1])
+        for e, usage in enumerate(gates.float().mean(0).tolist()):
+            stats[f"routing/{key}/expert{e}"] = usage
+    return stats
