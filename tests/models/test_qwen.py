@@ -12,7 +12,9 @@ from tests.conftest import make_samples
 
 # docs/plans/model-families/count_parameters.json: vision, projector (mergers), LLM, CoVFT vision trainable
 COUNTS = {
+    "qwen2.5-vl-3b": (631_975_680, 36_708_608, 3_085_938_688, 1_053_175_360, list(range(16, 32))),
     "qwen2.5-vl-7b": (631_975_680, 44_574_464, 7_615_616_512, 1_053_175_360, list(range(16, 32))),
+    "qwen3-vl-2b": (306_242_560, 100_714_496, 1_720_574_976, 529_007_664, list(range(12, 24))),
     "qwen3-vl-8b": (415_891_440, 160_496_896, 8_190_735_360, 721_120_440, list(range(13, 27))),
 }
 

@@ -240,6 +240,47 @@ PRESETS = {
         CLIP_MEAN,
         CLIP_STD,
     ),
+    # Qwen/Qwen2.5-VL-3B-Instruct: the 7B's tower, a 2048-wide merger output, Qwen2.5-3B (tied)
+    "qwen2.5-vl-3b": _real(
+        "qwen2_5_vl",
+        "qwen2.5-vl-3b",
+        qwen_vision(
+            "qwen2_5_vl",
+            depth=32,
+            hidden=1280,
+            heads=16,
+            intermediate=3420,
+            patch_size=14,
+            out=2048,
+            window_size=112,
+            fullatt_block_indexes=[7, 15, 23, 31],
+            hidden_act="silu",
+        ),
+        _text(2048, 36, 16, 2, 11008, 151936, True, 128),
+        14,
+        CLIP_MEAN,
+        CLIP_STD,
+    ),
+    # Qwen/Qwen3-VL-2B-Instruct: a CLIP-L-shaped tower (24 x 1024, MLP 4096), Qwen3-1.7B (tied)
+    "qwen3-vl-2b": _real(
+        "qwen3_vl",
+        "qwen3-vl-2b",
+        qwen_vision(
+            "qwen3_vl",
+            depth=24,
+            hidden=1024,
+            heads=16,
+            intermediate=4096,
+            patch_size=16,
+            out=2048,
+            num_position_embeddings=2304,
+            deepstack_visual_indexes=[5, 11, 17],
+        ),
+        _text(2048, 28, 16, 8, 6144, 151936, True, 128),
+        16,
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+    ),
     # Qwen/Qwen3-VL-8B-Instruct
     "qwen3-vl-8b": _real(
         "qwen3_vl",
