@@ -143,3 +143,6 @@ def test_video_frames_are_refused_by_context_strategies():
     batch = model.collate(mixed_samples())
     with pytest.raises(NotImplementedError, match=r"routing video frames \(a second tower pass\)"):
         model(**batch, pixel_values_videos=torch.zeros(1, 2, 3, 32, 32))
+    text_only = model.collate([make_samples()[1]])  # videos without images are refused too
+    with pytest.raises(NotImplementedError, match=r"routing video frames"):
+        model(**text_only, pixel_values_videos=torch.zeros(1, 2, 3, 32, 32))

@@ -214,7 +214,7 @@ class CovftModel(ModelParts, nn.Module):
         and hand each sample's context to the context-aware modules."""
         images_per_sample = kwargs.pop("images_per_sample", None)
         families.add_token_types(self.family, input_ids, self.image_token_id, kwargs)
-        if pixel_values is None or not self.needs_text:
+        if not self.needs_text:
             return
         if kwargs.get("pixel_values_videos") is not None:
             raise NotImplementedError(
@@ -222,6 +222,8 @@ class CovftModel(ModelParts, nn.Module):
                 "pass) is not implemented; give frames as images of the sample, or use a strategy that "
                 "does not read the instruction (freeze, full, lora, dora, bitfit, selective, vpt)"
             )
+        if pixel_values is None:
+            return
         batch = {"pixel_values": pixel_values, **kwargs}
         owner = families.owner(self.family, self.llava, batch, images_per_sample)
         samples = self.family.num_images(batch) if images_per_sample is None else len(images_per_sample)
