@@ -25,8 +25,11 @@ def load_and_run(case: dict) -> dict:
     model.eval()
     with torch.no_grad():
         logits = model(**torch.load(case["batch"])).logits
-    processor = AutoProcessor.from_pretrained(case["out"])
-    inputs = processor(images=Image.open(case["image"]), text=case["prompt"], return_tensors="pt")
+    if case.get("prompt_inputs"):  # no processor without torchvision: covft's own prompt inputs
+        inputs = torch.load(case["prompt_inputs"])
+    else:
+        processor = AutoProcessor.from_pretrained(case["out"])
+        inputs = processor(images=Image.open(case["image"]), text=case["prompt"], return_tensors="pt")
     generated = model.generate(**inputs, max_new_tokens=case["max_new_tokens"], do_sample=False)
     return {
         "class": type(model).__name__,

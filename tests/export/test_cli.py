@@ -169,8 +169,8 @@ def test_progress_and_summary_lines(freeze_checkpoint, tmp_path, capsys):
 
 
 def test_an_unknown_family_says_which_ones_export():
-    model = types.SimpleNamespace(config=types.SimpleNamespace(model_type="qwen2_5_vl"))
-    with pytest.raises(NotImplementedError, match="'qwen2_5_vl'.*llava"):
+    model = types.SimpleNamespace(config=types.SimpleNamespace(model_type="idefics3"))
+    with pytest.raises(NotImplementedError, match="'idefics3'.*llava, llava_next, llava_onevision, qwen2_vl"):
         processor_for(model)
 
 

@@ -17,10 +17,16 @@ from PIL import Image
 import covft
 from covft.cli import main
 from covft.export.stock import EXAMPLE_QUESTION, example_prompt
+from covft.models import families
 from tests.conftest import make_samples
 
 STOCK = ["freeze", "full", "lora", "dora", "bitfit", "selective"]
-# (tower, method, delta checkpoint); tower "next": a LLaVA-NeXT (CLIP tower, anyres tiles)
+# (tower, method, delta checkpoint); tower "next": a LLaVA-NeXT (CLIP tower, anyres tiles), "ov": a
+# LLaVA-OneVision, "qwen": a Qwen2.5-VL (packed patches). covft holds OneVision's and Qwen's
+# processors without their video processors (torchvision is not installed), so their stock side
+# generates from covft's prompt inputs instead of AutoProcessor's.
+FAMILY = {"next": ("llava_next", "clip"), "ov": ("llava_onevision", "siglip"), "qwen": ("qwen2_5_vl", None)}
+NO_STOCK_PROCESSOR = {"ov", "qwen"}
 # "+llm-lora": the LLM trained through LoRA adapters (llm_lora_r) beside the vision strategy
 CASES = (
     [(tower, method, False) for tower in ("clip", "siglip") for method in STOCK]
@@ -28,6 +34,10 @@ CASES = (
         ("clip", "lora", True),
         ("next", "full", False),
         ("next", "lora", False),
+        ("ov", "full", False),
+        ("ov", "lora", False),
+        ("qwen", "full", False),
+        ("qwen", "lora", False),
         ("clip", "freeze+llm-lora", False),
         ("clip", "lora+llm-lora", False),
     ]
@@ -44,11 +54,11 @@ def case_id(case) -> str:
 
 def train_and_export(root: Path, tower: str, method: str, delta: bool) -> dict:
     """Build, "train" (move every trainable weight), save, export; what the stock side must match."""
-    family = {"next": "llava_next"}.get(tower, "llava")
+    family, vision_tower = FAMILY.get(tower, ("llava", tower))
     model = covft.build_model(
         "tiny-test",
         vision_layers=4,
-        vision_tower="clip" if tower == "next" else tower,
+        vision_tower=vision_tower,
         seed=0,
         text_encoder="random-tiny",
         family=family,
@@ -59,6 +69,7 @@ def train_and_export(root: Path, tower: str, method: str, delta: bool) -> dict:
     model.eval()
     batch = model.collate(make_samples())
     del batch["labels"]
+    families.add_token_types(model.family, batch["input_ids"], model.image_token_id, batch)
     with torch.no_grad():
         untrained = model(**batch).logits
         torch.manual_seed(1)
@@ -72,12 +83,18 @@ def train_and_export(root: Path, tower: str, method: str, delta: bool) -> dict:
         for_generation=True,
     )
     generated = model.generate(**prompt_inputs, max_new_tokens=MAX_NEW_TOKENS)
+    families.add_token_types(model.family, prompt_inputs["input_ids"], model.image_token_id, prompt_inputs)
     name = case_id((tower, method, delta))
     checkpoint, out = root / f"ckpt-{name}", root / f"out-{name}"
     model.save_pretrained(checkpoint, delta=delta)
     assert main(["export", str(checkpoint), str(out), "--no-progress"]) == 0
     image.save(root / f"{name}.png")
     torch.save(batch, root / f"{name}-batch.pt")
+    if tower in NO_STOCK_PROCESSOR:
+        torch.save(
+            {k: v for k, v in prompt_inputs.items() if not k.startswith("context_")},
+            root / f"{name}-prompt.pt",
+        )
     return {
         "out": str(out),
         "batch": str(root / f"{name}-batch.pt"),
@@ -85,6 +102,7 @@ def train_and_export(root: Path, tower: str, method: str, delta: bool) -> dict:
         "prompt": example_prompt(model),
         "result": str(root / f"{name}-result.pt"),
         "max_new_tokens": MAX_NEW_TOKENS,
+        "prompt_inputs": str(root / f"{name}-prompt.pt") if tower in NO_STOCK_PROCESSOR else None,
         "covft_logits": logits,
         "covft_untrained_logits": untrained,
         "covft_input_ids": prompt_inputs["input_ids"],
@@ -114,7 +132,11 @@ def exported(tmp_path_factory) -> dict[str, dict]:
 def test_transformers_alone_gives_covfts_logits(exported, case):
     result = exported[case_id(case)]
     stock = result["stock"]
-    expected = "LlavaNextForConditionalGeneration" if case[0] == "next" else "LlavaForConditionalGeneration"
+    expected = {
+        "next": "LlavaNextForConditionalGeneration",
+        "ov": "LlavaOnevisionForConditionalGeneration",
+        "qwen": "Qwen2_5_VLForConditionalGeneration",
+    }.get(case[0], "LlavaForConditionalGeneration")
     assert stock["class"] == expected
     difference = (stock["logits"] - result["covft_logits"]).abs().max().item()
     moved = (result["covft_logits"] - result["covft_untrained_logits"]).abs().max().item()

@@ -180,7 +180,7 @@ def test_from_mlp_copies_the_activation_and_matches_device_and_dtype(tiny_mlp):
     assert {p.dtype for p in moe.parameters()} == {torch.float64}
     z = torch.randn(B, N, D, dtype=torch.float64)
     torch.testing.assert_close(moe(z), tiny_mlp(z))  # state.text is float32: cast to the tower's dtype
-    with pytest.raises(ValueError, match=r"Linear lacks .*\.fc1, \.fc2.*\.gate_proj, \.up_proj, \.down_proj"):
+    with pytest.raises(ValueError, match=r"Linear lacks .*\.fc1/\.fc2.*\.gate_proj, \.up_proj, \.down_proj"):
         ContextualMoE.from_mlp(nn.Linear(2, 2), state, T_DIM)
 
 

@@ -8,7 +8,9 @@ here, keyed by its config's ``model_type``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from covft.models.towers import has_cls_token
@@ -28,23 +30,42 @@ def llava_processor(model) -> Any:
     )
 
 
+class ProcessorFiles:
+    """An image-only processor (built without its torchvision video processor) written as the
+    files a Hugging Face directory holds: tokenizer, image processor, ``processor_config.json``
+    naming the processor class with its settings. With torchvision installed, ``AutoProcessor``
+    rebuilds the complete processor from them (not verified here: no torchvision)."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def save_pretrained(self, path) -> None:
+        from covft.models.checkpoint import processor_record
+
+        self.processor.tokenizer.save_pretrained(str(path))
+        self.processor.image_processor.save_pretrained(str(path))
+        record = processor_record(self.processor)
+        settings = {k: v for k, v in record["settings"].items() if k != "covft_image_only"}
+        config = {"processor_class": record["class"], **settings}
+        (Path(path) / "processor_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
 def own_processor(model) -> Any:
-    """The family's multimodal processor covft already holds (LLaVA-NeXT, LLaVA-OneVision)."""
+    """The family's multimodal processor covft holds (LLaVA-NeXT, LLaVA-OneVision, Qwen-VL); an
+    image-only one is written as its parts (:class:`ProcessorFiles`)."""
     processor = model.processor
-    if processor is None or getattr(processor, "video_processor", False) is None:
-        raise NotImplementedError(
-            f"exporting this {model.family.display} model needs its complete transformers processor "
-            "(LLaVA-OneVision's includes a video processor, which needs torchvision); covft holds an "
-            "image-only one. Install torchvision and load the base model from its Hugging Face "
-            "directory (AutoProcessor), or save the processor yourself beside the exported weights"
-        )
-    return processor
+    if processor is None:
+        raise ValueError(f"this {model.family.display} model has no processor to export")
+    return ProcessorFiles(processor) if getattr(processor, "covft_image_only", False) else processor
 
 
 PROCESSORS: dict[str, Callable[[Any], Any]] = {
     "llava": llava_processor,
     "llava_next": own_processor,
     "llava_onevision": own_processor,
+    "qwen2_vl": own_processor,
+    "qwen2_5_vl": own_processor,
+    "qwen3_vl": own_processor,
 }
 
 

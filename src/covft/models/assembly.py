@@ -202,6 +202,7 @@ def image_only_processor(cls, image_processor, tokenizer, **attributes):
     processor.image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
     for name, value in attributes.items():
         setattr(processor, name, value)
+    processor.covft_image_only = True
     return processor
 
 

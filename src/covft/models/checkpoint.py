@@ -75,7 +75,7 @@ def save_pretrained(model, path: str | os.PathLike, delta: bool = False) -> None
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
 
 
-_PROCESSOR_PARTS = ("image_processor", "tokenizer", "video_processor", "chat_template")
+_PROCESSOR_PARTS = ("image_processor", "tokenizer", "video_processor", "chat_template", "covft_image_only")
 
 
 def processor_record(processor) -> dict[str, Any] | None:
