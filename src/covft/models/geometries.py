@@ -1,4 +1,4 @@
-"""Presets with the geometry of released LLaVA-NeXT and LLaVA-OneVision checkpoints, random weights
+"""Presets with the geometry of released LLaVA-1.5, LLaVA-NeXT and LLaVA-OneVision checkpoints, random weights
 (``device="meta"`` allocates nothing): for parameter counts, FLOPs and memory plans. Real weights
 come from a local Hugging Face directory (``covft.build_model(path)``).
 
@@ -14,12 +14,63 @@ import torch
 from covft.models.assembly import assemble, image_processor_for, llama_config, vision_config
 from covft.models.model import CovftModel
 from covft.models.presets import register_preset
+from covft.models.qwen import CLIP_MEAN, CLIP_STD
 
 NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 
 
 def _dtype(dtype: torch.dtype | str) -> torch.dtype:
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def _clip_l_llama(
+    name: str, llm: dict, *, device, seed, dtype, text_encoder, kwargs=None, **family
+) -> CovftModel:
+    """CLIP ViT-L/14-336 (LLaVA-1.5's tower) and a Llama-architecture LLM of geometry ``llm``."""
+    from covft.models.tokenizer import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    vision = vision_config(
+        "clip", hidden=1024, layers=24, heads=16, image_size=336, patch_size=14, intermediate=4096
+    )
+    vision.projection_dim = 768
+    text = llama_config(tokenizer, vocab_size=32064, max_positions=4096, rms_norm_eps=1e-5, **llm)
+    return assemble(
+        vision_config=vision,
+        text_config=text,
+        tokenizer=tokenizer,
+        image_processor=image_processor_for("clip", 336, mean=CLIP_MEAN, std=CLIP_STD),
+        seed=seed,
+        device=device,
+        dtype=_dtype(dtype),
+        text_encoder=text_encoder,
+        template="vicuna_v1",
+        base={"preset": name, "kwargs": dict(seed=seed, text_encoder=text_encoder, **(kwargs or {}))},
+        **family,
+    )
+
+
+VICUNA_7B = dict(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008)
+VICUNA_13B = dict(hidden=5120, layers=40, heads=40, kv_heads=40, intermediate=13824)
+
+
+@register_preset("llava-1.5-7b")
+def llava_15_7b(
+    *,
+    device: str = "meta",
+    seed: int = 0,
+    dtype: torch.dtype | str = torch.float32,
+    text_encoder: str = "bert-base-uncased",
+    llm_layers: int = 32,
+) -> CovftModel:
+    """LLaVA-1.5-7B's geometry with random weights (``device='meta'`` allocates nothing).
+
+    The tokenizer is a byte-level stand-in: the geometry (and so every cost) is the real one, but
+    a random-weight model has no use for Vicuna's vocabulary.
+    """
+    llm = {**VICUNA_7B, "layers": llm_layers}
+    common = dict(device=device, seed=seed, dtype=dtype, text_encoder=text_encoder)
+    return _clip_l_llama("llava-1.5-7b", llm, kwargs={"llm_layers": llm_layers}, **common)
 
 
 @register_preset("llava-1.5-13b")
@@ -31,36 +82,8 @@ def llava_15_13b(
     text_encoder: str = "bert-base-uncased",
 ) -> CovftModel:
     """llava-hf/llava-1.5-13b-hf's geometry: LLaVA-1.5-7B's CLIP-L/336 and Vicuna-13B."""
-    from covft.models.tokenizer import byte_tokenizer
-
-    tokenizer = byte_tokenizer()
-    vision = vision_config(
-        "clip", hidden=1024, layers=24, heads=16, image_size=336, patch_size=14, intermediate=4096
-    )
-    vision.projection_dim = 768
-    text = llama_config(
-        tokenizer,
-        vocab_size=32064,
-        hidden=5120,
-        layers=40,
-        heads=40,
-        kv_heads=40,
-        intermediate=13824,
-        max_positions=4096,
-        rms_norm_eps=1e-5,
-    )
-    return assemble(
-        vision_config=vision,
-        text_config=text,
-        tokenizer=tokenizer,
-        image_processor=image_processor_for("clip", 336),
-        seed=seed,
-        device=device,
-        dtype=_dtype(dtype),
-        text_encoder=text_encoder,
-        template="vicuna_v1",
-        base={"preset": "llava-1.5-13b", "kwargs": dict(seed=seed, text_encoder=text_encoder)},
-    )
+    common = dict(device=device, seed=seed, dtype=dtype, text_encoder=text_encoder)
+    return _clip_l_llama("llava-1.5-13b", VICUNA_13B, **common)
 
 
 @register_preset("llava-next-7b")
@@ -73,38 +96,9 @@ def llava_next_7b(
 ) -> CovftModel:
     """llava-hf/llava-v1.6-vicuna-7b-hf's geometry: LLaVA-1.5-7B's CLIP-L/336 and Vicuna-7B, anyres
     tiles of 336 px on five grids, ``image_newline``."""
-    from covft.models.tokenizer import byte_tokenizer
-
-    tokenizer = byte_tokenizer()
-    vision = vision_config(
-        "clip", hidden=1024, layers=24, heads=16, image_size=336, patch_size=14, intermediate=4096
-    )
-    vision.projection_dim = 768
-    text = llama_config(
-        tokenizer,
-        vocab_size=32064,
-        hidden=4096,
-        layers=32,
-        heads=32,
-        kv_heads=32,
-        intermediate=11008,
-        max_positions=4096,
-        rms_norm_eps=1e-5,
-    )
-    return assemble(
-        vision_config=vision,
-        text_config=text,
-        tokenizer=tokenizer,
-        image_processor=image_processor_for("clip", 336),
-        seed=seed,
-        device=device,
-        dtype=_dtype(dtype),
-        text_encoder=text_encoder,
-        template="vicuna_v1",
-        base={"preset": "llava-next-7b", "kwargs": dict(seed=seed, text_encoder=text_encoder)},
-        family="llava_next",
-        family_config={"image_grid_pinpoints": NEXT_PINPOINTS},
-    )
+    common = dict(device=device, seed=seed, dtype=dtype, text_encoder=text_encoder)
+    pinpoints = {"image_grid_pinpoints": NEXT_PINPOINTS}
+    return _clip_l_llama("llava-next-7b", VICUNA_7B, family="llava_next", family_config=pinpoints, **common)
 
 
 def _onevision(name: str, text: dict, *, device, seed, dtype, text_encoder) -> CovftModel:

@@ -1,10 +1,11 @@
 """Model presets: build LLaVA models without downloads, or load a local checkpoint.
 
-- ``tiny-test``: random and tiny (seconds on CPU), for tests; CLIP or SigLIP tower.
-- ``llava-1.5-7b``: the real LLaVA-1.5-7B geometry (CLIP ViT-L/14-336 + a 7B Llama), random
-  weights or ``device="meta"``: for profiling and parameter counting.
-- ``qwen2.5-vl-7b``, ``qwen3-vl-8b``: those checkpoints' geometry, the same way
-  (:mod:`covft.models.qwen`).
+- ``tiny-test``: random and tiny (seconds on CPU), for tests; every family (``family=``), CLIP or
+  SigLIP tower.
+- released checkpoints' geometries, random weights or ``device="meta"`` (profiling, parameter
+  counts): ``llava-1.5-7b``, ``llava-1.5-13b``, ``llava-next-7b``, ``llava-ov-0.5b``,
+  ``llava-ov-7b`` (:mod:`covft.models.geometries`), ``qwen2.5-vl-3b``, ``qwen2.5-vl-7b``,
+  ``qwen3-vl-2b``, ``qwen3-vl-8b`` (:mod:`covft.models.qwen`).
 - a local directory: a Hugging Face checkpoint of one of covft's families (e.g. a downloaded
   ``llava-hf/llava-1.5-7b-hf`` or ``Qwen/Qwen2.5-VL-7B-Instruct``) or a covft checkpoint (``covft_config.json`` inside).
 
@@ -184,61 +185,6 @@ def tiny_test(
 
 
 PRESETS.update(QWEN_PRESETS)
-
-
-@register_preset("llava-1.5-7b")
-def llava_15_7b(
-    *,
-    device: str = "meta",
-    seed: int = 0,
-    dtype: torch.dtype | str = torch.float32,
-    text_encoder: str = "bert-base-uncased",
-    llm_layers: int = 32,
-) -> CovftModel:
-    """LLaVA-1.5-7B's geometry with random weights (``device='meta'`` allocates nothing).
-
-    The tokenizer is a byte-level stand-in: the geometry (and so every cost) is the real one, but
-    a random-weight model has no use for Vicuna's vocabulary.
-    """
-    from covft.models.tokenizer import byte_tokenizer
-
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    tokenizer = byte_tokenizer()
-    vision = vision_config(
-        "clip", hidden=1024, layers=24, heads=16, image_size=336, patch_size=14, intermediate=4096
-    )
-    vision.projection_dim = 768
-    text = llama_config(
-        tokenizer,
-        vocab_size=32064,
-        hidden=4096,
-        layers=llm_layers,
-        heads=32,
-        kv_heads=32,
-        intermediate=11008,
-        max_positions=4096,
-        rms_norm_eps=1e-5,
-    )
-    base = {
-        "preset": "llava-1.5-7b",
-        "kwargs": dict(seed=seed, text_encoder=text_encoder, llm_layers=llm_layers),
-    }
-    processor = image_processor_for(
-        "clip", 336, mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711)
-    )
-    return assemble(
-        vision_config=vision,
-        text_config=text,
-        tokenizer=tokenizer,
-        image_processor=processor,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-        text_encoder=text_encoder,
-        template="vicuna_v1",
-        base=base,
-    )
 
 
 def from_hf_checkpoint(
