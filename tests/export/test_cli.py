@@ -57,17 +57,21 @@ def test_the_stock_strategies_are_exactly_those_that_keep_or_fold_into_the_archi
 
 
 @pytest.mark.parametrize("method", ARCHITECTURE_CHANGING)
-def test_architecture_changing_strategies_are_refused_with_what_to_do(method, tmp_path, capsys):
+def test_architecture_changing_strategies_are_refused_with_stock_only_and_what_to_do(
+    method, tmp_path, capsys
+):
     checkpoint = save_tiny(tmp_path / "ckpt", method)
-    status, _, err = export(capsys, checkpoint, tmp_path / "out")
+    status, _, err = export(capsys, checkpoint, tmp_path / "out", "--stock-only")
     assert status == 1
     assert f"strategy {method!r} cannot be exported to a stock transformers model" in err
     assert STRATEGIES[method].adds_beyond_stock in err
-    assert "Keep the covft checkpoint" in err
+    assert (
+        "Without --stock-only it exports as a directory that transformers loads with covft installed" in err
+    )
     assert not (tmp_path / "out").exists()
 
 
-def test_export_model_refuses_them_too_and_leaves_the_model_alone(tmp_path):
+def test_export_model_refuses_them_too_with_stock_only_and_leaves_the_model_alone(tmp_path):
     from covft.errors import NotExportableError
     from covft.export import export_model
 
@@ -75,7 +79,7 @@ def test_export_model_refuses_them_too_and_leaves_the_model_alone(tmp_path):
         covft.build_model("tiny-test", vision_layers=4, seed=0, text_encoder="random-tiny"), "vpt"
     )
     with pytest.raises(NotExportableError, match="'vpt'"):
-        export_model(model, tmp_path / "out")
+        export_model(model, tmp_path / "out", stock_only=True)
     assert model.strategy.name == "vpt" and not (tmp_path / "out").exists()
 
 

@@ -7,15 +7,15 @@ import argparse
 from covft.errors import UserError
 
 DESCRIPTION = """\
-Write a covft checkpoint as a stock Hugging Face directory (config.json, model.safetensors,
-tokenizer and processor files, a model card) that
-transformers.AutoModelForImageTextToText.from_pretrained(OUT) loads without covft and that gives
-covft's logits.
+Write a covft checkpoint as a Hugging Face directory (config.json, model.safetensors, tokenizer
+and processor files, a model card) that transformers.AutoModelForImageTextToText.from_pretrained
+loads and that gives covft's logits.
 
-  freeze, full, bitfit, selective   exported as they are
-  lora, dora                        adapters merged into the weights first (PEFT merge_and_unload)
-  covft, vpt, qavit, qmoe           refused: they add modules stock transformers has no place for;
-                                    keep the covft checkpoint and use it with covft
+  freeze, full, bitfit, selective   a stock directory, loads without covft
+  lora, dora                        the same, adapters merged into the weights first (PEFT merge_and_unload)
+  covft, vpt, qavit, qmoe           they add modules stock transformers has none of: a directory that
+                                    loads with covft installed, from_pretrained(OUT, trust_remote_code=True)
+                                    (--stock-only refuses them instead)
 
 OUT must not exist or be empty (--overwrite replaces an earlier export). With --push-to-hub REPO
 the directory is then uploaded to the Hugging Face Hub (log in first: `hf auth login` or HF_TOKEN).
@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--private", action="store_true", help="with --push-to-hub: create the repository private"
     )
+    parser.add_argument(
+        "--stock-only",
+        action="store_true",
+        help="refuse strategies that cannot be loaded without covft (for serving stacks that only know stock classes)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="print only the summary")
 
 
@@ -61,11 +66,10 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         repo_id=args.push_to_hub,
         progress=not args.no_progress,
+        stock_only=args.stock_only,
     )
     print(f"covft export: wrote {summary.line()}")
-    print(
-        f"covft export: load it with transformers.AutoModelForImageTextToText.from_pretrained({args.out!r})"
-    )
+    print(f"covft export: load it with transformers.{summary.load_hint()}")
     if args.push_to_hub:
         url = push_to_hub(args.out, args.push_to_hub, private=True if args.private else None)
         print(f"covft export: uploaded to {url}")

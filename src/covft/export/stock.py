@@ -1,9 +1,10 @@
-"""Write a covft model as a stock Hugging Face directory that transformers loads without covft.
+"""Write a covft model as a Hugging Face directory.
 
-Strategies that keep the architecture (freeze, full, BitFit, selective) export as they are; LoRA
-and DoRA are first merged into the weights they adapt (PEFT's ``merge_and_unload``). Strategies that
-add modules stock transformers has no place for (CoVFT, VPT, QA-ViT, Q-MoE) are refused before
-anything is loaded: their covft checkpoint is the form to keep and serve with covft.
+Strategies that keep the architecture (freeze, full, BitFit, selective) export as a stock directory
+that transformers loads without covft; LoRA and DoRA are first merged into the weights they adapt
+(PEFT's ``merge_and_unload``). Strategies that add modules stock transformers has no place for
+(CoVFT, VPT, QA-ViT, Q-MoE) export as a directory that transformers loads with covft installed
+(``trust_remote_code=True``; :mod:`covft.export.with_covft`), or are refused with ``stock_only``.
 
 The directory holds what the wrapped model's ``save_pretrained`` writes (``config.json``,
 ``generation_config.json``, ``model.safetensors``), the family's processor (tokenizer, image
@@ -40,12 +41,22 @@ class ExportSummary:
     parameters: int
     dtype: str
     size_bytes: int
+    needs_covft: bool = False
 
     def line(self) -> str:
         return (
             f"{self.out}: {self.architecture}, {self.parameters:,} parameters in {self.dtype}, "
             f"{self.size_bytes / 2**20:.1f} MiB; strategy {self.strategy or 'none'}: {self.folded}"
         )
+
+    def load_hint(self) -> str:
+        """The line that loads the export."""
+        if self.needs_covft:
+            return (
+                f"AutoModelForImageTextToText.from_pretrained({str(self.out)!r}, trust_remote_code=True) "
+                "with covft installed"
+            )
+        return f"AutoModelForImageTextToText.from_pretrained({str(self.out)!r}), without covft"
 
 
 def export_checkpoint(
@@ -55,15 +66,17 @@ def export_checkpoint(
     overwrite: bool = False,
     repo_id: str | None = None,
     progress: bool = False,
+    stock_only: bool = False,
 ) -> ExportSummary:
     """Export the covft checkpoint directory ``checkpoint`` to ``out`` (see :func:`export_model`).
 
     Everything that can be checked without loading the model is checked first: the checkpoint,
-    whether its strategy can be exported, and ``out``.
+    (with ``stock_only``) whether its strategy can be exported to stock transformers, and ``out``.
     """
     checkpoint, out = Path(checkpoint), Path(out)
     config = checkpoint_config(checkpoint)
-    check_exportable(config["strategy"])
+    if stock_only:
+        check_exportable(config["strategy"])
     check_output(out, overwrite, keep=checkpoint)
     _say(progress, f"loading {checkpoint}")
     try:
@@ -71,7 +84,13 @@ def export_checkpoint(
     except ValueError as error:  # format version, weights that do not fit the model
         raise ModelNotFoundError(f"{checkpoint} cannot be loaded as a covft checkpoint: {error}") from error
     return export_model(
-        model, out, overwrite=overwrite, source=str(checkpoint), repo_id=repo_id, progress=progress
+        model,
+        out,
+        overwrite=overwrite,
+        source=str(checkpoint),
+        repo_id=repo_id,
+        progress=progress,
+        stock_only=stock_only,
     )
 
 
@@ -83,12 +102,16 @@ def export_model(
     source: str | None = None,
     repo_id: str | None = None,
     progress: bool = False,
+    stock_only: bool = False,
 ) -> ExportSummary:
-    """Write ``model`` (a :class:`covft.CovftModel`) to ``out`` as a stock Hugging Face directory.
+    """Write ``model`` (a :class:`covft.CovftModel`) to ``out`` as a Hugging Face directory.
 
-    The strategy is folded into the weights in place: afterwards ``model`` has no strategy (LoRA
-    and DoRA adapters are merged away). ``source`` (where the model came from) and ``repo_id``
-    (where it will be uploaded) only go into the model card. A non-empty ``out`` is refused unless
+    A strategy that keeps the architecture is folded into the weights in place: afterwards
+    ``model`` has no strategy (LoRA and DoRA adapters are merged away), and ``out`` is a stock
+    directory. One that adds modules (CoVFT, VPT, QA-ViT, Q-MoE) is written as a directory that
+    transformers loads with covft installed (:mod:`covft.export.with_covft`), unless
+    ``stock_only``, which refuses it. ``source`` (where the model came from) and ``repo_id`` (where
+    it will be uploaded) only go into the model card. A non-empty ``out`` is refused unless
     ``overwrite`` and it holds an earlier export.
     """
     from covft.export.families import processor_for
@@ -97,8 +120,11 @@ def export_model(
     out = Path(out)
     strategy = model.strategy
     name = strategy.name if strategy else None
-    check_exportable(name)
+    if stock_only:
+        check_exportable(name)
     check_output(out, overwrite)
+    if strategy is not None and strategy.adds_beyond_stock:
+        return _export_with_covft(model, out, name, source, repo_id, progress)
     processor = processor_for(model)
     _say(progress, "folding the strategy into the weights")
     folded_llm = fold_llm_lora(model)  # first: it unloads only the LLM's adapters
@@ -119,6 +145,30 @@ def export_model(
         parameters=sum(p.numel() for p in model.llava.parameters()),
         dtype=str(next(model.llava.parameters()).dtype).removeprefix("torch."),
         size_bytes=sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
+    )
+
+
+def _export_with_covft(model, out: Path, name: str, source, repo_id, progress: bool) -> ExportSummary:
+    from covft.export import with_covft
+
+    _say(
+        progress,
+        f"writing {out} (loads with covft installed: {name} adds modules stock transformers has none of)",
+    )
+    card = with_covft.model_card(model, name, source, repo_id or str(out))
+    with atomic_directory(out) as tmp:
+        with_covft.write(model, tmp, card)
+    return ExportSummary(
+        out=out,
+        strategy=name,
+        folded=f"kept as covft modules ({model.strategy.adds_beyond_stock})",
+        architecture=f"covft {name} on {type(model.llava).__name__}",
+        parameters=sum(
+            p.numel() for name_, p in model.named_parameters() if not name_.startswith("text_encoder.")
+        ),
+        dtype=str(next(model.llava.parameters()).dtype).removeprefix("torch."),
+        size_bytes=sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
+        needs_covft=True,
     )
 
 
@@ -173,8 +223,8 @@ def check_exportable(strategy: str | None) -> None:
     if blocker:
         raise NotExportableError(
             f"strategy {strategy!r} cannot be exported to a stock transformers model: it adds {blocker}, "
-            "which stock LLaVA has no module for. Keep the covft checkpoint and use it with covft "
-            "(covft.load_pretrained, covft eval, the lmms-eval plugin)"
+            "which stock transformers has no module for. Without --stock-only it exports as a directory "
+            "that transformers loads with covft installed (trust_remote_code=True)"
         )
 
 

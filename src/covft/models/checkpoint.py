@@ -15,8 +15,10 @@ re-applies its strategy, so it lives a layer up: ``covft.strategies.checkpoint.l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -185,7 +187,9 @@ def rebuild_model(
     with torch.device(device):
         llava = getattr(transformers, family.model_class)(CONFIG_MAPPING[family.name].from_dict(saved))
     llava.to(getattr(torch, config.get("dtype", "float32")))
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    with _quiet_config_warnings():
+        # never the export's covft_hf.py: the tokenizer is covft's own (trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     image_processor = AutoImageProcessor.from_pretrained(str(path))
     llava.generation_config.pad_token_id = tokenizer.pad_token_id
     llava.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -199,6 +203,20 @@ def rebuild_model(
         max_length=config.get("max_length", 2048),
         processor=rebuild_processor(config.get("processor"), image_processor, tokenizer),
     )
+
+
+@contextlib.contextmanager
+def _quiet_config_warnings():
+    """AutoTokenizer reads a covft export's ``config.json`` (model type "covft", which only the
+    Auto classes' remote code knows) and warns that its type differs from the base config's; the
+    tokenizer does not depend on it."""
+    logger = logging.getLogger("transformers.configuration_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def load_weights(model, path: str | os.PathLike, config: dict[str, Any], device: str | torch.device) -> None:
