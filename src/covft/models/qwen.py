@@ -218,23 +218,29 @@ def _real(family: str, name: str, vision: dict, text: dict, patch: int, mean, st
     return build
 
 
+def _qwen25_tower(out: int) -> dict:
+    """The vision tower of every released Qwen2.5-VL (32 blocks x 1280, SwiGLU MLP 3420, windows of
+    112 px, full attention in blocks 7/15/23/31); only the merger's output width differs."""
+    return qwen_vision(
+        "qwen2_5_vl",
+        depth=32,
+        hidden=1280,
+        heads=16,
+        intermediate=3420,
+        patch_size=14,
+        out=out,
+        window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31],
+        hidden_act="silu",
+    )
+
+
 PRESETS = {
     # Qwen/Qwen2.5-VL-7B-Instruct (docs/plans/model-families/README.md section 3.1)
     "qwen2.5-vl-7b": _real(
         "qwen2_5_vl",
         "qwen2.5-vl-7b",
-        qwen_vision(
-            "qwen2_5_vl",
-            depth=32,
-            hidden=1280,
-            heads=16,
-            intermediate=3420,
-            patch_size=14,
-            out=3584,
-            window_size=112,
-            fullatt_block_indexes=[7, 15, 23, 31],
-            hidden_act="silu",
-        ),
+        _qwen25_tower(out=3584),
         _text(3584, 28, 28, 4, 18944, 152064, False, 128),
         14,
         CLIP_MEAN,
@@ -244,18 +250,7 @@ PRESETS = {
     "qwen2.5-vl-3b": _real(
         "qwen2_5_vl",
         "qwen2.5-vl-3b",
-        qwen_vision(
-            "qwen2_5_vl",
-            depth=32,
-            hidden=1280,
-            heads=16,
-            intermediate=3420,
-            patch_size=14,
-            out=2048,
-            window_size=112,
-            fullatt_block_indexes=[7, 15, 23, 31],
-            hidden_act="silu",
-        ),
+        _qwen25_tower(out=2048),
         _text(2048, 36, 16, 2, 11008, 151936, True, 128),
         14,
         CLIP_MEAN,

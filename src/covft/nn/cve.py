@@ -109,18 +109,27 @@ class ContextVectorExtractor(nn.Module):
         weights before ``W_v^z``. At the tiny demo geometry this removes ~80x of the attention's
         FLOPs; at ViT-L/BERT-base, 40 % of CVE's (benchmarks/README.md).
         """
-        attn = self.attn
-        batch, heads, dim = visual.shape[0], attn.num_heads, self.visual_dim
-        head_dim = self.text_dim // heads
-        query_bias, _, value_bias = attn.in_proj_bias.chunk(3)
-        query = F.linear(text, attn.q_proj_weight, query_bias).view(batch, heads, head_dim)
-        key_visual = attn.k_proj_weight[:, :dim].reshape(heads, head_dim, dim)
-        value_visual = attn.v_proj_weight[:, :dim].reshape(heads, head_dim, dim)
-        probe = torch.einsum("bhe,hed->bhd", query, key_visual) * head_dim**-0.5
+        probe = self._probe(text)
         weights = torch.einsum("bhd,bnd->bhn", probe, visual).softmax(dim=-1)
         pooled = torch.einsum("bhn,bnd->bhd", weights, visual)
-        values = torch.einsum("bhd,hed->bhe", pooled, value_visual).reshape(batch, self.text_dim)
-        values = values + F.linear(text, attn.v_proj_weight[:, dim:], value_bias)
+        return self._output(pooled, text)
+
+    def _probe(self, text: torch.Tensor) -> torch.Tensor:
+        """Each sample's query per head mapped into the visual space, scaled: ``[S, heads, d]``."""
+        attn = self.attn
+        heads, dim, head_dim = attn.num_heads, self.visual_dim, self.text_dim // attn.num_heads
+        query = F.linear(text, attn.q_proj_weight, attn.in_proj_bias.chunk(3)[0])
+        key_visual = attn.k_proj_weight[:, :dim].reshape(heads, head_dim, dim)
+        return torch.einsum("bhe,hed->bhd", query.view(-1, heads, head_dim), key_visual) * head_dim**-0.5
+
+    def _output(self, pooled: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The attention's output from the visual tokens pooled per head ``[S, heads, d]``: their
+        values, plus the text half's value (the same for every token), through ``out_proj``."""
+        attn = self.attn
+        heads, dim, head_dim = attn.num_heads, self.visual_dim, self.text_dim // attn.num_heads
+        value_visual = attn.v_proj_weight[:, :dim].reshape(heads, head_dim, dim)
+        values = torch.einsum("bhd,hed->bhe", pooled, value_visual).reshape(-1, self.text_dim)
+        values = values + F.linear(text, attn.v_proj_weight[:, dim:], attn.in_proj_bias.chunk(3)[2])
         return attn.out_proj(values)
 
     def _attend_segments(self, visual: torch.Tensor, text: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
@@ -133,14 +142,8 @@ class ContextVectorExtractor(nn.Module):
         weighted tokens are added per sample with ``index_add_`` (in at least float32) and divided.
         This is the softmax over the sample's concatenated tokens, term for term, without padding.
         """
-        attn = self.attn
-        samples, heads, dim = text.shape[0], attn.num_heads, self.visual_dim
-        head_dim = self.text_dim // heads
-        query_bias, _, value_bias = attn.in_proj_bias.chunk(3)
-        query = F.linear(text, attn.q_proj_weight, query_bias).view(samples, heads, head_dim)
-        key_visual = attn.k_proj_weight[:, :dim].reshape(heads, head_dim, dim)
-        value_visual = attn.v_proj_weight[:, :dim].reshape(heads, head_dim, dim)
-        probe = torch.einsum("she,hed->shd", query, key_visual) * head_dim**-0.5
+        samples, heads = text.shape[0], self.attn.num_heads
+        probe = self._probe(text)
         scores = torch.einsum("rhd,rnd->rhn", probe[owner], visual)  # [R, heads, N]
         scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
         peak = scores.new_full((samples, heads), float("-inf")).scatter_reduce(
@@ -150,6 +153,4 @@ class ContextVectorExtractor(nn.Module):
         total = segment_sum(weights.sum(dim=-1), owner, samples)  # [S, heads]
         pooled = torch.einsum("rhn,rnd->rhd", weights.to(visual.dtype), visual)
         pooled = (segment_sum(pooled, owner, samples) / total.unsqueeze(-1)).to(visual.dtype)
-        values = torch.einsum("shd,hed->she", pooled, value_visual).reshape(samples, self.text_dim)
-        values = values + F.linear(text, attn.v_proj_weight[:, dim:], value_bias)
-        return attn.out_proj(values)
+        return self._output(pooled, text)
