@@ -157,26 +157,24 @@ def tiny_qwen(family: str, *, device: str, base: dict) -> CovftModel:
     width = geometry["llm_hidden"]
     text = _text(width, geometry["llm_layers"], 4, 2, 2 * width, len(tokenizer), False, width // 4)
     side = geometry["image_size"]
-    images, processor = qwen_processor(
-        family,
-        tokenizer,
-        patch_size=patch,
-        min_pixels=(2 * patch) ** 2,
-        max_pixels=side * side,
-        mean=CLIP_MEAN,
-        std=CLIP_STD,
-    )
+    pixels = {"patch_size": patch, "min_pixels": (2 * patch) ** 2, "max_pixels": side * side}
+    return _assemble(family, vision, text, tokenizer, pixels, CLIP_MEAN, CLIP_STD,
+                     seed=seed, device=device, text_encoder=text_encoder, base=base)  # fmt: skip
+
+
+def _assemble(
+    family: str, vision: dict, text: dict, tokenizer, pixels: dict, mean, std, **options
+) -> CovftModel:
+    """A covft model of a Qwen family from its tower and LLM configs and the processor's pixel range."""
+    images, processor = qwen_processor(family, tokenizer, mean=mean, std=std, **pixels)
     return assemble(
         config=qwen_config(family, vision, text, tokenizer),
         tokenizer=tokenizer,
         image_processor=images,
         processor=processor,
-        seed=seed,
-        device=device,
-        text_encoder=text_encoder,
         template="vicuna_v1",
-        base=base,
         family=family,
+        **options,
     )
 
 
@@ -191,28 +189,10 @@ def _real(family: str, name: str, vision: dict, text: dict, patch: int, mean, st
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
         tokenizer = byte_tokenizer(QWEN_VISION_TOKENS)
-        images, processor = qwen_processor(
-            family,
-            tokenizer,
-            patch_size=patch,
-            min_pixels=56 * 56,
-            max_pixels=28 * 28 * 1280,
-            mean=mean,
-            std=std,
-        )
-        return assemble(
-            config=qwen_config(family, vision, text, tokenizer),
-            tokenizer=tokenizer,
-            image_processor=images,
-            processor=processor,
-            seed=seed,
-            device=device,
-            dtype=dtype,
-            text_encoder=text_encoder,
-            template="vicuna_v1",
-            base={"preset": name, "kwargs": dict(seed=seed, text_encoder=text_encoder)},
-            family=family,
-        )
+        pixels = {"patch_size": patch, "min_pixels": 56 * 56, "max_pixels": 28 * 28 * 1280}
+        base = {"preset": name, "kwargs": dict(seed=seed, text_encoder=text_encoder)}
+        return _assemble(family, vision, text, tokenizer, pixels, mean, std,
+                         seed=seed, device=device, dtype=dtype, text_encoder=text_encoder, base=base)  # fmt: skip
 
     build.__doc__ = f"{name}'s geometry with random weights (``device='meta'`` allocates nothing); a byte tokenizer stands in."
     return build
