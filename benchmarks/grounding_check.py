@@ -2,9 +2,11 @@
 
 ``probe``: is the information in the tower's features? For objects of the world's training
 images, a logistic-regression probe (scikit-learn, 80/20 split) predicts each object's colour,
-shape and texture from the penultimate-block feature of the patch under the object's centre
-(the features LLaVA feeds the LLM), for the starting point's tower and for a random tower of the
-same architecture, next to the majority-class baseline.
+shape and texture from the penultimate-block features of the patch under the object's centre
+(the features LLaVA feeds the LLM; ``--neighbourhood 1``: that patch and its 8 neighbours,
+concatenated), for the starting point's tower and for a random tower of the same architecture,
+next to the majority-class baseline and to the same probe on the raw pixels of a crop around the
+object's centre (as many pixels as the patches: what a tower could keep at best).
 
 ``family``: can the model learn to use it? Stage 2 on one task family alone (e.g. ``count``)
 from the starting point, then greedy answers on held-out questions of that family with the real
@@ -55,8 +57,11 @@ def _load_rgb(path: Path):
         return image.convert("RGB")
 
 
-def centre_features(model, world: Path, annotations: list[dict], batch: int = 64):
-    """(features, labels per target): one row per object, the feature of its centre patch."""
+def centre_features(model, world: Path, annotations: list[dict], batch: int = 64, neighbourhood: int = 0):
+    """(features, labels per target): one row per object, the features of its centre patch and
+    of the ``neighbourhood`` rings of patches around it (zeros beyond the border), concatenated."""
+    import numpy as np
+
     rows, labels = [], {t: [] for t in PROBE_TARGETS}
     model.eval()
     for start in range(0, len(annotations), batch):
@@ -69,18 +74,41 @@ def centre_features(model, world: Path, annotations: list[dict], batch: int = 64
         with torch.no_grad():
             hidden = model.vision_tower(pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
         side = int(round(hidden.shape[1] ** 0.5))
+        grid = hidden.float().reshape(len(chunk), side, side, -1).numpy()
+        ring = neighbourhood
+        grid = np.pad(grid, ((0, 0), (ring, ring), (ring, ring), (0, 0)))
         for k, record in enumerate(chunk):
             for obj in record["scene"]["objects"]:
                 col, row = min(int(obj["x"] * side), side - 1), min(int(obj["y"] * side), side - 1)
-                rows.append(hidden[k, row * side + col].float().numpy())
+                rows.append(grid[k, row : row + 2 * ring + 1, col : col + 2 * ring + 1].reshape(-1))
                 for target in PROBE_TARGETS:
                     labels[target].append(obj[target])
-    import numpy as np
-
     return np.stack(rows), labels
 
 
-def probe(world: Path, start: Path = SHIPPED, max_images: int = 1200) -> dict[str, dict[str, float]]:
+def pixel_features(model, world: Path, annotations: list[dict], neighbourhood: int = 0):
+    """(features, labels per target): one row per object, the raw pixels (0..1) of the square of
+    ``2 * neighbourhood + 1`` patches centred on it, at the tower's input size."""
+    import numpy as np
+
+    size = model.llava.config.vision_config.image_size
+    patch = model.llava.config.vision_config.patch_size
+    half = (2 * neighbourhood + 1) * patch // 2
+    rows, labels = [], {t: [] for t in PROBE_TARGETS}
+    for record in annotations:
+        pixels = np.asarray(_load_rgb(world / record["image"]).resize((size, size)), dtype=np.float32) / 255
+        pixels = np.pad(pixels, ((half, half), (half, half), (0, 0)))
+        for obj in record["scene"]["objects"]:
+            x, y = int(obj["x"] * size), int(obj["y"] * size)
+            rows.append(pixels[y : y + 2 * half, x : x + 2 * half].reshape(-1))
+            for target in PROBE_TARGETS:
+                labels[target].append(obj[target])
+    return np.stack(rows), labels
+
+
+def probe(
+    world: Path, start: Path = SHIPPED, max_images: int = 1200, neighbourhood: int = 0
+) -> dict[str, dict[str, float]]:
     """Probe accuracy per tower and target, plus the majority baseline; prints a table."""
     from sklearn.linear_model import LogisticRegression
 
@@ -90,10 +118,14 @@ def probe(world: Path, start: Path = SHIPPED, max_images: int = 1200) -> dict[st
     towers = {
         "starting point": covft.build_model(str(start)),
         "random": covft.build_model("tiny", **_start_options(start)),
+        "pixels": None,
     }
     results: dict[str, dict[str, float]] = {}
     for tower, model in towers.items():
-        features, labels = centre_features(model, world, annotations)
+        if model is None:
+            features, labels = pixel_features(towers["random"], world, annotations, neighbourhood)
+        else:
+            features, labels = centre_features(model, world, annotations, neighbourhood=neighbourhood)
         split = int(0.8 * len(features))
         results[tower] = {"objects": float(len(features))}
         for target in PROBE_TARGETS:
@@ -176,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("probe", help="linear probes of the tower's patch features")
     p.add_argument("--max-images", type=int, default=1200)
+    p.add_argument(
+        "--neighbourhood", type=int, default=0, help="rings of patches around the centre patch (1: 3x3)"
+    )
     f = sub.add_parser(
         "family", help="stage 2 on one task family, held-out accuracy with real vs shuffled images"
     )
@@ -195,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.action == "probe":
-        probe(args.world, args.start, args.max_images)
+        probe(args.world, args.start, args.max_images, args.neighbourhood)
     else:
         family(
             args.world,

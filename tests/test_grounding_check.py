@@ -34,8 +34,8 @@ def test_probe_and_single_family_run_on_a_micro_demo(check, tmp_path: Path) -> N
         )
     )
     world, start = demo / "world", Path(results["starting_point"]["path"])
-    results = check.probe(world, start, max_images=12)
-    for tower in ("starting point", "random"):
+    results = check.probe(world, start, max_images=12, neighbourhood=1)
+    for tower in ("starting point", "random", "pixels"):
         entry = results[tower]
         assert entry["objects"] >= 12  # every object of 12 scenes
         for target in check.PROBE_TARGETS:
