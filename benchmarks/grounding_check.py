@@ -8,6 +8,12 @@ concatenated), for the starting point's tower and for a random tower of the same
 next to the majority-class baseline and to the same probe on the raw pixels of a crop around the
 object's centre (as many pixels as the patches: what a tower could keep at best).
 
+``learnable``: could the tower encode it at all? The starting point's architecture with random
+weights, trained directly to classify each object's ``--target`` (default: shape) from the
+penultimate-block feature of its centre patch (a linear head, cross-entropy, AdamW), then
+held-out accuracy: if it learns what ``probe`` does not find in the starting point, the
+starting point's pretraining, not the architecture, left it out.
+
 ``family``: can the model learn to use it? Stage 2 on one task family alone (e.g. ``count``)
 from the starting point, then greedy answers on held-out questions of that family with the real
 images and with the images shuffled (:func:`covft.eval.generate.shuffle_images`); the gap is the
@@ -15,6 +21,7 @@ image gain for that one skill.
 
     python benchmarks/grounding_check.py probe --world runs/demo/world
     python benchmarks/grounding_check.py family --world runs/demo/world --family count --steps 600
+    python benchmarks/grounding_check.py learnable --world runs/demo/world --target shape
 
 ``--start`` is the starting point (a covft checkpoint; default: the one the package ships).
 ``family`` writes under ``--out`` (default ``<world>/../grounding/<family>-<method>-<steps>``)
@@ -142,6 +149,82 @@ def probe(
     return results
 
 
+def learnable(
+    world: Path,
+    start: Path = SHIPPED,
+    *,
+    target: str = "shape",
+    images: int = 6000,
+    steps: int = 400,
+    batch: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Held-out accuracy of the tower trained from random weights to classify ``target`` from each
+    object's centre-patch feature (the last sixth of ``images`` held out); prints it per 100 steps."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    annotations = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][:images]
+    classes = sorted({obj[target] for a in annotations for obj in a["scene"]["objects"]})
+    model = covft.build_model("tiny", **_start_options(start))
+    tower = model.vision_tower
+
+    def load(records):
+        samples = [
+            {"id": a["id"], "image": _load_rgb(world / a["image"]), "conversations": [{"from": "human", "value": "<image>\nx"}]}
+            for a in records
+        ]  # fmt: skip
+        pixels = model.collate(samples, for_generation=True)["pixel_values"]
+        side = model.llava.config.vision_config.image_size // model.llava.config.vision_config.patch_size
+        where, labels = [], []
+        for k, record in enumerate(records):
+            for obj in record["scene"]["objects"]:
+                col, row = min(int(obj["x"] * side), side - 1), min(int(obj["y"] * side), side - 1)
+                where.append((k, row * side + col))
+                labels.append(classes.index(obj[target]))
+        return pixels, torch.tensor(where), torch.tensor(labels)
+
+    def logits(pixels, where):
+        hidden = tower(pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+        return head(hidden[where[:, 0], where[:, 1]])
+
+    split = len(annotations) - max(1, len(annotations) // 6)
+    train = [load(annotations[i : min(i + batch, split)]) for i in range(0, split, batch)]
+    held_out = [load(annotations[i : i + batch]) for i in range(split, len(annotations), batch)]
+    head = torch.nn.Linear(tower.config.hidden_size, len(classes))
+    optimizer = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=lr)
+
+    def accuracy() -> float:
+        tower.eval()
+        with torch.no_grad():
+            right = sum((logits(p, w).argmax(-1) == y).sum().item() for p, w, y in held_out)
+        tower.train()
+        return right / sum(len(y) for _, _, y in held_out)
+
+    tower.train()
+    for step in range(steps):
+        pixels, where, labels = train[step % len(train)]
+        loss = F.cross_entropy(logits(pixels, where), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % 100 == 0:
+            print(
+                f"step {step + 1}: loss {loss.item():.3f}, held-out {target} accuracy {accuracy():.3f}",
+                flush=True,
+            )
+    counts = torch.bincount(torch.cat([y for _, _, y in held_out]), minlength=len(classes))
+    result = {
+        "accuracy": accuracy(),
+        "majority": counts.max().item() / counts.sum().item(),
+        "objects": int(counts.sum()),
+    }
+    print(f"{target}: held-out accuracy {100 * result['accuracy']:.1f} % (majority {100 * result['majority']:.1f} %, "
+          f"{result['objects']} objects) after {steps} steps x {batch} images")  # fmt: skip
+    return result
+
+
 def family(
     world: Path,
     name: str,
@@ -220,7 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--lr", type=float, default=5e-4)
     f.add_argument("--held-out", type=int, default=100)
     f.add_argument("--out", type=Path, default=None)
-    for command in (p, f):
+    t = sub.add_parser(
+        "learnable", help="train the tower from random weights to classify an object attribute"
+    )
+    t.add_argument("--target", default="shape", choices=PROBE_TARGETS)
+    t.add_argument("--images", type=int, default=6000)
+    t.add_argument("--steps", type=int, default=400)
+    for command in (p, f, t):
         command.add_argument("--world", type=Path, default=Path("runs/demo/world"), help="a conflict world")
         command.add_argument(
             "--start", type=Path, default=SHIPPED, help="the starting point (a covft checkpoint)"
@@ -231,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.action == "probe":
         probe(args.world, args.start, args.max_images, args.neighbourhood)
+    elif args.action == "learnable":
+        learnable(args.world, args.start, target=args.target, images=args.images, steps=args.steps)
     else:
         family(
             args.world,

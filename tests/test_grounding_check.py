@@ -41,6 +41,9 @@ def test_probe_and_single_family_run_on_a_micro_demo(check, tmp_path: Path) -> N
         for target in check.PROBE_TARGETS:
             assert 0.0 <= entry[target] <= 1.0 and 0.0 < entry[f"{target}_majority"] <= 1.0
 
+    learned = check.learnable(world, start, images=12, steps=3, batch=4)
+    assert 0.0 <= learned["accuracy"] <= 1.0 and 0.0 < learned["majority"] <= 1.0 and learned["objects"] >= 2
+
     accuracy = check.family(world, "count", steps=2, start=start, held_out=5)
     assert set(accuracy) == {"real", "shuffled", "majority", "image_gain"}
     assert accuracy["image_gain"] == pytest.approx(accuracy["real"] - accuracy["shuffled"])
