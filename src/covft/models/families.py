@@ -233,20 +233,11 @@ FAMILIES: dict[str, Family] = {
 }
 """Supported families by ``model_type``."""
 
-PLANNED: dict[str, str] = {}
-"""``model_type`` s of families covft does not train yet (docs/families.md)."""
-
 
 def family_for_type(model_type: str | None, where: str = "this model") -> Family:
-    """The family of a ``config.json`` ``model_type``; a clear error for the planned and the unknown."""
+    """The family of a ``config.json`` ``model_type``; a clear error for any other."""
     if model_type in FAMILIES:
         return FAMILIES[model_type]
-    if model_type in PLANNED:
-        raise NotImplementedError(
-            f"{where} is a {PLANNED[model_type]} model (model_type {model_type!r}); covft trains "
-            f"{', '.join(f.display for f in FAMILIES.values())} so far. Which families are supported "
-            "and planned: docs/families.md"
-        )
     raise ValueError(
         f"{where} has model_type {model_type!r}, not one of covft's families "
         f"({', '.join(FAMILIES)}); see docs/families.md"
