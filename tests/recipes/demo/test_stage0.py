@@ -6,6 +6,7 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from covft.recipes.demo.contrastive import contrastive_loss
@@ -62,3 +63,98 @@ def test_stage0_lowers_its_loss_and_is_cached_by_config(micro_world: Path, tmp_p
     other = pretrain_vision_tower(micro_world, changed, cache_dir=tmp_path, progress=False)
     assert not other.reused and other.key != first.key and other.path != first.path
     assert first.path.is_file()  # the earlier tower stays cached
+
+
+def test_scene_regions_put_each_object_and_the_sign_on_the_patch_under_its_centre() -> None:
+    from covft.recipes.demo.regions import scene_regions
+    from covft.recipes.world.scene import Scene, Sign, WorldObject
+
+    scene = Scene(
+        kind="text",
+        background=(0, 0, 0),
+        objects=[
+            WorldObject("circle", "red", "large", "striped", x=0.05, y=0.05, radius=0.1),
+            WorldObject("star", "blue", "small", "solid", x=0.99, y=0.55, radius=0.05),
+        ],
+        sign=Sign("TAXI", (0.5, 0.0, 0.8, 0.2), 0.1, "black", "white"),
+    )
+    assert scene_regions(scene, 8) == [
+        (0, "a large striped red circle"),
+        (4 * 8 + 7, "a small blue star"),  # row int(0.55 * 8) = 4, column clamped to 7
+        (0 * 8 + 5, 'a sign that says "TAXI"'),  # the board's centre (0.65, 0.1)
+    ]
+
+
+def test_batch_regions_keeps_the_batch_images_regions_in_batch_positions() -> None:
+    from covft.recipes.demo.regions import batch_regions
+
+    # (image, patch, phrase): image 0 has two regions, image 2 one, image 3 none
+    table = torch.tensor([[0, 5, 1], [0, 9, 0], [1, 3, 2], [2, 7, 1]])
+    where, phrases = batch_regions(table, torch.tensor([2, 0]), images=4)
+    assert where.tolist() == [[1, 5], [1, 9], [0, 7]]  # image 0 is the batch's second row
+    assert phrases.tolist() == [[1], [0], [1]]
+    empty, none = batch_regions(table, torch.tensor([3]), images=4)
+    assert empty.shape == (0, 2) and none.numel() == 0
+
+
+def test_world_regions_label_every_object_with_its_attributes(micro_world: Path) -> None:
+    import json
+
+    from covft.recipes.demo.regions import ATTRIBUTES, IGNORE, world_regions
+
+    records = [
+        json.loads(line) for line in (micro_world / "annotations" / "train.jsonl").read_text().splitlines()
+    ]
+    ids = [r["id"] for r in records]
+    phrases, table = world_regions(micro_world, ids, grid=4)
+    assert table.shape[1] == 3 + len(ATTRIBUTES) and len(phrases) == len(set(phrases))
+    objects = sum(len(r["scene"]["objects"]) for r in records)
+    signs = sum(r["scene"]["sign"] is not None for r in records)
+    assert len(table) == objects + signs and signs > 0
+    assert int((table[:, 3] == IGNORE).sum()) == signs
+    first = next(i for i, r in enumerate(records) if r["scene"]["objects"])
+    obj = records[first]["scene"]["objects"][0]
+    row = table[table[:, 0] == first][0].tolist()
+    assert phrases[row[2]].endswith(f"{obj['color']} {obj['shape']}")
+    assert [words[k] for words, k in zip(ATTRIBUTES.values(), row[3:], strict=True)] == [
+        obj["shape"], obj["color"], obj["size"], obj["texture"]
+    ]  # fmt: skip
+
+
+def test_attribute_loss_ignores_regions_without_the_attribute() -> None:
+    from covft.recipes.demo.contrastive import attribute_loss
+
+    logits = [torch.tensor([[4.0, 0.0], [0.0, 4.0]]), torch.tensor([[0.0, 0.0, 9.0], [1.0, 0.0, 0.0]])]
+    right = attribute_loss(logits, torch.tensor([[0, 2], [1, -100]]))
+    expected = torch.nn.functional.cross_entropy(logits[0], torch.tensor([0, 1]))
+    expected = (expected + torch.nn.functional.cross_entropy(logits[1][:1], torch.tensor([2]))) / 2
+    assert torch.allclose(right, expected)
+    assert float(attribute_loss(logits, torch.tensor([[1, 0], [0, -100]]))) > float(right)
+
+
+def test_region_alignment_trains_and_changes_the_cache_key(micro_world: Path, tmp_path: Path) -> None:
+    from covft.recipes.demo.regions import world_regions
+
+    regional = replace(SMALL, region_weight=1.0, attribute_weight=1.0)
+    assert stage0_key(micro_world, regional) != stage0_key(micro_world, SMALL)
+    assert stage0_key(micro_world, regional) != stage0_key(
+        micro_world, replace(regional, attribute_weight=0.0)
+    )
+
+    result = pretrain_vision_tower(micro_world, regional, cache_dir=tmp_path, progress=False)
+    losses = read_losses(result)
+    assert statistics.fmean(losses[-8:]) < statistics.fmean(losses[:8]) - 0.1
+    info = result.info
+    assert info["regions"] > info["distinct_phrases"] > 1
+    after = info["region_accuracy_after"]
+    assert set(after) == {"phrase", "shape", "color", "size", "texture"}
+    assert all(0.0 <= value <= 100.0 for value in after.values())
+    # the attribute heads learn: colour, one patch's mean, is read well above its chance
+    assert after["color"] > info["region_accuracy_before"]["color"]
+    # the saved tower is the CLIPVisionModel alone: the region head is stage 0's, not the tower's
+    from safetensors.torch import load_file
+
+    assert not any("region" in name or name.startswith("head") for name in load_file(str(result.path)))
+
+    with pytest.raises(FileNotFoundError, match="scene annotations"):
+        world_regions(tmp_path, ["world-000000"], grid=4)

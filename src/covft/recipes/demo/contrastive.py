@@ -1,14 +1,27 @@
-"""Stage 0's pieces: frozen sentence embeddings, the ViT with its head, CLIP's loss and retrieval accuracy."""
+"""Stage 0's pieces: frozen sentence embeddings, the ViT with its heads, CLIP's loss and retrieval accuracy.
+
+Two alignments share the tower: the image's pooled output against its caption (CLIP), and, when
+``regions`` is on, the patch under each object against that object's own phrase (region-text
+alignment, as RegionCLIP and GLIP add to CLIP): the feature LLaVA feeds the LLM
+(:data:`REGION_LAYER`) must then tell apart two objects that differ in one word, which a pooled
+caption of several objects does not ask.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from covft.models.text_encoder import load_text_encoder
+from covft.recipes.demo.cache import default_cache_dir
+from covft.utils import atomic_directory
 
 
 def sentence_embeddings(
@@ -31,21 +44,71 @@ def sentence_embeddings(
     return torch.cat(chunks) if chunks else torch.empty(0, encoder.hidden_size)
 
 
-class ContrastiveTower(nn.Module):
-    """The ViT, a linear head into the text space and CLIP's learnable logit scale."""
+REGION_LAYER = -2
+"""The hidden state whose patches are aligned with object phrases: LLaVA's ``vision_feature_layer``."""
 
-    def __init__(self, vision_config, text_dim: int, init_temperature: float) -> None:
+
+class ContrastiveTower(nn.Module):
+    """The ViT, a linear head into the text space and CLIP's learnable logit scale; with
+    ``regions``, a second head and scale for patch-to-phrase alignment; with ``attributes`` (the
+    number of words of each attribute), a linear classifier per attribute on the same patch."""
+
+    def __init__(
+        self,
+        vision_config,
+        text_dim: int,
+        init_temperature: float,
+        regions: bool = False,
+        attributes: tuple[int, ...] = (),
+    ) -> None:
         super().__init__()
         from transformers import CLIPVisionModel
 
         self.tower = CLIPVisionModel(vision_config)
         self.head = nn.Linear(vision_config.hidden_size, text_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+        self.region_head = nn.Linear(vision_config.hidden_size, text_dim, bias=False) if regions else None
+        self.region_logit_scale = (
+            nn.Parameter(torch.tensor(math.log(1.0 / init_temperature))) if regions else None
+        )
+        self.attributes = tuple(attributes)
+        self.attribute_head = nn.Linear(vision_config.hidden_size, sum(attributes)) if attributes else None
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings in the text space."""
         pooled = self.tower(pixel_values=pixel_values).pooler_output
         return F.normalize(self.head(pooled), dim=-1)
+
+    def embed(self, pixel_values: torch.Tensor, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image embeddings, region features): ``regions`` is ``(n, 2)`` rows of (image in the
+        batch, patch index in row-major order, CLS excluded); the features are the patches'
+        hidden states in :data:`REGION_LAYER`, for :meth:`region_embeddings` and :meth:`attribute_logits`."""
+        out = self.tower(pixel_values=pixel_values, output_hidden_states=True)
+        image = F.normalize(self.head(out.pooler_output), dim=-1)
+        patches = out.hidden_states[REGION_LAYER][:, 1:]
+        return image, patches[regions[:, 0], regions[:, 1]]
+
+    def region_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """L2-normalised region embeddings in the text space."""
+        if self.region_head is None:
+            raise ValueError("this ContrastiveTower was built without regions=True")
+        return F.normalize(self.region_head(features), dim=-1)
+
+    def attribute_logits(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """One ``(n, words)`` logit block per attribute."""
+        if self.attribute_head is None:
+            raise ValueError("this ContrastiveTower was built without attributes")
+        return list(self.attribute_head(features).split(self.attributes, dim=-1))
+
+
+def attribute_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Mean over attributes of the cross-entropy (labels ``-100``, a region without the attribute, ignored)."""
+    losses = [
+        F.cross_entropy(block, labels[:, k], ignore_index=-100, reduction="sum")
+        / (labels[:, k] >= 0).sum().clamp_min(1)
+        for k, block in enumerate(logits)
+    ]
+    return torch.stack(losses).mean()
 
 
 def contrastive_loss(
@@ -58,6 +121,46 @@ def contrastive_loss(
     image_to_text = -(targets * logits.log_softmax(-1)).sum(-1).mean()
     text_to_image = -(targets * logits.t().log_softmax(-1)).sum(-1).mean()
     return 0.5 * (image_to_text + text_to_image)
+
+
+@torch.no_grad()
+def region_accuracy(
+    model: ContrastiveTower,
+    pixels: torch.Tensor,
+    regions: torch.Tensor,
+    phrase_ids: torch.Tensor,
+    phrases: torch.Tensor,
+) -> float:
+    """Region-to-phrase top-1 accuracy (%) among the distinct phrases of the given regions."""
+    if len(regions) == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    candidates = torch.unique(phrase_ids)
+    _, features = model.embed(pixels, regions)
+    best = (model.region_embeddings(features) @ phrases[candidates].t()).argmax(-1)
+    model.train(was_training)
+    return 100.0 * float((candidates[best] == phrase_ids).float().mean())
+
+
+@torch.no_grad()
+def attribute_accuracy(
+    model: ContrastiveTower, pixels: torch.Tensor, regions: torch.Tensor, labels: torch.Tensor
+) -> list[float]:
+    """Per attribute, the classifier's accuracy (%) on the regions that have the attribute."""
+    was_training = model.training
+    model.eval()
+    _, features = model.embed(pixels, regions)
+    model.train(was_training)
+    out = []
+    for k, block in enumerate(model.attribute_logits(features)):
+        known = labels[:, k] >= 0
+        out.append(
+            100.0 * float((block[known].argmax(-1) == labels[known, k]).float().mean())
+            if known.any()
+            else float("nan")
+        )
+    return out
 
 
 @torch.no_grad()
@@ -74,3 +177,51 @@ def retrieval_accuracy(
     best = (images @ texts[candidates].t()).argmax(-1)
     model.train(was_training)
     return 100.0 * float((candidates[best] == caption_ids).float().mean())
+
+
+def cosine_adamw(
+    model: nn.Module, lr: float, weight_decay: float, warmup_ratio: float, steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no decay on biases, norms and logit scales) and linear warmup then cosine decay to 0."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    warmup = max(1, math.ceil(warmup_ratio * steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def caption_embeddings(
+    world_dir: str | os.PathLike,
+    text_encoder: str = "minilm",
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[list[str], torch.Tensor]:
+    """The distinct captions of a world and their embeddings, computed once and cached."""
+    records = json.loads((Path(world_dir) / "captions.json").read_text(encoding="utf-8"))
+    unique = sorted({record["caption"] for record in records})
+    return unique, text_embeddings(unique, text_encoder=text_encoder, cache_dir=cache_dir, progress=progress)
+
+
+def text_embeddings(
+    unique: list[str], *, text_encoder: str, cache_dir: str | os.PathLike | None, progress: bool
+) -> torch.Tensor:
+    """The embeddings of distinct texts, computed once and cached by their hash."""
+    from safetensors.torch import load_file, save_file
+
+    digest = hashlib.sha256(text_encoder.encode() + b"\0" + "\0".join(unique).encode()).hexdigest()[:16]
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = root / "stage0" / "text" / digest
+    if not (folder / "embeddings.safetensors").is_file():
+        embeddings = sentence_embeddings(unique, text_encoder, progress=progress)
+        with atomic_directory(folder, keep_existing=True) as tmp:  # a concurrent run that finished first wins
+            save_file({"embeddings": embeddings.contiguous()}, str(tmp / "embeddings.safetensors"))
+    return load_file(str(folder / "embeddings.safetensors"))["embeddings"]

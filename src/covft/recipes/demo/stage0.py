@@ -9,6 +9,12 @@ pooled output into the text-embedding space; the loss is CLIP's symmetric InfoNC
 learnable temperature. Identical captions of different images count as positives of each other
 (soft targets), so the loss never pushes apart two images with the same description.
 
+With ``region_weight`` > 0 a second InfoNCE (weighted by it) aligns the patch under each object,
+in the block LLaVA feeds the LLM, with the object's own phrase from the caption
+(:mod:`covft.recipes.demo.regions`): a caption of several objects, pooled, is told apart from the
+batch's other captions by colour alone (the shape probe of docs/demo.md, "Why"), a single
+object's phrase is not.
+
 The trained tower is cached by a hash of everything that determines it (world captions, tower
 architecture, schedule, seed, text encoder) under ``<cache_dir>/stage0/<hash>/``
 (:func:`covft.utils.cached_output`: built atomically, with its settings and results in
@@ -35,13 +41,17 @@ from covft.models.checkpoint import file_sha256
 from covft.recipes.demo.cache import default_cache_dir
 from covft.recipes.demo.contrastive import (
     ContrastiveTower,
+    attribute_loss,
+    caption_embeddings,
     contrastive_loss,
+    cosine_adamw,
     retrieval_accuracy,
-    sentence_embeddings,
+    text_embeddings,
 )
-from covft.utils import atomic_directory, cached_output
+from covft.recipes.demo.regions import ATTRIBUTES, RegionTargets, batch_regions
+from covft.utils import cached_output
 
-STAGE0_VERSION = "1"
+STAGE0_VERSION = "2"
 WEIGHTS_FILE = "vision_tower.safetensors"
 LOG_FILE = "log.jsonl"
 
@@ -73,6 +83,14 @@ class Stage0Config:
     """Tower input size override (None: the presets' default, 64)."""
     eval_pairs: int = 256
     """Captioned images held out of training to measure image-to-caption retrieval."""
+    region_weight: float = 0.0
+    """Weight of the region-to-phrase InfoNCE beside CLIP's (0: none)."""
+    attribute_weight: float = 0.0
+    """Weight of the per-region attribute classification (shape, colour, size, texture; 0: none)."""
+
+    @property
+    def uses_regions(self) -> bool:
+        return self.region_weight > 0 or self.attribute_weight > 0
 
 
 @dataclass
@@ -94,9 +112,11 @@ def _settings(world_dir: str | os.PathLike, config: Stage0Config) -> dict[str, A
     vision = demo_vision.tiny_vision_config(
         config.vision_hidden, config.vision_layers, config.image_size
     ).to_dict()
+    world = Path(world_dir)
     return {
         "version": STAGE0_VERSION,
-        "captions": file_sha256(Path(world_dir) / "captions.json"),
+        "captions": file_sha256(world / "captions.json"),
+        "scenes": file_sha256(world / "annotations" / "train.jsonl") if config.uses_regions else None,
         "vision": {k: v for k, v in sorted(vision.items()) if k not in ("transformers_version",)},
         "image_mean": demo_vision.IMAGE_MEAN,
         "image_std": demo_vision.IMAGE_STD,
@@ -108,27 +128,6 @@ def stage0_key(world_dir: str | os.PathLike, config: Stage0Config) -> str:
     """The cache key: a hash of the captions file, the tower architecture and the config."""
     payload = _settings(world_dir, config)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def caption_embeddings(
-    world_dir: str | os.PathLike,
-    text_encoder: str = "minilm",
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> tuple[list[str], torch.Tensor]:
-    """The distinct captions of a world and their embeddings, computed once and cached."""
-    from safetensors.torch import load_file, save_file
-
-    records = json.loads((Path(world_dir) / "captions.json").read_text(encoding="utf-8"))
-    unique = sorted({record["caption"] for record in records})
-    digest = hashlib.sha256(text_encoder.encode() + b"\0" + "\0".join(unique).encode()).hexdigest()[:16]
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = root / "stage0" / "text" / digest
-    if not (folder / "embeddings.safetensors").is_file():
-        embeddings = sentence_embeddings(unique, text_encoder, progress=progress)
-        with atomic_directory(folder, keep_existing=True) as tmp:  # a concurrent run that finished first wins
-            save_file({"embeddings": embeddings.contiguous()}, str(tmp / "embeddings.safetensors"))
-    return unique, load_file(str(folder / "embeddings.safetensors"))["embeddings"]
 
 
 def _load_pixels(world_dir: Path, records: list[dict], image_size: int, progress: bool) -> torch.Tensor:
@@ -183,11 +182,31 @@ def _train(
     train_pixels, eval_pixels = pixels[held:], pixels[:held]
     train_ids, eval_ids = caption_ids[held:], caption_ids[:held]
 
+    regions = None
+    if config.uses_regions:
+        regions = RegionTargets.of_world(
+            world,
+            [record["id"] for record in records],
+            vision_config.image_size // vision_config.patch_size,
+            held,
+            functools.partial(
+                text_embeddings, text_encoder=config.text_encoder, cache_dir=root, progress=progress
+            ),
+        )
+
     torch.manual_seed(config.seed)
-    model = ContrastiveTower(vision_config, text_table.shape[1], config.init_temperature)
+    model = ContrastiveTower(
+        vision_config,
+        text_table.shape[1],
+        config.init_temperature,
+        regions=config.region_weight > 0,
+        attributes=tuple(len(words) for words in ATTRIBUTES.values()) if config.attribute_weight > 0 else (),
+    )
     before = retrieval_accuracy(model, eval_pixels, eval_ids, text_table)
-    losses = _fit(model, config, train_pixels, train_ids, text_table, progress)
+    region_before = None if regions is None else regions.accuracy(model, eval_pixels)
+    losses = _fit(model, config, train_pixels, train_ids, text_table, progress, regions)
     after = retrieval_accuracy(model, eval_pixels, eval_ids, text_table)
+    region_after = None if regions is None else regions.accuracy(model, eval_pixels)
     state = {k: v.detach().contiguous() for k, v in model.tower.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     (folder / LOG_FILE).write_text(
@@ -205,27 +224,18 @@ def _train(
         "retrieval_top1_before": before,
         "retrieval_top1_after": after,
         "temperature": float(1 / model.logit_scale.detach().exp()),
+        **(
+            {}
+            if regions is None
+            else {
+                "regions": len(regions.train) + len(regions.held),
+                "distinct_phrases": len(regions.phrases),
+                "region_accuracy_before": region_before,
+                "region_accuracy_after": region_after,
+            }
+        ),
         "seconds": time.perf_counter() - started,
     }
-
-
-def _optimizer(model: ContrastiveTower, config: Stage0Config) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW (no decay on biases, norms and the logit scale) and linear warmup then cosine decay to 0."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and n != "logit_scale"]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-    )
-    warmup = max(1, math.ceil(config.warmup_ratio * config.steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress_ = (step - warmup) / max(1, config.steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _fit(
@@ -235,11 +245,15 @@ def _fit(
     train_ids: torch.Tensor,
     text_table: torch.Tensor,
     progress: bool,
+    regions: RegionTargets | None = None,
 ) -> list[float]:
-    """``config.steps`` contrastive steps over shuffled batches of the training pairs; the losses."""
+    """``config.steps`` contrastive steps over shuffled batches of the training pairs; the losses
+    (CLIP's plus ``region_weight`` x the regions')."""
     from tqdm.auto import tqdm
 
-    optimizer, scheduler = _optimizer(model, config)
+    optimizer, scheduler = cosine_adamw(
+        model, config.lr, config.weight_decay, config.warmup_ratio, config.steps
+    )
     generator = torch.Generator().manual_seed(config.seed)
     batch = min(config.batch_size, len(train_pixels))
     order = torch.randperm(len(train_pixels), generator=generator)
@@ -253,14 +267,33 @@ def _fit(
         rows = order[cursor : cursor + batch]
         cursor += batch
         ids = train_ids[rows]
-        loss = contrastive_loss(model(train_pixels[rows]), text_table[ids], ids, model.logit_scale)
+        if regions is None:
+            loss = contrastive_loss(model(train_pixels[rows]), text_table[ids], ids, model.logit_scale)
+        else:
+            where, targets = batch_regions(regions.train, rows, len(train_pixels))
+            image, features = model.embed(train_pixels[rows], where)
+            loss = contrastive_loss(image, text_table[ids], ids, model.logit_scale)
+            if config.region_weight > 0:
+                phrase_ids = targets[:, 0]
+                loss = loss + config.region_weight * contrastive_loss(
+                    model.region_embeddings(features),
+                    regions.embeddings[phrase_ids],
+                    phrase_ids,
+                    model.region_logit_scale,
+                )
+            if config.attribute_weight > 0:
+                loss = loss + config.attribute_weight * attribute_loss(
+                    model.attribute_logits(features), targets[:, 1:]
+                )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         with torch.no_grad():
-            model.logit_scale.clamp_(0.0, math.log(config.max_logit_scale))
+            for scale in (model.logit_scale, model.region_logit_scale):
+                if scale is not None:
+                    scale.clamp_(0.0, math.log(config.max_logit_scale))
         losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", temp=f"{float(1 / model.logit_scale.detach().exp()):.3f}")
