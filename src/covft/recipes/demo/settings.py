@@ -24,6 +24,10 @@ from covft.recipes.world.tasks import FAMILY_WEIGHTS
 DEFAULT_METHODS = ("freeze", "full", "lora", "covft")
 PRETRAIN_VERSION = "2"
 """Bumped whenever the same recipe would train something different."""
+STAGE0_OBJECTIVE: dict[str, float] = {"region_weight": 1.0, "attribute_weight": 4.0}
+"""Stage 0's losses beside CLIP's in every recipe: each object's patch aligned with its phrase and
+classified by its words (weight 4 on the mean of four cross-entropies: 1 per attribute). Without
+them the tower reads colour but not shape (docs/demo.md, selection log e8, e9)."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,11 @@ class PretrainSettings:
     """BPE vocabulary trained on the pretraining world's text (tiny preset)."""
     text_encoder: str = "minilm"
     """Frozen text encoder: stage 0's caption targets and the context encoder of CoVFT / QA-ViT / Q-MoE."""
-    # stage 0: the CLIP-like tower (its tower options come from the fields above)
-    stage0: Stage0Config = field(default_factory=lambda: Stage0Config(steps=300, batch_size=128))
+    # stage 0: the CLIP-like tower (its tower options come from the fields above), with each
+    # object's patch aligned to its phrase and classified by its words (docs/demo.md, e9)
+    stage0: Stage0Config = field(
+        default_factory=lambda: Stage0Config(steps=600, batch_size=128, **STAGE0_OBJECTIVE)
+    )
     # the LM on a text-only corpus, each image replaced by its complete description
     lm_corpus_size: int = 40000
     lm_describe_share: float = 0.0
@@ -194,7 +201,7 @@ def micro_pretrain(**overrides: Any) -> PretrainSettings:
         vision_layers=2,
         vocab_size=300,
         text_encoder="random-tiny",
-        stage0=Stage0Config(steps=4, batch_size=16, eval_pairs=8),
+        stage0=Stage0Config(steps=4, batch_size=16, eval_pairs=8, **STAGE0_OBJECTIVE),
         lm_corpus_size=24,
         lm_steps=2,
         lm_batch_size=8,
@@ -231,7 +238,7 @@ def micro(**overrides: Any) -> DemoSettings:
 SMOL_PRETRAIN = PretrainSettings(
     preset="smol",
     world_size=3000,
-    stage0=Stage0Config(steps=100, batch_size=64),
+    stage0=Stage0Config(steps=100, batch_size=64, **STAGE0_OBJECTIVE),
     lm_steps=0,
     stage1_steps=60,
     stage1_batch_size=16,
@@ -252,7 +259,10 @@ SMOL_FULL = replace(
 SMOL_QUICK = replace(
     SMOL_FULL,
     pretrain=replace(
-        SMOL_PRETRAIN, world_size=400, stage0=Stage0Config(steps=30, batch_size=64), stage1_steps=10
+        SMOL_PRETRAIN,
+        world_size=400,
+        stage0=Stage0Config(steps=30, batch_size=64, **STAGE0_OBJECTIVE),
+        stage1_steps=10,
     ),
     world_size=400,
     suite_size=6,
