@@ -65,8 +65,7 @@ def run_demo(run: DemoRun) -> dict[str, Any]:
 
     scores: dict[int, dict[str, dict[str, float]]] = {}
     blind: dict[int, dict[str, dict[str, float]]] = {}
-    for seed in range(run.seeds):
-        both = stage2_all(run, seed, start, context)
+    for seed, both in stage2_all(run, run.seeds, start, context).items():
         scores[seed] = {m: both[m]["real"] for m in run.methods}
         blind[seed] = {m: both[m]["shuffled"] for m in run.methods}
     found = mechanisms(run, log, start)

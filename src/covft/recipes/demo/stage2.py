@@ -159,24 +159,27 @@ def stage2_and_eval(
 
 
 def stage2_all(
-    run: DemoRun, seed: int, start: StartingPoint, context: Path | None
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Every method's stage 2 + evaluation for one seed, ``run.jobs`` at a time.
+    run: DemoRun, seeds: int, start: StartingPoint, context: Path | None
+) -> dict[int, dict[str, dict[str, dict[str, float]]]]:
+    """Every method's stage 2 + evaluation for seeds ``0 .. seeds - 1``, ``run.jobs`` at a time:
+    ``{seed: {method: {"real": scores, "shuffled": scores}}}``.
 
-    Methods are independent once stage 1 is done, so on a 2-core machine two single-threaded
-    workers keep both cores busy with less threading overhead than one two-threaded process.
+    Methods and seeds are independent once stage 1 is done, so on a 2-core machine two
+    single-threaded workers keep both cores busy with less threading overhead than one
+    two-threaded process; one pool serves every seed (the costliest jobs first), so no worker
+    waits for a seed's last method before the next seed starts.
     """
-    jobs = min(run.jobs, len(run.methods))
+    jobs = min(run.jobs, len(run.methods) * seeds)
+    order = [(seed, m) for m in longest_first(run.methods) for seed in range(seeds)]
     if jobs <= 1:
-        return {m: stage2_and_eval(run, seed, m, start, context=context) for m in run.methods}
-    threads = max(1, torch.get_num_threads() // jobs)
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
-        futures = {
-            m: pool.submit(stage2_and_eval, run, seed, m, start, threads, context)
-            for m in longest_first(run.methods)
-        }
-        return {m: futures[m].result() for m in run.methods}
+        done = {job: stage2_and_eval(run, job[0], job[1], start, context=context) for job in order}
+    else:
+        threads = max(1, torch.get_num_threads() // jobs)
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
+            futures = {job: pool.submit(stage2_and_eval, run, *job, start, threads, context) for job in order}
+            done = {job: future.result() for job, future in futures.items()}
+    return {seed: {m: done[(seed, m)] for m in run.methods} for seed in range(seeds)}
 
 
 STAGE2_SECONDS = {"freeze": 226, "lora": 269, "full": 280, "covft": 414}
