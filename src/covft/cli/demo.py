@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("cpu", "gpu"),
         default="cpu",
         help="cpu (default): the comparison sized for two CPU cores; gpu: the same pipeline at GPU scale "
-        "(covft.recipes.demo.settings.GPU: a 10x world, 40x the stage-2 samples, bf16 on CUDA; planned for about "
+        "(covft.recipes.demo.settings.GPU: a 6.7x world, 20x the stage-2 samples, bf16 on CUDA; planned for about "
         "10 minutes on one H200-class GPU; tiny preset, not with --quick; default --out runs/demo-gpu)",
     )
     parser.add_argument(
