@@ -28,14 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("run", "pretrain"),
         default="run",
         help="run (default): the comparison; pretrain: train the method-agnostic starting point by the "
-        "recipe (covft.recipes.demo.settings.PretrainSettings, about an hour on two cores) and write it to --out "
+        "recipe (covft.recipes.demo.settings.PretrainSettings, about 40 minutes on two idle cores) and write it to --out "
         "(default: the folder the package ships, covft/recipes/demo/pretrained)",
     )
     parser.add_argument(
         "--from-scratch",
         action="store_true",
         help="train the starting point (tower, LM, stage 1) by the code's recipe instead of using the "
-        "shipped one (cached under --cache-dir; about an hour on two cores)",
+        "shipped one (cached under --cache-dir; about 40 minutes on two idle cores)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smaller world and schedule (a smoke run of every stage)"

@@ -252,8 +252,8 @@ def verify(folder: Path, settings: PretrainSettings) -> Path:
     """
     folder = Path(folder)
     fix = (
-        "Fix: `covft demo --from-scratch` trains the starting point of the code's recipe (about an hour "
-        f"on two cores), or `covft demo pretrain --out {folder}` rewrites the shipped one"
+        "Fix: `covft demo --from-scratch` trains the starting point of the code's recipe (about 40 "
+        f"minutes on two idle cores), or `covft demo pretrain --out {folder}` rewrites the shipped one"
     )
     recipe_path = folder / RECIPE_FILE
     if not recipe_path.is_file() or not (folder / SUMS_FILE).is_file():
