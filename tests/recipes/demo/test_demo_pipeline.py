@@ -207,3 +207,25 @@ def test_worker_pool_starts_the_costliest_method_first() -> None:
     # after 280 + 414 s, longest-first after max(414 + 226, 280 + 269) s
     assert longest_first(["freeze", "full", "lora", "covft"]) == ["covft", "full", "lora", "freeze"]
     assert longest_first(["freeze", "my_strategy", "covft"]) == ["my_strategy", "covft", "freeze"]
+
+
+def test_stage2_all_runs_every_seed_and_method_once_costliest_first(monkeypatch, tmp_path: Path) -> None:
+    import covft.recipes.demo.stage2 as stage2
+
+    calls = []
+
+    def fake(run, seed, method, start, threads=None, context=None):
+        calls.append((seed, method))
+        return {"real": {"seed": seed}, "shuffled": {"method": method}}
+
+    monkeypatch.setattr(stage2, "stage2_and_eval", fake)
+    run = DemoRun(out=tmp_path, settings=micro(), methods=["freeze", "covft"], jobs=1)
+    results = stage2.stage2_all(run, 2, start=None, context=None)
+    assert calls == [(0, "covft"), (1, "covft"), (0, "freeze"), (1, "freeze")]
+    assert {
+        s: {m: (r["real"]["seed"], r["shuffled"]["method"]) for m, r in by.items()}
+        for s, by in results.items()
+    } == {
+        0: {"freeze": (0, "freeze"), "covft": (0, "covft")},
+        1: {"freeze": (1, "freeze"), "covft": (1, "covft")},
+    }
