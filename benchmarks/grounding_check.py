@@ -14,6 +14,12 @@ penultimate-block feature of its centre patch (a linear head, cross-entropy, Ada
 held-out accuracy: if it learns what ``probe`` does not find in the starting point, the
 starting point's pretraining, not the architecture, left it out.
 
+``describe``: does the starting point read it out? Its dense captions (stage 1's task, "Describe
+the image in detail.") of world images, greedy, scored against the scene: the object count, and
+each object's shape and colour word for the object of the same rank (objects are described left
+to right), once with the real images and once with every image replaced by the next one's (the
+truth stays the scene's own): what the descriptions owe to the image.
+
 ``family``: can the model learn to use it? Stage 2 on one task family alone (e.g. ``count``)
 from the starting point, then greedy answers on held-out questions of that family with the real
 images and with the images shuffled (:func:`covft.eval.generate.shuffle_images`); the gap is the
@@ -22,6 +28,7 @@ image gain for that one skill.
     python benchmarks/grounding_check.py probe --world runs/demo/world
     python benchmarks/grounding_check.py family --world runs/demo/world --family count --steps 600
     python benchmarks/grounding_check.py learnable --world runs/demo/world --target shape
+    python benchmarks/grounding_check.py describe --world runs/demo/world --images 60
 
 ``--start`` is the starting point (a covft checkpoint; default: the one the package ships).
 ``family`` writes under ``--out`` (default ``<world>/../grounding/<family>-<method>-<steps>``)
@@ -286,6 +293,68 @@ def family(
     return accuracy
 
 
+def _score_description(text: str, scene: dict) -> tuple[bool, int, int, int]:
+    """(count right, objects compared, shapes right, colours right) of one dense caption."""
+    import re
+
+    objects = sorted(scene["objects"], key=lambda o: (o["x"], o["y"]))
+    said = re.match(r"\s*(\d+) object", text)
+    phrases = text.split(":", 1)[-1].split(";")
+    pairs = list(zip(objects, phrases, strict=False))
+    return (
+        bool(said) and int(said.group(1)) == len(objects),
+        len(pairs),
+        sum(o["shape"] in phrase for o, phrase in pairs),
+        sum(o["color"] in phrase for o, phrase in pairs),
+    )
+
+
+def describe(
+    world: Path, start: Path = SHIPPED, images: int = 60, batch: int = 20, max_new_tokens: int = 120
+) -> dict[str, dict[str, float]]:
+    """Dense-caption accuracy (count, shape, colour) with the real and with shifted images; prints a table."""
+    from covft.recipes.world.describe import DENSE_PROMPT
+
+    model = covft.load_pretrained(str(start))
+    model.eval()
+    scenes = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][:images]
+    pictures = [_load_rgb(world / a["image"]) for a in scenes]
+    keys = ("input_ids", "attention_mask", "pixel_values")
+    results = {}
+    for kind, shift in (("real", 0), ("shifted", 1)):
+        tally = [0, 0, 0, 0]
+        for begin in range(0, len(scenes), batch):
+            rows = range(begin, min(begin + batch, len(scenes)))
+            samples = [
+                {"id": scenes[i]["id"], "image": pictures[(i + shift) % len(scenes)],
+                 "conversations": [{"from": "human", "value": f"<image>\n{DENSE_PROMPT}"}]}
+                for i in rows
+            ]  # fmt: skip
+            inputs = {k: v for k, v in model.collate(samples, for_generation=True).items() if k in keys}
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            texts = model.tokenizer.batch_decode(
+                out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+            for i, text in zip(rows, texts, strict=True):
+                tally = [
+                    t + x for t, x in zip(tally, _score_description(text, scenes[i]["scene"]), strict=True)
+                ]
+        count, objects, shapes, colours = tally
+        results[kind] = {
+            "images": len(scenes),
+            "objects": objects,
+            "count": count / max(1, len(scenes)),
+            "shape": shapes / max(1, objects),
+            "color": colours / max(1, objects),
+        }
+    print("| images | count right | shape right (per object) | colour right (per object) |")
+    print("|---|---:|---:|---:|")
+    for kind, r in results.items():
+        print(f"| {kind} | {100 * r['count']:.1f} % | {100 * r['shape']:.1f} % | {100 * r['color']:.1f} % |")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -309,7 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--target", default="shape", choices=PROBE_TARGETS)
     t.add_argument("--images", type=int, default=6000)
     t.add_argument("--steps", type=int, default=400)
-    for command in (p, f, t):
+    d = sub.add_parser(
+        "describe", help="the starting point's dense captions vs the scenes, real vs shifted images"
+    )
+    d.add_argument("--images", type=int, default=60)
+    d.add_argument("--max-new-tokens", type=int, default=120)
+    for command in (p, f, t, d):
         command.add_argument("--world", type=Path, default=Path("runs/demo/world"), help="a conflict world")
         command.add_argument(
             "--start", type=Path, default=SHIPPED, help="the starting point (a covft checkpoint)"
@@ -320,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.action == "probe":
         probe(args.world, args.start, args.max_images, args.neighbourhood)
+    elif args.action == "describe":
+        describe(args.world, args.start, images=args.images, max_new_tokens=args.max_new_tokens)
     elif args.action == "learnable":
         learnable(args.world, args.start, target=args.target, images=args.images, steps=args.steps)
     else:

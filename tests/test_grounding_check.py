@@ -44,6 +44,16 @@ def test_probe_and_single_family_run_on_a_micro_demo(check, tmp_path: Path) -> N
     learned = check.learnable(world, start, images=12, steps=3, batch=4)
     assert 0.0 <= learned["accuracy"] <= 1.0 and 0.0 < learned["majority"] <= 1.0 and learned["objects"] >= 2
 
+    described = check.describe(world, start, images=6, batch=4, max_new_tokens=6)
+    assert set(described) == {"real", "shifted"}
+    for entry in described.values():
+        assert entry["images"] == 6 and all(0.0 <= entry[k] <= 1.0 for k in ("count", "shape", "color"))
+    assert check._score_description(
+        " 2 objects: small red circle at 10,20; large blue star at 80,20.",
+        {"objects": [{"shape": "star", "color": "blue", "x": 0.8, "y": 0.2},
+                     {"shape": "circle", "color": "green", "x": 0.1, "y": 0.2}]},
+    ) == (True, 2, 2, 1)  # fmt: skip
+
     accuracy = check.family(world, "count", steps=2, start=start, held_out=5)
     assert set(accuracy) == {"real", "shuffled", "majority", "image_gain"}
     assert accuracy["image_gain"] == pytest.approx(accuracy["real"] - accuracy["shuffled"])
