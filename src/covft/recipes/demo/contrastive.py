@@ -13,6 +13,8 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -123,35 +125,44 @@ def contrastive_loss(
     return 0.5 * (image_to_text + text_to_image)
 
 
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block, back in the mode it was in after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _top1(queries: torch.Tensor, ids: torch.Tensor, table: torch.Tensor) -> float:
+    """Top-1 accuracy (%) of ``queries`` against the rows of ``table`` named by the distinct ``ids``."""
+    candidates = torch.unique(ids)
+    best = (queries @ table[candidates].t()).argmax(-1)
+    return 100.0 * float((candidates[best] == ids).float().mean())
+
+
+@torch.no_grad()
+def region_features(model: ContrastiveTower, pixels: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """The regions' features in eval mode (one tower pass for every held-out metric)."""
+    with evaluating(model):
+        return model.embed(pixels, regions)[1]
+
+
 @torch.no_grad()
 def region_accuracy(
-    model: ContrastiveTower,
-    pixels: torch.Tensor,
-    regions: torch.Tensor,
-    phrase_ids: torch.Tensor,
-    phrases: torch.Tensor,
+    model: ContrastiveTower, features: torch.Tensor, phrase_ids: torch.Tensor, phrases: torch.Tensor
 ) -> float:
     """Region-to-phrase top-1 accuracy (%) among the distinct phrases of the given regions."""
-    if len(regions) == 0:
+    if len(features) == 0:
         return float("nan")
-    was_training = model.training
-    model.eval()
-    candidates = torch.unique(phrase_ids)
-    _, features = model.embed(pixels, regions)
-    best = (model.region_embeddings(features) @ phrases[candidates].t()).argmax(-1)
-    model.train(was_training)
-    return 100.0 * float((candidates[best] == phrase_ids).float().mean())
+    return _top1(model.region_embeddings(features), phrase_ids, phrases)
 
 
 @torch.no_grad()
-def attribute_accuracy(
-    model: ContrastiveTower, pixels: torch.Tensor, regions: torch.Tensor, labels: torch.Tensor
-) -> list[float]:
+def attribute_accuracy(model: ContrastiveTower, features: torch.Tensor, labels: torch.Tensor) -> list[float]:
     """Per attribute, the classifier's accuracy (%) on the regions that have the attribute."""
-    was_training = model.training
-    model.eval()
-    _, features = model.embed(pixels, regions)
-    model.train(was_training)
     out = []
     for k, block in enumerate(model.attribute_logits(features)):
         known = labels[:, k] >= 0
@@ -170,13 +181,9 @@ def retrieval_accuracy(
     """Image-to-caption top-1 accuracy (%) among the distinct captions of the given pairs."""
     if len(pixels) == 0:
         return float("nan")
-    was_training = model.training
-    model.eval()
-    candidates = torch.unique(caption_ids)
-    images = torch.cat([model(pixels[i : i + 256]) for i in range(0, len(pixels), 256)])
-    best = (images @ texts[candidates].t()).argmax(-1)
-    model.train(was_training)
-    return 100.0 * float((candidates[best] == caption_ids).float().mean())
+    with evaluating(model):
+        images = torch.cat([model(pixels[i : i + 256]) for i in range(0, len(pixels), 256)])
+    return _top1(images, caption_ids, texts)
 
 
 def cosine_adamw(

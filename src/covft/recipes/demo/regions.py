@@ -16,7 +16,12 @@ from pathlib import Path
 
 import torch
 
-from covft.recipes.demo.contrastive import ContrastiveTower, attribute_accuracy, region_accuracy
+from covft.recipes.demo.contrastive import (
+    ContrastiveTower,
+    attribute_accuracy,
+    region_accuracy,
+    region_features,
+)
 from covft.recipes.world.scene import Scene, WorldObject
 from covft.recipes.world.vocab import COLORS, SHAPES, SIZES, TEXTURES
 
@@ -113,13 +118,9 @@ class RegionTargets:
         """Held-out accuracy (%): region-to-phrase top-1 (``phrase``, with a region head) and each
         attribute's classification (with an attribute head)."""
         out = {}
+        features = region_features(model, held_pixels, self.held[:, :2])
         if model.region_head is not None:
-            out["phrase"] = region_accuracy(
-                model, held_pixels, self.held[:, :2], self.held[:, 2], self.embeddings
-            )
+            out["phrase"] = region_accuracy(model, features, self.held[:, 2], self.embeddings)
         if model.attribute_head is not None:
-            labels = self.held[:, 3:]
-            out.update(
-                zip(ATTRIBUTES, attribute_accuracy(model, held_pixels, self.held[:, :2], labels), strict=True)
-            )
+            out.update(zip(ATTRIBUTES, attribute_accuracy(model, features, self.held[:, 3:]), strict=True))
         return out
