@@ -20,6 +20,13 @@ each object's shape and colour word for the object of the same rank (objects are
 to right), once with the real images and once with every image replaced by the next one's (the
 truth stays the scene's own): what the descriptions owe to the image.
 
+``readout``: where along the way is it lost? Linear probes (80/20 split) of each object's colour
+and shape (its centre patch) and of every patch's row and column, at every step of the image's
+way into the LM: the tower's penultimate block, the projector's output (the LM's input embeddings
+at the image tokens) and each LM layer's hidden state at the image tokens. What the probes still
+read late in the LM is there to be attended to; what the descriptions then get wrong (``describe``)
+is the attending.
+
 ``family``: can the model learn to use it? Stage 2 on one task family alone (e.g. ``count``)
 from the starting point, then greedy answers on held-out questions of that family with the real
 images and with the images shuffled (:func:`covft.eval.generate.shuffle_images`); the gap is the
@@ -29,6 +36,7 @@ image gain for that one skill.
     python benchmarks/grounding_check.py family --world runs/demo/world --family count --steps 600
     python benchmarks/grounding_check.py learnable --world runs/demo/world --target shape
     python benchmarks/grounding_check.py describe --world runs/demo/world --images 60
+    python benchmarks/grounding_check.py readout --world runs/demo/world --images 300
 
 ``--start`` is the starting point (a covft checkpoint; default: the one the package ships).
 ``family`` writes under ``--out`` (default ``<world>/../grounding/<family>-<method>-<steps>``)
@@ -355,6 +363,93 @@ def describe(
     return results
 
 
+READOUT_TARGETS = ("color", "shape", "row", "column")
+
+
+def _readout_features(model, world: Path, scenes: list[dict], batch: int):
+    """Per representation (tower, projector, LM layers), the objects' centre-patch rows and every
+    patch's row; and the labels: colour and shape per object, row and column per patch."""
+    import numpy as np
+
+    image_token = model.llava.config.image_token_id
+    objects: dict[str, list] = {}
+    patches: dict[str, list] = {}
+    labels: dict[str, list] = {t: [] for t in READOUT_TARGETS}
+    model.eval()
+    for begin in range(0, len(scenes), batch):
+        chunk = scenes[begin : begin + batch]
+        samples = [
+            {"id": a["id"], "image": _load_rgb(world / a["image"]), "conversations": [{"from": "human", "value": "<image>\nx"}]}
+            for a in chunk
+        ]  # fmt: skip
+        inputs = model.collate(samples, for_generation=True)
+        with torch.no_grad():
+            tower = model.vision_tower(inputs["pixel_values"], output_hidden_states=True).hidden_states[-2][
+                :, 1:
+            ]
+            hidden = model.llava(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                pixel_values=inputs["pixel_values"], output_hidden_states=True,
+            ).hidden_states  # fmt: skip
+        where = inputs["input_ids"] == image_token
+        steps = {"tower": tower, "projector": None, **{f"LM layer {d}": None for d in range(1, len(hidden))}}
+        for d, name in enumerate(list(steps)[1:]):
+            steps[name] = torch.stack([hidden[d][i][where[i]] for i in range(len(chunk))])
+        side = int(round(tower.shape[1] ** 0.5))
+        for name, states in steps.items():
+            states = states.float().numpy()
+            patches.setdefault(name, []).append(states.reshape(-1, states.shape[-1]))
+            for k, record in enumerate(chunk):
+                for obj in record["scene"]["objects"]:
+                    index = min(int(obj["y"] * side), side - 1) * side + min(int(obj["x"] * side), side - 1)
+                    objects.setdefault(name, []).append(states[k, index])
+        for record in chunk:
+            for obj in record["scene"]["objects"]:
+                labels["color"].append(obj["color"])
+                labels["shape"].append(obj["shape"])
+        labels["row"].extend(np.repeat(np.arange(side), side).tolist() * len(chunk))
+        labels["column"].extend(np.tile(np.arange(side), side).tolist() * len(chunk))
+    return (
+        {n: np.stack(v) for n, v in objects.items()},
+        {n: np.concatenate(v) for n, v in patches.items()},
+        labels,
+    )
+
+
+def readout(
+    world: Path, start: Path = SHIPPED, images: int = 300, batch: int = 25
+) -> dict[str, dict[str, float]]:
+    """Probe accuracy per representation and target (and the majority baseline); prints a table."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = covft.load_pretrained(str(start))
+    scenes = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][:images]
+    objects, patches, labels = _readout_features(model, world, scenes, batch)
+    results: dict[str, dict[str, float]] = {}
+    for name in objects:
+        results[name] = {}
+        for target in READOUT_TARGETS:
+            features = objects[name] if target in ("color", "shape") else patches[name]
+            y = labels[target]
+            split = int(0.8 * len(features))
+            probe_ = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+            results[name][target] = float(
+                probe_.fit(features[:split], y[:split]).score(features[split:], y[split:])
+            )
+    majority = {}
+    for target in READOUT_TARGETS:
+        test = list(labels[target][int(0.8 * len(labels[target])) :])
+        majority[target] = max(test.count(v) for v in set(test)) / len(test)
+    results["majority"] = majority
+    print(f"| where ({len(scenes)} images) | " + " | ".join(READOUT_TARGETS) + " |")
+    print("|---|" + "---:|" * len(READOUT_TARGETS))
+    for name, entry in results.items():
+        print(f"| {name} | " + " | ".join(f"{100 * entry[t]:.1f} %" for t in READOUT_TARGETS) + " |")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -383,7 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     d.add_argument("--images", type=int, default=60)
     d.add_argument("--max-new-tokens", type=int, default=120)
-    for command in (p, f, t, d):
+    r = sub.add_parser("readout", help="probes of the image from the tower through every LM layer")
+    r.add_argument("--images", type=int, default=300)
+    for command in (p, f, t, d, r):
         command.add_argument("--world", type=Path, default=Path("runs/demo/world"), help="a conflict world")
         command.add_argument(
             "--start", type=Path, default=SHIPPED, help="the starting point (a covft checkpoint)"
@@ -396,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         probe(args.world, args.start, args.max_images, args.neighbourhood)
     elif args.action == "describe":
         describe(args.world, args.start, images=args.images, max_new_tokens=args.max_new_tokens)
+    elif args.action == "readout":
+        readout(args.world, args.start, images=args.images)
     elif args.action == "learnable":
         learnable(args.world, args.start, target=args.target, images=args.images, steps=args.steps)
     else:

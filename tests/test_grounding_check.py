@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import covft
 from covft.recipes.demo.pipeline import DemoRun, run_demo
 from covft.recipes.demo.settings import micro
 
@@ -53,6 +54,12 @@ def test_probe_and_single_family_run_on_a_micro_demo(check, tmp_path: Path) -> N
         {"objects": [{"shape": "star", "color": "blue", "x": 0.8, "y": 0.2},
                      {"shape": "circle", "color": "green", "x": 0.1, "y": 0.2}]},
     ) == (True, 2, 2, 1)  # fmt: skip
+
+    read = check.readout(world, start, images=6, batch=4)
+    layers = covft.load_pretrained(str(start)).llava.config.text_config.num_hidden_layers
+    assert list(read) == ["tower", "projector", *(f"LM layer {d}" for d in range(1, layers + 1)), "majority"]
+    for entry in read.values():
+        assert set(entry) == set(check.READOUT_TARGETS) and all(0.0 <= v <= 1.0 for v in entry.values())
 
     accuracy = check.family(world, "count", steps=2, start=start, held_out=5)
     assert set(accuracy) == {"real", "shuffled", "majority", "image_gain"}
