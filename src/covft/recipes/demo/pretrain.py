@@ -39,6 +39,7 @@ from covft.recipes.demo.settings import PRETRAIN_VERSION, PretrainSettings
 from covft.recipes.demo.stages import logged_world, train_loop, train_stage
 from covft.recipes.demo.tokenizer import world_tokenizer
 from covft.recipes.world.corpus import CORPUS_VERSION
+from covft.recipes.world.describe import GROUNDED_VERSION, write_grounded_captions
 from covft.recipes.world.generate import WORLD_VERSION
 from covft.utils import atomic_directory
 
@@ -118,7 +119,8 @@ def stage_folders(settings: PretrainSettings, cache_dir: Path) -> dict[str, Path
     lm = _key(PRETRAIN_VERSION, world, CORPUS_VERSION, s.vocab_size, s.llm_hidden, s.llm_layers, s.lm_corpus_size, s.lm_describe_share, s.lm_steps,
               s.lm_batch_size, s.lm_lr, schedule)  # fmt: skip
     stage1a = _key(lm, s.preset, asdict(s.stage0_config()), s.stage1_steps, s.stage1_batch_size, s.stage1_lr)
-    stage1b = _key(stage1a, s.stage1b_steps, s.stage1b_batch_size, s.stage1b_lr, s.stage1b_method)
+    grounded = () if s.stage1b_grounded_turns == 0 else (GROUNDED_VERSION, s.stage1b_grounded_turns)
+    stage1b = _key(stage1a, s.stage1b_steps, s.stage1b_batch_size, s.stage1b_lr, s.stage1b_method, *grounded)
     return {
         "world": root / f"world-{world}",
         "lm": root / f"lm-{lm}",
@@ -154,6 +156,7 @@ def _train_lm(
     config = _run_config(settings, "LM on described scenes", folders["lm"], text, options=options, stage=2,
                          steps=settings.lm_steps, batch_size=settings.lm_batch_size, lr=settings.lm_lr,
                          progress=progress)  # fmt: skip
+    config["method_options"] = {"train_projector": False}  # no image reaches it: text only
     return _trained("pretrain/lm", config, log)
 
 
@@ -189,6 +192,11 @@ def pretrain(
     summary["stage1a"] = _trained("pretrain/stage1a", config, log)
     if settings.stage1b_steps <= 0:
         return folders["stage1a"], summary
+    if (
+        settings.stage1b_grounded_turns > 0
+    ):  # one conversation of grounded captions per image beside its dense caption
+        grounded = write_grounded_captions(world, settings.stage1b_grounded_turns, seed=settings.world_seed)
+        dense = {**dense, "train": [dense["train"], str(grounded)]}
     config = train("stage 1b (projector + LM, dense captions)", folders["stage1b"], {**dense, "template": "chat"},
                    stage=2, init_from=folders["stage1a"], steps=settings.stage1b_steps,
                    batch_size=settings.stage1b_batch_size, lr=settings.stage1b_lr,
