@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from covft.recipes.demo import pretrain
@@ -62,8 +63,20 @@ def test_each_stage_trains_what_the_recipe_says(recipe) -> None:
     # the LM corpus describes scenes in words; stage 1 trains on dense captions
     corpus = json.loads((folders["world"] / "lm_corpus.json").read_text())
     assert any(" at " in r["conversations"][0]["value"] for r in corpus)
+    # stage 1b adds grounded captions of the same scenes to the dense captions
+    assert micro_pretrain().stage1b_grounded_turns > 0
+    config = yaml.safe_load((final / "train_config.yaml").read_text())
+    assert [Path(f).name for f in config["data"]["train"]] == [
+        "dense_captions.json",
+        "grounded_captions.json",
+    ]
+    assert json.loads((folders["world"] / "grounded_captions.json").read_text())
     for stage in ("lm", "stage1a", "stage1b"):
         assert summary[stage]["steps"] == 2 and len(summary[stage]["curve"]) == 2
+        # every stage's training-start audit passes: the text-only LM stage does not declare the
+        # projector, which no image reaches
+        audit = json.loads((folders[stage] / "train_summary.json").read_text())["audit"]
+        assert audit["passed"], (stage, audit)
     assert summary["stage0"]["config"]["steps"] == 4 and len(summary["stage0"]["curve"]) == 4
 
 
@@ -80,6 +93,13 @@ def test_a_finished_recipe_is_reused_and_a_later_change_keeps_earlier_stages(rec
     before = pretrain.stage_folders(micro_pretrain(), cache)
     after = pretrain.stage_folders(micro_pretrain(stage1b_steps=3), cache)
     assert [after[k] == before[k] for k in ("world", "lm", "stage1a", "stage1b")] == [True, True, True, False]
+    grounded = pretrain.stage_folders(micro_pretrain(stage1b_grounded_turns=0), cache)
+    assert [grounded[k] == before[k] for k in ("world", "lm", "stage1a", "stage1b")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
 
 
 def test_export_verifies_and_names_what_is_wrong(recipe, tmp_path: Path) -> None:

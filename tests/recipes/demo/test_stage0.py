@@ -158,3 +158,40 @@ def test_region_alignment_trains_and_changes_the_cache_key(micro_world: Path, tm
 
     with pytest.raises(FileNotFoundError, match="scene annotations"):
         world_regions(tmp_path, ["world-000000"], grid=4)
+
+
+def test_position_logits_name_every_patch_row_and_column() -> None:
+    from transformers import CLIPVisionConfig
+
+    from covft.recipes.demo.contrastive import ContrastiveTower, position_logits, position_loss
+
+    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=12, patch_size=4)  # fmt: skip
+    tower = ContrastiveTower(config, text_dim=8, init_temperature=0.07, positions=3)
+    patches = torch.randn(2, 9, 16)
+    (rows, row_truth), (cols, col_truth) = position_logits(tower, patches)
+    assert rows.shape == cols.shape == (18, 3)
+    # row-major: patch 5 of a 3x3 grid is row 1, column 2, in both images of the batch
+    assert row_truth.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] * 2
+    assert col_truth.tolist() == [0, 1, 2] * 6
+    expected = (
+        torch.nn.functional.cross_entropy(rows, row_truth)
+        + torch.nn.functional.cross_entropy(cols, col_truth)
+    ) / 2
+    assert torch.allclose(position_loss(tower, patches), expected)
+    with pytest.raises(ValueError, match="without positions"):
+        position_loss(ContrastiveTower(config, text_dim=8, init_temperature=0.07), patches)
+
+
+def test_position_head_trains_and_changes_the_cache_key(micro_world: Path, tmp_path: Path) -> None:
+    placed = replace(SMALL, position_weight=1.0)
+    assert stage0_key(micro_world, placed) != stage0_key(micro_world, SMALL)
+    result = pretrain_vision_tower(micro_world, placed, cache_dir=tmp_path, progress=False)
+    info = result.info
+    # held-out images: where each patch is, from its features alone, well above chance (1 in 4
+    # rows or columns of the 32-pixel, patch-8 grid) after training and better than before
+    assert info["position_accuracy_after"] > max(50.0, info["position_accuracy_before"] + 20.0)
+    assert "region_accuracy_after" not in info
+    from safetensors.torch import load_file
+
+    assert not any(name.startswith("position") for name in load_file(str(result.path)))

@@ -71,3 +71,58 @@ def test_world_writes_one_dense_caption_per_training_image(tmp_path: Path) -> No
         human, gpt = record["conversations"]
         assert human["value"] == f"<image>\n{DENSE_PROMPT}"
         assert gpt["value"] == describe(Scene.from_dict(annotation["scene"]))
+
+
+def test_grounded_captions_read_one_place_both_ways() -> None:
+    import random
+
+    from covft.recipes.world.describe import WHAT_IS_AT, WHERE_IS, grounded_caption_record, object_words
+
+    for seed in range(8):
+        scene, _ = draw_scene(np.random.default_rng([seed, 4]), "clutter", 64)
+        record = grounded_caption_record("s", "i.png", scene, random.Random(seed), turns=3)
+        turns = record["conversations"]
+        assert len(turns) == 2 * min(3, len(scene.objects)) and turns[0]["value"].startswith("<image>\n")
+        assert not any("<image>" in t["value"] for t in turns[1:])
+        words = [object_words(o) for o in scene.objects]
+        at = {position(o.x, o.y): object_words(o) for o in scene.objects}
+        asked = []
+        for human, gpt in zip(turns[::2], turns[1::2], strict=True):
+            question = human["value"].removeprefix("<image>\n")
+            if question.startswith("Where"):
+                phrase = question.removeprefix("Where is the ").removesuffix("?")
+                assert words.count(phrase) == 1  # only an object no other shares the words of
+                assert at[gpt["value"].removeprefix("at ")] == phrase and question == WHERE_IS.format(phrase)
+                asked.append(phrase)
+            else:
+                here = question.removeprefix("What is at ").removesuffix("?")
+                assert question == WHAT_IS_AT.format(here) and gpt["value"] == at[here]
+                asked.append(at[here])
+        assert len(asked) == len(set(asked)) or len(set(words)) < len(words)  # distinct objects
+        again = grounded_caption_record("s", "i.png", scene, random.Random(seed), turns=3)
+        assert again == record
+    empty, _ = draw_scene(np.random.default_rng(1), "text", 64)
+    assert (
+        grounded_caption_record(
+            "s", "i.png", Scene.from_dict({**empty.to_dict(), "objects": []}), random.Random(0), 2
+        )
+        is None
+    )
+
+
+def test_grounded_captions_file_is_written_once_per_setting(tmp_path: Path) -> None:
+    from covft.recipes.world.describe import write_grounded_captions
+
+    make_world(tmp_path, size=30, seed=3, suite_size=1, image_size=32, progress=False)
+    path = write_grounded_captions(tmp_path, turns=2, seed=0)
+    records = json.loads(path.read_text())
+    images = {
+        json.loads(line)["image"] for line in (tmp_path / "annotations/train.jsonl").read_text().splitlines()
+    }
+    assert records and {r["image"] for r in records} <= images
+    assert all(len(r["conversations"]) <= 4 for r in records)
+    stamp = path.stat().st_mtime_ns
+    assert write_grounded_captions(tmp_path, turns=2, seed=0).stat().st_mtime_ns == stamp
+    assert json.loads(write_grounded_captions(tmp_path, turns=1, seed=0).read_text()) != records
+    with pytest.raises(FileNotFoundError, match="grounded captions need the scenes"):
+        write_grounded_captions(tmp_path / "elsewhere", turns=1)

@@ -53,7 +53,8 @@ REGION_LAYER = -2
 class ContrastiveTower(nn.Module):
     """The ViT, a linear head into the text space and CLIP's learnable logit scale; with
     ``regions``, a second head and scale for patch-to-phrase alignment; with ``attributes`` (the
-    number of words of each attribute), a linear classifier per attribute on the same patch."""
+    number of words of each attribute), a linear classifier per attribute on the same patch; with
+    ``positions`` (the patch grid's side), a classifier of every patch's row and column."""
 
     def __init__(
         self,
@@ -62,6 +63,7 @@ class ContrastiveTower(nn.Module):
         init_temperature: float,
         regions: bool = False,
         attributes: tuple[int, ...] = (),
+        positions: int = 0,
     ) -> None:
         super().__init__()
         from transformers import CLIPVisionModel
@@ -75,19 +77,25 @@ class ContrastiveTower(nn.Module):
         )
         self.attributes = tuple(attributes)
         self.attribute_head = nn.Linear(vision_config.hidden_size, sum(attributes)) if attributes else None
+        self.positions = positions
+        self.position_head = nn.Linear(vision_config.hidden_size, 2 * positions) if positions else None
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings in the text space."""
         pooled = self.tower(pixel_values=pixel_values).pooler_output
         return F.normalize(self.head(pooled), dim=-1)
 
+    def encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image embeddings, patches): every patch's hidden state in :data:`REGION_LAYER`, CLS
+        excluded, ``(batch, patches, hidden)`` in row-major order."""
+        out = self.tower(pixel_values=pixel_values, output_hidden_states=True)
+        return F.normalize(self.head(out.pooler_output), dim=-1), out.hidden_states[REGION_LAYER][:, 1:]
+
     def embed(self, pixel_values: torch.Tensor, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(image embeddings, region features): ``regions`` is ``(n, 2)`` rows of (image in the
         batch, patch index in row-major order, CLS excluded); the features are the patches'
         hidden states in :data:`REGION_LAYER`, for :meth:`region_embeddings` and :meth:`attribute_logits`."""
-        out = self.tower(pixel_values=pixel_values, output_hidden_states=True)
-        image = F.normalize(self.head(out.pooler_output), dim=-1)
-        patches = out.hidden_states[REGION_LAYER][:, 1:]
+        image, patches = self.encode(pixel_values)
         return image, patches[regions[:, 0], regions[:, 1]]
 
     def region_embeddings(self, features: torch.Tensor) -> torch.Tensor:
@@ -101,6 +109,25 @@ class ContrastiveTower(nn.Module):
         if self.attribute_head is None:
             raise ValueError("this ContrastiveTower was built without attributes")
         return list(self.attribute_head(features).split(self.attributes, dim=-1))
+
+
+def position_logits(
+    model: ContrastiveTower, patches: torch.Tensor
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """((row logits, rows), (column logits, columns)) of every patch of ``patches`` ``(batch, n, hidden)``."""
+    if model.position_head is None:
+        raise ValueError("this ContrastiveTower was built without positions")
+    side = model.positions
+    index = torch.arange(patches.shape[1], device=patches.device).repeat(patches.shape[0])
+    rows, cols = model.position_head(patches.reshape(-1, patches.shape[-1])).split(side, dim=-1)
+    return (rows, index // side), (cols, index % side)
+
+
+def position_loss(model: ContrastiveTower, patches: torch.Tensor) -> torch.Tensor:
+    """Mean of the row and the column cross-entropies over every patch."""
+    return torch.stack(
+        [F.cross_entropy(logits, truth) for logits, truth in position_logits(model, patches)]
+    ).mean()
 
 
 def attribute_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -172,6 +199,15 @@ def attribute_accuracy(model: ContrastiveTower, features: torch.Tensor, labels: 
             else float("nan")
         )
     return out
+
+
+@torch.no_grad()
+def position_accuracy(model: ContrastiveTower, pixels: torch.Tensor) -> float:
+    """Held-out accuracy (%) of the position head, rows and columns together."""
+    with evaluating(model):
+        patches = torch.cat([model.encode(pixels[i : i + 256])[1] for i in range(0, len(pixels), 256)])
+        pairs = position_logits(model, patches)
+    return 100.0 * float(torch.cat([(logits.argmax(-1) == truth).float() for logits, truth in pairs]).mean())
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from covft.recipes.world.tasks import FAMILY_WEIGHTS
 DEFAULT_METHODS = ("freeze", "full", "lora", "covft")
 PRETRAIN_VERSION = "2"
 """Bumped whenever the same recipe would train something different."""
-STAGE0_OBJECTIVE: dict[str, float] = {"region_weight": 1.0, "attribute_weight": 4.0}
+STAGE0_OBJECTIVE: dict[str, float] = {"region_weight": 1.0, "attribute_weight": 4.0, "position_weight": 1.0}
 """Stage 0's losses beside CLIP's in every recipe: each object's patch aligned with its phrase and
 classified by its words (weight 4 on the mean of four cross-entropies: 1 per attribute). Without
 them the tower reads colour but not shape (docs/demo.md, selection log e8, e9)."""
@@ -69,10 +69,15 @@ class PretrainSettings:
     stage1_steps: int = 200
     stage1_batch_size: int = 32
     stage1_lr: float = 1e-3
-    # stage 1b: projector + LM, chat template, dense captions (0 steps: skipped); tower frozen
+    # stage 1b: projector + LM (and the tower's feeding blocks), chat template, dense captions and
+    # grounded captions of the same scenes (0 steps: skipped)
     stage1b_steps: int = 1000
     stage1b_batch_size: int = 32
     stage1b_lr: float = 5e-4
+    stage1b_grounded_turns: int = 4
+    """Grounded captions per image (``What is at 18,41?``, ``Where is the red star?``) beside the
+    dense captions in stage 1b (:func:`covft.recipes.world.describe.grounded_caption_record`; 0:
+    none; docs/demo.md, e15)."""
     stage1b_method: str = "full"
     """What trains in stage 1b besides projector and LM: ``freeze`` (the tower stays as stage 0
     left it) or ``full`` (the tower's feeding blocks too, as ShareGPT4V's detailed-caption stage)."""

@@ -45,6 +45,8 @@ from covft.recipes.demo.contrastive import (
     caption_embeddings,
     contrastive_loss,
     cosine_adamw,
+    position_accuracy,
+    position_loss,
     retrieval_accuracy,
     text_embeddings,
 )
@@ -87,6 +89,8 @@ class Stage0Config:
     """Weight of the region-to-phrase InfoNCE beside CLIP's (0: none)."""
     attribute_weight: float = 0.0
     """Weight of the per-region attribute classification (shape, colour, size, texture; 0: none)."""
+    position_weight: float = 0.0
+    """Weight of every patch's row and column classification (where a patch is; 0: none)."""
 
     @property
     def uses_regions(self) -> bool:
@@ -201,12 +205,11 @@ def _train(
         config.init_temperature,
         regions=config.region_weight > 0,
         attributes=tuple(len(words) for words in ATTRIBUTES.values()) if config.attribute_weight > 0 else (),
+        positions=vision_config.image_size // vision_config.patch_size if config.position_weight > 0 else 0,
     )
-    before = retrieval_accuracy(model, eval_pixels, eval_ids, text_table)
-    region_before = None if regions is None else regions.accuracy(model, eval_pixels)
+    before = _held_out(model, config, eval_pixels, eval_ids, text_table, regions)
     losses = _fit(model, config, train_pixels, train_ids, text_table, progress, regions)
-    after = retrieval_accuracy(model, eval_pixels, eval_ids, text_table)
-    region_after = None if regions is None else regions.accuracy(model, eval_pixels)
+    after = _held_out(model, config, eval_pixels, eval_ids, text_table, regions)
     state = {k: v.detach().contiguous() for k, v in model.tower.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     (folder / LOG_FILE).write_text(
@@ -221,21 +224,26 @@ def _train(
         "held_out_pairs": held,
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
-        "retrieval_top1_before": before,
-        "retrieval_top1_after": after,
+        **{f"{name}_before": value for name, value in before.items()},
+        **{f"{name}_after": value for name, value in after.items()},
         "temperature": float(1 / model.logit_scale.detach().exp()),
         **(
             {}
             if regions is None
-            else {
-                "regions": len(regions.train) + len(regions.held),
-                "distinct_phrases": len(regions.phrases),
-                "region_accuracy_before": region_before,
-                "region_accuracy_after": region_after,
-            }
+            else {"regions": len(regions.train) + len(regions.held), "distinct_phrases": len(regions.phrases)}
         ),
         "seconds": time.perf_counter() - started,
     }
+
+
+def _held_out(model, config, pixels, caption_ids, text_table, regions) -> dict[str, Any]:
+    """Held-out metrics: caption retrieval top-1 and those of the heads the tower trains with."""
+    out: dict[str, Any] = {"retrieval_top1": retrieval_accuracy(model, pixels, caption_ids, text_table)}
+    if regions is not None:
+        out["region_accuracy"] = regions.accuracy(model, pixels)
+    if config.position_weight > 0:
+        out["position_accuracy"] = position_accuracy(model, pixels)
+    return out
 
 
 def _fit(
@@ -267,12 +275,11 @@ def _fit(
         rows = order[cursor : cursor + batch]
         cursor += batch
         ids = train_ids[rows]
-        if regions is None:
-            loss = contrastive_loss(model(train_pixels[rows]), text_table[ids], ids, model.logit_scale)
-        else:
+        image, patches = model.encode(train_pixels[rows])
+        loss = contrastive_loss(image, text_table[ids], ids, model.logit_scale)
+        if regions is not None:
             where, targets = batch_regions(regions.train, rows, len(train_pixels))
-            image, features = model.embed(train_pixels[rows], where)
-            loss = contrastive_loss(image, text_table[ids], ids, model.logit_scale)
+            features = patches[where[:, 0], where[:, 1]]
             if config.region_weight > 0:
                 phrase_ids = targets[:, 0]
                 loss = loss + config.region_weight * contrastive_loss(
@@ -285,6 +292,8 @@ def _fit(
                 loss = loss + config.attribute_weight * attribute_loss(
                     model.attribute_logits(features), targets[:, 1:]
                 )
+        if config.position_weight > 0:
+            loss = loss + config.position_weight * position_loss(model, patches)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

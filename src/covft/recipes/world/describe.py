@@ -19,10 +19,19 @@ the image.
 
 from __future__ import annotations
 
-from covft.recipes.world.scene import Scene
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from covft.recipes.world.scene import Scene, WorldObject
 
 DENSE_PROMPT = "Describe the image in detail."
 """The human turn of a dense-caption conversation (after ``<image>``)."""
+WHAT_IS_AT = "What is at {}?"
+WHERE_IS = "Where is the {}?"
+"""The two questions of grounded captions (:func:`grounded_caption_record`)."""
+GROUNDED_VERSION = "1"
 
 
 def position(x: float, y: float) -> str:
@@ -30,11 +39,16 @@ def position(x: float, y: float) -> str:
     return f"{round(100 * x)},{round(100 * y)}"
 
 
-def _object_phrase(scene: Scene, index: int) -> str:
-    obj = scene.objects[index]
+def object_words(obj: WorldObject) -> str:
+    """An object in words, without its position: ``"small striped red star labelled B"``."""
     texture = "" if obj.texture == "solid" else f"{obj.texture} "
     label = f" labelled {obj.label}" if obj.label is not None else ""
-    return f"{obj.size} {texture}{obj.color} {obj.shape}{label} at {position(obj.x, obj.y)}"
+    return f"{obj.size} {texture}{obj.color} {obj.shape}{label}"
+
+
+def _object_phrase(scene: Scene, index: int) -> str:
+    obj = scene.objects[index]
+    return f"{object_words(obj)} at {position(obj.x, obj.y)}"
 
 
 def describe(scene: Scene) -> str:
@@ -69,4 +83,75 @@ def dense_caption_record(sample_id: str, image: str, scene: Scene) -> dict:
     }
 
 
-__all__ = ["DENSE_PROMPT", "dense_caption_record", "describe", "position"]
+def grounded_caption_record(
+    sample_id: str, image: str, scene: Scene, rng: random.Random, turns: int
+) -> dict[str, Any] | None:
+    """Up to ``turns`` grounded captions of ``image`` as one conversation (None: no object).
+
+    The dense caption cut into single objects, both ways, as Kosmos-2's and Shikra's grounded
+    pretraining pairs a phrase with where it is: ``"What is at 18,41?"`` -> ``"small striped red
+    star"`` and, for an object that no other object of the scene shares the words of,
+    ``"Where is the small striped red star?"`` -> ``"at 18,41"``; objects in a seeded order, the
+    question's kind alternating from a seeded start. Short answers put the whole loss on reading
+    one place, which the long dense caption spreads over a scene.
+    """
+    objects = list(scene.objects)
+    if not objects:
+        return None
+    words = [object_words(obj) for obj in objects]
+    order = rng.sample(range(len(objects)), min(turns, len(objects)))
+    where_first = rng.random() < 0.5
+    conversation = []
+    for k, i in enumerate(order):
+        here = position(objects[i].x, objects[i].y)
+        if (k % 2 == 0) == where_first and words.count(words[i]) == 1:
+            question, answer = WHERE_IS.format(words[i]), f"at {here}"
+        else:
+            question, answer = WHAT_IS_AT.format(here), words[i]
+        conversation += [
+            {"from": "human", "value": f"<image>\n{question}" if k == 0 else question},
+            {"from": "gpt", "value": answer},
+        ]
+    return {"id": sample_id, "image": image, "conversations": conversation}
+
+
+def write_grounded_captions(world_dir: str | Path, turns: int, seed: int = 0) -> Path:
+    """``<world>/grounded_captions.json``: :func:`grounded_caption_record` of every training
+    image (from ``annotations/train.jsonl``), unless an identical one is there (its sidecar
+    ``.meta.json`` records ``turns``, ``seed`` and :data:`GROUNDED_VERSION`, written last)."""
+    world = Path(world_dir)
+    target = world / "grounded_captions.json"
+    meta_path = world / "grounded_captions.json.meta.json"
+    meta = {"version": GROUNDED_VERSION, "turns": turns, "seed": seed}
+    if target.is_file() and meta_path.is_file() and json.loads(meta_path.read_text(encoding="utf-8")) == meta:
+        return target
+    annotations = world / "annotations" / "train.jsonl"
+    if not annotations.is_file():
+        raise FileNotFoundError(
+            f"{annotations} is missing: grounded captions need the scenes of a world's images"
+        )
+    rng = random.Random(seed)
+    records = []
+    for line in annotations.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        record = grounded_caption_record(
+            entry["id"], entry["image"], Scene.from_dict(entry["scene"]), rng, turns
+        )
+        if record is not None:
+            records.append(record)
+    target.write_text(json.dumps(records, ensure_ascii=False) + "\n", encoding="utf-8")
+    meta_path.write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    return target
+
+
+__all__ = [
+    "DENSE_PROMPT",
+    "WHAT_IS_AT",
+    "WHERE_IS",
+    "dense_caption_record",
+    "describe",
+    "grounded_caption_record",
+    "object_words",
+    "position",
+    "write_grounded_captions",
+]
