@@ -19,8 +19,10 @@ disjoint from the demo world's images and suite):
 4. **stage 1a**: the projector alone on dense captions (LLaVA-1.5's feature alignment, in the
    LM's chat format);
 5. **stage 1b** (optional): projector and LM on the same dense captions in the chat format
-   (ShareGPT4V's / LLaVA-NeXT's detailed-caption stage), with the tower's feeding blocks when
-   ``stage1b_method`` is ``full`` (the shipped recipe) or the tower frozen with ``freeze``.
+   (ShareGPT4V's / LLaVA-NeXT's detailed-caption stage) and on grounded captions of the same
+   scenes (``stage1b_grounded_turns``: ``What is at 57,78?``, ``Where is the ...?``), with the
+   tower's feeding blocks when ``stage1b_method`` is ``full`` (the shipped recipe) or the tower
+   frozen with ``freeze``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ With ``region_weight`` > 0 a second InfoNCE (weighted by it) aligns the patch un
 in the block LLaVA feeds the LLM, with the object's own phrase from the caption
 (:mod:`covft.recipes.demo.regions`): a caption of several objects, pooled, is told apart from the
 batch's other captions by colour alone (the shape probe of docs/demo.md, "Why"), a single
-object's phrase is not.
+object's phrase is not. With ``position_weight`` > 0 every patch of that block is also classified
+by its row and column, so that the LM can find the patch a question names (docs/demo.md, e14).
 
 The trained tower is cached by a hash of everything that determines it (world captions, tower
 architecture, schedule, seed, text encoder) under ``<cache_dir>/stage0/<hash>/``
