@@ -20,6 +20,10 @@ each object's shape and colour word for the object of the same rank (objects are
 to right), once with the real images and once with every image replaced by the next one's (the
 truth stays the scene's own): what the descriptions owe to the image.
 
+``locate``: can it read one named place? The starting point asked ``What is at 57,78?`` for every
+object of world images (the grounded captions of its stage 1b), greedy, scored by whether the
+answer names the object's colour and shape, with the real images and with shifted ones.
+
 ``readout``: where along the way is it lost? Linear probes (80/20 split) of each object's colour
 and shape (its centre patch) and of every patch's row and column, at every step of the image's
 way into the LM: the tower's penultimate block, the projector's output (the LM's input embeddings
@@ -37,6 +41,7 @@ image gain for that one skill.
     python benchmarks/grounding_check.py learnable --world runs/demo/world --target shape
     python benchmarks/grounding_check.py describe --world runs/demo/world --images 60
     python benchmarks/grounding_check.py readout --world runs/demo/world --images 300
+    python benchmarks/grounding_check.py locate --world runs/demo/world --images 100
 
 ``--start`` is the starting point (a covft checkpoint; default: the one the package ships).
 ``family`` writes under ``--out`` (default ``<world>/../grounding/<family>-<method>-<steps>``)
@@ -363,6 +368,51 @@ def describe(
     return results
 
 
+def locate(
+    world: Path, start: Path = SHIPPED, images: int = 100, batch: int = 50
+) -> dict[str, dict[str, float]]:
+    """Colour and shape named right (share of objects) when asked what is at an object's centre,
+    with the real and with shifted images; prints a table."""
+    from covft.recipes.world.describe import WHAT_IS_AT, position
+
+    model = covft.load_pretrained(str(start))
+    model.eval()
+    scenes = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][:images]
+    pictures = [_load_rgb(world / a["image"]) for a in scenes]
+    asked = [(k, obj) for k, a in enumerate(scenes) for obj in a["scene"]["objects"]]
+    keys = ("input_ids", "attention_mask", "pixel_values")
+    results = {}
+    for kind, shift in (("real", 0), ("shifted", 1)):
+        colours = shapes = 0
+        for begin in range(0, len(asked), batch):
+            chunk = asked[begin : begin + batch]
+            samples = [
+                {"id": str(k), "image": pictures[(k + shift) % len(scenes)],
+                 "conversations": [{"from": "human", "value": "<image>\n" + WHAT_IS_AT.format(position(o["x"], o["y"]))}]}
+                for k, o in chunk
+            ]  # fmt: skip
+            inputs = {k: v for k, v in model.collate(samples, for_generation=True).items() if k in keys}
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=10, do_sample=False)
+            texts = model.tokenizer.batch_decode(
+                out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+            for (_, obj), text in zip(chunk, texts, strict=True):
+                words = text.split()
+                colours += obj["color"] in words
+                shapes += obj["shape"] in words
+        results[kind] = {
+            "objects": len(asked),
+            "color": colours / max(1, len(asked)),
+            "shape": shapes / max(1, len(asked)),
+        }
+    print("| images | objects asked | colour right | shape right |")
+    print("|---|---:|---:|---:|")
+    for kind, r in results.items():
+        print(f"| {kind} | {r['objects']} | {100 * r['color']:.1f} % | {100 * r['shape']:.1f} % |")
+    return results
+
+
 READOUT_TARGETS = ("color", "shape", "row", "column")
 
 
@@ -480,7 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--max-new-tokens", type=int, default=120)
     r = sub.add_parser("readout", help="probes of the image from the tower through every LM layer")
     r.add_argument("--images", type=int, default=300)
-    for command in (p, f, t, d, r):
+    w = sub.add_parser("locate", help="'What is at x,y?' for every object: colour and shape named right")
+    w.add_argument("--images", type=int, default=100)
+    for command in (p, f, t, d, r, w):
         command.add_argument("--world", type=Path, default=Path("runs/demo/world"), help="a conflict world")
         command.add_argument(
             "--start", type=Path, default=SHIPPED, help="the starting point (a covft checkpoint)"
@@ -493,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
         probe(args.world, args.start, args.max_images, args.neighbourhood)
     elif args.action == "describe":
         describe(args.world, args.start, images=args.images, max_new_tokens=args.max_new_tokens)
+    elif args.action == "locate":
+        locate(args.world, args.start, images=args.images)
     elif args.action == "readout":
         readout(args.world, args.start, images=args.images)
     elif args.action == "learnable":

@@ -61,6 +61,11 @@ def test_probe_and_single_family_run_on_a_micro_demo(check, tmp_path: Path) -> N
     for entry in read.values():
         assert set(entry) == set(check.READOUT_TARGETS) and all(0.0 <= v <= 1.0 for v in entry.values())
 
+    located = check.locate(world, start, images=6, batch=4)
+    assert set(located) == {"real", "shifted"}
+    for entry in located.values():
+        assert entry["objects"] >= 6 and all(0.0 <= entry[k] <= 1.0 for k in ("color", "shape"))
+
     accuracy = check.family(world, "count", steps=2, start=start, held_out=5)
     assert set(accuracy) == {"real", "shuffled", "majority", "image_gain"}
     assert accuracy["image_gain"] == pytest.approx(accuracy["real"] - accuracy["shuffled"])
