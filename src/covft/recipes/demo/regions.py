@@ -114,6 +114,10 @@ class RegionTargets:
         train[:, 0] -= held
         return cls(phrases, embed(phrases), train, table[table[:, 0] < held])
 
+    def counts(self) -> dict[str, int]:
+        """How many regions (training and held-out) and distinct phrases there are."""
+        return {"regions": len(self.train) + len(self.held), "distinct_phrases": len(self.phrases)}
+
     def accuracy(self, model: ContrastiveTower, held_pixels: torch.Tensor) -> dict[str, float]:
         """Held-out accuracy (%): region-to-phrase top-1 (``phrase``, with a region head) and each
         attribute's classification (with an attribute head)."""

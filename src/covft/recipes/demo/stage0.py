@@ -187,17 +187,13 @@ def _train(
     train_pixels, eval_pixels = pixels[held:], pixels[:held]
     train_ids, eval_ids = caption_ids[held:], caption_ids[:held]
 
+    side = vision_config.image_size // vision_config.patch_size  # patches per side
     regions = None
     if config.uses_regions:
-        regions = RegionTargets.of_world(
-            world,
-            [record["id"] for record in records],
-            vision_config.image_size // vision_config.patch_size,
-            held,
-            functools.partial(
-                text_embeddings, text_encoder=config.text_encoder, cache_dir=root, progress=progress
-            ),
+        embed = functools.partial(
+            text_embeddings, text_encoder=config.text_encoder, cache_dir=root, progress=progress
         )
+        regions = RegionTargets.of_world(world, [record["id"] for record in records], side, held, embed)
 
     torch.manual_seed(config.seed)
     model = ContrastiveTower(
@@ -206,7 +202,7 @@ def _train(
         config.init_temperature,
         regions=config.region_weight > 0,
         attributes=tuple(len(words) for words in ATTRIBUTES.values()) if config.attribute_weight > 0 else (),
-        positions=vision_config.image_size // vision_config.patch_size if config.position_weight > 0 else 0,
+        positions=side if config.position_weight > 0 else 0,
     )
     before = _held_out(model, config, eval_pixels, eval_ids, text_table, regions)
     losses = _fit(model, config, train_pixels, train_ids, text_table, progress, regions)
@@ -228,17 +224,20 @@ def _train(
         **{f"{name}_before": value for name, value in before.items()},
         **{f"{name}_after": value for name, value in after.items()},
         "temperature": float(1 / model.logit_scale.detach().exp()),
-        **(
-            {}
-            if regions is None
-            else {"regions": len(regions.train) + len(regions.held), "distinct_phrases": len(regions.phrases)}
-        ),
+        **({} if regions is None else regions.counts()),
         "seconds": time.perf_counter() - started,
     }
 
 
-def _held_out(model, config, pixels, caption_ids, text_table, regions) -> dict[str, Any]:
-    """Held-out metrics: caption retrieval top-1 and those of the heads the tower trains with."""
+def _held_out(
+    model: ContrastiveTower,
+    config: Stage0Config,
+    pixels: torch.Tensor,
+    caption_ids: torch.Tensor,
+    text_table: torch.Tensor,
+    regions: RegionTargets | None,
+) -> dict[str, Any]:
+    """Held-out metrics (%): caption retrieval top-1 and those of the heads the tower trains with."""
     out: dict[str, Any] = {"retrieval_top1": retrieval_accuracy(model, pixels, caption_ids, text_table)}
     if regions is not None:
         out["region_accuracy"] = regions.accuracy(model, pixels)
