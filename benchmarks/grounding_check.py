@@ -84,6 +84,29 @@ def _load_rgb(path: Path):
         return image.convert("RGB")
 
 
+def _asking(sample_id: str, image, question: str = "x") -> dict:
+    """A one-turn LLaVA sample asking ``question`` about ``image`` (a PIL image)."""
+    return {
+        "id": sample_id,
+        "image": image,
+        "conversations": [{"from": "human", "value": f"<image>\n{question}"}],
+    }
+
+
+def _centre_patch(obj: dict, side: int) -> int:
+    """Row-major index of the patch under an object's centre on a ``side`` x ``side`` grid."""
+    return min(int(obj["y"] * side), side - 1) * side + min(int(obj["x"] * side), side - 1)
+
+
+def _answers(model, samples: list[dict], max_new_tokens: int) -> list[str]:
+    """Greedy answers of ``model`` to one-turn ``samples``."""
+    keys = ("input_ids", "attention_mask", "pixel_values")
+    inputs = {k: v for k, v in model.collate(samples, for_generation=True).items() if k in keys}
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return model.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
 def centre_features(model, world: Path, annotations: list[dict], batch: int = 64, neighbourhood: int = 0):
     """(features, labels per target): one row per object, the features of its centre patch and
     of the ``neighbourhood`` rings of patches around it (zeros beyond the border), concatenated."""
@@ -93,10 +116,7 @@ def centre_features(model, world: Path, annotations: list[dict], batch: int = 64
     model.eval()
     for start in range(0, len(annotations), batch):
         chunk = annotations[start : start + batch]
-        samples = [
-            {"id": a["id"], "image": _load_rgb(world / a["image"]), "conversations": [{"from": "human", "value": "<image>\nx"}]}
-            for a in chunk
-        ]  # fmt: skip
+        samples = [_asking(a["id"], _load_rgb(world / a["image"])) for a in chunk]
         pixels = model.collate(samples, for_generation=True)["pixel_values"]
         with torch.no_grad():
             hidden = model.vision_tower(pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
@@ -191,17 +211,13 @@ def learnable(
     tower = model.vision_tower
 
     def load(records):
-        samples = [
-            {"id": a["id"], "image": _load_rgb(world / a["image"]), "conversations": [{"from": "human", "value": "<image>\nx"}]}
-            for a in records
-        ]  # fmt: skip
+        samples = [_asking(a["id"], _load_rgb(world / a["image"])) for a in records]
         pixels = model.collate(samples, for_generation=True)["pixel_values"]
         side = model.llava.config.vision_config.image_size // model.llava.config.vision_config.patch_size
         where, labels = [], []
         for k, record in enumerate(records):
             for obj in record["scene"]["objects"]:
-                col, row = min(int(obj["x"] * side), side - 1), min(int(obj["y"] * side), side - 1)
-                where.append((k, row * side + col))
+                where.append((k, _centre_patch(obj, side)))
                 labels.append(classes.index(obj[target]))
         return pixels, torch.tensor(where), torch.tensor(labels)
 
@@ -332,23 +348,15 @@ def describe(
     model.eval()
     scenes = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][:images]
     pictures = [_load_rgb(world / a["image"]) for a in scenes]
-    keys = ("input_ids", "attention_mask", "pixel_values")
     results = {}
     for kind, shift in (("real", 0), ("shifted", 1)):
         tally = [0, 0, 0, 0]
         for begin in range(0, len(scenes), batch):
             rows = range(begin, min(begin + batch, len(scenes)))
             samples = [
-                {"id": scenes[i]["id"], "image": pictures[(i + shift) % len(scenes)],
-                 "conversations": [{"from": "human", "value": f"<image>\n{DENSE_PROMPT}"}]}
-                for i in rows
-            ]  # fmt: skip
-            inputs = {k: v for k, v in model.collate(samples, for_generation=True).items() if k in keys}
-            with torch.no_grad():
-                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            texts = model.tokenizer.batch_decode(
-                out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-            )
+                _asking(scenes[i]["id"], pictures[(i + shift) % len(scenes)], DENSE_PROMPT) for i in rows
+            ]
+            texts = _answers(model, samples, max_new_tokens)
             for i, text in zip(rows, texts, strict=True):
                 tally = [
                     t + x for t, x in zip(tally, _score_description(text, scenes[i]["scene"]), strict=True)
@@ -380,23 +388,18 @@ def locate(
     scenes = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][:images]
     pictures = [_load_rgb(world / a["image"]) for a in scenes]
     asked = [(k, obj) for k, a in enumerate(scenes) for obj in a["scene"]["objects"]]
-    keys = ("input_ids", "attention_mask", "pixel_values")
     results = {}
     for kind, shift in (("real", 0), ("shifted", 1)):
         colours = shapes = 0
         for begin in range(0, len(asked), batch):
             chunk = asked[begin : begin + batch]
             samples = [
-                {"id": str(k), "image": pictures[(k + shift) % len(scenes)],
-                 "conversations": [{"from": "human", "value": "<image>\n" + WHAT_IS_AT.format(position(o["x"], o["y"]))}]}
+                _asking(
+                    str(k), pictures[(k + shift) % len(scenes)], WHAT_IS_AT.format(position(o["x"], o["y"]))
+                )
                 for k, o in chunk
-            ]  # fmt: skip
-            inputs = {k: v for k, v in model.collate(samples, for_generation=True).items() if k in keys}
-            with torch.no_grad():
-                out = model.generate(**inputs, max_new_tokens=10, do_sample=False)
-            texts = model.tokenizer.batch_decode(
-                out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-            )
+            ]
+            texts = _answers(model, samples, max_new_tokens=10)
             for (_, obj), text in zip(chunk, texts, strict=True):
                 words = text.split()
                 colours += obj["color"] in words
@@ -428,10 +431,7 @@ def _readout_features(model, world: Path, scenes: list[dict], batch: int):
     model.eval()
     for begin in range(0, len(scenes), batch):
         chunk = scenes[begin : begin + batch]
-        samples = [
-            {"id": a["id"], "image": _load_rgb(world / a["image"]), "conversations": [{"from": "human", "value": "<image>\nx"}]}
-            for a in chunk
-        ]  # fmt: skip
+        samples = [_asking(a["id"], _load_rgb(world / a["image"])) for a in chunk]
         inputs = model.collate(samples, for_generation=True)
         with torch.no_grad():
             tower = model.vision_tower(inputs["pixel_values"], output_hidden_states=True).hidden_states[-2][
@@ -451,8 +451,7 @@ def _readout_features(model, world: Path, scenes: list[dict], batch: int):
             patches.setdefault(name, []).append(states.reshape(-1, states.shape[-1]))
             for k, record in enumerate(chunk):
                 for obj in record["scene"]["objects"]:
-                    index = min(int(obj["y"] * side), side - 1) * side + min(int(obj["x"] * side), side - 1)
-                    objects.setdefault(name, []).append(states[k, index])
+                    objects.setdefault(name, []).append(states[k, _centre_patch(obj, side)])
         for record in chunk:
             for obj in record["scene"]["objects"]:
                 labels["color"].append(obj["color"])

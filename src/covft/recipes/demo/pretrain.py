@@ -194,9 +194,8 @@ def pretrain(
     summary["stage1a"] = _trained("pretrain/stage1a", config, log)
     if settings.stage1b_steps <= 0:
         return folders["stage1a"], summary
-    if (
-        settings.stage1b_grounded_turns > 0
-    ):  # one conversation of grounded captions per image beside its dense caption
+    # one conversation of grounded captions per image beside its dense caption
+    if settings.stage1b_grounded_turns > 0:
         grounded = write_grounded_captions(world, settings.stage1b_grounded_turns, seed=settings.world_seed)
         dense = {**dense, "train": [dense["train"], str(grounded)]}
     config = train("stage 1b (projector + LM, dense captions)", folders["stage1b"], {**dense, "template": "chat"},

@@ -9,7 +9,6 @@ a sign by its caption (``'a sign that says "TAXI"'``), and placed on the patch u
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from covft.recipes.demo.contrastive import (
     region_accuracy,
     region_features,
 )
-from covft.recipes.world.scene import Scene, WorldObject
+from covft.recipes.world.scene import Scene, WorldObject, training_annotations
 from covft.recipes.world.vocab import COLORS, SHAPES, SIZES, TEXTURES
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -59,17 +58,11 @@ def world_regions(world: Path, ids: list[str], grid: int) -> tuple[list[str], to
     """The distinct phrases, and one ``(image, patch, phrase, *attributes)`` row per region of the
     images ``ids`` (image = the position in ``ids``; one label per :data:`ATTRIBUTES`, ``IGNORE``
     for a sign), from ``<world>/annotations/train.jsonl``."""
-    path = world / "annotations" / "train.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: stage 0's region targets need the world's scene annotations"
-        )
-    scenes = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        scenes[record["id"]] = record["scene"]
+    annotations = training_annotations(world, "stage 0's region targets need the world's scene annotations")
+    scenes = {record["id"]: record["scene"] for record in annotations}
     missing = [i for i in ids if i not in scenes]
     if missing:
+        path = world / "annotations" / "train.jsonl"
         raise KeyError(f"{path} has no scene for {len(missing)} captioned images (first: {missing[0]})")
     rows = []
     for image, sample_id in enumerate(ids):

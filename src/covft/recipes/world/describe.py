@@ -24,7 +24,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from covft.recipes.world.scene import Scene, WorldObject
+from covft.recipes.world.scene import Scene, WorldObject, training_annotations
 
 DENSE_PROMPT = "Describe the image in detail."
 """The human turn of a dense-caption conversation (after ``<image>``)."""
@@ -125,20 +125,10 @@ def write_grounded_captions(world_dir: str | Path, turns: int, seed: int = 0) ->
     meta = {"version": GROUNDED_VERSION, "turns": turns, "seed": seed}
     if target.is_file() and meta_path.is_file() and json.loads(meta_path.read_text(encoding="utf-8")) == meta:
         return target
-    annotations = world / "annotations" / "train.jsonl"
-    if not annotations.is_file():
-        raise FileNotFoundError(
-            f"{annotations} is missing: grounded captions need the scenes of a world's images"
-        )
+    annotations = training_annotations(world, "grounded captions need the scenes of a world's images")
     rng = random.Random(seed)
-    records = []
-    for line in annotations.read_text(encoding="utf-8").splitlines():
-        entry = json.loads(line)
-        record = grounded_caption_record(
-            entry["id"], entry["image"], Scene.from_dict(entry["scene"]), rng, turns
-        )
-        if record is not None:
-            records.append(record)
+    scenes = [(entry["id"], entry["image"], Scene.from_dict(entry["scene"])) for entry in annotations]
+    records = [r for r in (grounded_caption_record(*scene, rng, turns) for scene in scenes) if r is not None]
     target.write_text(json.dumps(records, ensure_ascii=False) + "\n", encoding="utf-8")
     meta_path.write_text(json.dumps(meta) + "\n", encoding="utf-8")
     return target

@@ -16,7 +16,9 @@ Drawing a scene of each kind at random is :mod:`covft.recipes.world.sampling`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from covft.recipes.world.vocab import (
@@ -108,3 +110,12 @@ class Scene:
 
 class SceneRejected(Exception):
     """A sampled layout could not be completed; the caller samples again."""
+
+
+def training_annotations(world: str | Path, needed_for: str) -> list[dict[str, Any]]:
+    """The record (``id``, ``image``, ``scene``, ...) of every training image of a world, from
+    ``<world>/annotations/train.jsonl``; a missing file raises naming ``needed_for``."""
+    path = Path(world) / "annotations" / "train.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {needed_for}")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
