@@ -31,6 +31,12 @@ at the image tokens) and each LM layer's hidden state at the image tokens. What 
 read late in the LM is there to be attended to; what the descriptions then get wrong (``describe``)
 is the attending.
 
+``words``: could the LM answer even from a perfect reading? The world's held-out suite with each
+image replaced by its scene's complete description in words (the LM corpus's own format,
+``Image: 3 objects: ...``), scored by the suite's own scorers (:func:`covft.eval.generate.evaluate`):
+what a checkpoint answers when the image is read out perfectly, the ceiling of any grounding. A
+text-only LM checkpoint (the recipe's LM stage) works as well as a full one.
+
 ``family``: can the model learn to use it? Stage 2 on one task family alone (e.g. ``count``)
 from the starting point, then greedy answers on held-out questions of that family with the real
 images and with the images shuffled (:func:`covft.eval.generate.shuffle_images`); the gap is the
@@ -42,6 +48,7 @@ image gain for that one skill.
     python benchmarks/grounding_check.py describe --world runs/demo/world --images 60
     python benchmarks/grounding_check.py readout --world runs/demo/world --images 300
     python benchmarks/grounding_check.py locate --world runs/demo/world --images 100
+    python benchmarks/grounding_check.py words --world runs/demo/world --out runs/words
 
 ``--start`` is the starting point (a covft checkpoint; default: the one the package ships).
 ``family`` writes under ``--out`` (default ``<world>/../grounding/<family>-<method>-<steps>``)
@@ -416,6 +423,44 @@ def locate(
     return results
 
 
+def described_suite(world: Path) -> dict[str, list[dict]]:
+    """The world's suite items with every image replaced by ``Image: <its scene's complete
+    description>`` before the prompt (:func:`covft.recipes.world.corpus.scene_text`)."""
+    from covft.eval.benchmarks import load_suite
+    from covft.recipes.world.corpus import scene_text
+    from covft.recipes.world.scene import Scene
+
+    lines = (world / "annotations" / "suite.jsonl").read_text(encoding="utf-8").splitlines()
+    scenes = {(world / "suite" / r["image"]).resolve(): r["scene"] for r in map(json.loads, lines)}
+    items: dict[str, list[dict]] = {}
+    for name, suite_items in load_suite(world / "suite").items():
+        items[name] = []
+        for item in suite_items:
+            if item["image"] is not None:
+                text = scene_text(Scene.from_dict(scenes[Path(item["image"].path).resolve()]))
+                item = {**item, "image": None, "prompt": f"{text}\n{item['prompt']}"}
+            items[name].append(item)
+    return items
+
+
+def words(world: Path, start: Path = SHIPPED, out: Path | None = None, batch: int = 32) -> dict[str, Any]:
+    """:func:`described_suite` answered by ``start`` (greedy, the demo's 16 new tokens) and scored
+    by :func:`covft.eval.generate.evaluate` into ``out`` (default ``<world>/../words``): the
+    per-benchmark scores and the summary (G / K / V / Avg); prints a table."""
+    from covft.eval.generate import evaluate
+
+    model = covft.load_pretrained(str(start))
+    model.eval()
+    with torch.no_grad():
+        results = evaluate(model, described_suite(world), out or world.parent / "words", run_name="words",
+                           batch_size=batch, max_new_tokens=16, progress=False, overwrite=True)  # fmt: skip
+    scores = {name: entry["score"] for name, entry in results["scores"].items()}
+    print("| " + " | ".join(scores) + " | Avg |")
+    print("|" + "---:|" * (len(scores) + 1))
+    print("| " + " | ".join(f"{v:.1f}" for v in scores.values()) + f" | {results['summary']['Avg']:.2f} |")
+    return {"scores": scores, "summary": results["summary"]}
+
+
 READOUT_TARGETS = ("color", "shape", "row", "column")
 
 
@@ -531,7 +576,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--images", type=int, default=300)
     w = sub.add_parser("locate", help="'What is at x,y?' for every object: colour and shape named right")
     w.add_argument("--images", type=int, default=100)
-    for command in (p, f, t, d, r, w):
+    o = sub.add_parser(
+        "words", help="the suite answered from each image's complete description: the LM's ceiling"
+    )
+    o.add_argument("--out", type=Path, default=None)
+    for command in (p, f, t, d, r, w, o):
         command.add_argument("--world", type=Path, default=Path("runs/demo/world"), help="a conflict world")
         command.add_argument(
             "--start", type=Path, default=SHIPPED, help="the starting point (a covft checkpoint)"
@@ -546,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         describe(args.world, args.start, images=args.images, max_new_tokens=args.max_new_tokens)
     elif args.action == "locate":
         locate(args.world, args.start, images=args.images)
+    elif args.action == "words":
+        words(args.world, args.start, out=args.out)
     elif args.action == "readout":
         readout(args.world, args.start, images=args.images)
     elif args.action == "learnable":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 import covft
 from covft.recipes.demo.pipeline import DemoRun, run_demo
 from covft.recipes.demo.settings import micro
+from covft.recipes.world.corpus import scene_text
+from covft.recipes.world.scene import Scene
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "grounding_check.py"
 
@@ -65,6 +68,28 @@ def test_probe_and_single_family_run_on_a_micro_demo(check, tmp_path: Path) -> N
     assert set(located) == {"real", "shifted"}
     for entry in located.values():
         assert entry["objects"] >= 6 and all(0.0 <= entry[k] <= 1.0 for k in ("color", "shape"))
+
+    described = check.described_suite(world)
+    assert set(described) == {p.stem for p in (world / "suite").glob("*.jsonl")}
+    scenes = [
+        json.loads(line)["scene"] for line in (world / "annotations" / "suite.jsonl").read_text().splitlines()
+    ]
+    for item in (i for items in described.values() for i in items if i["prompt"].startswith("Image: ")):
+        assert item["image"] is None  # the description replaces the image
+        assert any(scene_text(Scene.from_dict(s)) + "\n" in item["prompt"] for s in scenes)
+    pictured = sum(
+        1
+        for line in (world / "suite").glob("*.jsonl")
+        for r in line.read_text().splitlines()
+        if '"image": "' in r
+    )
+    assert (
+        pictured > 0
+        and sum(i["prompt"].startswith("Image: ") for v in described.values() for i in v) == pictured
+    )
+    answered = check.words(world, start, out=tmp_path / "words", batch=8)
+    assert set(answered["scores"]) == set(described) and "Avg" in answered["summary"]
+    assert (tmp_path / "words" / "predictions" / "mme.jsonl").is_file()
 
     accuracy = check.family(world, "count", steps=2, start=start, held_out=5)
     assert set(accuracy) == {"real", "shuffled", "majority", "image_gain"}
