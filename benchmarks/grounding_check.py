@@ -35,7 +35,9 @@ is the attending.
 image replaced by its scene's complete description in words (the LM corpus's own format,
 ``Image: 3 objects: ...``), scored by the suite's own scorers (:func:`covft.eval.generate.evaluate`):
 what a checkpoint answers when the image is read out perfectly, the ceiling of any grounding. A
-text-only LM checkpoint (the recipe's LM stage) works as well as a full one.
+text-only LM checkpoint (the recipe's LM stage) works as well as a full one. Run again with each
+unit described by another unit's scenes (the demo's blind control applied to the descriptions),
+the gap, the *text gain*, bounds what any image gain of that checkpoint could reach.
 
 ``family``: can the model learn to use it? Stage 2 on one task family alone (e.g. ``count``)
 from the starting point, then greedy answers on held-out questions of that family with the real
@@ -423,17 +425,22 @@ def locate(
     return results
 
 
-def described_suite(world: Path) -> dict[str, list[dict]]:
+def described_suite(world: Path, shuffle_seed: int | None = None) -> dict[str, list[dict]]:
     """The world's suite items with every image replaced by ``Image: <its scene's complete
-    description>`` before the prompt (:func:`covft.recipes.world.corpus.scene_text`)."""
+    description>`` before the prompt (:func:`covft.recipes.world.corpus.scene_text`); with
+    ``shuffle_seed``, each scoring unit described by another unit's scenes (the demo's blind
+    control, :func:`covft.eval.generate.shuffle_images`, applied before describing)."""
     from covft.eval.benchmarks import load_suite
     from covft.recipes.world.corpus import scene_text
     from covft.recipes.world.scene import Scene
 
     lines = (world / "annotations" / "suite.jsonl").read_text(encoding="utf-8").splitlines()
     scenes = {(world / "suite" / r["image"]).resolve(): r["scene"] for r in map(json.loads, lines)}
+    suite = load_suite(world / "suite")
+    if shuffle_seed is not None:
+        suite = shuffle_images(suite, seed=shuffle_seed)
     items: dict[str, list[dict]] = {}
-    for name, suite_items in load_suite(world / "suite").items():
+    for name, suite_items in suite.items():
         items[name] = []
         for item in suite_items:
             if item["image"] is not None:
@@ -445,20 +452,30 @@ def described_suite(world: Path) -> dict[str, list[dict]]:
 
 def words(world: Path, start: Path = SHIPPED, out: Path | None = None, batch: int = 32) -> dict[str, Any]:
     """:func:`described_suite` answered by ``start`` (greedy, the demo's 16 new tokens) and scored
-    by :func:`covft.eval.generate.evaluate` into ``out`` (default ``<world>/../words``): the
-    per-benchmark scores and the summary (G / K / V / Avg); prints a table."""
+    by :func:`covft.eval.generate.evaluate` under ``out`` (default ``<world>/../words``), once with
+    each unit's own descriptions and once with shuffled ones (seed 0, as the demo's control): per
+    kind the per-benchmark scores and the summary (G / K / V / Avg), and the ``text_gain`` (Avg,
+    own minus shuffled; what a perfect reading of the images could add at most); prints a table."""
     from covft.eval.generate import evaluate
 
     model = covft.load_pretrained(str(start))
     model.eval()
-    with torch.no_grad():
-        results = evaluate(model, described_suite(world), out or world.parent / "words", run_name="words",
-                           batch_size=batch, max_new_tokens=16, progress=False, overwrite=True)  # fmt: skip
-    scores = {name: entry["score"] for name, entry in results["scores"].items()}
-    print("| " + " | ".join(scores) + " | Avg |")
-    print("|" + "---:|" * (len(scores) + 1))
-    print("| " + " | ".join(f"{v:.1f}" for v in scores.values()) + f" | {results['summary']['Avg']:.2f} |")
-    return {"scores": scores, "summary": results["summary"]}
+    out = out or world.parent / "words"
+    result: dict[str, Any] = {}
+    for kind, seed in (("own", None), ("shuffled", 0)):
+        with torch.no_grad():
+            answered = evaluate(model, described_suite(world, seed), out / kind, run_name=f"words-{kind}",
+                                batch_size=batch, max_new_tokens=16, progress=False, overwrite=True)  # fmt: skip
+        scores = {name: entry["score"] for name, entry in answered["scores"].items()}
+        result[kind] = {"scores": scores, "summary": answered["summary"]}
+    result["text_gain"] = result["own"]["summary"]["Avg"] - result["shuffled"]["summary"]["Avg"]
+    print("| descriptions | " + " | ".join(result["own"]["scores"]) + " | Avg |")
+    print("|---|" + "---:|" * (len(result["own"]["scores"]) + 1))
+    for kind in ("own", "shuffled"):
+        values = " | ".join(f"{v:.1f}" for v in result[kind]["scores"].values())
+        print(f"| {kind} | {values} | {result[kind]['summary']['Avg']:.2f} |")
+    print(f"text gain (Avg, own minus shuffled): {result['text_gain']:.2f}")
+    return result
 
 
 READOUT_TARGETS = ("color", "shape", "row", "column")

@@ -87,9 +87,22 @@ def test_probe_and_single_family_run_on_a_micro_demo(check, tmp_path: Path) -> N
         pictured > 0
         and sum(i["prompt"].startswith("Image: ") for v in described.values() for i in v) == pictured
     )
+    shuffled = check.described_suite(world, shuffle_seed=0)
+    for name, items in described.items():  # the same questions, other units' scenes
+        assert [i["id"] for i in shuffled[name]] == [i["id"] for i in items]
+        assert [i["prompt"].split("\n", 1)[-1] for i in shuffled[name]] == [
+            i["prompt"].split("\n", 1)[-1] for i in items
+        ]
+    assert any(
+        a["prompt"] != b["prompt"] for n in described for a, b in zip(described[n], shuffled[n], strict=True)
+    )
     answered = check.words(world, start, out=tmp_path / "words", batch=8)
-    assert set(answered["scores"]) == set(described) and "Avg" in answered["summary"]
-    assert (tmp_path / "words" / "predictions" / "mme.jsonl").is_file()
+    for kind in ("own", "shuffled"):
+        assert set(answered[kind]["scores"]) == set(described) and "Avg" in answered[kind]["summary"]
+        assert (tmp_path / "words" / kind / "predictions" / "mme.jsonl").is_file()
+    assert answered["text_gain"] == pytest.approx(
+        answered["own"]["summary"]["Avg"] - answered["shuffled"]["summary"]["Avg"]
+    )
 
     accuracy = check.family(world, "count", steps=2, start=start, held_out=5)
     assert set(accuracy) == {"real", "shuffled", "majority", "image_gain"}
