@@ -434,7 +434,12 @@ def described_suite(world: Path, shuffle_seed: int | None = None) -> dict[str, l
     from covft.recipes.world.corpus import scene_text
     from covft.recipes.world.scene import Scene
 
-    lines = (world / "annotations" / "suite.jsonl").read_text(encoding="utf-8").splitlines()
+    annotations = world / "annotations" / "suite.jsonl"
+    if not annotations.is_file():
+        raise FileNotFoundError(
+            f"{annotations} is missing: `words` needs the scene of every suite image (a conflict world)"
+        )
+    lines = annotations.read_text(encoding="utf-8").splitlines()
     scenes = {(world / "suite" / r["image"]).resolve(): r["scene"] for r in map(json.loads, lines)}
     suite = load_suite(world / "suite")
     if shuffle_seed is not None:
@@ -444,7 +449,12 @@ def described_suite(world: Path, shuffle_seed: int | None = None) -> dict[str, l
         items[name] = []
         for item in suite_items:
             if item["image"] is not None:
-                text = scene_text(Scene.from_dict(scenes[Path(item["image"].path).resolve()]))
+                scene = scenes.get(Path(item["image"].path).resolve())
+                if scene is None:
+                    raise KeyError(
+                        f"{name} item {item['id']!r}: no scene for {item['image'].path} in {annotations}"
+                    )
+                text = scene_text(Scene.from_dict(scene))
                 item = {**item, "image": None, "prompt": f"{text}\n{item['prompt']}"}
             items[name].append(item)
     return items

@@ -96,6 +96,8 @@ def test_probe_and_single_family_run_on_a_micro_demo(check, tmp_path: Path) -> N
     assert any(
         a["prompt"] != b["prompt"] for n in described for a, b in zip(described[n], shuffled[n], strict=True)
     )
+    with pytest.raises(FileNotFoundError, match="suite.jsonl is missing: `words` needs the scene"):
+        check.described_suite(tmp_path / "no-world")
     answered = check.words(world, start, out=tmp_path / "words", batch=8)
     for kind in ("own", "shuffled"):
         assert set(answered[kind]["scores"]) == set(described) and "Avg" in answered[kind]["summary"]
