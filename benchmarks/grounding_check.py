@@ -69,6 +69,7 @@ import torch
 import covft
 from covft.eval.generate import predict, shuffle_images
 from covft.recipes.demo.pretrain import SHIPPED
+from covft.recipes.world.scene import training_annotations
 
 PROBE_TARGETS = ("color", "shape", "texture")
 
@@ -80,10 +81,11 @@ def _start_options(start: Path) -> dict[str, Any]:
     return {**kwargs, "tokenizer_dir": str(start.resolve())}
 
 
-def _annotations(world: Path) -> list[dict]:
-    """The scene record of every training image (``<world>/annotations/train.jsonl``)."""
-    lines = (world / "annotations" / "train.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines]
+def _object_scenes(world: Path, limit: int) -> list[dict]:
+    """The scene records of the first ``limit`` training images that show objects (kinds
+    ``objects`` and ``clutter``; not signs, diagrams or depth scenes)."""
+    scenes = training_annotations(world, "the grounding diagnostics need the scenes of a world's images")
+    return [a for a in scenes if a["scene"]["kind"] in ("objects", "clutter")][:limit]
 
 
 def _load_rgb(path: Path):
@@ -168,9 +170,7 @@ def probe(
     """Probe accuracy per tower and target, plus the majority baseline; prints a table."""
     from sklearn.linear_model import LogisticRegression
 
-    annotations = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][
-        :max_images
-    ]
+    annotations = _object_scenes(world, max_images)
     towers = {
         "starting point": covft.build_model(str(start)),
         "random": covft.build_model("tiny", **_start_options(start)),
@@ -214,7 +214,7 @@ def learnable(
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
-    annotations = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][:images]
+    annotations = _object_scenes(world, images)
     classes = sorted({obj[target] for a in annotations for obj in a["scene"]["objects"]})
     model = covft.build_model("tiny", **_start_options(start))
     tower = model.vision_tower
@@ -285,7 +285,9 @@ def family(
     from covft.train import train
     from covft.train.config import config_from_dict
 
-    families = {a["id"]: a["family"] for a in _annotations(world)}
+    families = {
+        a["id"]: a["family"] for a in training_annotations(world, "family needs each sample's family")
+    }
     records = [r for r in json.loads((world / "train.json").read_text()) if families.get(r["id"]) == name]
     if len(records) <= held_out:
         raise SystemExit(f"family {name!r} has {len(records)} samples in {world}; need more than {held_out}")
@@ -355,7 +357,7 @@ def describe(
 
     model = covft.load_pretrained(str(start))
     model.eval()
-    scenes = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][:images]
+    scenes = _object_scenes(world, images)
     pictures = [_load_rgb(world / a["image"]) for a in scenes]
     results = {}
     for kind, shift in (("real", 0), ("shifted", 1)):
@@ -394,7 +396,7 @@ def locate(
 
     model = covft.load_pretrained(str(start))
     model.eval()
-    scenes = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][:images]
+    scenes = _object_scenes(world, images)
     pictures = [_load_rgb(world / a["image"]) for a in scenes]
     asked = [(k, obj) for k, a in enumerate(scenes) for obj in a["scene"]["objects"]]
     results = {}
@@ -546,7 +548,7 @@ def readout(
     from sklearn.preprocessing import StandardScaler
 
     model = covft.load_pretrained(str(start))
-    scenes = [a for a in _annotations(world) if a["scene"]["kind"] in ("objects", "clutter")][:images]
+    scenes = _object_scenes(world, images)
     objects, patches, labels = _readout_features(model, world, scenes, batch)
     results: dict[str, dict[str, float]] = {}
     for name in objects:

@@ -87,16 +87,10 @@ class ContrastiveTower(nn.Module):
 
     def encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(image embeddings, patches): every patch's hidden state in :data:`REGION_LAYER`, CLS
-        excluded, ``(batch, patches, hidden)`` in row-major order."""
+        excluded, ``(batch, patches, hidden)`` in row-major order: the features of
+        :meth:`region_embeddings`, :meth:`attribute_logits` and :func:`position_logits`."""
         out = self.tower(pixel_values=pixel_values, output_hidden_states=True)
         return F.normalize(self.head(out.pooler_output), dim=-1), out.hidden_states[REGION_LAYER][:, 1:]
-
-    def embed(self, pixel_values: torch.Tensor, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image embeddings, region features): ``regions`` is ``(n, 2)`` rows of (image in the
-        batch, patch index in row-major order, CLS excluded); the features are the patches'
-        hidden states in :data:`REGION_LAYER`, for :meth:`region_embeddings` and :meth:`attribute_logits`."""
-        image, patches = self.encode(pixel_values)
-        return image, patches[regions[:, 0], regions[:, 1]]
 
     def region_embeddings(self, features: torch.Tensor) -> torch.Tensor:
         """L2-normalised region embeddings in the text space."""
@@ -174,7 +168,8 @@ def _top1(queries: torch.Tensor, ids: torch.Tensor, table: torch.Tensor) -> floa
 def region_features(model: ContrastiveTower, pixels: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """The regions' features in eval mode (one tower pass for every held-out metric)."""
     with evaluating(model):
-        return model.embed(pixels, regions)[1]
+        patches = model.encode(pixels)[1]
+        return patches[regions[:, 0], regions[:, 1]]
 
 
 @torch.no_grad()
