@@ -22,8 +22,8 @@ template (e.g. SmolLM2-135M-Instruct, ``covft.recipes.demo.smollm2.smollm2_dir()
 what the demo's LM does not? ``--steps 0`` only evaluates (zero-shot).
 
 The loss is the cross-entropy of the answer token (``Yes`` / ``No``) at the last prompt position
-(AdamW, linear warm-up over 100 steps or a tenth of the run if shorter, gradient clipping at 1); held-out accuracy compares the two
-answers' logits on ``--held-out`` items of a separate random stream, per question kind.
+(AdamW, linear warm-up over 100 steps or a tenth of the run if shorter, gradient clipping at 1);
+held-out accuracy compares the two answers' logits on ``--held-out`` items of a separate random stream, per question kind.
 
     python benchmarks/lm_learnability.py words --kinds existence --steps 6000
     python benchmarks/lm_learnability.py membership --steps 5000
@@ -123,6 +123,21 @@ def answer_logits(
     return model.lm_head(hidden[torch.arange(len(ids)), last])[:, answers]
 
 
+def _evaluate(model, test, kinds: list[str], pad: int, answers: torch.Tensor) -> dict[str, Any]:
+    """Held-out accuracy (the larger of the two answers' logits), overall and per question kind."""
+    model.eval()
+    with torch.no_grad():
+        right = (answer_logits(model, *test[:2], pad, answers).argmax(-1) == test[2]).tolist()
+    model.train()
+    per_kind: dict[str, list[bool]] = {}
+    for kind, ok in zip(kinds, right, strict=True):
+        per_kind.setdefault(kind, []).append(ok)
+    return {
+        "accuracy": float(np.mean(right)),
+        "per_kind": {k: float(np.mean(v)) for k, v in sorted(per_kind.items())},
+    }
+
+
 def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("existence",), items: int = 10,
         word: str = "circle", lr: float = 1e-3, batch_size: int = 32, every: int = 250, held_out: int = 400,
         layers: int | None = None, width: int | None = None, seed: int = 0, start: Path = SHIPPED,
@@ -151,6 +166,7 @@ def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("ex
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     test_items = [draw(np.random.default_rng([seed, 1, i])) for i in range(held_out)]
     test = batch(test_items, pad)
+    majority = max(test[2].float().mean().item(), 1 - test[2].float().mean().item())
     rng = np.random.default_rng([seed, 0])
     curve, losses, started = [], [], time.perf_counter()
     for step in range(0 if steps == 0 else 1, steps + 1):
@@ -164,25 +180,18 @@ def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("ex
             schedule.step()
             losses.append(loss.item())
         if step % every == 0 or step == steps:
-            model.eval()
-            with torch.no_grad():
-                right = (answer_logits(model, *test[:2], pad, answers).argmax(-1) == test[2]).tolist()
-            model.train()
-            per_kind: dict[str, list[bool]] = {}
-            for (_, _, kind), ok in zip(test_items, right, strict=True):
-                per_kind.setdefault(kind, []).append(ok)
-            point = {"step": step, "loss": float(np.mean(losses[-every:])) if losses else None, "accuracy": float(np.mean(right)),
-                     "per_kind": {k: float(np.mean(v)) for k, v in sorted(per_kind.items())},
+            point = {"step": step, "loss": float(np.mean(losses[-every:])) if losses else None,
+                     **_evaluate(model, test, [kind for _, _, kind in test_items], pad, answers),
                      "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
             curve.append(point)
-            log(f"step {step}: loss {point['loss'] or float('nan'):.3f}, held-out accuracy {point['accuracy']:.3f} "
-                f"(majority {max(test[2].float().mean().item(), 1 - test[2].float().mean().item()):.3f}), "
-                f"{point['seconds']:.0f} s")  # fmt: skip
+            loss_text = "-" if point["loss"] is None else f"{point['loss']:.3f}"
+            log(f"step {step}: loss {loss_text}, held-out accuracy {point['accuracy']:.3f} "
+                f"(majority {majority:.3f}), {point['seconds']:.0f} s")  # fmt: skip
     settings = {"task": task, "steps": steps, "kinds": list(kinds), "items": items, "word": word, "lr": lr,
-                "batch_size": batch_size, "held_out": held_out, "seed": seed, "start": str(start), "lm": None if lm is None else str(lm),
-                "layers": model.config.num_hidden_layers, "width": model.config.hidden_size}  # fmt: skip
-    return {"settings": settings, "majority": max(test[2].float().mean().item(), 1 - test[2].float().mean().item()),
-            "curve": curve}  # fmt: skip
+                "batch_size": batch_size, "held_out": held_out, "seed": seed, "start": str(start),
+                "lm": None if lm is None else str(lm), "layers": model.config.num_hidden_layers,
+                "width": model.config.hidden_size}  # fmt: skip
+    return {"settings": settings, "majority": majority, "curve": curve}
 
 
 def main(argv: list[str] | None = None) -> int:
