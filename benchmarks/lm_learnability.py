@@ -23,7 +23,8 @@ what the demo's LM does not? ``--steps 0`` only evaluates (zero-shot).
 
 The loss is the cross-entropy of the answer token (``Yes`` / ``No``) at the last prompt position
 (AdamW, linear warm-up over 100 steps or a tenth of the run if shorter, gradient clipping at 1);
-held-out accuracy compares the two answers' logits on ``--held-out`` items of a separate random stream, per question kind.
+held-out accuracy compares the two answers' logits on ``--held-out`` items of a separate random
+stream, per question kind.
 
     python benchmarks/lm_learnability.py words --kinds existence --steps 6000
     python benchmarks/lm_learnability.py membership --steps 5000
