@@ -1,22 +1,8 @@
 """Keeps benchmarks/bench_covft_demo_step.py from rotting: it runs on a micro geometry."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_covft_demo_step.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_covft_demo_step", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_benchmark_times_every_configuration_on_a_micro_geometry():
-    bench = _load()
+def test_benchmark_times_every_configuration_on_a_micro_geometry(benchmark_script):
+    bench = benchmark_script("bench_covft_demo_step")
     results = bench.run_benchmark(
         batch=2,
         steps=2,

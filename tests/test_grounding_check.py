@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,15 +13,10 @@ from covft.recipes.demo.settings import micro
 from covft.recipes.world.corpus import scene_text
 from covft.recipes.world.scene import Scene
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "grounding_check.py"
-
 
 @pytest.fixture(scope="module")
-def check():
-    spec = importlib.util.spec_from_file_location("grounding_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def check(benchmark_script):
+    return benchmark_script("grounding_check")
 
 
 def test_probe_and_single_family_run_on_a_micro_demo(check, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -12,15 +11,10 @@ import pytest
 
 from covft.recipes.demo.pretrain import SHIPPED
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lm_learnability.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("lm_learnability", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(benchmark_script):
+    return benchmark_script("lm_learnability")
 
 
 @pytest.fixture(scope="module")
