@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from covft.models.checkpoint import read_checked_config
 from covft.recipes.demo.pretrain import SHIPPED
 
 TASKS = ("words", "membership", "control")
@@ -63,9 +64,7 @@ def fresh_lm(
     start: Path, vocab_size: int, layers: int | None = None, width: int | None = None, seed: int = 0
 ):
     """A randomly initialised LM of ``start``'s architecture (``layers`` / ``width`` override)."""
-    text = json.loads((start / "covft_config.json").read_text(encoding="utf-8"))["llava_config"][
-        "text_config"
-    ]
+    text = read_checked_config(start)["llava_config"]["text_config"]
     fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "pad_token_id")  # fmt: skip
     config = {name: text[name] for name in fields}
