@@ -23,7 +23,9 @@ what the demo's LM does not? ``--steps 0`` only evaluates (zero-shot).
 
 The loss is the cross-entropy of the answer token (``Yes`` / ``No``) at the last prompt position
 (AdamW, linear warm-up over 100 steps or a tenth of the run if shorter, gradient clipping at 1);
-held-out accuracy compares the two answers' logits on ``--held-out`` items of a separate random
+``--text-loss W`` adds W times the next-token loss over the prompt (description and question), the
+dense signal of ordinary LM pretraining (e22: it does not help, 3,000 steps at chance); held-out
+accuracy compares the two answers' logits on ``--held-out`` items of a separate random
 stream, per question kind.
 
     python benchmarks/lm_learnability.py words --kinds existence --steps 6000
@@ -123,6 +125,20 @@ def answer_logits(
     return model.lm_head(hidden[torch.arange(len(ids)), last])[:, answers]
 
 
+def training_loss(model, ids: torch.Tensor, last: torch.Tensor, labels: torch.Tensor, pad: int,
+                  answers: torch.Tensor, text_loss: float = 0.0) -> torch.Tensor:  # fmt: skip
+    """Cross-entropy of the answer at each prompt's last token, plus ``text_loss`` times the
+    next-token loss over the prompt itself (the description and the question)."""
+    if not text_loss:
+        return torch.nn.functional.cross_entropy(answer_logits(model, ids, last, pad, answers), labels)
+    logits = model(input_ids=ids, attention_mask=(ids != pad).long()).logits
+    loss = torch.nn.functional.cross_entropy(logits[torch.arange(len(ids)), last][:, answers], labels)
+    targets = ids[:, 1:].masked_fill(ids[:, 1:] == pad, -100)
+    return loss + text_loss * torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), targets.flatten()
+    )
+
+
 def _evaluate(model, test, kinds: list[str], pad: int, answers: torch.Tensor) -> dict[str, Any]:
     """Held-out accuracy (the larger of the two answers' logits), overall and per question kind."""
     model.eval()
@@ -141,7 +157,7 @@ def _evaluate(model, test, kinds: list[str], pad: int, answers: torch.Tensor) ->
 def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("existence",), items: int = 10,
         word: str = "circle", lr: float = 1e-3, batch_size: int = 32, every: int = 250, held_out: int = 400,
         layers: int | None = None, width: int | None = None, seed: int = 0, start: Path = SHIPPED,
-        lm: Path | None = None, log=print) -> dict[str, Any]:  # fmt: skip
+        lm: Path | None = None, text_loss: float = 0.0, log=print) -> dict[str, Any]:  # fmt: skip
     """Train a fresh LM (or the pretrained ``lm``) on ``task``; returns the settings and held-out
     accuracy every ``every`` steps (once, untrained, with ``steps=0``)."""
     if task not in TASKS:
@@ -172,7 +188,7 @@ def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("ex
     for step in range(0 if steps == 0 else 1, steps + 1):
         if step > 0:
             ids, last, labels = batch([draw(rng) for _ in range(batch_size)], pad)
-            loss = torch.nn.functional.cross_entropy(answer_logits(model, ids, last, pad, answers), labels)
+            loss = training_loss(model, ids, last, labels, pad, answers, text_loss)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -189,8 +205,8 @@ def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("ex
                 f"(majority {majority:.3f}), {point['seconds']:.0f} s")  # fmt: skip
     settings = {"task": task, "steps": steps, "kinds": list(kinds), "items": items, "word": word, "lr": lr,
                 "batch_size": batch_size, "held_out": held_out, "seed": seed, "start": str(start),
-                "lm": None if lm is None else str(lm), "layers": model.config.num_hidden_layers,
-                "width": model.config.hidden_size}  # fmt: skip
+                "lm": None if lm is None else str(lm), "text_loss": text_loss,
+                "layers": model.config.num_hidden_layers, "width": model.config.hidden_size}  # fmt: skip
     return {"settings": settings, "majority": majority, "curve": curve}
 
 
@@ -215,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         "--lm", type=Path, default=None, help="a pretrained HF causal LM to start from instead"
     )
     parser.add_argument("--out", type=Path, default=None, help="write the settings and curve as JSON")
+    parser.add_argument(
+        "--text-loss",
+        type=float,
+        default=0.0,
+        help="weight of a next-token loss on the prompt (default 0: none)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -222,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.task, steps=args.steps, kinds=tuple(args.kinds.split(",")), items=args.items,
                  word=args.word, lr=args.lr, batch_size=args.batch_size, every=args.every,
                  held_out=args.held_out, layers=args.layers, width=args.width, seed=args.seed,
-                 start=args.start, lm=args.lm)  # fmt: skip
+                 start=args.start, lm=args.lm, text_loss=args.text_loss)  # fmt: skip
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")

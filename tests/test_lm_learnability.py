@@ -89,3 +89,15 @@ def test_zero_steps_evaluates_once_untrained(script) -> None:
     result = script.run("membership", steps=0, held_out=32, log=lambda _: None)
     assert [(point["step"], point["loss"]) for point in result["curve"]] == [(0, None)]
     assert 0.0 <= result["curve"][0]["accuracy"] <= 1.0 and result["settings"]["lm"] is None
+
+
+def test_text_loss_adds_the_prompts_next_token_loss(script) -> None:
+    losses = {}
+    for weight in (0.0, 1.0):
+        result = script.run(
+            "control", steps=1, every=1, held_out=8, batch_size=4, text_loss=weight, log=lambda _: None
+        )
+        losses[weight] = result["curve"][0]["loss"]
+        assert result["settings"]["text_loss"] == weight
+    # an untrained LM's answer loss is about log 2; its next-token loss over 1,024 tokens about log 1024
+    assert losses[0.0] < 1.0 and 5.0 < losses[1.0] - losses[0.0] < 8.0
