@@ -45,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("cpu", "gpu"),
         default="cpu",
         help="cpu (default): the comparison sized for two CPU cores; gpu: the same pipeline at GPU scale "
-        "(covft.recipes.demo.settings.GPU: a 6.7x world, 20x the stage-2 samples, bf16 on CUDA; planned for about "
-        "10 minutes on one H200-class GPU; tiny preset, not with --quick; default --out runs/demo-gpu)",
+        "(covft.recipes.demo.settings.GPU: a 6.7x world, 20x the stage-2 samples, bf16 on CUDA; with --preset "
+        "smol, SMOL_GPU: its own longer stage 1, 20x the smol setting's samples; planned for about 7 and 12 "
+        "minutes with one seed on one H200-class GPU; not with --quick; default --out runs/demo-gpu[-smol])",
     )
     parser.add_argument(
         "--preset",
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
 
     from covft.recipes.demo.cache import default_cache_dir
     from covft.recipes.demo.pipeline import DemoError, DemoRun, run_demo
-    from covft.recipes.demo.settings import GPU, settings_for
+    from covft.recipes.demo.settings import settings_for
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -166,13 +167,11 @@ def run(args: argparse.Namespace) -> int:
     jobs = args.jobs or min(os.cpu_count() or 1, len(args.methods))
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
-    if args.scale == "gpu" and (args.quick or args.preset != "tiny"):
-        print(
-            "covft demo: error: --scale gpu is the tiny preset's full run (drop --quick / --preset)",
-            file=sys.stderr,
-        )
+    try:
+        settings = settings_for(args.preset, args.quick, args.scale)
+    except ValueError as error:
+        print(f"covft demo: error: {error}", file=sys.stderr)
         return 2
-    settings = GPU if args.scale == "gpu" else settings_for(args.preset, args.quick)
     if args.stage2_steps is not None:
         settings = replace(settings, stage2_steps=args.stage2_steps)
     try:

@@ -17,7 +17,7 @@ from covft.cli.demo import add_arguments
 from covft.cli.demo import run as demo_command
 from covft.recipes.demo.layout import GRADIENTS_FILE, read_stage_log
 from covft.recipes.demo.pipeline import DemoRun, run_demo
-from covft.recipes.demo.settings import FULL, GPU, micro
+from covft.recipes.demo.settings import FULL, GPU, SMOL_FULL, SMOL_GPU, SMOL_PRETRAIN, micro, settings_for
 
 VERDICTS = {"reproduced", "not reproduced"}
 
@@ -81,6 +81,39 @@ def test_gpu_setting_is_the_full_pipeline_at_20_to_100_times_the_samples() -> No
     assert GPU.precision == "auto" and FULL.precision == "fp32"
 
 
+def test_smol_gpu_setting_is_the_smol_run_at_20_times_the_samples_with_a_longer_stage_1() -> None:
+    ratio = (SMOL_GPU.stage2_steps * SMOL_GPU.stage2_batch_size) / (
+        SMOL_FULL.stage2_steps * SMOL_FULL.stage2_batch_size
+    )
+    assert ratio == 20
+    assert (SMOL_GPU.stage2_lr, SMOL_GPU.lr_scheduler, SMOL_GPU.warmup_ratio) == (
+        SMOL_FULL.stage2_lr,
+        "cosine",
+        0.03,
+    )
+    assert (SMOL_GPU.world_size, SMOL_GPU.suite_size, SMOL_GPU.precision) == (
+        GPU.world_size,
+        GPU.suite_size,
+        "auto",
+    )
+    recipe = SMOL_GPU.pretrain
+    assert recipe.preset == "smol" and recipe.lm_steps == 0 and recipe.stage0 == SMOL_PRETRAIN.stage0
+    assert recipe.world_size == FULL.pretrain.world_size  # the shipped recipe's world size
+    # a longer alignment than the CPU smol run's, then grounded captions with the LM, as the tiny recipe's 1b
+    assert (
+        recipe.stage1_steps * recipe.stage1_batch_size
+        > 5 * SMOL_PRETRAIN.stage1_steps * SMOL_PRETRAIN.stage1_batch_size
+    )
+    assert recipe.stage1b_steps > 0 and recipe.stage1b_grounded_turns == FULL.pretrain.stage1b_grounded_turns
+
+
+def test_settings_for_picks_the_preset_and_scale() -> None:
+    assert settings_for("tiny", False) is FULL and settings_for("smol", False) is SMOL_FULL
+    assert settings_for("tiny", False, "gpu") is GPU and settings_for("smol", False, "gpu") is SMOL_GPU
+    with pytest.raises(ValueError, match="no quick setting"):
+        settings_for("smol", True, "gpu")
+
+
 def test_auto_precision_is_bf16_on_a_cuda_gpu_with_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -91,13 +124,13 @@ def test_auto_precision_is_bf16_on_a_cuda_gpu_with_bf16(monkeypatch: pytest.Monk
     assert replace(GPU, precision="bf16").train_precision() == "bf16"  # explicit choices stay
 
 
-def test_scale_gpu_is_the_tiny_full_run(capsys: pytest.CaptureFixture[str]) -> None:
+def test_scale_gpu_has_no_quick_run(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert parser.parse_args(["--scale", "gpu"]).scale == "gpu"
     assert parser.parse_args([]).scale == "cpu"
     assert demo_command(parser.parse_args(["--scale", "gpu", "--quick"])) == 2
-    assert "--scale gpu" in capsys.readouterr().err
+    assert "--scale gpu has no quick setting" in capsys.readouterr().err
 
 
 def test_routing_text_flags_blocks_below_a_quarter_of_log_e_and_collapse() -> None:
