@@ -169,12 +169,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads)
     try:
         settings = settings_for(args.preset, args.quick, args.scale)
-    except ValueError as error:
-        print(f"covft demo: error: {error}", file=sys.stderr)
-        return 2
-    if args.stage2_steps is not None:
-        settings = replace(settings, stage2_steps=args.stage2_steps)
-    try:
+        if args.stage2_steps is not None:
+            settings = replace(settings, stage2_steps=args.stage2_steps)
         settings = apply_overrides(settings, args.set)
     except ValueError as error:
         print(f"covft demo: error: {error}", file=sys.stderr)

@@ -131,6 +131,10 @@ def test_scale_gpu_has_no_quick_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert parser.parse_args([]).scale == "cpu"
     assert demo_command(parser.parse_args(["--scale", "gpu", "--quick"])) == 2
     assert "--scale gpu has no quick setting" in capsys.readouterr().err
+    assert (
+        demo_command(parser.parse_args(["--scale", "gpu", "--preset", "smol", "--set", "stage2_step=3"])) == 2
+    )
+    assert "stage2_step" in capsys.readouterr().err  # a bad override is refused before anything runs
 
 
 def test_routing_text_flags_blocks_below_a_quarter_of_log_e_and_collapse() -> None:
