@@ -45,9 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("cpu", "gpu"),
         default="cpu",
         help="cpu (default): the comparison sized for two CPU cores; gpu: the same pipeline at GPU scale "
-        "(covft.recipes.demo.settings.GPU: a 6.7x world, 20x the stage-2 samples, bf16 on CUDA; with --preset "
-        "smol, SMOL_GPU: its own longer stage 1, 20x the smol setting's samples; planned for about 7 and 12 "
-        "minutes with one seed on one H200-class GPU; not with --quick; default --out runs/demo-gpu[-smol])",
+        "(covft.recipes.demo.settings.GPU: a 6.7x world, 20x the stage-2 samples, bf16 on CUDA; with "
+        "--preset smol, SMOL_GPU: its own longer stage 1, 20x the smol setting's samples; planned for about "
+        "7 and 12 minutes with one seed on one H200-class GPU; not with --quick; default --out "
+        "runs/demo-gpu[-smol])",
     )
     parser.add_argument(
         "--preset",

@@ -303,7 +303,8 @@ SMOL_GPU = replace(
     GPU, stage2_steps=750, stage2_batch_size=32, stage2_lr=SMOL_FULL.stage2_lr, eval_batch_size=128,
     mechanism_batch_size=16, mechanism_samples=1500,
     pretrain=replace(SMOL_PRETRAIN, world_size=20000, stage1_steps=300, stage1_batch_size=32,
-                     stage1b_steps=300, stage1b_batch_size=32, stage1b_lr=SMOL_FULL.stage2_lr),
+                     stage1b_steps=300, stage1b_batch_size=32, stage1b_lr=SMOL_FULL.stage2_lr,
+                     save_steps=150),
 )  # fmt: skip
 
 
