@@ -118,10 +118,12 @@ def batch(
 
 
 def answer_logits(
-    model, ids: torch.Tensor, last: torch.Tensor, pad: int, answers: torch.Tensor
+    model, ids: torch.Tensor, last: torch.Tensor, pad: int, answers: torch.Tensor, hidden=None
 ) -> torch.Tensor:
-    """The logits of ``answers`` (No, Yes) at each prompt's last token."""
-    hidden = model.model(input_ids=ids, attention_mask=(ids != pad).long()).last_hidden_state
+    """The logits of ``answers`` (No, Yes) at each prompt's last token (``hidden``: the LM's last
+    hidden states of ``ids``, when already computed)."""
+    if hidden is None:
+        hidden = model.model(input_ids=ids, attention_mask=(ids != pad).long()).last_hidden_state
     return model.lm_head(hidden[torch.arange(len(ids)), last])[:, answers]
 
 
@@ -129,13 +131,13 @@ def training_loss(model, ids: torch.Tensor, last: torch.Tensor, labels: torch.Te
                   answers: torch.Tensor, text_loss: float = 0.0) -> torch.Tensor:  # fmt: skip
     """Cross-entropy of the answer at each prompt's last token, plus ``text_loss`` times the
     next-token loss over the prompt itself (the description and the question)."""
+    hidden = model.model(input_ids=ids, attention_mask=(ids != pad).long()).last_hidden_state
+    loss = torch.nn.functional.cross_entropy(answer_logits(model, ids, last, pad, answers, hidden), labels)
     if not text_loss:
-        return torch.nn.functional.cross_entropy(answer_logits(model, ids, last, pad, answers), labels)
-    logits = model(input_ids=ids, attention_mask=(ids != pad).long()).logits
-    loss = torch.nn.functional.cross_entropy(logits[torch.arange(len(ids)), last][:, answers], labels)
+        return loss
     targets = ids[:, 1:].masked_fill(ids[:, 1:] == pad, -100)
     return loss + text_loss * torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1), targets.flatten()
+        model.lm_head(hidden[:, :-1]).flatten(0, 1), targets.flatten()
     )
 
 
