@@ -24,12 +24,18 @@ what the demo's LM does not? ``--steps 0`` only evaluates (zero-shot).
 The loss is the cross-entropy of the answer token (``Yes`` / ``No``) at the last prompt position
 (AdamW, linear warm-up over 100 steps or a tenth of the run if shorter, gradient clipping at 1);
 ``--text-loss W`` adds W times the next-token loss over the prompt (description and question), the
-dense signal of ordinary LM pretraining (e22: it does not help, 3,000 steps at chance); held-out
+dense signal of ordinary LM pretraining (e22: it does not help, 3,000 steps at chance);
+``--question-first`` puts the question before the description, so that a causal LM reads each
+object already knowing what is asked (e26: no help either, 3,000 steps at chance); ``--suffix N``
+puts the last N tokens of that answer prompt after the membership query, so that the answer is
+read N tokens after the query as in every suite question (e26: membership, learned without it,
+stays at chance with N = 2 or 15); ``--init-range`` sets a fresh LM's initial weight sd; held-out
 accuracy compares the two answers' logits on ``--held-out`` items of a separate random
 stream, per question kind.
 
     python benchmarks/lm_learnability.py words --kinds existence --steps 6000
     python benchmarks/lm_learnability.py membership --steps 5000
+    python benchmarks/lm_learnability.py membership --steps 4000 --suffix 15
     python benchmarks/lm_learnability.py control --steps 500
     python benchmarks/lm_learnability.py words --lm runs/cache/smollm2/v1 --steps 0
 """
@@ -63,9 +69,11 @@ def _tokenizer(start: Path):
 
 
 def fresh_lm(
-    start: Path, vocab_size: int, layers: int | None = None, width: int | None = None, seed: int = 0
-):
-    """A randomly initialised LM of ``start``'s architecture (``layers`` / ``width`` override)."""
+    start: Path, vocab_size: int, layers: int | None = None, width: int | None = None, seed: int = 0,
+    init_range: float | None = None,
+):  # fmt: skip
+    """A randomly initialised LM of ``start``'s architecture (``layers`` / ``width`` override;
+    ``init_range``: the weights' initial standard deviation instead of the config's)."""
     text = read_checked_config(start)["llava_config"]["text_config"]
     fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "pad_token_id")  # fmt: skip
@@ -75,21 +83,45 @@ def fresh_lm(
         config["hidden_size"] = width
     if layers is not None:
         config["num_hidden_layers"] = layers
+    if init_range is not None:
+        config["initializer_range"] = init_range
     torch.manual_seed(seed)
     return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, **config))
 
 
-def membership_item(rng: np.random.Generator, tokens: np.ndarray, items: int, separator: int):
-    """``items`` distinct tokens, ``separator`` and a query; the answer: is the query among them."""
+def membership_item(
+    rng: np.random.Generator, tokens: np.ndarray, items: int, separator: int, suffix: tuple[int, ...] = ()
+):
+    """``items`` distinct tokens, ``separator``, a query and ``suffix``; the answer: is the query
+    among them (read after the suffix's last token, or at the query itself when it is empty)."""
     listed = rng.choice(tokens, size=items, replace=False)
     yes = bool(rng.random() < 0.5)
     query = listed[rng.integers(items)] if yes else rng.choice(np.setdiff1d(tokens, listed))
-    return [*map(int, listed), separator, int(query)], yes, "membership"
+    return [*map(int, listed), separator, int(query), *suffix], yes, "membership"
 
 
-def words_item(rng: np.random.Generator, tokenizer, kinds: tuple[str, ...], word: str | None = None):
+def answer_prompt(tokenizer, length: int) -> tuple[int, ...]:
+    """The last ``length`` tokens of a yes/no question's chat-formatted prompt: what the LM reads
+    between the question and its answer (MME's closing instruction and the assistant's turn)."""
+    from covft.recipes.world import formats
+
+    messages = [{"role": "user", "content": formats.yes_no_prompt("?")}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    ids = list(ids["input_ids"])
+    ids = ids[len(ids) - ids[::-1].index(tokenizer("?", add_special_tokens=False).input_ids[0]) :]
+    if not 0 <= length <= len(ids):
+        raise ValueError(f"--suffix {length}: the answer prompt has {len(ids)} tokens")
+    return tuple(ids[len(ids) - length :])
+
+
+def words_item(
+    rng: np.random.Generator, tokenizer, kinds: tuple[str, ...], word: str | None = None,
+    question_first: bool = False,
+):  # fmt: skip
     """A yes/no question of one of ``kinds`` on a fresh scene described in words, chat-formatted;
-    with ``word``, the answer is instead whether the description contains it (the control)."""
+    with ``word``, the answer is instead whether the description contains it (the control). The
+    description comes first, as the image does in the demo, or after the question with
+    ``question_first`` (LLaVA's instruction data places ``<image>`` on either side)."""
     from covft.recipes.world import formats
     from covft.recipes.world.corpus import scene_text
     from covft.recipes.world.tasks import question_on_new_scene
@@ -100,7 +132,8 @@ def words_item(rng: np.random.Generator, tokenizer, kinds: tuple[str, ...], word
     description = scene_text(scene)
     if word is not None:
         yes = word in description
-    messages = [{"role": "user", "content": f"{description}\n{question}"}]
+    content = f"{question}\n{description}" if question_first else f"{description}\n{question}"
+    messages = [{"role": "user", "content": content}]
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     return list(ids["input_ids"]), yes, qa.kind
 
@@ -159,7 +192,8 @@ def _evaluate(model, test, kinds: list[str], pad: int, answers: torch.Tensor) ->
 def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("existence",), items: int = 10,
         word: str = "circle", lr: float = 1e-3, batch_size: int = 32, every: int = 250, held_out: int = 400,
         layers: int | None = None, width: int | None = None, seed: int = 0, start: Path = SHIPPED,
-        lm: Path | None = None, text_loss: float = 0.0, log=print) -> dict[str, Any]:  # fmt: skip
+        lm: Path | None = None, text_loss: float = 0.0, question_first: bool = False, suffix: int = 0,
+        init_range: float | None = None, log=print) -> dict[str, Any]:  # fmt: skip
     """Train a fresh LM (or the pretrained ``lm``) on ``task``; returns the settings and held-out
     accuracy every ``every`` steps (once, untrained, with ``steps=0``)."""
     if task not in TASKS:
@@ -169,14 +203,15 @@ def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("ex
     answers = torch.tensor([tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("No", "Yes")])
     tokens = np.arange(len(tokenizer.all_special_ids) + 200, len(tokenizer))
     separator = tokenizer("?", add_special_tokens=False).input_ids[0]
+    after = answer_prompt(tokenizer, suffix) if task == "membership" else ()
 
     def draw(rng: np.random.Generator):
         if task == "membership":
-            return membership_item(rng, tokens, items, separator)
-        return words_item(rng, tokenizer, kinds, word if task == "control" else None)
+            return membership_item(rng, tokens, items, separator, after)
+        return words_item(rng, tokenizer, kinds, word if task == "control" else None, question_first)
 
     if lm is None:
-        model = fresh_lm(start, len(tokenizer), layers, width, seed)
+        model = fresh_lm(start, len(tokenizer), layers, width, seed, init_range)
     else:
         model = AutoModelForCausalLM.from_pretrained(str(lm), dtype=torch.float32)
     warmup = min(WARMUP, max(1, steps // 10))
@@ -207,7 +242,8 @@ def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("ex
                 f"(majority {majority:.3f}), {point['seconds']:.0f} s")  # fmt: skip
     settings = {"task": task, "steps": steps, "kinds": list(kinds), "items": items, "word": word, "lr": lr,
                 "batch_size": batch_size, "held_out": held_out, "seed": seed, "start": str(start),
-                "lm": None if lm is None else str(lm), "text_loss": text_loss,
+                "lm": None if lm is None else str(lm), "text_loss": text_loss, "question_first": question_first, "suffix": suffix,
+                "init_range": model.config.initializer_range,
                 "layers": model.config.num_hidden_layers, "width": model.config.hidden_size}  # fmt: skip
     return {"settings": settings, "majority": majority, "curve": curve}
 
@@ -239,6 +275,21 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="weight of a next-token loss on the prompt (default 0: none)",
     )
+    parser.add_argument(
+        "--question-first",
+        action="store_true",
+        help="put the question before the scene's description (words, control; e26: no help)",
+    )
+    parser.add_argument(
+        "--suffix",
+        type=int,
+        default=0,
+        help="membership: the last N tokens of a yes/no question's answer prompt after the query "
+        "(e26: even 2 block it)",
+    )
+    parser.add_argument(
+        "--init-range", type=float, default=None, help="initial weight sd of a fresh LM (config's: 0.02)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -246,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.task, steps=args.steps, kinds=tuple(args.kinds.split(",")), items=args.items,
                  word=args.word, lr=args.lr, batch_size=args.batch_size, every=args.every,
                  held_out=args.held_out, layers=args.layers, width=args.width, seed=args.seed,
-                 start=args.start, lm=args.lm, text_loss=args.text_loss)  # fmt: skip
+                 start=args.start, lm=args.lm, text_loss=args.text_loss,
+                 question_first=args.question_first, suffix=args.suffix, init_range=args.init_range)  # fmt: skip
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")

@@ -35,6 +35,18 @@ def test_membership_items_answer_whether_the_query_is_listed(script) -> None:
     assert 0.35 < np.mean(answers) < 0.65
 
 
+def test_a_suffix_puts_the_yes_no_answer_prompt_between_query_and_answer(script, tokenizer) -> None:
+    prompt = script.answer_prompt(tokenizer, 15)
+    assert tokenizer.decode(list(prompt)) == " Please answer yes or no.\nASSISTANT:"
+    assert script.answer_prompt(tokenizer, 2) == prompt[-2:] and script.answer_prompt(tokenizer, 0) == ()
+    with pytest.raises(ValueError, match="--suffix 16: the answer prompt has 15 tokens"):
+        script.answer_prompt(tokenizer, 16)
+    rng, tokens = np.random.default_rng(3), np.arange(100, 160)
+    for _ in range(50):
+        ids, yes, _ = script.membership_item(rng, tokens, 10, 7, prompt)
+        assert len(ids) == 12 + 15 and tuple(ids[12:]) == prompt and (ids[11] in ids[:10]) == yes
+
+
 def test_existence_items_answer_from_the_description_they_carry(script, tokenizer) -> None:
     rng, answers = np.random.default_rng(1), []
     for _ in range(60):
@@ -47,6 +59,18 @@ def test_existence_items_answer_from_the_description_they_carry(script, tokenize
         assert (f" {asked} " in description or f" {asked}." in description) == yes
         answers.append(yes)
     assert 0.3 < np.mean(answers) < 0.7
+
+
+def test_question_first_items_carry_the_same_question_and_scene_in_the_other_order(script, tokenizer) -> None:
+    for seed in range(20):
+        default = tokenizer.decode(
+            script.words_item(np.random.default_rng(seed), tokenizer, ("existence",))[0]
+        )
+        ids, yes, _ = script.words_item(np.random.default_rng(seed), tokenizer, ("existence",), None, True)
+        first = tokenizer.decode(ids)
+        description, question = default.removeprefix("USER: ").split("\n")[:2]
+        assert first == f"USER: {question}\n{description}\nASSISTANT:"
+        assert first.split("\n")[1].startswith("Image: ") and " in the image?" in first.split("\n")[0]
 
 
 def test_control_items_answer_whether_the_word_is_described(script, tokenizer) -> None:
@@ -66,6 +90,11 @@ def test_fresh_lm_takes_the_starting_points_architecture_with_overrides(script) 
     wider = script.fresh_lm(SHIPPED, 1024, layers=2, width=64)
     assert (wider.config.num_hidden_layers, wider.config.hidden_size) == (2, 64)
     assert wider.config.intermediate_size == round(text["intermediate_size"] * 64 / text["hidden_size"])
+    default, wide_init = (script.fresh_lm(SHIPPED, 1024, init_range=r) for r in (None, 0.088))
+    weight = "model.layers.0.self_attn.q_proj.weight"
+    assert default.config.initializer_range == 0.02 and wide_init.config.initializer_range == 0.088
+    assert abs(default.state_dict()[weight].std().item() - 0.02) < 0.002
+    assert abs(wide_init.state_dict()[weight].std().item() - 0.088) < 0.005
 
 
 def test_the_control_is_learned_and_the_curve_is_recorded(script, tmp_path: Path) -> None:
