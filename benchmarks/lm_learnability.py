@@ -198,6 +198,10 @@ def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("ex
     accuracy every ``every`` steps (once, untrained, with ``steps=0``)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    if suffix and task != "membership":
+        raise ValueError(f"--suffix is for the membership task, not {task!r}")
+    if question_first and task == "membership":
+        raise ValueError("--question-first is for the words and control tasks, not membership")
     tokenizer = _tokenizer(lm or start)
     pad = tokenizer.pad_token_id
     answers = torch.tensor([tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("No", "Yes")])
@@ -242,7 +246,8 @@ def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("ex
                 f"(majority {majority:.3f}), {point['seconds']:.0f} s")  # fmt: skip
     settings = {"task": task, "steps": steps, "kinds": list(kinds), "items": items, "word": word, "lr": lr,
                 "batch_size": batch_size, "held_out": held_out, "seed": seed, "start": str(start),
-                "lm": None if lm is None else str(lm), "text_loss": text_loss, "question_first": question_first, "suffix": suffix,
+                "lm": None if lm is None else str(lm), "text_loss": text_loss,
+                "question_first": question_first, "suffix": suffix,
                 "init_range": model.config.initializer_range,
                 "layers": model.config.num_hidden_layers, "width": model.config.hidden_size}  # fmt: skip
     return {"settings": settings, "majority": majority, "curve": curve}
@@ -297,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.task, steps=args.steps, kinds=tuple(args.kinds.split(",")), items=args.items,
                  word=args.word, lr=args.lr, batch_size=args.batch_size, every=args.every,
                  held_out=args.held_out, layers=args.layers, width=args.width, seed=args.seed,
-                 start=args.start, lm=args.lm, text_loss=args.text_loss,
-                 question_first=args.question_first, suffix=args.suffix, init_range=args.init_range)  # fmt: skip
+                 start=args.start, lm=args.lm, text_loss=args.text_loss, question_first=args.question_first,
+                 suffix=args.suffix, init_range=args.init_range)  # fmt: skip
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")

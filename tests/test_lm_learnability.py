@@ -112,6 +112,10 @@ def test_the_control_is_learned_and_the_curve_is_recorded(script, tmp_path: Path
 def test_unknown_task_is_refused(script) -> None:
     with pytest.raises(ValueError, match="unknown task 'count'"):
         script.run("count", steps=1)
+    with pytest.raises(ValueError, match="--suffix is for the membership task, not 'words'"):
+        script.run("words", steps=1, suffix=2)
+    with pytest.raises(ValueError, match="--question-first is for the words and control tasks"):
+        script.run("membership", steps=1, question_first=True)
 
 
 def test_zero_steps_evaluates_once_untrained(script) -> None:
