@@ -163,3 +163,27 @@ def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert err.startswith("covft eval: error: ") and "no-checkpoint' is neither a preset" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["methods", "eval"])
+def test_a_process_group_is_destroyed_when_the_command_ends(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under a launcher the command's process group is closed before interpreter shutdown, on
+    success and on a user error alike (left to shutdown, gloo can abort a finished run)."""
+    import torch.distributed as dist
+
+    from tests.train.conftest import free_port
+
+    argv = (
+        ["methods"]
+        if command == "methods"
+        else ["eval", str(tmp_path / "none"), "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]
+    )
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        assert (main(argv) == 0) == (command == "methods")  # eval: a user error (no data there)
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -84,6 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"covft {name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Destroy the torch.distributed process group a launched command started, while the
+    interpreter is fully alive: left to interpreter shutdown, gloo's worker threads can abort the
+    process after a finished run (SIGABRT, "terminate called without an active exception";
+    pytorch/pytorch#190489), which a launcher reports as a failed run."""
+    dist = sys.modules.get("torch.distributed")  # a command that never imported torch has none
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _report(command: str, error: BaseException, debug: bool) -> int:
