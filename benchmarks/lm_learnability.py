@@ -207,7 +207,7 @@ def run(task: str = "words", *, steps: int = 6000, kinds: tuple[str, ...] = ("ex
     answers = torch.tensor([tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("No", "Yes")])
     tokens = np.arange(len(tokenizer.all_special_ids) + 200, len(tokenizer))
     separator = tokenizer("?", add_special_tokens=False).input_ids[0]
-    after = answer_prompt(tokenizer, suffix) if task == "membership" else ()
+    after = answer_prompt(tokenizer, suffix) if suffix else ()  # refused above for other tasks
 
     def draw(rng: np.random.Generator):
         if task == "membership":
