@@ -16,6 +16,7 @@ from covft.analysis.gradients import read_gradient_file
 from covft.cli.demo import add_arguments
 from covft.cli.demo import run as demo_command
 from covft.recipes.demo.layout import GRADIENTS_FILE, read_stage_log
+from covft.recipes.demo.mechanisms import _conflict_mechanism
 from covft.recipes.demo.pipeline import DemoRun, run_demo
 from covft.recipes.demo.settings import FULL, GPU, SMOL_FULL, SMOL_GPU, SMOL_PRETRAIN, micro, settings_for
 
@@ -70,6 +71,23 @@ def test_micro_demo_measures_the_four_mechanisms_on_the_gpu_settings_path(tmp_pa
     again = run_demo(run)
     assert again["mechanisms"] == found
     assert [e["action"] for e in read_stage_log(run.out) if e["stage"] == "mechanisms"] == ["ran", "reused"]
+
+
+def test_a_world_without_grounding_reports_mechanism_i_as_not_measured(tmp_path: Path) -> None:
+    # a mix without grounding (--set family_weights=...) used to crash the demo after its suite
+    weights = {f: w for f, w in FULL.family_weights.items() if f != "grounding"}
+    run = DemoRun(
+        out=tmp_path / "demo",
+        settings=micro(family_weights=weights),
+        methods=["freeze"],
+        seeds=1,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    found, raw = _conflict_mechanism(run, None, tmp_path)  # type: ignore[arg-type]
+    assert raw is None
+    assert found["conflict"]["verdict"] == "not measured"
+    assert "no grounding samples" in found["conflict"]["reason"]
 
 
 def test_gpu_setting_is_the_full_pipeline_at_20_to_100_times_the_samples() -> None:

@@ -73,6 +73,9 @@ def mechanisms(run: DemoRun, log: StageLog, start: StartingPoint) -> dict[str, A
 def _conflict_mechanism(run: DemoRun, start: StartingPoint, out: Path) -> tuple[dict[str, Any], Any]:
     """(i): grounding vs captions on the same images, full fine-tuning, from the starting point."""
     s = run.settings
+    if s.family_weights.get("grounding", 0) <= 0:  # e.g. --set family_weights={...} without it
+        reason = "the world has no grounding samples (family_weights gives grounding no weight)"
+        return {"conflict": not_measured("conflict", reason)}, None
     records = load_records(run.world_dir / "train.json")
     captions = load_records(run.world_dir / "captions.json")
     grounding, caption = split_by_task(records, "grounding", "caption", captions)
