@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--clock thread measures one CPU thread: use it with --device cpu --threads 1")
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available here (torch {torch.__version__})")
     if args.dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     else:

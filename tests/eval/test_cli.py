@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 import covft
@@ -173,3 +174,14 @@ def test_cli_errors_are_clear(checkpoint: Path, tmp_path: Path, capsys: pytest.C
     assert "a suite's items carry their own prompt and router text" in capsys.readouterr().err
     assert main(["compare", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
     assert "not an evaluated run" in capsys.readouterr().err
+
+
+def test_eval_on_cuda_without_cuda_stops_before_loading(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a machine with a GPU
+    argv = ["eval", str(checkpoint), "--suite", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--device", "cuda:0"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda:0, but CUDA is not available here" in err and "use --device cpu" in err
+    assert "suite directory not found" not in err  # the device is checked first

@@ -4,6 +4,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_comoe.py"
 
 
@@ -77,3 +80,12 @@ def test_the_chosen_clock_times_every_step():
     # Each timed step reads the clock twice, one tick apart.
     assert results["fused"].times_s == results["loop"].times_s == [1.0, 1.0, 1.0]
     assert results["time_ratio"] == 1.0 and results["round_ratios"] == [1.0, 1.0, 1.0]
+
+
+def test_cuda_without_cuda_is_a_one_line_error(capsys, monkeypatch):
+    bench = _load()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--device", "cuda", "--tokens", "3", "--dim", "8", "--hidden", "12"])
+    assert exit_info.value.code == 2
+    assert "CUDA is not available here" in capsys.readouterr().err

@@ -69,14 +69,24 @@ def test_profile_cli_writes_table_e_with_ratios(tmp_path, capsys, restore_thread
     assert syncs["covft"] >= syncs["full"]
 
 
-def test_profile_refuses_methods_without_full(tmp_path):
-    with pytest.raises(ValueError, match="include 'full'"):
-        main(["profile", "--methods", "freeze,covft", "--out", str(tmp_path)])
+def test_profile_refuses_methods_without_full(tmp_path, capsys):
+    # a user's mistake: one line on stderr and a non-zero status, no traceback
+    assert main(["profile", "--methods", "freeze,covft", "--out", str(tmp_path)]) != 0
+    assert "include 'full'" in capsys.readouterr().err
 
 
-def test_thread_clock_needs_one_cpu_thread(tmp_path):
-    with pytest.raises(ValueError, match="threads=1"):
-        main(["profile", "--clock", "thread", "--out", str(tmp_path)])
+def test_thread_clock_needs_one_cpu_thread(tmp_path, capsys):
+    assert main(["profile", "--clock", "thread", "--out", str(tmp_path)]) != 0
+    assert "threads=1" in capsys.readouterr().err
+
+
+def test_the_7b_geometry_without_cuda_says_how_to_count_it_on_a_cpu(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a machine with a GPU
+    assert main(["profile", "--geometry", "llava-1.5-7b", "--out", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and "--device cpu --llm-layers 2 --flops-only" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "profile.json").exists()
 
 
 def test_flops_7b_prints_the_analytic_ratio(tmp_path, capsys):

@@ -72,8 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the paper-layout table, return the exit status."""
+    import torch
+
     from covft.eval.generate import REPORT_FILE, collect_items, evaluate, shuffle_images
 
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():  # before any loading
+        reason = f"CUDA is not available here (torch {torch.__version__})"
+        print(f"covft eval: error: --device {args.device}, but {reason}; use --device cpu", file=sys.stderr)
+        return 2
     try:
         items = collect_items(
             args.benchmarks,

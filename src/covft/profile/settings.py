@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+
 from covft.strategies import get_strategy
+from covft.utils.config import ConfigError
 
 __all__ = ["GEOMETRIES", "TINY_DEFAULTS", "ProfileSettings"]
 
@@ -49,26 +52,36 @@ class ProfileSettings:
     def resolved(self) -> ProfileSettings:
         """A copy with the geometry's defaults filled in, validated."""
         if self.geometry not in GEOMETRIES:
-            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
+            raise ConfigError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
         if self.steps < 1 or self.warmup < 0:
-            raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={self.steps}, warmup={self.warmup}")
+            raise ConfigError(
+                f"need steps >= 1 and warmup >= 0, got steps={self.steps}, warmup={self.warmup}"
+            )
         for method in self.methods:
             get_strategy(method)  # an unknown name fails here, naming the closest one
         if "full" not in self.methods:
-            raise ValueError("ratios are taken against full fine-tuning: include 'full' in methods")
+            raise ConfigError("ratios are taken against full fine-tuning: include 'full' in methods")
         if self.clock not in ("wall", "thread"):
-            raise ValueError(f"clock must be wall or thread, got {self.clock!r}")
+            raise ConfigError(f"clock must be wall or thread, got {self.clock!r}")
         if self.clock == "thread" and (self.threads != 1 or (self.device or "cpu") != "cpu"):
-            raise ValueError("clock='thread' measures one CPU thread: use it with threads=1 on the CPU")
+            raise ConfigError("clock='thread' measures one CPU thread: use it with threads=1 on the CPU")
         big = self.geometry == "llava-1.5-7b"
         settings = ProfileSettings(**asdict(self))
         settings.methods = tuple(self.methods)
         settings.device = self.device or ("cuda" if big else "cpu")
+        if torch.device(settings.device).type == "cuda" and not torch.cuda.is_available():
+            build = "a CPU build" if torch.version.cuda is None else "no GPU visible"
+            raise ConfigError(
+                f"device {settings.device!r} but CUDA is not available here (torch {torch.__version__}, "
+                f"{build}); the {settings.geometry} geometry runs on CUDA by default. On a CPU, count "
+                "the 7B geometry's FLOPs instead: covft profile --geometry llava-1.5-7b --device cpu "
+                "--llm-layers 2 --flops-only (or --flops-7b for the analytic ratios)"
+            )
         settings.dtype = self.dtype or ("bfloat16" if settings.device == "cuda" else "float32")
         settings.batch_size = self.batch_size or (1 if big else 4)
         settings.inference_repeats = self.inference_repeats or max(self.steps, 3)
         if settings.llm_layers is None:
             settings.llm_layers = 32 if big else TINY_DEFAULTS["llm_layers"]
         if settings.vision_layers is not None and big:
-            raise ValueError("vision_layers applies to the tiny geometry only (the 7B tower has 24 blocks)")
+            raise ConfigError("vision_layers applies to the tiny geometry only (the 7B tower has 24 blocks)")
         return settings
