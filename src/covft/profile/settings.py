@@ -71,11 +71,12 @@ class ProfileSettings:
         settings.device = self.device or ("cuda" if big else "cpu")
         if torch.device(settings.device).type == "cuda" and not torch.cuda.is_available():
             build = "a CPU build" if torch.version.cuda is None else "no GPU visible"
+            default = "; the llava-1.5-7b geometry runs on CUDA by default" if self.device is None else ""
             raise ConfigError(
                 f"device {settings.device!r} but CUDA is not available here (torch {torch.__version__}, "
-                f"{build}); the {settings.geometry} geometry runs on CUDA by default. On a CPU, count "
-                "the 7B geometry's FLOPs instead: covft profile --geometry llava-1.5-7b --device cpu "
-                "--llm-layers 2 --flops-only (or --flops-7b for the analytic ratios)"
+                f"{build}){default}. On a CPU, time the tiny geometry (--device cpu) or count the 7B "
+                "geometry's FLOPs: covft profile --geometry llava-1.5-7b --device cpu --llm-layers 2 "
+                "--flops-only (or --flops-7b for the analytic ratios)"
             )
         settings.dtype = self.dtype or ("bfloat16" if settings.device == "cuda" else "float32")
         settings.batch_size = self.batch_size or (1 if big else 4)
