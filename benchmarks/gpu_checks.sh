@@ -27,6 +27,7 @@ if [ ${#demo_args[@]} -eq 0 ]; then
   demo_args=(--scale gpu --preset smol --seeds 1)
 fi
 work=${WORK:-runs/gpu-checks}
+demo_s=${DEMO_S:-480}
 mkdir -p "$out" "$work"
 : > "$out/summary.txt"
 export PYTHONUNBUFFERED=1
@@ -58,8 +59,8 @@ check() {  # NAME LIMIT COMMAND...: run COMMAND under LIMIT seconds, log to OUT/
 check profile "${PROFILE_S:-240}" python3 -m covft.cli profile --geometry llava-1.5-7b --out "$work/profile"
 cp "$work/profile/profile.md" "$out/profile.md" 2>/dev/null
 check bench "${BENCH_S:-120}" python3 benchmarks/bench_comoe.py --device cuda --batch 8
-if [ "${DEMO_S:-480}" -gt 0 ]; then
-  check demo "${DEMO_S:-480}" python3 -m covft.cli demo "${demo_args[@]}" --out "$work/demo" --no-progress
+if [ "$demo_s" -gt 0 ]; then
+  check demo "$demo_s" python3 -m covft.cli demo "${demo_args[@]}" --out "$work/demo" --no-progress
   cp "$work/demo/report.md" "$out/demo-report.md" 2>/dev/null
   cp "$work/demo/results.json" "$out/demo-results.json" 2>/dev/null
 fi
