@@ -142,6 +142,24 @@ def test_covft_router_lr_scale_gives_the_routing_path_its_own_groups(
     assert setup.lr_scales(setup.build_model(unscaled)) == {}
 
 
+def test_a_resumed_schedule_keeps_a_scaled_groups_exact_learning_rate(
+    tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """apply_schedule (run on every resume) reads the multiplier from the group, not from its name,
+    which keeps six digits: 1/3 must stay 1/3."""
+    config = tiny_config(
+        tiny_data, tmp_path, "train.lr=1e-3", "method_options.router_lr_scale=0.3333333333", steps=10
+    )
+    model = setup.build_model(config)
+    groups = setup.optimizer_groups(model.parameter_groups(), config.train, setup.lr_scales(model))
+    optimizer = setup.make_optimizer(groups, config.train)
+    scheduler = setup.make_scheduler(optimizer, config.train, 10)
+    fresh = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert fresh["vision_x0.333333"] == 1e-3 * 0.3333333333
+    setup.apply_schedule(optimizer, scheduler, config.train, 0)
+    assert {g["name"]: g["lr"] for g in optimizer.param_groups} == fresh
+
+
 def _previous_factor(kind: str, warmup: int, total: int, step: int) -> float:
     """The hand-written schedule the shipped demo starting point was trained with (before get_scheduler)."""
     if step < warmup:
@@ -266,6 +284,20 @@ def test_logging_writes_jsonl_tensorboard_and_routing_stats(
     assert "wandb" not in sys.modules
     summary = json.loads((tmp_path / "train_summary.json").read_text())
     assert summary["steps"] == 3 and len(summary["loss_history"]) == 3
+
+
+def test_a_resumed_run_keeps_every_step_in_tensorboard(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    """TensorBoard purges the events at steps >= purge_step: those after the checkpoint, not its own."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    extra = ("method=full", "method_options={}", "train.save_steps=2", "train.report_to=tensorboard")
+    train(tiny_config(tiny_data, tmp_path, *extra, steps=4))
+    (tmp_path / "train_summary.json").unlink()  # as if killed after step 4, before the end
+    train(tiny_config(tiny_data, tmp_path, *extra, "resume=true", steps=4))
+    assert [r["step"] for r in read_log(tmp_path)] == [1, 2, 3, 4]
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(

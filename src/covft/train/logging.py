@@ -127,7 +127,10 @@ def make_trackers(config: TrainConfig, resume_step: int | None) -> list[Any]:
     trackers: list[Any] = [JsonlTracker(output_dir, resume_step)]
     for name in tracker_names(config.train.report_to):
         if name == "tensorboard":
-            trackers.append(TensorBoardTracker(TENSORBOARD_DIR, str(output_dir), purge_step=resume_step))
+            # TensorBoard drops the events at steps >= purge_step: those after the checkpoint, which the
+            # resumed run logs again (the checkpoint's own step is not logged again, so it stays)
+            purge = None if resume_step is None else resume_step + 1
+            trackers.append(TensorBoardTracker(TENSORBOARD_DIR, str(output_dir), purge_step=purge))
         elif name == "wandb":
             options = {"config": config.to_dict(), "dir": str(output_dir), "resume": "allow"}
             trackers.append(WandBTracker(config.train.wandb_project, **options))

@@ -11,18 +11,24 @@ from covft.train import checkpoint as ckpt
 from covft.train import setup
 from covft.train.config import ConfigError, TrainConfig
 
+WHOLE_PASS = {"fraction": 1.0, "weights": None, "fraction_seed": None}
+"""The mixture keys of a layout that records none (one whole pass over the files, and checkpoints
+written before the mixture was recorded): compared in both directions, so that neither a mixture
+added nor one dropped on resume goes unnoticed."""
+
 
 def restore(
     accelerator: Any, path: Path, layout: dict[str, Any], dataset: LlavaDataset, config: TrainConfig
 ) -> dict[str, Any]:
     """Restore checkpoint ``path``; returns its trainer state with ``notices`` (printed by the main process)."""
     state = ckpt.load_checkpoint(accelerator, path)
-    saved_layout = state.get("layout", {})
+    saved_layout, layout = {**WHOLE_PASS, **state.get("layout", {})}, {**WHOLE_PASS, **layout}
     changed = {k: (saved_layout.get(k), v) for k, v in layout.items() if saved_layout.get(k) != v}
     if changed:
         raise ConfigError(
             f"cannot resume exactly from {path}: the data layout changed {changed} (saved, now). "
-            "Fix: resume with the same number of processes, batch_size, grad_accum, seed and steps"
+            "Fix: resume with the same number of processes, batch_size, grad_accum, seed, steps "
+            "and data mixture (data.fraction, data.weights, data.fraction_seed)"
         )
     notices = []
     saved_data = state.get("data")

@@ -182,6 +182,7 @@ def optimizer_groups(
                             "name": name + suffix,
                             "params": members,
                             "lr": rates[part] * scale,
+                            "lr_scale": scale,  # read back by apply_schedule, exactly
                             "weight_decay": weight_decay,
                         }
                     )
@@ -252,7 +253,8 @@ def apply_schedule(optimizer: Any, scheduler: Any, loop: TrainLoopConfig, steps_
     rates = learning_rates(loop)
     for index, group in enumerate(optimizer.param_groups):
         part, _, scale = group["name"].removesuffix("_no_decay").partition("_x")  # parameter_groups' names
-        base = rates[part] * (float(scale) if scale else 1.0)
+        # the group's exact multiplier; older checkpoints have only the name's six digits
+        base = rates[part] * group.get("lr_scale", float(scale) if scale else 1.0)
         schedule.base_lrs[index] = base
         group["initial_lr"] = base
         group["lr"] = base * schedule.lr_lambdas[index](schedule.last_epoch)

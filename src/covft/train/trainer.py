@@ -227,6 +227,7 @@ class Trainer:
             self.dataset, self.sampler, self.collate, self.config.data.num_workers, self.loop.seed + epoch
         )
         self._micro_losses: list[torch.Tensor] = []
+        self._stand_in_losses: list[torch.Tensor] = []
         self._step_ids: list[str] = []
         self._started = time.perf_counter()
         for collated in loader:
@@ -234,15 +235,14 @@ class Trainer:
             batch, weight = collated.batch, 1.0
             if batch is None:  # every sample of this micro-batch was skipped
                 # forward a good batch with zero weight: every process still runs forward and
-                # backward, so DDP stays in step, and nothing is learned from it
-                batch = self.fallback
-                if batch is None:
-                    batch = batches.first_good_batch(
+                # backward, so DDP stays in step, and nothing is learned from it. Always the
+                # dataset's first usable sample, never the last batch seen, so that a resumed run
+                # forwards the same stand-in as the uninterrupted one
+                if self.fallback is None:
+                    self.fallback = batches.first_good_batch(
                         self.collate, self.dataset, self.config.data.on_bad_sample, self.report
                     )
-                weight = 0.0
-            else:
-                self.fallback = batch
+                batch, weight = self.fallback, 0.0
             self._step_ids.extend(collated.ids)
             step_loss = self.train_step(batch, weight)
             if step_loss is not None:
@@ -259,12 +259,16 @@ class Trainer:
         with accelerator.accumulate(model):
             output = model(**batches.to_device(batch, accelerator.device, self.float_dtype))
             loss = output.loss * weight
-            self._micro_losses.append(output.loss.detach().float())
+            if weight > 0:  # a stand-in's loss is not the step's: nothing was learned from it
+                self._micro_losses.append(output.loss.detach().float())
+            else:
+                self._stand_in_losses.append(output.loss.detach().float())
             if loss.requires_grad:
                 accelerator.backward(loss)
             if not accelerator.sync_gradients:
                 return None
-            step_loss = accelerator.reduce(torch.stack(self._micro_losses).mean(), reduction="mean").item()
+            local = torch.stack(self._micro_losses or self._stand_in_losses).mean()
+            step_loss = accelerator.reduce(local, reduction="mean").item()
             self._optimizer_step(step_loss)
         return step_loss
 
@@ -310,7 +314,7 @@ class Trainer:
             self.save()
         for callback in self.callbacks:
             callback.on_step_end(self.step, self.unwrapped, step_loss)
-        self._micro_losses, self._step_ids = [], []
+        self._micro_losses, self._stand_in_losses, self._step_ids = [], [], []
         self._started = time.perf_counter()
 
     def _metrics(self, step_loss: float) -> dict[str, float]:
