@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from covft.data import dataset as dataset_module
-from covft.data.dataset import LlavaDataset, SkippedSample
+from covft.data.dataset import LlavaDataset, SkippedSample, SkipReport
 from covft.data.errors import BadSampleError, MultiImageNotSupportedError, TooManyBadSamplesError
 from covft.data.sampler import GroupedBatchSampler
 
@@ -107,6 +107,17 @@ def test_malformed_jsonl_names_file_and_line(tmp_path: Path, folder: Path) -> No
     with pytest.raises(BadSampleError, match=r"d\.jsonl \(record 2\): line is not valid JSON") as info:
         LlavaDataset(path, folder)
     assert info.value.file == str(path) and info.value.line == 2 and info.value.fix
+
+
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path: Path, folder: Path) -> None:
+    """JSON allows U+2028, U+2029 and U+0085 unescaped in strings: only newlines end a record."""
+    answers = ["one\u2028two", "three\u2029four", "five\u0085six"]
+    path = tmp_path / "d.jsonl"
+    lines = [json.dumps(record(f"r{i}", answer=a), ensure_ascii=False) for i, a in enumerate(answers)]
+    path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    data = LlavaDataset(path, folder)
+    assert [r.sample_id for r in data.records] == ["r0", "r1", "r2"]
+    assert [data[i]["conversations"][1]["value"] for i in range(3)] == answers
 
 
 def test_malformed_json_names_file_line_and_column(tmp_path: Path, folder: Path) -> None:
@@ -310,6 +321,32 @@ def test_skipping_more_than_the_budget_stops_with_the_reasons(tmp_path: Path, fo
     assert "7 x image file '...' not found" in message and "data.image_folder" in message
     data = LlavaDataset(path, folder, on_bad_sample="skip", max_skip_fraction=0.7)  # within budget
     assert len(data) == 3 and data.num_records == 10
+
+
+def test_the_skip_budget_counts_against_the_samples_a_fraction_keeps(tmp_path: Path, folder: Path) -> None:
+    """Samples found bad while training count against what the run trains on, not every record
+    in the files: data.fraction=0.1 must not loosen the budget tenfold."""
+    path = write_json(tmp_path / "d.json", [record(f"s{i}") for i in range(100)])
+    data = LlavaDataset(path, folder, on_bad_sample="skip", fraction=0.1)
+    assert len(data) == data.drawn == 10 and data.num_records == 100
+    report = SkipReport()
+    for sample_id in ("s1", "s2"):
+        report.add(BadSampleError("image file 'a.png' is corrupt or not an image", sample_id=sample_id))
+    with pytest.raises(TooManyBadSamplesError, match=r"2 of 10 samples \(20\.0%\) are unusable"):
+        data.check_skip_budget(report, 0.05)
+    data.check_skip_budget(report, 0.2)  # within the budget
+    report.merge(data.skipped)  # none skipped when the files were read: nothing changes
+    whole = LlavaDataset(path, folder, on_bad_sample="skip")
+    whole.check_skip_budget(report, 0.05)  # 2 of 100
+    # one record refused when the file is read (its image is missing): 1 of 101 records, plus 2 of 10
+    path = write_json(tmp_path / "e.json", [record(f"s{i}") for i in range(100)] + [record("gone", "x.png")])
+    mixed = LlavaDataset(path, folder, on_bad_sample="skip", fraction=0.1)
+    report.merge(mixed.skipped)
+    with pytest.raises(TooManyBadSamplesError) as info:
+        mixed.check_skip_budget(report, 0.2)
+    assert "1 of the 101 records in the files and 2 of the 10 samples trained on (21.0% in all)" in str(
+        info.value
+    )
 
 
 def test_empty_dataset_is_an_error(tmp_path: Path, folder: Path) -> None:

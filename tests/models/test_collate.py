@@ -52,6 +52,22 @@ def test_plain_template_trains_on_the_caption(model):
     assert ids[0] == model.tokenizer.bos_token_id and ids[1:17] == [model.image_token_id] * 16
 
 
+def test_plain_template_refuses_a_sample_with_two_images_by_name(model):
+    """LLaVA's stage 1 puts one image token in place of the turn: a second image is a bad sample
+    (named, so the skip policy can drop it), not a token/feature mismatch inside the forward."""
+    sample = {
+        "id": "pair",
+        "image": [Image.new("RGB", (32, 32)), Image.new("RGB", (32, 32))],
+        "conversations": [
+            {"from": "human", "value": "<image>\n<image>"},
+            {"from": "gpt", "value": "two cats"},
+        ],
+    }
+    with pytest.raises(BadSampleError, match="plain .* takes one image, this sample has 2") as info:
+        model.collate([sample], template="plain")
+    assert info.value.sample_id == "pair" and info.value.fix
+
+
 def test_generation_prompt_is_left_padded_and_ends_with_assistant(model):
     batch = model.collate(make_samples()[:2], for_generation=True)
     assert "labels" not in batch

@@ -160,14 +160,34 @@ class LlavaDataset:
             return ""
         return mixture.describe(self.shares, self.fraction)
 
+    @property
+    def drawn(self) -> int:
+        """Distinct records the mixture trains on (a repeated record counts once, as a skip does)."""
+        return sum(min(share.kept, share.samples) for share in self.shares)
+
     def check_skip_budget(self, report: SkipReport, max_fraction: float) -> None:
-        """Raise :class:`TooManyBadSamplesError` when ``report`` skipped more than ``max_fraction``."""
-        allowed = max_fraction * self.num_records
-        if report.total <= allowed:
+        """Raise :class:`TooManyBadSamplesError` when ``report`` skipped more than ``max_fraction``.
+
+        Records refused when the files were read count against every record in the files; samples
+        found bad while training (``report``'s others) against the records the mixture draws on, so
+        ``data.fraction=0.125`` does not loosen the budget eightfold.
+        """
+        read = self.skipped.total
+        during = len(report.samples.keys() - self.skipped.samples.keys())
+        share = read / self.num_records + during / self.drawn
+        if share <= max_fraction:
             return
+        if not during:
+            counted = f"{read} of {self.num_records} samples ({100 * share:.1f}%) are unusable"
+        elif not read:
+            counted = f"{during} of {self.drawn} samples ({100 * share:.1f}%) are unusable"
+        else:
+            counted = (
+                f"{read} of the {self.num_records} records in the files and {during} of the {self.drawn} "
+                f"samples trained on ({100 * share:.1f}% in all) are unusable"
+            )
         raise TooManyBadSamplesError(
-            f"{report.total} of {self.num_records} samples ({100 * report.total / self.num_records:.1f}%) "
-            f"are unusable, more than data.max_skip_fraction={max_fraction:g} allows; stopped so that "
+            f"{counted}, more than data.max_skip_fraction={max_fraction:g} allows; stopped so that "
             "the data cannot silently shrink",
             file=self.files,
             fix="repair the causes below (many missing images usually mean a wrong data.image_folder), "

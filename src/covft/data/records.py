@@ -71,7 +71,9 @@ def read_records(path: Path, content: bytes) -> Iterator[tuple[int, Any]]:
         ) from exc
     stripped = text.lstrip()
     if path.suffix == ".jsonl" or (stripped and not stripped.startswith("[")):
-        for number, line in enumerate(text.splitlines(), start=1):
+        # split on newlines only: str.splitlines also splits on U+2028, U+2029 and U+0085, which
+        # JSON allows unescaped inside a string (json.dumps(..., ensure_ascii=False) writes them)
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:

@@ -110,6 +110,12 @@ def _plain(turns: list[dict], add_generation_prompt: bool, sample_id: str | None
             sample_id=sample_id,
             fix="use captioning samples with '<image>' for stage 1",
         )
+    if (images := human["value"].count(IMAGE_PLACEHOLDER)) > 1:
+        raise BadSampleError(  # LLaVA's stage 1 replaces the turn by one image token
+            f"the plain (stage-1) template takes one image, this sample has {images}",
+            sample_id=sample_id,
+            fix="give stage 1 single-image captioning samples, or train it with a chat template",
+        )
     segments = [Segment(IMAGE_PLACEHOLDER, False)]
     if not add_generation_prompt:
         answer = next(t for t in turns if t["from"] == "gpt")

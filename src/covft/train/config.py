@@ -64,7 +64,8 @@ class DataConfig:
     template: str | None = None
     """Conversation template; ``None`` -> ``plain`` in stage 1, the model's default in stage 2."""
     max_length: int | None = None
-    """Truncate tokenised samples to this many tokens (``None``: no truncation)."""
+    """Truncate tokenised samples to this many tokens (``None``: the model's ``max_length``, 2048 by
+    default, as LLaVA's ``model_max_length``)."""
     group_by_modality_length: bool = True
     """Batch image and text-only samples separately and group similar lengths together."""
     check_images: bool = True
