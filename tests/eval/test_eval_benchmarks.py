@@ -228,7 +228,8 @@ def test_mmvp_prompt_is_the_release_options_block(data_root: Path) -> None:
     assert items[0]["prompt"] == f"{question} Options:\nA. Open\nB. Closed" + MC
     assert items[0]["context"] == f"{question} Options: A. Open B. Closed"
     assert first(data_root, "mmvp", "lmms-eval")["prompt"] == f"{question}\nA. Open\nB. Closed" + MC
-    assert len(load(data_root, "mmvp", limit=3)) == 4  # whole pairs
+    assert len(load(data_root, "mmvp", limit=1)) == 2  # limit counts pairs
+    assert len(load(data_root, "mmvp", limit=2)) == len(load(data_root, "mmvp", limit=3)) == 4
     assert parse_options("(a) A red apple (b) Two green pears") == {
         "A": "A red apple",
         "B": "Two green pears",
@@ -331,6 +332,25 @@ def test_limit_protocol_and_name_errors(data_root: Path) -> None:
         collect_items("gqa", data_root=data_root, protocol="llava")
     with pytest.raises(ValueError, match="a suite's items carry their own prompt"):
         collect_items("gqa", suite=data_root, protocol="llava15")
+
+
+def test_a_suite_limit_keeps_whole_scoring_units(tmp_path: Path) -> None:
+    """--limit on a suite counts units, as on official files: an MMVP pair or an MME image's two
+    questions are never cut in half (a half unit would be scored as a whole one)."""
+    question = {"image": None, "prompt": "Q", "context": "Q"}
+    options = {"A": "x", "B": "y"}
+    mmvp = [{**question, "id": str(i), "pair_id": str((i + 1) // 2), "options": options, "answer": "A"}
+            for i in range(1, 7)]  # fmt: skip
+    mme = [{**question, "id": f"t/{k}/{j}", "image_id": f"t/{k}", "category": "existence", "answer": "Yes"}
+           for k in range(3) for j in range(2)]  # fmt: skip
+    gqa = [{**question, "id": f"g{i}", "answer": "red"} for i in range(5)]
+    for name, items in (("mmvp", mmvp), ("mme", mme), ("gqa", gqa)):
+        write_suite(tmp_path, name, items)
+    cut = collect_items("mmvp,mme,gqa", suite=tmp_path, limit=2)
+    assert [i["pair_id"] for i in cut["mmvp"]] == ["1", "1", "2", "2"]
+    assert [i["image_id"] for i in cut["mme"]] == ["t/0", "t/0", "t/1", "t/1"]
+    assert [i["id"] for i in cut["gqa"]] == ["g0", "g1"]
+    assert collect_items("mme", suite=tmp_path, limit=0)["mme"] == []
 
 
 def test_image_ref_is_lazy_and_returns_rgb(tmp_path: Path) -> None:

@@ -155,6 +155,18 @@ def test_evaluate_scores_and_reports(
         evaluate(model, {"gqa": gqa}, tmp_path / "run", run_name="another", progress=False)
 
 
+def test_a_run_without_a_setting_the_saved_run_had_is_refused(
+    model: CovftModel, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blind-control folder (settings with shuffle_images) must not serve a normal run its
+    predictions: the settings are compared both ways."""
+    gqa = get_adapter("gqa").load(data_root / "gqa")
+    monkeypatch.setattr(model, "generate", Answering(model, "No"))
+    evaluate(model, {"gqa": gqa}, tmp_path / "run", settings={"shuffle_images": 0}, progress=False)
+    with pytest.raises(ValueError, match=r"other settings \{'shuffle_images': \(0, None\)\}"):
+        evaluate(model, {"gqa": gqa}, tmp_path / "run", progress=False)
+
+
 def test_text_only_and_mixed_batches_generate(model: CovftModel) -> None:
     text_only = {"id": "t", "image": None, "prompt": "Say hi", "context": "Say hi"}
     records = predict(model, [text_only, *items(1)], batch_size=2, max_new_tokens=2, progress=False)

@@ -188,6 +188,29 @@ def test_loglikelihood_matches_the_model_loss(fake_lmms_eval: types.ModuleType, 
     assert logp < 0.0 and greedy is False  # a random model does not say " red"
 
 
+def test_the_scored_continuation_is_what_the_template_trains_on() -> None:
+    """vicuna answers after a space (``ASSISTANT: red``), a chat template right after its prompt:
+    the scored tokens must be the ones training labels, not a space the model never writes."""
+    import covft
+    from covft.data.collator import IGNORE_INDEX
+
+    model = covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny", seed=0)
+    assert plugin.continuation(model, "red") == plugin.continuation(model, " red") == " red"
+    model.tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    model.template = "chat"
+    assert plugin.continuation(model, "A") == "A"
+    human = {"from": "human", "value": "Which? Answer with the letter."}
+    trained = model.collate(
+        [{"id": "x", "image": None, "conversations": [human, {"from": "gpt", "value": "A"}]}]
+    )
+    labels = trained["labels"][0]
+    scored = model.tokenizer(plugin.continuation(model, "A"), add_special_tokens=False)["input_ids"]
+    assert labels[labels != IGNORE_INDEX][: len(scored)].tolist() == scored
+
+
 def test_bad_model_args_and_documents(fake_lmms_eval: types.ModuleType, checkpoint: Path) -> None:
     with pytest.raises(TypeError, match=r"unknown model_args \['conv_template'\]"):
         plugin.CovftLMM(pretrained=str(checkpoint), conv_template="vicuna")

@@ -168,7 +168,12 @@ def _check_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) ->
     path = out_dir / SETTINGS_FILE
     if path.is_file() and not overwrite:
         saved = json.loads(path.read_text(encoding="utf-8"))
-        changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+        # both ways: a setting only the saved run had (e.g. --shuffle-images) is a change too
+        changed = {
+            k: (saved.get(k), settings.get(k))
+            for k in saved.keys() | settings.keys()
+            if saved.get(k) != settings.get(k)
+        }
         if changed:
             raise ValueError(
                 f"{out_dir} holds predictions made with other settings {changed} (saved, now); "

@@ -91,6 +91,24 @@ def shuffle_images(
     return shuffled
 
 
+def first_units(name: str, items: Sequence[Mapping[str, Any]], limit: int | None) -> list[Any]:
+    """The items of the first ``limit`` scoring units of benchmark ``name`` (:data:`UNIT_KEYS`: an
+    MME image's two questions, an MMBench question's circular copies, an MMVP pair; one item
+    elsewhere), all of them when ``limit`` is None: a cut never leaves half a unit to be scored
+    as a whole one."""
+    field = UNIT_KEYS.get(name)
+    if limit is None:
+        return list(items)
+    if field is None:
+        return list(items[:limit])
+    units: dict[str, None] = {}
+    for item in items:
+        if len(units) == limit:
+            break
+        units.setdefault(str(item.get(field)))
+    return [item for item in items if str(item.get(field)) in units]
+
+
 def collect_items(
     benchmarks: str | Sequence[str] = "all",
     *,
@@ -107,7 +125,8 @@ def collect_items(
     counts the adapter's units (MME images, MMBench questions, MMVP pairs). With ``suite``
     (written by ``covft.eval.benchmarks.write_suite``, e.g. the conflict world's held-out suite)
     the items bring their own prompt and router text (the ``suite`` protocol), ``"all"`` means
-    every benchmark the suite holds and ``limit`` keeps the first items of each file.
+    every benchmark the suite holds and ``limit`` keeps the first units of each file
+    (:func:`first_units`).
     """
     from covft.eval.benchmarks import get_adapter, load_suite
     from covft.eval.protocol import DEFAULT_PROTOCOL
@@ -132,7 +151,7 @@ def collect_items(
                 f"suite {suite} has no {', '.join(f'{n}.jsonl' for n in missing)} "
                 f"(it holds: {', '.join(sorted(available))})"
             )
-        return {n: available[n][:limit] if limit is not None else available[n] for n in wanted}
+        return {n: first_units(n, available[n], limit) for n in wanted}
     root = Path(data_root)  # type: ignore[arg-type]
     items = {}
     for name in parse_benchmarks(benchmarks):

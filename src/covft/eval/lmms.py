@@ -20,7 +20,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from covft.data.contract import prompt_text
+from covft.data.contract import IMAGE_PLACEHOLDER, prompt_text
+from covft.data.templates import render
 from covft.eval.generate import DEFAULT_MAX_NEW_TOKENS
 
 INSTALL_HINT = "pip install covft[lmms]"
@@ -148,8 +149,8 @@ class CovftLMMBase:
         """``(log p(continuation | context), whether greedy decoding would produce it)`` per request.
 
         Requests carry ``(context, doc_to_target, doc_to_visual, doc_id, task, split)``; the
-        continuation is scored as the assistant's answer after the context's human turn, with the
-        space the vicuna template puts before answers (unless it already starts with one).
+        continuation is scored as the assistant's answer after the context's human turn, written
+        as the model's template writes answers (:func:`continuation`).
         """
         import torch
 
@@ -166,7 +167,7 @@ class CovftLMMBase:
             prompt = build_sample(item)
             batch = self.model.collate([prompt], for_generation=True)
             batch = to_model(batch, self.model)
-            answer = str(target) if str(target)[:1].isspace() else f" {target}"  # vicuna: "ASSISTANT: answer"
+            answer = continuation(self.model, str(target))
             target_ids = self.model.tokenizer(answer, add_special_tokens=False)["input_ids"]
             if not target_ids:
                 results.append((0.0, True))
@@ -265,3 +266,15 @@ def __getattr__(name: str) -> Any:
     if name == "CovftLMM":
         return _lmms_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def continuation(model: Any, target: str) -> str:
+    """``target`` as the model's template writes an answer right after its generation prompt:
+    vicuna puts a space before it (``ASSISTANT: A``), chat templates and ``plain`` none."""
+    target = target.lstrip()
+    turns = [{"from": "human", "value": IMAGE_PLACEHOLDER}, {"from": "gpt", "value": target}]
+    eos = model.tokenizer.eos_token or ""
+    segments = render(turns, model.template, eos_token=eos, tokenizer=model.tokenizer)
+    answer = next(segment.text for segment in segments if segment.target)
+    start = answer.find(target)
+    return answer[:start] + target if start >= 0 else target

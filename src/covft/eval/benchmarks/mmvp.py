@@ -51,16 +51,17 @@ def prompt(question: str, options_text: str, protocol: str) -> str:
 
 
 def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
-    """Items in index order; ``limit`` caps the number of questions, rounded up to whole pairs."""
+    """Items in index order; ``limit`` counts pairs (the benchmark's scoring unit), as ``--limit`` does."""
     root = Path(root)
     csv_path = require(root / "Questions.csv", NAME, SOURCE)
     with csv_path.open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.DictReader(handle))
     if limit is not None:
-        rows = rows[: limit + limit % 2]
+        kept = set(list(dict.fromkeys(_pair(row) for row in rows))[:limit])
+        rows = [row for row in rows if _pair(row) in kept]
     items: list[dict] = []
     for row in rows:
-        index = int((row.get("Index") or row.get("lndex") or "").strip())
+        index = _index(row)
         options = parse_options(row["Options"])
         answer = row["Correct Answer"].strip().strip("()").upper()
         if answer not in options:
@@ -73,9 +74,19 @@ def load(root: Path, limit: int | None, protocol: Protocol) -> list[dict]:
                 "id": str(index),
                 "image": image_file(root / "MMVP Images" / f"{index}.jpg", NAME, SOURCE),
                 **prompt_fields(NAME, text, protocol),
-                "pair_id": str((index + 1) // 2),
+                "pair_id": str(_pair(row)),
                 "options": options,
                 "answer": answer,
             }
         )
     return items
+
+
+def _index(row: dict) -> int:
+    """The question's index (the file's header is spelled ``lndex`` in some copies)."""
+    return int((row.get("Index") or row.get("lndex") or "").strip())
+
+
+def _pair(row: dict) -> int:
+    """Questions 2k-1 and 2k ask about the two images of pair k."""
+    return (_index(row) + 1) // 2
