@@ -43,6 +43,24 @@ def test_task_of_reads_world_and_llava_prompts() -> None:
     assert task_of("<image>\nDescribe the image briefly.") == "caption"
     assert task_of("<image>") == "caption"  # stage-1 "plain" captions
     assert task_of("How many circles are there?") is None
+    brief = [  # LLaVA's brief-caption prompts (its captions for stage 1 and the conflict analysis)
+        "Describe the image concisely.",
+        "Provide a brief description of the given image.",
+        "Offer a succinct explanation of the picture presented.",
+        "Summarize the visual content of the image.",
+        "Give a short and clear explanation of the subsequent image.",
+        "Share a concise interpretation of the image provided.",
+        "Present a compact description of the photo's key features.",
+        "Relay a brief, clear account of the picture shown.",
+        "Render a clear and concise summary of the photo.",
+        "Write a terse but informative summary of the picture.",
+        "Create a compact narrative representing the image presented.",
+    ]
+    assert [task_of(f"<image>\n{prompt}") for prompt in brief] == ["caption"] * len(brief)
+    assert (
+        task_of("What is the color of the short bus?\nAnswer the question using a single word or phrase.")
+        is None
+    )
 
 
 def test_split_keeps_only_shared_images_in_the_same_order() -> None:

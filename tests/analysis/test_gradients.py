@@ -82,6 +82,28 @@ def test_auto_projection_is_exact_for_small_models() -> None:
     assert choose_projection("gaussian", num_parameters=10, steps=1, max_exact_mb=2048) == "gaussian"
 
 
+def test_a_text_only_step_is_not_recorded_as_a_cosine_of_zero() -> None:
+    """After a batch without an image the tower never ran (every vision grad is None): that step
+    has no gradient direction, so the recorder skips it (as GradientFile does) instead of
+    storing a zero row that would count as cosine 0 and pull the mean down."""
+    import covft
+    from covft.analysis.gradients import GradientRecorder
+
+    model = covft.apply_vft(
+        covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny"), "full"
+    )
+    params = [p for n, p in model.named_parameters() if p.requires_grad and model.part_of(n) == "vision"]
+    generator = torch.Generator().manual_seed(0)
+    recorder = GradientRecorder("none")
+    for step in range(1, 7):
+        for param in params:
+            param.grad = None if step in (2, 5) else torch.randn(param.shape, generator=generator)
+        recorder.before_optimizer_step(step, model, 1.0)
+    assert recorder.steps == [1, 3, 4, 6]
+    assert recorder.matrix().shape == (4, sum(p.numel() for p in params))
+    assert bool((recorder.matrix().abs().sum(dim=1) > 0).all())
+
+
 def test_gradients_command_end_to_end(world, tmp_path) -> None:
     out = tmp_path / "gradients"
     args = [

@@ -41,3 +41,8 @@ def test_family_labels_prefer_world_annotations(world, tmp_path) -> None:
     grounding = [a["id"] for a in annotated if a["family"] == "grounding"]
     assert grounding and all(guessed[i] == "grounding" for i in grounding)
     assert set(guessed.values()) <= {"grounding", "region", "caption", "other"}
+    # the world's caption files reuse train.json's ids for other questions: the annotations
+    # describe train.json only, so a caption file's samples are labelled by their own questions
+    captions = load_records(world / "dense_captions.json")
+    assert {r["id"] for r in captions} & set(labels)
+    assert set(family_labels(world / "dense_captions.json", captions).values()) == {"caption"}

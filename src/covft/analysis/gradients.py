@@ -212,12 +212,23 @@ def vision_gradients(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return pairs
 
 
+def has_vision_gradient(model: nn.Module) -> bool:
+    """Whether any trainable vision parameter got a gradient (not so after a text-only batch,
+    where the tower never ran: such a step has no gradient direction and is not recorded)."""
+    return any(
+        p.grad is not None
+        for n, p in model.named_parameters()
+        if p.requires_grad and model.part_of(n) == "vision"
+    )
+
+
 class GradientRecorder(TrainerCallback):
     """Training callback: stores each step's flattened (or sketched) vision gradient.
 
     ``projection`` is ``"none"`` (exact: ``T x D`` floats on the CPU), ``"gaussian"`` or
     ``"countsketch"`` (``T x dim`` floats, see :class:`GradientSketch`). Gradients of parameters
-    sharded by ZeRO-3/FSDP are not visible here: the analysis runs on one process.
+    sharded by ZeRO-3/FSDP are not visible here: the analysis runs on one process. Steps without
+    any vision gradient (a text-only batch) are not recorded, as in :class:`GradientFile`.
     """
 
     def __init__(self, projection: str = "none", dim: int = 4096, seed: int = 0) -> None:
@@ -231,6 +242,8 @@ class GradientRecorder(TrainerCallback):
         self.num_parameters = 0
 
     def before_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
+        if not has_vision_gradient(model):  # a text-only step: no direction (not a cosine of 0)
+            return
         grads = [g for _, g in vision_gradients(model)]
         self.num_parameters = sum(g.numel() for g in grads)
         if self.sketch is None:
@@ -244,7 +257,7 @@ class GradientRecorder(TrainerCallback):
     def matrix(self) -> torch.Tensor:
         """The stacked ``[T, D or dim]`` gradients recorded so far."""
         if not self.rows:
-            raise ValueError("no gradients were recorded (did training run any step?)")
+            raise ValueError("no gradients were recorded (did training run any step with an image?)")
         return torch.stack(self.rows)
 
 
@@ -266,8 +279,7 @@ class GradientFile(TrainerCallback):
         self.sketch = GradientSketch(dim, seed, "countsketch", cache_maps=True)
 
     def before_optimizer_step(self, step: int, model: nn.Module, loss: float) -> None:
-        trained = [p for n, p in model.named_parameters() if p.requires_grad and model.part_of(n) == "vision"]
-        if all(p.grad is None for p in trained):
+        if not has_vision_gradient(model):
             return
         row = torch.cat([torch.tensor([float(step)]), self.sketch([g for _, g in vision_gradients(model)])])
         self.path.parent.mkdir(parents=True, exist_ok=True)

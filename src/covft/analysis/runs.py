@@ -40,6 +40,9 @@ TASK_PATTERNS: dict[str, tuple[str, ...]] = {
         r"\bcaption\b",
         r"brief description of the (image|picture|photo)",
         r"summari[sz]e the (visual )?content",
+        # LLaVA's other brief-caption prompts ("Offer a succinct explanation of the picture
+        # presented.", "Render a clear and concise summary of the photo.", ...)
+        r"\b(brief|short|succinct|concise|compact|terse)\b.*\b(image|picture|photo|visual)",
         r"^<image>$|^$",
     ),
 }
@@ -89,11 +92,12 @@ def write_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
 
 def family_labels(data: str | Path, records: Sequence[dict[str, Any]]) -> dict[str, str]:
-    """Task family per sample id: the conflict world's ``annotations/train.jsonl`` when it sits next
-    to ``data``, otherwise :func:`task_of` on the first human turn ("other" when no pattern fits)."""
+    """Task family per sample id: for a conflict world's ``train.json``, its ``annotations/train.jsonl``
+    (which describes that file's samples: the world's caption files reuse their ids for other
+    questions), otherwise :func:`task_of` on the first human turn ("other" when no pattern fits)."""
     labels: dict[str, str] = {}
     annotations = Path(data).parent / "annotations" / "train.jsonl"
-    if annotations.is_file():
+    if Path(data).name == "train.json" and annotations.is_file():
         for line in annotations.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 item = json.loads(line)
