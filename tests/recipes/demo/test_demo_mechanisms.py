@@ -194,3 +194,9 @@ def test_the_image_gain_must_also_clear_its_spread_over_seeds() -> None:
     )
     _, sentence = grounding_text({"freeze": entry([9.0, 11.0], 1.41)}, 1.0)
     assert sentence.startswith("The models use the image") and "sd over seeds (2.82)" in sentence
+    # every method against its own noise: lora's 4.5 clears 2 x max(1.5, 0.1) although freeze's
+    # larger but noisier 5.0 does not clear 2 x 3.0
+    gains = {"freeze": entry([2.0, 8.0], 3.0), "lora": entry([4.4, 4.6], 0.1)}
+    _, sentence = grounding_text(gains, 1.5)
+    assert sentence.startswith("The models use the image: image gain up to 4.50 points (lora), above twice")
+    assert sentence.endswith("Not above it: freeze.")

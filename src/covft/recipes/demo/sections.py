@@ -34,22 +34,34 @@ def grounding_text(gains: Mapping[str, Mapping[str, Any]], noise: float) -> tupl
             f"| {method} | {format_score(entry['Avg']['mean'])} | "
             f"{format_score(entry['Avg_shuffled']['mean'])} | {gain} |"
         )
-    best = max(gains, key=lambda m: gains[m]["gain"]["mean"])
-    top = gains[best]["gain"]["mean"]
-    seed_sd = gains[best]["gain"]["sd"]
-    floor = 2.0 * max(noise, seed_sd or 0.0)
-    what = "the rough sampling error" if floor == 2.0 * noise else "the gain's sd over seeds"
-    if top < floor:
+
+    def floor(method: str) -> float:  # twice the larger of the sampling error and the seed sd
+        return 2.0 * max(noise, gains[method]["gain"]["sd"] or 0.0)
+
+    def gain(method: str) -> float:
+        return gains[method]["gain"]["mean"]
+
+    def what(method: str) -> str:
+        return "the rough sampling error" if floor(method) == 2.0 * noise else "the gain's sd over seeds"
+
+    clear = [m for m in gains if gain(m) >= floor(m)]  # each method against its own noise
+    if not clear:
+        best = max(gains, key=gain)
         sentence = (
-            f"No method's answers rest on the image beyond the noise (largest image gain {top:.2f}, "
-            f"{best}; twice {what} is {floor:.2f}): the models answer from "
+            f"No method's answers rest on the image beyond the noise (largest image gain {gain(best):.2f}, "
+            f"{best}; twice {what(best)} is {floor(best):.2f}): the models answer from "
             "question priors, so this run cannot test how the vision encoder should be tuned."
         )
     else:
+        best = max(clear, key=gain)
         sentence = (
-            f"The models use the image: image gain up to {top:.2f} points ({best}), above twice "
-            f"{what} ({floor:.2f})."
+            f"The models use the image: image gain up to {gain(best):.2f} points ({best}), above twice "
+            f"{what(best)} ({floor(best):.2f})."
         )
+        if others := [f"{m} ({gain(m):.2f})" for m in clear if m != best]:
+            sentence += f" Also above their own noise: {', '.join(others)}."
+        if below := [m for m in gains if m not in clear]:
+            sentence += f" Not above it: {', '.join(below)}."
     return "\n".join(lines) + "\n\n" + sentence + "\n", sentence
 
 
