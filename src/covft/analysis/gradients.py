@@ -10,12 +10,10 @@ means: centring would remove exactly the direction the steps share), optionally 
 (``center=True``, scikit-learn's ``PCA``). ``u`` is sign-aligned with the mean gradient, and the
 statistic is ``cos(g_t, u)`` per step, summarised by its mean and standard deviation.
 
-Memory: ``G`` is ``T x D`` floats. For small models it is kept exactly; for large ones a fixed,
-seeded random projection maps every ``g_t`` to ``k`` dimensions (default 4096) chunk by chunk,
-never materialising the projection matrix, so only ``T x k`` floats are stored. Random
-projections preserve inner products and norms approximately (Johnson-Lindenstrauss), hence the
-cosines. See :class:`GradientSketch`.
-"""
+Memory: ``G`` is ``T x D`` floats, kept exactly for small models; for large ones a fixed, seeded
+random projection maps every ``g_t`` to ``k`` dimensions (default 4096) chunk by chunk, storing
+``T x k`` floats; it preserves inner products approximately (Johnson-Lindenstrauss), hence the
+cosines (:class:`GradientSketch`)."""
 
 from __future__ import annotations
 
@@ -213,13 +211,8 @@ def vision_gradients(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
 
 
 def has_vision_gradient(model: nn.Module) -> bool:
-    """Whether any trainable vision parameter got a gradient (not so after a text-only batch,
-    where the tower never ran: such a step has no gradient direction and is not recorded)."""
-    return any(
-        p.grad is not None
-        for n, p in model.named_parameters()
-        if p.requires_grad and model.part_of(n) == "vision"
-    )
+    """Whether a vision parameter got a gradient (none after a text-only batch: no direction)."""
+    return any(p.grad is not None for n, p in model.named_parameters() if model.part_of(n) == "vision")
 
 
 class GradientRecorder(TrainerCallback):
@@ -227,9 +220,8 @@ class GradientRecorder(TrainerCallback):
 
     ``projection`` is ``"none"`` (exact: ``T x D`` floats on the CPU), ``"gaussian"`` or
     ``"countsketch"`` (``T x dim`` floats, see :class:`GradientSketch`). Gradients of parameters
-    sharded by ZeRO-3/FSDP are not visible here: the analysis runs on one process. Steps without
-    any vision gradient (a text-only batch) are not recorded, as in :class:`GradientFile`.
-    """
+    sharded by ZeRO-3/FSDP are not visible here: the analysis runs on one process. Text-only steps
+    (no vision gradient) are not recorded, as in :class:`GradientFile`."""
 
     def __init__(self, projection: str = "none", dim: int = 4096, seed: int = 0) -> None:
         if projection not in PROJECTIONS:
@@ -247,10 +239,9 @@ class GradientRecorder(TrainerCallback):
         grads = [g for _, g in vision_gradients(model)]
         self.num_parameters = sum(g.numel() for g in grads)
         if self.sketch is None:
-            row = torch.cat([g.detach().float().reshape(-1).cpu() for g in grads])
+            self.rows.append(torch.cat([g.detach().float().reshape(-1).cpu() for g in grads]))
         else:
-            row = self.sketch(grads)
-        self.rows.append(row)
+            self.rows.append(self.sketch(grads))
         self.steps.append(step)
         self.losses.append(float(loss))
 
