@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
 
-from covft.utils.config import ConfigError, from_dict, load, override, save, valid_keys
+from covft.utils.config import ConfigError, from_dict, load, load_yaml, override, save, valid_keys
 
 
 @dataclass(frozen=True)
@@ -84,3 +85,59 @@ def test_yaml_file_overrides_and_saved_config_round_trip(tmp_path: Path) -> None
         load(Outer, path)
     with pytest.raises(ConfigError, match=r"inner.steps must be an integer, got True"):
         from_dict(Outer, {"inner": {"steps": True}})
+
+
+@dataclass(frozen=True)
+class Paths:
+    output_dir: str = "runs/x"
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    steps: int = 1
+    lr: float = 0.1
+    stage: Literal[1, 2] = 2
+    options: dict = field(default_factory=dict)
+
+
+def test_a_string_field_keeps_the_number_as_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads 010 as octal 8, 1.10 as 1.1 and 1_000 as 1000; a string field wants the text."""
+    overrides = ["output_dir=010", "name=1.10", "tags=[0755, 1_000, 2.50]", "steps=010", "lr=1.10"]
+    expected = Paths("010", "1.10", ["0755", "1_000", "2.50"], 8, 1.1)
+    assert load(Paths, None, overrides) == expected
+    assert override(Paths(), overrides) == expected
+    path = tmp_path / "c.yaml"
+    path.write_text("output_dir: 010\nname: 1.10\ntags: [0755, 1_000, 2.50]\nsteps: 010\nlr: 1.10\n")
+    config = load(Paths, path)
+    assert config == expected
+    assert config.output_dir == "010"
+    assert [type(v) for v in (config.steps, config.lr)] == [int, float]  # numbers stay plain numbers
+    config = load(Paths, None, ["stage=1", "options={a: 010, 1: [2.5]}", "name=null"])
+    assert (config.stage, config.options, config.name) == (1, {"a": 8, 1: [2.5]}, None)
+    assert (
+        type(config.stage) is int and type(config.options["a"]) is int and type(config.options[1][0]) is float
+    )
+    save(config, tmp_path / "saved.yaml")  # plain values: safe_dump writes them
+    assert load(Paths, tmp_path / "saved.yaml") == config
+    assert yaml.safe_dump(load_yaml(path))  # the raw mapping stays writable too
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("output_dir: a\ninner:\n  steps: 1\nsteps: 2\nsteps: 3\n")
+    with pytest.raises(
+        ConfigError, match=r"dup\.yaml gives key 'steps' twice in one mapping \(lines 4 and 5\)"
+    ):
+        load_yaml(path)
+    path.write_text("inner:\n  steps: 1\n  width: 2\n  steps: 3\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml gives key 'steps' twice .*lines 2 and 4"):
+        load(Outer, path)
+    with pytest.raises(ConfigError, match=r"override 'weights=\{x: 1, x: 2\}' gives key 'x' twice"):
+        load(Outer, None, ["weights={x: 1, x: 2}"])
+    path.write_text("base: &b {steps: 1, width: 2}\ninner:\n  <<: *b\n  steps: 5\n")
+    assert load_yaml(path)["inner"] == {"steps": 5, "width": 2}  # a merged key may be overridden
+
+
+def test_a_yaml_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml is not UTF-8 text \(byte 0xe9 at offset 9\)"):
+        load(Outer, path)

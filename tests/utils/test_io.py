@@ -1,6 +1,9 @@
 """The atomic-output helpers: complete or absent, reuse with equal settings, refuse with others."""
 
 import json
+import os
+import stat
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +83,54 @@ def test_cached_output_failed_build_leaves_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         cached_output(tmp_path / "stage", {"a": 1}, build)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, OSError])
+def test_atomic_directory_puts_the_old_one_back_when_the_second_rename_fails(
+    tmp_path, monkeypatch, interrupt
+):
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    (target / "weights").write_text("old")
+    rename, calls = Path.rename, []
+
+    def failing_rename(self, dst):
+        calls.append((self.name, Path(dst).name))
+        if len(calls) == 2:  # the second rename (the new directory moving in) is interrupted
+            raise interrupt("between the two renames")
+        return rename(self, dst)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(interrupt), atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("new")
+    monkeypatch.undo()
+    assert calls[0][0] == "ckpt" and calls[1][1] == "ckpt"  # the old one went aside, the new one failed
+    assert (target / "weights").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # neither the new copy nor an aside left
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, then restore it."""
+    previous = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(previous)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077], ids=["umask 022", "umask 002", "umask 077"])
+def test_outputs_get_the_permissions_an_ordinary_write_gives(tmp_path, umask, mask):
+    umask(mask)
+    file = write_json_atomic(tmp_path / "report.json", {"a": 1})
+    write_text_atomic(tmp_path / "again.txt", "x")
+    write_text_atomic(tmp_path / "again.txt", "y")  # replacing a file
+    with atomic_directory(tmp_path / "export") as tmp:
+        (tmp / "model.bin").write_bytes(b"w")
+    with atomic_directory(tmp_path / "export") as tmp:  # replacing a directory
+        (tmp / "model.bin").write_bytes(b"w2")
+    stage = cached_output(tmp_path / "stage", {"a": 1}, lambda tmp: None).path
+    assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "again.txt").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((stage / "settings.json").stat().st_mode) == 0o666 & ~mask
+    for directory in (tmp_path / "export", stage):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o777 & ~mask

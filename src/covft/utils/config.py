@@ -5,6 +5,8 @@ itself a dataclass is a *group* (``train.lr`` reaches ``TrainConfig.train.lr``);
 is free-form (``method_options.num_experts=8`` sets one entry; its keys belong to someone else who
 checks them later). Values are read as YAML scalars (``strategies=[lora,full]`` is a list) and then
 checked against the field's annotation, converting only where lossless; an error names the key.
+A string field keeps the text as written (``output_dir=010`` is ``'010'``, not YAML's octal 8), and
+a key written twice in one YAML mapping is an error (:mod:`covft.utils.config_yaml`).
 A key that is not in the schema is an error naming the closest valid key, so a misspelt
 ``train.lr_sheduler=...`` can never run silently with the default.
 
@@ -30,6 +32,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 import yaml
 
 from covft.errors import UserError
+from covft.utils import config_yaml
+from covft.utils.config_yaml import WRITTEN, plain
 from covft.utils.hints import did_you_mean
 from covft.utils.io import write_text_atomic
 
@@ -89,7 +93,7 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         allowed = get_args(annotation)
         if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
             raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
-        return value
+        return plain(value)
     if _is_group(annotation):
         if isinstance(value, annotation):
             return value
@@ -103,8 +107,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         args = get_args(annotation)
         if len(args) == 2 and args[1] is not Any:
-            return {k: coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
-        return dict(value)
+            return {plain(k): coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+        return plain(dict(value))
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, got {value!r}")
@@ -137,7 +141,7 @@ def _coerce_scalar(value: Any, annotation: Any, key: str) -> Any:
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
+        return int(value)
     if annotation is float:
         # YAML 1.1 reads ``1e-4`` (no dot) as a string; it is a number to anyone writing a recipe.
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
@@ -146,10 +150,12 @@ def _coerce_scalar(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)
     if annotation is str:
+        if isinstance(value, WRITTEN):
+            return value.text  # as written: YAML reads 010 as 8 and 1.10 as 1.1
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return str(value)
-    return value
+    return plain(value)
 
 
 def _kwargs(schema: type, values: Any, source: str, root: type, prefix: str = "") -> dict[str, Any]:
@@ -197,7 +203,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = config_yaml.load(raw) if raw.strip() else None
+    except config_yaml.DuplicateKeyError as exc:
+        raise ConfigError(f"override {text!r} gives key {exc.key!r} twice") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from exc
     return key.split("."), value
@@ -260,12 +268,23 @@ def _set(instance: T, path: list[str], value: Any, source: str, root: type, pref
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML file of config keys, naming the file and line on a syntax error."""
+    """Read a YAML file of config keys, naming the file and line on a syntax error, a key given twice
+    and text that is not UTF-8. Numbers keep their text for string fields (see the module's doc)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = config_yaml.load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}). "
+            "Fix: save it as UTF-8"
+        ) from exc
+    except config_yaml.DuplicateKeyError as exc:
+        raise ConfigError(
+            f"{path} gives key {exc.key!r} twice in one mapping (lines {exc.first_line} and {exc.line}); "
+            "YAML would keep only the last. Fix: keep one of them"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

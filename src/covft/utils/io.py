@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,28 +34,72 @@ class StaleOutputError(UserError, RuntimeError):
     """An existing output was made with settings other than the ones asked for."""
 
 
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+
+
+def _temporary_directory(path: Path) -> Path:
+    """A new, empty directory next to ``path``, with the mode any new directory gets (0o777 less the
+    umask; :func:`tempfile.mkdtemp` would make it 0o700, unreadable to others once renamed)."""
+    for _ in range(100):
+        tmp = _temporary_name(path)
+        try:
+            tmp.mkdir()
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name next to {path}")
+
+
+def _temporary_file(path: Path) -> tuple[int, Path]:
+    """A new, empty file next to ``path``, open for writing, with the mode any new file gets (0o666
+    less the umask; :func:`tempfile.mkstemp` would make it 0o600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = _temporary_name(path)
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
+
+
+def _swap(tmp: Path, path: Path) -> None:
+    """Replace the directory ``path`` by ``tmp``; on any failure (an interrupt too) ``path`` is left
+    the old directory, or the new one when the swap had finished."""
+    old = path.with_name(f".{path.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        path.rename(old)
+        tmp.rename(path)
+    except BaseException:
+        if old.exists() and not path.exists():
+            old.rename(path)  # put the previous state back
+        elif old.exists():
+            shutil.rmtree(old, ignore_errors=True)  # the new one is in place
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike[str], *, keep_existing: bool = False) -> Iterator[Path]:
     """A fresh temporary directory next to ``path`` that becomes ``path`` when the block succeeds.
 
     The swap is renames only, so ``path`` is at every moment either the old directory or the
-    complete new one; when the block fails the temporary directory is removed and ``path`` is
-    untouched. With ``keep_existing=True`` a ``path`` that appeared meanwhile (a concurrent run
-    finished first) is kept and the new copy dropped.
+    complete new one (an interrupt between the two renames puts the old one back); when the block
+    fails the temporary directory is removed and ``path`` is untouched. With ``keep_existing=True``
+    a ``path`` that appeared meanwhile (a concurrent run finished first) is kept and the new copy
+    dropped. The new directory has the mode an ordinary ``mkdir`` gives (0o777 less the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = _temporary_directory(path)
     try:
         yield tmp
         if path.exists():
             if keep_existing:
                 shutil.rmtree(tmp, ignore_errors=True)
                 return
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
+            _swap(tmp, path)
         else:
             tmp.rename(path)
     except BaseException:
@@ -64,10 +108,12 @@ def atomic_directory(path: str | os.PathLike[str], *, keep_existing: bool = Fals
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and an atomic replace."""
+    """Write ``text`` to ``path`` through a temporary file and an atomic replace.
+
+    The file gets the mode an ordinary new file gets (0o666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, name = _temporary_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -76,7 +122,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, fsync: bool = 
                 os.fsync(handle.fileno())
         os.replace(name, path)
     except BaseException:
-        Path(name).unlink(missing_ok=True)
+        name.unlink(missing_ok=True)
         raise
     return path
 
