@@ -11,7 +11,8 @@ from PIL import Image
 
 from covft.cli import main as covft_main
 from covft.data.dataset import LlavaDataset
-from covft.recipes.world import FAMILIES, WorldConfig, allocate, make_world
+from covft.errors import UserError
+from covft.recipes.world import FAMILIES, WorldConfig, allocate, generate, make_world
 from covft.recipes.world.tasks import make_sample
 
 SIZE, SUITE = 80, 3
@@ -104,6 +105,68 @@ def test_matching_meta_skips_regeneration_and_new_config_rebuilds(world: Path, t
     make_world(tmp_path, size=10, seed=1, suite_size=1, progress=False)
     assert len(list((tmp_path / "images" / "train").glob("*.png"))) <= 10, "stale images were left behind"
     assert json.loads((tmp_path / "meta.json").read_text())["n_train"] == 10
+
+
+def files_and_contents(directory: Path) -> dict[str, bytes | None]:
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes() if p.is_file() else None
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize(
+    "own",
+    [
+        {"train.json": b'{"mine": 1}', "images/cat.png": b"png", "notes.txt": b"keep"},
+        {"suite/q.jsonl": b"{}\n"},
+        {"meta.json": b'{"my": "own meta"}', "captions.json": b"[]"},
+        {"meta.json": b"not json"},
+    ],
+    ids=["train.json and images", "suite", "a meta.json of another tool", "a meta.json that is not json"],
+)
+def test_a_directory_that_is_not_a_world_is_refused_and_left_untouched(
+    own: dict[str, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mydata"
+    for name, content in own.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(content)
+    before = files_and_contents(out)
+    with pytest.raises(UserError, match=r"mydata holds .* but is not a covft world.*--out.*delete"):
+        make_world(out, size=5, seed=0, suite_size=1, progress=False)
+    assert files_and_contents(out) == before
+    code = covft_main(["world", "make", "--out", str(out), "--size", "5", "--suite-size", "1", "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 1 and error.startswith(f"covft world: error: {out} holds ") and "Traceback" not in error
+    assert files_and_contents(out) == before
+
+
+def test_a_previous_or_interrupted_world_is_regenerated_and_other_files_kept(tmp_path: Path) -> None:
+    make_world(tmp_path, size=6, seed=1, suite_size=1, progress=False)
+    (tmp_path / "lm_corpus.json").write_text("corpus")  # not the world's: kept
+    (tmp_path / "images" / "stale.png").write_bytes(b"old")
+    make_world(tmp_path, size=5, seed=2, suite_size=1, progress=False)  # another meta.json
+    assert json.loads((tmp_path / "meta.json").read_text())["config"]["seed"] == 2
+    assert not (tmp_path / "images" / "stale.png").exists()
+    assert (tmp_path / "lm_corpus.json").read_text() == "corpus"
+    assert not (tmp_path / "meta.incomplete.json").exists()
+    (tmp_path / "meta.json").unlink()  # as a run interrupted before writing meta.json leaves it
+    (tmp_path / "meta.incomplete.json").write_text("{}")
+    meta = make_world(tmp_path, size=5, seed=2, suite_size=1, progress=False)
+    assert meta["n_train"] == 5 and (tmp_path / "meta.json").is_file()
+    assert not (tmp_path / "meta.incomplete.json").exists()
+
+
+def test_an_interrupted_world_is_marked_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "build_suite", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_world(tmp_path, size=5, seed=0, suite_size=1, progress=False)
+    assert (tmp_path / "train.json").is_file() and not (tmp_path / "meta.json").exists()
+    monkeypatch.undo()
+    assert make_world(tmp_path, size=5, seed=0, suite_size=1, progress=False)["n_train"] == 5
 
 
 def test_allocation_is_proportional_and_keeps_every_family() -> None:

@@ -13,6 +13,7 @@ Layout of ``out_dir``::
     conflict/grounding.json the same training images (objects, clutter, text scenes) asked for a box,
     conflict/caption.json   ... and for a caption: the paper's Fig. 1b/c visual preference conflict
     meta.json               config, version, counts; written last, so a partial world regenerates
+    meta.incomplete.json    only while a world is written (or was interrupted): the files are its own
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from covft.errors import UserError
 from covft.recipes.world.describe import dense_caption_record
 from covft.recipes.world.suite import BUILDERS, build_suite
 from covft.recipes.world.suite_items import pixel_hash
 from covft.recipes.world.tasks import FAMILY_WEIGHTS, caption, conflict_pair, make_sample
 from covft.utils import write_text_atomic
 
-WORLD_VERSION = "5"
+WORLD_VERSION = "6"
 """Bumped whenever the same config would produce different files."""
 
 TRAIN_STREAM = 1
@@ -177,13 +179,61 @@ def _write_training(out: Path, config: WorldConfig, progress: Callable[[int], An
     }
 
 
+OWNED = (
+    "images",
+    "suite",
+    "annotations",
+    "conflict",
+    "meta.json",
+    "train.json",
+    "captions.json",
+    "dense_captions.json",
+)
+"""What :func:`make_world` writes into ``out_dir``, and deletes there before regenerating a world."""
+
+INCOMPLETE = "meta.incomplete.json"
+"""Written before anything else and removed after ``meta.json``: it marks a world being written (or
+interrupted), so that a rerun knows the partial files are its own to replace."""
+
+
+def _world_meta(out: Path) -> dict[str, Any] | None:
+    """The meta.json in ``out`` when it is one a world wrote (any config or version), else None."""
+    try:
+        meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and {"version", "config"} <= meta.keys() else None
+
+
 def _current_meta(out: Path, config: WorldConfig) -> dict[str, Any] | None:
     """The meta of the complete world in ``out`` when it was made by ``config`` and this version."""
-    meta_path = out / "meta.json"
-    if not meta_path.is_file():
+    meta = _world_meta(out)
+    if meta is None:
         return None
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     return meta if meta.get("version") == WORLD_VERSION and meta.get("config") == config.to_dict() else None
+
+
+def _clear_previous_world(out: Path, config: WorldConfig) -> None:
+    """Delete the previous world's outputs in ``out``; refuse when ``out`` holds them but is no world.
+
+    A directory is a world when it holds a world's meta.json (complete) or :data:`INCOMPLETE`
+    (interrupted); anything else carrying one of the :data:`OWNED` names is someone else's data.
+    """
+    present = [name for name in OWNED if (out / name).exists() or (out / name).is_symlink()]
+    if present and _world_meta(out) is None and not (out / INCOMPLETE).is_file():
+        raise UserError(
+            f"{out} holds {', '.join(present)} but is not a covft world (no world meta.json), and making "
+            f"a world there would replace them. Fix: choose another output directory (--out), or delete "
+            f"{out} first"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    _dump(out / INCOMPLETE, {"version": WORLD_VERSION, "config": config.to_dict()})
+    for name in present:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
 
 
 def world_is_current(
@@ -215,20 +265,15 @@ def make_world(
     ``size`` training conversations, ``suite_size`` scoring units per held-out benchmark,
     ``image_size`` pixel squares; other :class:`WorldConfig` fields go in ``options``. When
     ``out_dir/meta.json`` already records the same config and version, nothing is regenerated
-    (unless ``force``).
+    (unless ``force``); a previous (or interrupted) world is replaced. A directory that holds any
+    of the world's file names without being a world raises :class:`UserError` and is left as it is.
     """
     config = WorldConfig(size=size, seed=seed, suite_size=suite_size, image_size=image_size, **options)
     out = Path(out_dir)
     meta_path = out / "meta.json"
     if not force and (meta := _current_meta(out, config)) is not None:
         return meta
-    owned_files = ("meta.json", "train.json", "captions.json", "dense_captions.json")
-    for owned in ("images", "suite", "annotations", "conflict", *owned_files):
-        target = out / owned
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    _clear_previous_world(out, config)
     bar = tqdm(
         total=config.size + len(BUILDERS) * config.suite_size, desc="world", disable=not progress, unit="item"
     )
@@ -261,4 +306,5 @@ def make_world(
         },
     }
     _dump(meta_path, meta)  # last: its presence marks the world complete
+    (out / INCOMPLETE).unlink(missing_ok=True)
     return meta

@@ -7,14 +7,34 @@ from typing import Any
 
 import numpy as np
 
-from covft.recipes.world.render import Rendering, draw_scene, render, visible_enough
+from covft.recipes.world.qa import pick
+from covft.recipes.world.render import Rendering, draw_scene, render, sign_text_mask, visible_enough
 from covft.recipes.world.scene import Scene
-from covft.recipes.world.scene_questions import perturb_text
 from covft.recipes.world.suite_items import SuiteBuilder, choice_item, pixel_hash
-from covft.recipes.world.vocab import COLORS, SHAPES, SIZES, TEXTURES
+from covft.recipes.world.vocab import COLORS, SHAPES, SIZES, TEXT_CHARS, TEXTURES, looks_like_option_letter
 
 MMVP_DETAILS = ("color", "shape", "size", "texture", "position", "text")
 """What the two images of an MMVP pair may differ in (exactly one of these)."""
+
+
+def one_character_changed(text: str, rng: np.random.Generator) -> str:
+    """``text`` with exactly one character replaced (same length, so it still fits its sign)."""
+    pos = int(rng.integers(len(text)))
+    chars = [
+        c
+        for c in TEXT_CHARS
+        if c != text[pos] and not looks_like_option_letter(text[:pos] + c + text[pos + 1 :])
+    ]
+    return text[:pos] + str(pick(rng, chars)) + text[pos + 1 :]
+
+
+def text_fits_sign(scene: Scene, size: int) -> bool:
+    """Whether every pixel of the sign's text lies on its board (always true without a sign)."""
+    mask = sign_text_mask(scene, size)
+    if scene.sign is None or mask is None:
+        return True
+    x1, y1, x2, y2 = (round(v * size) for v in scene.sign.box)
+    return int(mask[y1:y2, x1:x2].sum()) == int(mask.sum())
 
 
 def _mmvp_variant(scene: Scene, detail: str, rng: np.random.Generator) -> tuple[Scene, str, str, str] | None:
@@ -23,7 +43,7 @@ def _mmvp_variant(scene: Scene, detail: str, rng: np.random.Generator) -> tuple[
     if detail == "text":
         if scene.sign is None:
             return None
-        new_text = perturb_text(scene.sign.text, rng)
+        new_text = one_character_changed(scene.sign.text, rng)
         return (
             replace(scene, sign=replace(scene.sign, text=new_text)),
             "What is written on the sign?",
@@ -87,7 +107,11 @@ def build_mmvp(b: SuiteBuilder, rng: np.random.Generator, q: int) -> list[dict[s
     options = {"occlusion_rate": 0.0, "min_objects": 2, "max_objects": 4}
     for _ in range(200):
         scene, rendering = draw_scene(rng, scene_kind, b.image_size, **options)
-        if pixel_hash(rendering.image) in b.training_hashes or not _no_overlap(rendering):
+        if (
+            pixel_hash(rendering.image) in b.training_hashes
+            or not _no_overlap(rendering)
+            or not text_fits_sign(scene, b.image_size)
+        ):
             continue
         variant = _mmvp_variant(scene, detail, rng)
         if variant is None:
@@ -98,6 +122,7 @@ def build_mmvp(b: SuiteBuilder, rng: np.random.Generator, q: int) -> list[dict[s
             pixel_hash(rendering_b.image) in b.training_hashes
             or not _no_overlap(rendering_b)
             or not visible_enough(scene_b, rendering_b, 1.0)
+            or not text_fits_sign(scene_b, b.image_size)
         ):
             continue
         break

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from covft.recipes.world.qa import QA, number_candidates, others, pick
+from covft.recipes.world.qa import QA, number_candidates, others, pick, unique
 from covft.recipes.world.render import Rendering
 from covft.recipes.world.scene import Scene
 from covft.recipes.world.vocab import (
@@ -131,8 +131,26 @@ def diagram_question(scene: Scene, rendering: Rendering, rng: np.random.Generato
     )
 
 
+def _rule_references(scene: Scene, rule: str) -> list[tuple[int, str]]:
+    """(object index, words naming it) for the objects a rule question may ask about.
+
+    The words never state the attribute the rule is about, so the answer needs the image: a colour
+    rule names the object by its shape, a shape rule by its colour, each only where that shape or
+    colour occurs once in the scene (the reference stays unambiguous); a size rule by colour+shape.
+    """
+    if rule == "color":
+        return [(i, scene.objects[i].shape) for i in unique(scene, "shape")]
+    if rule == "shape":
+        return [(i, f"{scene.objects[i].color} object") for i in unique(scene, "color")]
+    return [(i, o.name) for i, o in enumerate(scene.objects)]
+
+
 def rule_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) -> QA | None:
-    """A stated rule plus the image decide the answer: "Red and blue objects are hot ... Is the circle hot?"."""
+    """A stated rule plus the image decide the answer: "Red and blue objects are hot ... Is the circle hot?".
+
+    The question names the object without the attribute the rule uses (see :func:`_rule_references`);
+    None when no object of the scene can be named that way.
+    """
     if scene.kind not in ("objects", "clutter") or not scene.objects:
         return None
     positive, negative = PROPERTIES[int(rng.integers(len(PROPERTIES)))]
@@ -150,17 +168,19 @@ def rule_question(scene: Scene, rendering: Rendering, rng: np.random.Generator) 
     else:
         hint = f"In this world, large objects are {positive}; small and medium objects are {negative}."
         holds = [o.size == "large" for o in scene.objects]
-    i = int(rng.integers(len(scene.objects)))
-    obj = scene.objects[i]
+    references = _rule_references(scene, ("color", "shape", "size")[mode])
+    if not references:
+        return None
+    i, ref = references[int(rng.integers(len(references)))]
     answer, wrong = (positive, negative) if holds[i] else (negative, positive)
     return QA(
         "rule",
-        f"Is the {obj.name} {positive} or {negative}?",
-        f"{obj.name}: {positive} or {negative}?",
+        f"Is the {ref} {positive} or {negative}?",
+        f"{ref}: {positive} or {negative}?",
         answer,
         [wrong],
-        f"Is the {obj.name} {answer}?",
-        f"Is the {obj.name} {wrong}?",
+        f"Is the {ref} {answer}?",
+        f"Is the {ref} {wrong}?",
         "rule",
         [i],
         hint=hint,
