@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from covft.eval import BENCHMARKS, GROUPS, summarize
-from covft.eval.report import bar_chart, format_score, markdown_table
+from covft.eval.report import bar_chart, format_score, markdown_table, mme_subtasks_in, scaled
+from covft.eval.scoring import score
 
 ORDER = (
     "mme", "mmbench_en", "mmbench_cn", "gqa", "scienceqa_img", "ai2d", "textvqa",
@@ -106,3 +107,39 @@ def test_bar_chart_writes_a_png(tmp_path: Path) -> None:
         assert image.format == "PNG" and image.size[0] > 100
     with pytest.raises(ValueError, match="at least one run"):
         bar_chart({}, tmp_path / "empty.png")
+
+
+def mme_records(categories: int, images: int = 2, right: bool = True) -> list[dict]:
+    """MME-shaped scored records: ``categories`` subtasks of ``images`` images, two questions each
+    (a Yes and a No); unless ``right``, each subtask's first image is answered "No" twice."""
+    return [
+        {"id": f"{c}-{i}-{a}", "category": f"task{c}", "image_id": f"{c}-{i}", "answer": a,
+         "prediction": "No" if not right and i == 0 else a}
+        for c in range(categories) for i in range(images) for a in ("Yes", "No")
+    ]  # fmt: skip
+
+
+def test_mme_averages_over_its_own_subtasks() -> None:
+    """raw / (2 x subtasks): a 5-subtask MME answered right averages 100, not 50 (MME/20)."""
+    records = mme_records(5)
+    raw = score("mme", records)["score"]
+    assert raw == 1000.0 and mme_subtasks_in(records) == 5
+    summary = summarize({"mme": raw, "gqa": 100.0, "mmvp": 100.0}, mme_subtasks_in(records))
+    assert summary["G"] == summary["V"] == summary["Avg"] == 100.0 and summary["mme_subtasks"] == 5
+    assert scaled("mme", raw, 5) == 100.0 and scaled("gqa", 42.0, 5) == 42.0
+    table = markdown_table({"gold": {"mme": raw}}, {"gold": 5})
+    assert "| 100.00 | – | – | 100.00 |" in table and "gold: MME/10 (5 subtasks)" in table
+    with pytest.raises(ValueError, match="at least 1"):
+        scaled("mme", raw, 0)
+
+
+def test_real_mme_with_ten_subtasks_is_still_divided_by_twenty() -> None:
+    records = mme_records(10, images=4, right=False)  # per subtask: acc 7/8, acc+ 3/4
+    raw = score("mme", records)["score"]
+    assert raw == pytest.approx(1625.0) and mme_subtasks_in(records) == 10
+    for summary in (summarize({"mme": raw}, mme_subtasks_in(records)), summarize({"mme": raw})):
+        assert summary["G"] == pytest.approx(raw / 20) and summary["mme_subtasks"] == 10
+    scores, paper = PAPER_ROWS["Full fine-tuning"]
+    assert format_score(summarize(scores, 10)["Avg"]) == f"{paper[3]:.2f}"
+    assert "MME averaged as" not in markdown_table({"paper": scores}, {"paper": 10})
+    assert mme_subtasks_in([]) == 10

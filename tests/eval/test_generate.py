@@ -216,3 +216,32 @@ def test_shuffle_images_keeps_scoring_units_together() -> None:
         donor = new_vp[2 * k]["image"][1]
         assert donor != str(k)
         assert [new_vp[2 * k]["image"], new_vp[2 * k + 1]["image"]] == [f"v{donor}x", f"v{donor}y"]
+
+
+def gold(name: str, item: dict) -> str:
+    if name == "scienceqa_img":
+        return "ABCDEFGH"[item["answer"]]
+    return item["answers"][0] if name == "textvqa" else item["answer"]
+
+
+def test_gold_answers_on_a_world_suite_summarise_to_100(
+    model: CovftModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The world's MME has 5 subtasks (max 1000): it averages as MME/10, not the paper's MME/20."""
+    from covft.eval import generate
+    from covft.recipes.world import make_world
+
+    make_world(tmp_path / "world", size=20, seed=0, suite_size=5, image_size=32, progress=False)
+    suite = collect_items("all", suite=tmp_path / "world" / "suite")
+    assert len({item["category"] for item in suite["mme"]}) == 5
+
+    def answering(model, items, *, desc, **kwargs):
+        return [{**item, "prediction": gold(desc, item)} for item in items]
+
+    monkeypatch.setattr(generate, "predict", answering)
+    results = evaluate(model, suite, tmp_path / "run", run_name="gold", progress=False)
+    summary = results["summary"]
+    assert summary["mme"] == pytest.approx(1000.0) and summary["mme_subtasks"] == 5
+    assert [summary[key] for key in ("G", "K", "V", "Avg")] == pytest.approx([100.0] * 4)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["summary"]["mme_subtasks"] == 5
+    assert "| 100.00 | 100.00 | 100.00 | 100.00 |" in (tmp_path / "run" / "results.md").read_text()

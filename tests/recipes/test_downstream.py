@@ -15,7 +15,7 @@ from covft.cli import main
 from covft.eval.benchmarks import ImageRef, write_suite
 from covft.models.model import CovftModel
 from covft.recipes.downstream import DownstreamConfigError, llava_items, load_config, strategy_spec
-from covft.recipes.downstream_study import build_base, exact_match
+from covft.recipes.downstream_study import build_base, downstream_accuracy, exact_match, measure
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (220, 220, 20)}
 
@@ -154,3 +154,30 @@ def test_downstream_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     capsys.readouterr()
     assert main(["downstream", str(path), "train.max_steps=3", "--no-progress"]) == 2
     assert "holds a finished tuning run with other settings (train differ)" in capsys.readouterr().err
+
+
+def test_a_suite_mme_counts_on_0_to_100(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A_D and A_u scale MME by 2 x its subtasks: a 5-subtask MME answered right is 100, not 50."""
+    from types import SimpleNamespace
+
+    from covft.recipes import downstream_study
+
+    records = [
+        {"id": f"{c}-{a}", "category": f"task{c}", "image_id": str(c), "answer": a, "prediction": a}
+        for c in range(5)
+        for a in ("Yes", "No")
+    ]
+    config = SimpleNamespace(
+        downstream=SimpleNamespace(benchmark="mme", eval="d", name="d"),
+        upstream=SimpleNamespace(),
+        eval_batch_size=1,
+        max_new_tokens=2,
+        progress=False,
+    )
+    assert downstream_accuracy(config, records) == pytest.approx(100.0)
+    upstream = {"scores": {"mme": {"score": 1000.0}, "gqa": {"score": 40.0}}, "summary": {"mme_subtasks": 5}}
+    monkeypatch.setattr(downstream_study, "asdict", lambda value: {})
+    monkeypatch.setattr(downstream_study, "evaluate", lambda *args, **kwargs: upstream)
+    monkeypatch.setattr(downstream_study, "predict", lambda *args, **kwargs: records)
+    result = measure(None, config, records, {}, tmp_path, "base", "ckpt")
+    assert result == {"A_D": pytest.approx(100.0), "A_u": {"mme": 100.0, "gqa": 40.0}}

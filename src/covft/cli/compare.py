@@ -24,9 +24,10 @@ def compare_runs(
     """Write ``comparison.md`` and ``comparison.png`` for ``run_dirs`` into ``out_dir``.
 
     Rows are named by ``names``, else by each run's recorded name (the directory name when two
-    runs share one). Returns the paths written.
+    runs share one). MME is averaged over each run's recorded subtasks (10 when its
+    ``results.json`` predates that record). Returns the paths written.
     """
-    from covft.eval.generate import load_results, scores_of
+    from covft.eval.generate import load_results, mme_subtasks_of, scores_of
     from covft.eval.report import bar_chart, markdown_table
 
     if not run_dirs:
@@ -44,12 +45,15 @@ def compare_runs(
     if len(set(labels)) != len(labels):
         labels = [f"{label} #{i + 1}" for i, label in enumerate(labels)]
     rows = {label: scores_of(results) for label, results in zip(labels, loaded, strict=True)}
+    subtasks = {label: mme_subtasks_of(results) for label, results in zip(labels, loaded, strict=True)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = out / TABLE_FILE
     sources = "\n".join(f"- {label}: `{d}`" for label, d in zip(labels, run_dirs, strict=True))
-    table.write_text(f"# Comparison\n\n{markdown_table(rows)}\nRuns:\n{sources}\n", encoding="utf-8")
-    chart = bar_chart(rows, out / CHART_FILE)
+    table.write_text(
+        f"# Comparison\n\n{markdown_table(rows, subtasks)}\nRuns:\n{sources}\n", encoding="utf-8"
+    )
+    chart = bar_chart(rows, out / CHART_FILE, subtasks)
     return {"table": table, "chart": chart}
 
 

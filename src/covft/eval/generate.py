@@ -203,13 +203,14 @@ def evaluate(
     ``items_by_benchmark`` maps benchmark names (``covft.eval.BENCHMARKS``; a suite uses the
     same names) to contract items. Writes into ``out_dir``: ``predictions/<name>.jsonl`` (also
     the resume cache), ``results.json`` (per-benchmark scores with breakdowns and the summary:
-    MME raw, G / K / V / Avg with MME/20) and ``results.md`` (the paper's table). ``settings``
+    MME raw, G / K / V / Avg with MME / (2 x its subtasks scored), recorded as ``mme_subtasks``)
+    and ``results.md`` (the paper's table). ``settings``
     (e.g. the checkpoint path) are recorded with the items' protocol (:func:`covft.eval.protocol.describe`);
     rerunning with different ones into the same directory is refused unless ``overwrite``.
     """
     from covft.eval.benchmarks import BENCHMARKS
     from covft.eval.protocol import describe
-    from covft.eval.report import markdown_table, summarize
+    from covft.eval.report import markdown_table, mme_subtasks_in, summarize
     from covft.eval.scoring import score
     from covft.models.checkpoint import prediction_identity
 
@@ -244,18 +245,19 @@ def evaluate(
         )
         scores[name] = score(name, records)
     values = {name: result["score"] for name, result in scores.items()}
+    subtasks = mme_subtasks_in(items_by_benchmark.get("mme", ()))
     results = {
         "run": run_name,
         "settings": recorded,
         "scores": scores,
-        "summary": summarize(values),
+        "summary": summarize(values, subtasks),
     }
     (out / RESULTS_FILE).write_text(
         json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     lines = [
         f"# Evaluation: {run_name}\n",
-        markdown_table({run_name: values}),
+        markdown_table({run_name: values}, subtasks),
         "\n| benchmark | metric | n | score |",
     ]
     lines.append("|---|---|---:|---:|")
@@ -275,3 +277,11 @@ def load_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def scores_of(results: Mapping[str, Any]) -> dict[str, float]:
     """``{benchmark: score}`` of a results mapping (MME raw, as :func:`covft.eval.summarize` takes)."""
     return {name: float(entry["score"]) for name, entry in results["scores"].items()}
+
+
+def mme_subtasks_of(results: Mapping[str, Any]) -> int:
+    """The MME subtasks a results mapping's summary was averaged over (10, the paper's, when an
+    older ``results.json`` does not record them)."""
+    from covft.eval.report import MME_SUBTASKS
+
+    return int(results.get("summary", {}).get("mme_subtasks", MME_SUBTASKS))

@@ -19,7 +19,7 @@ from covft.analysis.transfer import specialization_forgetting
 from covft.eval.answers import normalize_short
 from covft.eval.benchmarks import read_suite_file
 from covft.eval.generate import collect_items, evaluate, predict
-from covft.eval.report import scaled
+from covft.eval.report import MME_SUBTASKS, mme_subtasks_in, scaled
 from covft.eval.scoring import score
 from covft.models import available_presets
 from covft.recipes.downstream import DownstreamConfig, DownstreamConfigError, StrategySpec, llava_items
@@ -53,11 +53,12 @@ def downstream_items(config: DownstreamConfig) -> list[dict]:
 
 
 def downstream_accuracy(config: DownstreamConfig, records: list[dict]) -> float:
-    """A_D in percent: exact match, or the suite benchmark's own score (MME / 20)."""
+    """A_D in percent: exact match, or the suite benchmark's own score (MME / (2 x its subtasks))."""
     benchmark = config.downstream.benchmark
     if benchmark is None:
         return exact_match(records)
-    return scaled(benchmark, score(benchmark, records)["score"])
+    subtasks = mme_subtasks_in(records) if benchmark == "mme" else MME_SUBTASKS
+    return scaled(benchmark, score(benchmark, records)["score"], subtasks)
 
 
 def measure(
@@ -98,7 +99,8 @@ def measure(
         progress=config.progress,
         desc=f"{name}: {config.downstream.name}",
     )
-    accuracies = {u: scaled(u, entry["score"]) for u, entry in results["scores"].items()}
+    subtasks = results["summary"]["mme_subtasks"]
+    accuracies = {u: scaled(u, entry["score"], subtasks) for u, entry in results["scores"].items()}
     return {"A_D": downstream_accuracy(config, records), "A_u": accuracies}
 
 

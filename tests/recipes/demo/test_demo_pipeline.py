@@ -49,6 +49,8 @@ def test_micro_demo_end_to_end_and_rerun_reuses_every_stage(tmp_path: Path) -> N
     assert all(0.0 <= b["entropy"] <= b["max_entropy"] + 1e-6 for b in saved["routing"]["covft"].values())
     report = (out / "report.md").read_text()
     assert "| Method | MME^P |" in report and "## Verdict" in report and "covft" in report
+    subtasks = saved["mme_subtasks"]  # the suite's own MME subtasks: MME / (2 x subtasks) in G and Avg
+    assert 1 <= subtasks <= 5 and f"averaged as MME/{2 * subtasks})" in report
 
     first = read_stage_log(out)
     ran = {e["stage"] for e in first if e["action"] == "ran"}

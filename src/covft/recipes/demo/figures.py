@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from covft.eval.report import COLUMN_TITLES, ORDER, scaled
+from covft.eval.report import COLUMN_TITLES, MME_SUBTASKS, ORDER, scaled
 from covft.train.logging import read_log
 
 if TYPE_CHECKING:
@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from covft.recipes.demo.starting_point import StartingPoint
 
 
-def heatmap(rows: Mapping[str, Mapping[str, float]], path: Path) -> Path:
-    """Methods x benchmarks, on the averaging scale (MME/20), annotated."""
+def heatmap(rows: Mapping[str, Mapping[str, float]], path: Path, mme_subtasks: int = MME_SUBTASKS) -> Path:
+    """Methods x benchmarks, on the averaging scale (MME / (2 x ``mme_subtasks``)), annotated."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,7 +24,10 @@ def heatmap(rows: Mapping[str, Mapping[str, float]], path: Path) -> Path:
 
     methods = list(rows)
     names = [n for n in ORDER if any(n in rows[m] for m in methods)]
-    grid = [[scaled(n, rows[m][n]) if n in rows[m] else float("nan") for n in names] for m in methods]
+    grid = [
+        [scaled(n, rows[m][n], mme_subtasks) if n in rows[m] else float("nan") for n in names]
+        for m in methods
+    ]
     figure, axis = plt.subplots(figsize=(1.0 + 0.8 * len(names), 1.2 + 0.5 * len(methods)))
     image = axis.imshow(grid, cmap="viridis", aspect="auto", vmin=0, vmax=100)
     axis.set_xticks(range(len(names)), [COLUMN_TITLES[n] for n in names], rotation=45, ha="right")
@@ -34,7 +37,7 @@ def heatmap(rows: Mapping[str, Mapping[str, float]], path: Path) -> Path:
             if not math.isnan(value):
                 colour = "white" if value < 60 else "black"
                 axis.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color=colour)
-    figure.colorbar(image, ax=axis, label="score (MME/20)")
+    figure.colorbar(image, ax=axis, label=f"score (MME/{2 * mme_subtasks})")
     axis.set_title("Held-out suite, per benchmark (mean over seeds)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -17,7 +17,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from covft.eval.report import bar_chart, markdown_table
+from covft.eval.report import bar_chart, markdown_table, mme_subtasks_in
 from covft.recipes.demo.figures import START_PANELS, heatmap, training_curves
 from covft.recipes.demo.layout import DemoRun, read_stage_log
 from covft.recipes.demo.scores import (
@@ -72,18 +72,19 @@ def write_report(
     found = {k: v for k, v in (mechanisms or {}).items() if k != "key"}
     methods = list(run.methods)
     means = {m: mean_scores({seed: scores[seed][m] for seed in scores}) for m in methods}
-    summaries = group_summaries(scores, methods)
+    subtasks = mme_subtasks_in(items.get("mme", ()))
+    summaries = group_summaries(scores, methods, subtasks)
     noise = statistics.fmean(rough_standard_error(means[m], items) for m in methods)
     conclusion = verdict(summaries, noise)
-    gains = image_gains(scores, shuffled, methods) if shuffled else {}
+    gains = image_gains(scores, shuffled, methods, subtasks) if shuffled else {}
     grounding, grounding_sentence = grounding_text(gains, noise) if gains else ("", "")
     if grounding_sentence:
         conclusion += " " + grounding_sentence
     timings = _timings(run)
     routing = routing_summary(run)
 
-    bar_chart(means, run.out / "groups.png")
-    heatmap(means, run.out / "benchmarks.png")
+    bar_chart(means, run.out / "groups.png", subtasks)
+    heatmap(means, run.out / "benchmarks.png", subtasks)
     training_curves(run, start, run.out / "curves.png")
 
     results = {
@@ -100,6 +101,7 @@ def write_report(
         "scores": {str(seed): dict(scores[seed]) for seed in scores},
         "mean_scores": means,
         "summary": summaries,
+        "mme_subtasks": subtasks,
         "rough_standard_error_avg": noise,
         "image_gain": gains,
         "scores_images_shuffled": {str(seed): dict(shuffled[seed]) for seed in shuffled} if shuffled else {},
@@ -110,7 +112,7 @@ def write_report(
         "mechanisms": found,
     }
     write_json_atomic(run.out / RESULTS_FILE, results)
-    table = markdown_table(means)
+    table = markdown_table(means, subtasks)
     sections = {"table": table, "grounding": grounding, "verdict": conclusion, "routing": routing_text(routing),
                 "mechanisms": mechanisms_text(found), "spread": spread_table(summaries)}  # fmt: skip
     write_text_atomic(run.out / REPORT_FILE, _markdown(run, start, scores, items, noise, timings, sections))
@@ -132,6 +134,7 @@ def _markdown(
     """``report.md``: settings, the starting point, the table, spread, blind control, verdict, plots."""
     s = run.settings
     units = scoring_units(items)
+    mme_scale = 2 * mme_subtasks_in(items.get("mme", ()))
     lines = [
         f"# CoVFT demo ({run.preset} preset)\n",
         f"World: {s.world_size} training conversations, seed {s.world_seed}, {s.image_size}px; held-out "
@@ -141,7 +144,7 @@ def _markdown(
         f"{s.stage2_lr:g} for all parts, {s.lr_scheduler}, warmup {s.warmup_ratio:g}), every method and "
         "seed from the same starting point.",
         starting_point_text(start) + "\n",
-        "## Held-out suite (paper layout; mean over seeds; MME raw, averaged as MME/20)\n",
+        f"## Held-out suite (paper layout; mean over seeds; MME raw, averaged as MME/{mme_scale})\n",
         sections["table"],
         "## Spread over seeds\n",
         sections["spread"],

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from covft.eval.generate import UNIT_KEYS
-from covft.eval.report import SUMMARY_KEYS, scaled, summarize
+from covft.eval.report import MME_SUBTASKS, SUMMARY_KEYS, mme_subtasks_in, scaled, summarize
 from covft.train.logging import read_log
 
 if TYPE_CHECKING:
@@ -42,18 +42,16 @@ def scoring_units(items: Mapping[str, list[dict]]) -> dict[str, int]:
 def rough_standard_error(scores: Mapping[str, float], items: Mapping[str, list[dict]]) -> float:
     """A rough sampling standard error of Avg: binomial per benchmark, independent benchmarks.
 
-    Each benchmark's score on the averaging scale is treated as a proportion of its maximum
-    (100; MME/20: 10 per subtask) measured on its independent units. It says how far apart two
-    methods must be before the suite's size, alone, stops explaining the gap.
+    Each benchmark's score on the averaging scale (100 at most; MME / (2 x its subtasks in
+    ``items``)) is treated as a proportion measured on its independent units. It says how far
+    apart two methods must be before the suite's size, alone, stops explaining the gap.
     """
     units = scoring_units(items)
+    subtasks = mme_subtasks_in(items.get("mme", ()))
     variance = 0.0
     for name, value in scores.items():
-        top = 100.0
-        if name == "mme":
-            top = 10.0 * len({row["category"] for row in items[name]})
-        p = min(max(scaled(name, value) / top, 0.0), 1.0)
-        variance += (top * math.sqrt(p * (1 - p) / max(units[name], 1))) ** 2
+        p = min(max(scaled(name, value, subtasks) / 100.0, 0.0), 1.0)
+        variance += (100.0 * math.sqrt(p * (1 - p) / max(units[name], 1))) ** 2
     return math.sqrt(variance) / max(len(scores), 1)
 
 
@@ -84,13 +82,14 @@ def image_gains(
     scores: Mapping[int, Mapping[str, Mapping[str, float]]],
     shuffled: Mapping[int, Mapping[str, Mapping[str, float]]],
     methods: list[str],
+    mme_subtasks: int = MME_SUBTASKS,
 ) -> dict[str, dict[str, Any]]:
     """Per method: Avg on the suite, Avg with the images shuffled, and their difference (the
-    *image gain*), each as mean over seeds with sd and per-seed values."""
+    *image gain*), each as mean over seeds with sd and per-seed values (MME over ``mme_subtasks``)."""
     gains: dict[str, dict[str, Any]] = {}
     for method in methods:
-        real = [summarize(scores[seed][method])["Avg"] for seed in sorted(scores)]
-        blind = [summarize(shuffled[seed][method])["Avg"] for seed in sorted(scores)]
+        real = [summarize(scores[seed][method], mme_subtasks)["Avg"] for seed in sorted(scores)]
+        blind = [summarize(shuffled[seed][method], mme_subtasks)["Avg"] for seed in sorted(scores)]
         diff = [r - b for r, b in zip(real, blind, strict=True)]
         gains[method] = {
             key: {"mean": statistics.fmean(v), "sd": spread(v), "per_seed": v}
@@ -100,12 +99,15 @@ def image_gains(
 
 
 def group_summaries(
-    scores: Mapping[int, Mapping[str, Mapping[str, float]]], methods: list[str]
+    scores: Mapping[int, Mapping[str, Mapping[str, float]]],
+    methods: list[str],
+    mme_subtasks: int = MME_SUBTASKS,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per method and key (G/K/V/Avg): mean over seeds, sd, and the per-seed values."""
+    """Per method and key (G/K/V/Avg): mean over seeds, sd, and the per-seed values (MME averaged
+    as raw / (2 x ``mme_subtasks``))."""
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for method in methods:
-        per_seed = [summarize(scores[seed][method]) for seed in sorted(scores)]
+        per_seed = [summarize(scores[seed][method], mme_subtasks) for seed in sorted(scores)]
         result[method] = {}
         for key in SUMMARY_KEYS:
             values = [s[key] for s in per_seed if s[key] is not None]
