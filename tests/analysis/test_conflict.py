@@ -19,6 +19,7 @@ from covft.analysis.conflict import (
 from covft.analysis.runs import load_records, task_of
 from covft.cli import main
 from covft.recipes.analyses.conflict import run_conflict
+from covft.utils.config import ConfigError
 
 from .conftest import TINY
 
@@ -185,3 +186,24 @@ def test_conflict_command_end_to_end(world, tmp_path) -> None:
     assert full["final"]["param_l2"][0] > 0  # full FT trains block 0
     assert ours["comoe_layers"] == [1] and ours["final"]["param_l2"][1] > 0
     assert full["outside_l2"][-1] > 0 and ours["outside_l2"][-1] == 0.0  # CoVFT leaves embeddings frozen
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"strategies": ["full", "nosuch"]}, "unknown method 'nosuch'"),
+        ({"steps": 0}, "steps must be >= 1, got 0"),
+        ({"every": 0}, "every must be >= 1, got 0"),
+    ],
+)
+def test_conflict_refuses_bad_runs_before_writing_or_training(world, tmp_path, options, named) -> None:
+    import covft.train
+
+    records = load_records(world / "train.json")
+    a, b = split_by_task(records, "grounding", "caption", load_records(world / "captions.json"))
+    out = tmp_path / "conflict"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(covft.train, "train", lambda *args, **kwargs: pytest.fail("a run trained"))
+        with pytest.raises(ConfigError, match=named):
+            run_conflict(a, b, out, image_folder=world, **{"steps": 2, "overrides": TINY, **options})
+    assert not out.exists()

@@ -16,9 +16,11 @@ from covft.analysis.context import (
     nearest_to_centroids,
     pairwise_correlation,
     pairwise_cosine,
+    resolve_block,
 )
 from covft.analysis.runs import load_records
 from covft.cli import main
+from covft.errors import UserError
 
 
 def _vectors(gram: list[list[float]]) -> np.ndarray:
@@ -146,3 +148,33 @@ def test_context_command_end_to_end(world, checkpoint, tmp_path) -> None:
         assert sum(row["families"].values()) == row["size"]
     markdown = (out / "context_clusters.md").read_text()
     assert "## Cluster 2" in markdown and result["clusters"][0]["nearest"][0]["id"] in markdown
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_context_refuses_a_checkpoint_without_comoe_blocks_in_one_line_before_writing(
+    world, tmp_path, capsys, method
+) -> None:
+    model = covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny")
+    covft.apply_vft(model, method)
+    checkpoint = tmp_path / method
+    model.save_pretrained(checkpoint)
+    out = tmp_path / "context"
+    argv = ["analyze", "context", "--checkpoint", str(checkpoint), "--data", str(world / "train.json")]
+    assert main([*argv, "--out", str(out), "--num-samples", "4"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "the model has no CoMoE blocks" in err and f"method is {method!r}" in err and "method 'covft'" in err
+    )
+    assert "Traceback" not in err and not out.exists()
+    with pytest.raises(UserError, match="no CoMoE blocks"):
+        resolve_block(covft.build_model(str(checkpoint)), "last")
+
+
+def test_context_refuses_a_bad_count_before_loading(world, checkpoint, tmp_path, capsys) -> None:
+    out = tmp_path / "context"
+    argv = ["analyze", "context", "--checkpoint", str(checkpoint), "--data", str(world / "train.json")]
+    assert main([*argv, "--out", str(out), "--clusters", "0"]) == 2
+    assert "--clusters must be >= 1, got 0" in capsys.readouterr().err
+    assert main([*argv, "--out", str(out), "--block", "first"]) == 2
+    assert "--block must be last, mean or a block index" in capsys.readouterr().err
+    assert not out.exists()

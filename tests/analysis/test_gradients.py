@@ -135,3 +135,35 @@ def test_gradients_command_end_to_end(world, tmp_path) -> None:
         assert data["mean"] == pytest.approx(cosines.mean()) and data["std"] == pytest.approx(cosines.std())
         assert data["mean"] > 0  # sign-aligned with the mean gradient
     assert result["strategies"]["covft"]["num_parameters"] != result["strategies"]["full"]["num_parameters"]
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records the runs that would train (none should), instead of training them."""
+    import covft.train
+
+    trained: list[str] = []
+    monkeypatch.setattr(covft.train, "train", lambda config, callbacks=(): trained.append(config.method))
+    return trained
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--strategies", "full,nosuch"], "unknown method 'nosuch'"),
+        (["--strategies", "full,full"], "strategies named twice: full"),
+        (["--strategies", " , "], "--strategies is empty"),
+        (["--steps", "0"], "steps must be >= 1, got 0"),
+        (["--steps", "-3"], "steps must be >= 1, got -3"),
+        (["--set", "method_options.nosuch=1"], "nosuch"),
+    ],
+)
+def test_gradients_refuses_a_bad_strategy_or_step_count_before_the_first_run(
+    world, tmp_path, capsys, no_training, argv, named
+) -> None:
+    out = tmp_path / "gradients"
+    command = ["analyze", "gradients", "--data", str(world / "train.json"), "--out", str(out), *argv]
+    assert main(command + [a for o in TINY for a in ("--set", o)]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert no_training == [] and not out.exists()

@@ -185,3 +185,49 @@ def test_eval_on_cuda_without_cuda_stops_before_loading(
     err = capsys.readouterr().err
     assert "--device cuda:0, but CUDA is not available here" in err and "use --device cpu" in err
     assert "suite directory not found" not in err  # the device is checked first
+
+
+def test_compare_averages_mme_over_each_runs_recorded_subtasks(tmp_path: Path) -> None:
+    """A results.json from before ``mme_subtasks`` was recorded averages MME as the paper's MME/20."""
+    from covft.cli.compare import compare_runs
+
+    entry = {"score": 1000.0, "metric": "sum over subtasks of acc + acc+", "n": 20}
+    runs = {
+        "old": {"run": "old", "scores": {"mme": entry}, "summary": {"G": 50.0}},
+        "suite": {"run": "suite", "scores": {"mme": entry}, "summary": {"G": 100.0, "mme_subtasks": 5}},
+    }
+    for name, results in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+    paths = compare_runs([tmp_path / "old", tmp_path / "suite"], tmp_path / "cmp")
+    rows = {line.split(" | ")[0]: line for line in paths["table"].read_text().splitlines()}
+    assert rows["| old"].endswith("| 50.00 | – | – | 50.00 |")
+    assert rows["| suite"].endswith("| 100.00 | – | – | 100.00 |")
+    assert "suite: MME/10 (5 subtasks)" in paths["table"].read_text()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--batch-size", "0"), ("--batch-size", "-1"), ("--max-new-tokens", "0")]
+)
+def test_eval_refuses_a_non_positive_size_before_building_the_model_or_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, flag: str, value: str
+) -> None:
+    import covft.strategies
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the arguments were checked")
+
+    monkeypatch.setattr(covft.strategies, "build_model", no_model)
+    suite = tmp_path / "suite"
+    image = ImageRef(image=Image.new("RGB", (16, 16), (200, 30, 30)))
+    write_suite(
+        suite,
+        "gqa",
+        [{"id": "g0", "image": image, "prompt": "Colour?", "context": "Colour?", "answer": "red"}],
+    )
+    out = tmp_path / "x"
+    assert main(["eval", "tiny-test", "--suite", str(suite), "--out", str(out), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be >= 1, got {value}" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()

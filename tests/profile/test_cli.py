@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
 
 from covft.cli import main
+from covft.profile import ProfileSettings
+from covft.utils.config import ConfigError
 
 
 @pytest.fixture
@@ -101,3 +104,41 @@ def test_flops_7b_prints_the_analytic_ratio(tmp_path, capsys):
     )
     assert 1.0 < report["static_memory_ratio_vs_full"]["covft"] < 1.1
     assert "covft" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("dtype", "foo", "dtype must be a torch floating-point type"),
+        ("dtype", "int8", "dtype must be a torch floating-point type"),
+        ("threads", -1, "threads must be >= 1, got -1 (--threads)"),
+        ("batch_size", -2, "batch_size must be >= 1, got -2 (--batch-size)"),
+        ("text_tokens", -1, "text_tokens must be >= 1, got -1 (--text-tokens)"),
+        ("inference_repeats", 0, "inference_repeats must be >= 1, got 0 (--inference-repeats)"),
+        ("context_tokens", 1, "context_tokens must be >= 2, got 1 (--context-tokens)"),
+    ],
+)
+def test_profile_refuses_a_bad_size_or_dtype_in_one_line_before_measuring(
+    tmp_path, capsys, restore_threads, option, value, named
+):
+    out = tmp_path / "profile"
+    flag = "--" + option.replace("_", "-")
+    assert main(["profile", flag, str(value), "--steps", "1", "--warmup", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert not out.exists()
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        ProfileSettings(**{option: value}).resolved()
+
+
+def test_profile_help_gives_the_inference_repeats_default_the_code_uses():
+    import argparse
+
+    from covft.cli.profile import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "timed prefills (default: steps, at least 3)" in text
+    assert ProfileSettings(steps=1).resolved().inference_repeats == 3
+    assert ProfileSettings(steps=5).resolved().inference_repeats == 5

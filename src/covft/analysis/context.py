@@ -27,9 +27,11 @@ from PIL import Image
 from torch import nn
 
 from covft.analysis.runs import preserve_forward_state, vision_forward
+from covft.errors import UserError
 
 __all__ = [
     "PAPER_ROUTING_CORRELATION",
+    "NotCoVFTError",
     "cluster_contexts",
     "collect_context",
     "nearest_to_centroids",
@@ -43,11 +45,21 @@ PAPER_ROUTING_CORRELATION = 0.76
 """Fig. 3b, LLaVA-1.5-7B trained on the 665K mix (reference only)."""
 
 
+class NotCoVFTError(UserError, ValueError):
+    """A model without the CoMoE blocks the analysis reads (not trained with CoVFT), or a block
+    index that is not one of them."""
+
+    exit_status = 2  # like a usage error: the command was given the wrong checkpoint or block
+
+
 def _comoe_modules(model: nn.Module) -> dict[int, nn.Module]:
     layers = list(getattr(model, "routed_blocks", []))
     if not layers:
-        raise ValueError(
-            "the model has no CoMoE blocks: load a checkpoint trained with method 'covft' (dense or sparse routing)"
+        method = getattr(getattr(model, "strategy", None), "name", None)
+        found = f" (its method is {method!r})" if method else ""
+        raise NotCoVFTError(
+            f"the model has no CoMoE blocks{found}: give a checkpoint trained with method 'covft' "
+            "(dense or sparse routing)"
         )
     return {index: model.encoder_layers[index].mlp for index in layers}
 
@@ -61,7 +73,7 @@ def resolve_block(model: nn.Module, block: str | int) -> str | int:
         return "mean"
     index = int(block)
     if index not in layers:
-        raise ValueError(f"block {index} is not a CoMoE block; CoMoE blocks: {layers}")
+        raise NotCoVFTError(f"block {index} is not a CoMoE block; CoMoE blocks: {layers} (--block)")
     return index
 
 

@@ -177,9 +177,11 @@ def _add_context(sub: Any) -> None:
 
 
 def _strategies(text: str) -> list[str]:
+    from covft.utils.config import ConfigError
+
     names = [s.strip() for s in text.split(",") if s.strip()]
     if not names:
-        raise SystemExit("covft analyze: --strategies is empty")
+        raise ConfigError("--strategies is empty: name at least one strategy, e.g. --strategies full,covft")
     return names
 
 
@@ -189,13 +191,14 @@ def _image_folder(args: argparse.Namespace, data: str) -> str:
 
 def _run_conflict(args: argparse.Namespace) -> int:
     from covft.recipes.analyses.conflict import conflict_samples, run_conflict, write_conflict
+    from covft.utils.config import ConfigError
 
     try:
         samples_a, samples_b, tasks = conflict_samples(data=args.data, data_a=args.data_a, data_b=args.data_b,
                                                        captions=args.captions, task_a=args.task_a,
                                                        task_b=args.task_b)  # fmt: skip
     except ValueError as error:
-        raise SystemExit(f"covft analyze conflict: {error}") from error
+        raise ConfigError(str(error)) from error
     if args.max_samples > 0:
         samples_a, samples_b = samples_a[: args.max_samples], samples_b[: args.max_samples]
     out = Path(args.out)
@@ -267,15 +270,22 @@ def _run_gradients(args: argparse.Namespace) -> int:
 
 def _run_context(args: argparse.Namespace) -> int:
     from covft.recipes.analyses.context import run_context
+    from covft.utils.config import ConfigError
 
     block: str | int = args.block
     if block not in ("last", "mean"):
         try:
             block = int(block)
         except ValueError as error:
-            raise SystemExit(
-                f"covft analyze context: --block must be last, mean or an index, got {block!r}"
-            ) from error
+            raise ConfigError(f"--block must be last, mean or a block index, got {block!r}") from error
+    for flag, value, least in (
+        ("--clusters", args.clusters, 1),
+        ("--nearest", args.nearest, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--num-samples", args.num_samples, 0),
+    ):
+        if value < least:
+            raise ConfigError(f"{flag} must be >= {least}, got {value}")
     out = Path(args.out)
     result = run_context(
         args.checkpoint,

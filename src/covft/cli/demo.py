@@ -154,8 +154,20 @@ def pretrain_command(args: argparse.Namespace, settings) -> int:
     return 0
 
 
+def count_error(args: argparse.Namespace) -> str | None:
+    """The one-line error for a non-positive ``--threads``, ``--jobs`` or ``--seeds``; None if all fit."""
+    for flag, value in (("--threads", args.threads), ("--jobs", args.jobs), ("--seeds", args.seeds)):
+        if value is not None and value < 1:
+            return f"{flag} must be >= 1, got {value}: pass a positive count, or leave it out (default)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo (or its pretraining); prints the table and where the report went."""
+    error = count_error(args)
+    if error is not None:  # before anything runs or is written
+        print(f"covft demo: error: {error}", file=sys.stderr)
+        return 2
     import torch
 
     from covft.recipes.demo.cache import default_cache_dir

@@ -80,6 +80,13 @@ def run(args: argparse.Namespace) -> int:
         reason = f"CUDA is not available here (torch {torch.__version__})"
         print(f"covft eval: error: --device {args.device}, but {reason}; use --device cpu", file=sys.stderr)
         return 2
+    for flag, value in (("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
+        if value < 1:  # before the model is built or anything is written
+            print(
+                f"covft eval: error: {flag} must be >= 1, got {value}; pass a positive number",
+                file=sys.stderr,
+            )
+            return 2
     try:
         items = collect_items(
             args.benchmarks,

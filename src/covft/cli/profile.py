@@ -40,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per strategy")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--inference-repeats", type=int, default=None, help="timed prefills (default: steps)")
+    parser.add_argument(
+        "--inference-repeats", type=int, default=None, help="timed prefills (default: steps, at least 3)"
+    )
     parser.add_argument(
         "--batch-size", type=int, default=None, help="training batch (default: 4 tiny, 1 at 7B)"
     )

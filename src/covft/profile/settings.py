@@ -57,6 +57,7 @@ class ProfileSettings:
             raise ConfigError(
                 f"need steps >= 1 and warmup >= 0, got steps={self.steps}, warmup={self.warmup}"
             )
+        self._check_sizes()
         for method in self.methods:
             get_strategy(method)  # an unknown name fails here, naming the closest one
         if "full" not in self.methods:
@@ -86,3 +87,19 @@ class ProfileSettings:
         if settings.vision_layers is not None and big:
             raise ConfigError("vision_layers applies to the tiny geometry only (the 7B tower has 24 blocks)")
         return settings
+
+    def _check_sizes(self) -> None:
+        """Refuse counts a run cannot use and a dtype torch does not have, naming the option."""
+        least = {"batch_size": 1, "inference_repeats": 1, "threads": 1, "text_tokens": 1, "prompt_tokens": 1}
+        least |= {"context_tokens": 2, "llm_layers": 1, "vision_layers": 1}  # [CLS] and [SEP] at least
+        for name, low in least.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"{name} must be >= {low}, got {value} (--{name.replace('_', '-')})")
+        if self.dtype is not None and not (
+            isinstance(getattr(torch, self.dtype, None), torch.dtype)
+            and getattr(torch, self.dtype).is_floating_point
+        ):
+            raise ConfigError(
+                f"dtype must be a torch floating-point type (float32, bfloat16, float16), got {self.dtype!r}"
+            )

@@ -20,6 +20,7 @@ from covft.analysis.runs import block_list, load_records, write_records
 from covft.recipes.analyses.runs import RUNS_FOLDER, RunSettings, open_rgb, remove_if_empty
 from covft.train.trainer import TrainerCallback
 from covft.utils import write_json_atomic
+from covft.utils.config import ConfigError
 
 DEFINITIONS = {
     "param_l2": "||theta_A - theta_B||_2 over all parameters of the block (CoMoE: experts, router, CVE, norms)",
@@ -68,6 +69,11 @@ def run_conflict(
     """
     if not samples_a or not samples_b:
         raise ValueError("both runs need at least one sample")
+    settings = RunSettings(config, overrides, steps, batch_size, lr, seed, image_folder, keep_runs)
+    settings.check(strategies)  # before anything is written or trained
+    if every < 1:
+        raise ConfigError(f"every must be >= 1, got {every} (--every: measure every N steps)")
+    measured = measure_steps(steps, every)
     out = Path(out_dir)
     same_images = [s.get("image") for s in samples_a] == [s.get("image") for s in samples_b]
     files = (
@@ -75,8 +81,7 @@ def run_conflict(
         write_records(samples_b, out / "data" / f"{tasks[1]}.json"),
     )
     probe = _load_probe(list(samples_a)[: max(1, probe_size)], image_folder)
-    settings = RunSettings(config, overrides, steps, batch_size, lr, seed, image_folder, keep_runs)
-    pair = _PairRuns(settings, out, probe, measure_steps(steps, every), tasks, files, keep_snapshots)
+    pair = _PairRuns(settings, out, probe, measured, tasks, files, keep_snapshots)
     results = {strategy: pair.run(strategy) for strategy in strategies}
     remove_if_empty(out / RUNS_FOLDER)
     remove_if_empty(out / SNAPSHOTS_FOLDER)

@@ -114,7 +114,6 @@ def run_context(
     ``context_nearest.png`` and ``routing_vs_context.png``. Returns the JSON's content.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     records = load_records(data)
     indices = select_samples(records, num_samples, seed)
     chosen = _Chosen(
@@ -124,7 +123,8 @@ def run_context(
         Path(image_folder) if image_folder is not None else Path(data).parent,
     )
     model = build_model(checkpoint, **({"text_encoder": text_encoder} if text_encoder else {}))
-    chosen_block = resolve_block(model, block)
+    chosen_block = resolve_block(model, block)  # a model without CoMoE blocks is refused here
+    out.mkdir(parents=True, exist_ok=True)  # nothing is written before the inputs are checked
     contexts, routes = collect_context(model, chosen.samples(), chosen_block, batch_size, progress)
     k = min(clusters, len(contexts))
     found = cluster_contexts(contexts, k=k, seed=seed, nearest=nearest)

@@ -39,6 +39,7 @@ def run_gradients(
     """Train every strategy on the same data and schedule; return the cosine statistics per strategy."""
     out = Path(out_dir)
     settings = RunSettings(config, overrides, steps, batch_size, lr, seed, image_folder, keep_runs)
+    settings.check(strategies)
     results: dict[str, Any] = {}
     for strategy in strategies:
         deferred = DeferredGradientRecorder(projection, sketch_dim, sketch_seed, steps, max_exact_mb)

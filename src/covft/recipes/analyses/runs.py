@@ -82,6 +82,36 @@ class RunSettings:
     keep_runs: bool = False
     """Keep each run's output directory (the trained model) instead of deleting it after training."""
 
+    def check(self, strategies: Sequence[str]) -> None:
+        """Refuse, before the first run trains, what would stop or mislead a later one: no strategy or
+        one named twice, an unknown name, fewer than one step (0 would train whole epochs), and a
+        recipe, override or strategy option that does not hold for one of the strategies."""
+        from covft.strategies.base import UnknownMethodError, UnknownOptionError, get_strategy, make_options
+        from covft.utils.config import ConfigError
+
+        if not strategies:
+            raise ConfigError("no strategy given: name at least one, e.g. --strategies full,covft")
+        twice = sorted({name for name in strategies if list(strategies).count(name) > 1})
+        if twice:
+            raise ConfigError(f"strategies named twice: {', '.join(twice)}; give each strategy once")
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps} (--steps: optimizer steps per run)")
+        for strategy in strategies:
+            try:
+                get_strategy(strategy)  # names the closest registered one
+            except UnknownMethodError as error:
+                raise ConfigError(f"--strategies: {error}") from error
+        for strategy in strategies:
+            try:
+                make_options(get_strategy(strategy), self._config(strategy).method_options)
+            except UnknownOptionError as error:
+                raise ConfigError(f"{error} (method_options of the recipe or --set)") from error
+
+    def _config(self, strategy: str, data: str | Path = "-", run_dir: str | Path = "-") -> Any:
+        return analysis_config(config=self.config, overrides=self.overrides, method=strategy, train_file=data,
+                               image_folder=self.image_folder, output_dir=run_dir, steps=self.steps,
+                               batch_size=self.batch_size, lr=self.lr, seed=self.seed)  # fmt: skip
+
     def train(self, strategy: str, data: str | Path, run_dir: str | Path, callbacks: Iterable[Any]) -> Any:
         """Train ``strategy`` on ``data`` into a fresh ``run_dir``; returns the ``TrainResult``."""
         from covft.train import train
@@ -89,18 +119,7 @@ class RunSettings:
         run_dir = Path(run_dir)
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        config = analysis_config(
-            config=self.config,
-            overrides=self.overrides,
-            method=strategy,
-            train_file=data,
-            image_folder=self.image_folder,
-            output_dir=run_dir,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
-        )
+        config = self._config(strategy, data, run_dir)
         try:
             return train(config, callbacks=list(callbacks))
         finally:

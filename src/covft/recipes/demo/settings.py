@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from covft.recipes.demo.stage0 import Stage0Config
 from covft.recipes.world.tasks import FAMILY_WEIGHTS
@@ -34,7 +34,7 @@ them the tower reads colour but not shape (docs/demo.md, selection log e8, e9)."
 class PretrainSettings:
     """Everything that determines the starting point (:mod:`covft.recipes.demo.pretrain`)."""
 
-    preset: str = "tiny"
+    preset: Literal["tiny", "smol"] = "tiny"
     """``tiny`` (shipped) or ``smol`` (SmolLM2 is pretrained already: no LM stage, nothing shipped)."""
     # the pretraining world: captions and dense captions of its images, its text for the tokenizer
     world_size: int = 20000
@@ -78,11 +78,11 @@ class PretrainSettings:
     """Grounded captions per image (``What is at 18,41?``, ``Where is the red star?``) beside the
     dense captions in stage 1b (:func:`covft.recipes.world.describe.grounded_caption_record`; 0:
     none; docs/demo.md, e15)."""
-    stage1b_method: str = "full"
+    stage1b_method: Literal["freeze", "full"] = "full"
     """What trains in stage 1b besides projector and LM: ``freeze`` (the tower stays as stage 0
     left it) or ``full`` (the tower's feeding blocks too, as ShareGPT4V's detailed-caption stage)."""
     warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     save_steps: int = 200
     """Resumable checkpoints inside a stage."""
 
@@ -141,7 +141,7 @@ class DemoSettings:
     """As LLaVA-1.5: image and text-only samples in separate batches, sorted by length inside a
     batch (less padding). The same order for every method."""
     warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     save_steps: int = 100
     """Resumable checkpoints inside a stage (a killed run continues from the last one)."""
     # evaluation
@@ -154,8 +154,8 @@ class DemoSettings:
     mechanism_batch_size: int = 8
     mechanism_samples: int = 600
     """Training samples whose context vectors and gates each covft model gives (Fig. 3a/b)."""
-    precision: str = "fp32"
-    """Stage-2 precision: fp32, bf16, or auto (bf16 on a CUDA GPU that supports it, else fp32)."""
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    """Stage-2 precision: fp32, bf16, fp16, or auto (bf16 on a CUDA GPU that supports it, else fp32)."""
 
     @property
     def image_size(self) -> int:
