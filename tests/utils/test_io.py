@@ -134,3 +134,20 @@ def test_outputs_get_the_permissions_an_ordinary_write_gives(tmp_path, umask, ma
     assert stat.S_IMODE((stage / "settings.json").stat().st_mode) == 0o666 & ~mask
     for directory in (tmp_path / "export", stage):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o777 & ~mask
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_files_a_library_writes_private_become_as_readable_as_an_ordinary_write(tmp_path, umask, mask):
+    """safetensors' save_file creates its file 0o600 whatever the umask: inside an atomic directory
+    (a checkpoint, an export) it gets the bits an ordinary new file would have."""
+    import torch
+    from safetensors.torch import save_file
+
+    umask(mask)
+    with atomic_directory(tmp_path / "ckpt") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "run.sh").write_text("#!/bin/sh\n")
+        (tmp / "sub" / "run.sh").chmod(0o700)  # an executable keeps its execute bit
+    assert stat.S_IMODE((tmp_path / "ckpt" / "model.safetensors").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "ckpt" / "sub" / "run.sh").stat().st_mode) == 0o700 | (0o666 & ~mask)

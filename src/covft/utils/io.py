@@ -80,6 +80,16 @@ def _swap(tmp: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _ordinary_modes(tmp: Path) -> None:
+    """Give every file under ``tmp`` at least the read/write bits an ordinary new file gets (the
+    umask's, read off ``tmp``'s own mode): libraries such as safetensors create theirs 0o600."""
+    allowed = tmp.stat().st_mode & 0o666
+    for file in tmp.rglob("*"):
+        mode = file.lstat().st_mode
+        if file.is_file() and not file.is_symlink() and mode & allowed != allowed:
+            file.chmod((mode | allowed) & 0o7777)
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike[str], *, keep_existing: bool = False) -> Iterator[Path]:
     """A fresh temporary directory next to ``path`` that becomes ``path`` when the block succeeds.
@@ -88,13 +98,15 @@ def atomic_directory(path: str | os.PathLike[str], *, keep_existing: bool = Fals
     complete new one (an interrupt between the two renames puts the old one back); when the block
     fails the temporary directory is removed and ``path`` is untouched. With ``keep_existing=True``
     a ``path`` that appeared meanwhile (a concurrent run finished first) is kept and the new copy
-    dropped. The new directory has the mode an ordinary ``mkdir`` gives (0o777 less the umask).
+    dropped. The new directory has the mode an ordinary ``mkdir`` gives (0o777 less the umask), and
+    its files at least the read/write bits an ordinary new file gets.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_directory(path)
     try:
         yield tmp
+        _ordinary_modes(tmp)
         if path.exists():
             if keep_existing:
                 shutil.rmtree(tmp, ignore_errors=True)
