@@ -165,3 +165,22 @@ def test_a_hub_repository_is_downloaded_with_the_revision_asked_for(exported, mo
     model = CovftForImageTextToText.from_pretrained("me/llava-vpt", revision="abc", dtype=torch.float64)
     assert calls == [{"repo_id": "me/llava-vpt", "revision": "abc"}]
     assert model.strategy.name == "vpt" and next(model.llava.parameters()).dtype == torch.float64
+
+
+def test_a_dtype_asked_for_builds_the_model_in_it_with_float32_rotary_buffers(tmp_path):
+    """As transformers' ``from_pretrained(..., dtype=torch.bfloat16)``: weights in bf16, the rotary
+    buffers (which no checkpoint holds) in float32; casting them too changed every position's angle."""
+    from covft.export import export_model
+    from covft.models import precision
+
+    model = trained("llava", "clip", "covft")
+    batch = model.collate(make_samples())
+    export_model(model, tmp_path / "out")
+    loaded = CovftForImageTextToText.from_pretrained(tmp_path / "out", dtype=torch.bfloat16).eval()
+    precision.cast(model.llava, torch.bfloat16)  # the same weights in bf16, rotary buffers as they were
+    assert precision.dtype_of(loaded.llava) == torch.bfloat16
+    buffers = {n: b for n, b in loaded.llava.named_buffers() if n.endswith("inv_freq")}
+    assert len(buffers) == 2 and all(b.dtype == torch.float32 for b in buffers.values())
+    assert all(torch.equal(b, model.llava.get_buffer(n)) for n, b in buffers.items())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, rtol=0, atol=0)

@@ -47,3 +47,25 @@ def test_a_hugging_face_qwen_directory_loads_with_its_processor(family, tmp_path
     model.eval(), loaded.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**again).logits, model(**batch).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("preset", "section", "theta", "interleaved"),
+    [
+        ("qwen2.5-vl-3b", [16, 24, 24], 1_000_000.0, None),
+        ("qwen2.5-vl-7b", [16, 24, 24], 1_000_000.0, None),
+        ("qwen3-vl-2b", [24, 20, 20], 5_000_000.0, True),
+        ("qwen3-vl-8b", [24, 20, 20], 5_000_000.0, True),
+    ],
+)
+def test_presets_have_the_released_rotary_settings(preset, section, theta, interleaved):
+    """The released config.json files: Qwen2.5-VL mrope [16, 24, 24] at theta 1e6, Qwen3-VL
+    interleaved mrope [24, 20, 20] at theta 5e6."""
+    model = covft.build_model(preset, device="meta", text_encoder="random-tiny")
+    rope = model.config.text_config.rope_parameters
+    assert (rope["mrope_section"], rope["rope_theta"], rope.get("mrope_interleaved")) == (
+        section,
+        theta,
+        interleaved,
+    )
+    assert model.llava.model.language_model.rotary_emb.mrope_section == section

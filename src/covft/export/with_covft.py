@@ -83,8 +83,9 @@ class CovftForImageTextToText:
         """Load a covft export from a local directory or a Hub repository.
 
         ``device_map``: a device for the whole model (``"auto"``: CUDA when available); ``dtype``
-        (or ``torch_dtype``): cast after loading. Other loading options of transformers do not
-        apply to covft models and are refused by name.
+        (or ``torch_dtype``): the model is built in it, as transformers builds its models (``"auto"``:
+        the saved dtype). Other loading options of transformers do not apply to covft models and are
+        refused by name.
         """
         from covft.strategies import load_pretrained
 
@@ -97,10 +98,9 @@ class CovftForImageTextToText:
                 f"a covft export does not take {', '.join(unsupported) or 'positional model arguments'}: "
                 "it loads with its saved strategy and weights (device_map= and dtype= apply)"
             )
-        model = load_pretrained(_directory(name_or_path, hub), device=device)
-        if dtype not in (None, "auto"):
-            model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
-        return model
+        # built in dtype (not cast afterwards): the rotary buffers stay float32, as transformers keeps them
+        dtype = None if dtype == "auto" else dtype
+        return load_pretrained(_directory(name_or_path, hub), device=device, dtype=dtype)
 
 
 def write(model, out: Path, card: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from covft.models import precision
 from covft.models.model import CovftModel
 
 __all__ = ["assemble", "image_processor_for", "llama_config", "vision_config"]
@@ -124,8 +125,9 @@ def assemble(
     torch.manual_seed(seed)
     with torch.device(device):
         # _from_config, not the constructor: under DeepSpeed ZeRO-3 it builds the model partitioned
-        # (zero.Init) and initialises it gathered; otherwise it is the constructor, weight for weight
-        llava = getattr(transformers, kind.model_class)._from_config(config).to(dtype)
+        # (zero.Init) and initialises it gathered; otherwise it is the constructor, weight for weight.
+        # Built in ``dtype`` (not cast afterwards): the rotary buffers stay float32, as transformers keeps them
+        llava = precision.build(getattr(transformers, kind.model_class), config, dtype)
     llava.generation_config.pad_token_id = tokenizer.pad_token_id
     llava.generation_config.eos_token_id = tokenizer.eos_token_id
     llava.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -141,10 +143,13 @@ def assemble(
     )
 
 
-def anyres_parts(family: str, kind: str, image_size: int, patch_size: int, tokenizer):
+def anyres_parts(
+    family: str, kind: str, image_size: int, patch_size: int, tokenizer, pinpoints=None, mean=None, std=None
+):
     """Config fields, image processor and multimodal processor of a LLaVA-NeXT / OneVision model
-    whose base tile is ``image_size``: anyres grids of 1x2, 2x1 and 2x2 tiles (the real checkpoints
-    use the same rule with 336 / 384 px tiles and up to 6x6)."""
+    whose base tile is ``image_size``: anyres grids ``pinpoints`` (default 1x2, 2x1 and 2x2 tiles;
+    the released checkpoints use the same rule with 336 / 384 px tiles and up to 6x6), images
+    normalised with ``mean`` / ``std`` (default: the image processor's)."""
     from transformers import LlavaNextProcessor, LlavaOnevisionProcessor
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
@@ -152,13 +157,17 @@ def anyres_parts(family: str, kind: str, image_size: int, patch_size: int, token
     )
 
     side = image_size
-    pinpoints = [[side, 2 * side], [2 * side, side], [2 * side, 2 * side]]
+    if pinpoints is None:
+        pinpoints = [[side, 2 * side], [2 * side, side], [2 * side, 2 * side]]
+    pinpoints = [list(p) for p in pinpoints]
+    normalise = {} if mean is None else {"image_mean": list(mean), "image_std": list(std)}
     strategy = "default" if kind == "clip" else "full"
     if family == "llava_next":
         images = LlavaNextImageProcessorPil(
             size={"shortest_edge": side},
             crop_size={"height": side, "width": side},
             image_grid_pinpoints=pinpoints,
+            **normalise,
         )
         processor = LlavaNextProcessor(
             images,
@@ -169,7 +178,7 @@ def anyres_parts(family: str, kind: str, image_size: int, patch_size: int, token
         )
     elif family == "llava_onevision":
         images = LlavaOnevisionImageProcessorPil(
-            size={"height": side, "width": side}, image_grid_pinpoints=pinpoints
+            size={"height": side, "width": side}, image_grid_pinpoints=pinpoints, **normalise
         )
         processor = image_only_processor(
             LlavaOnevisionProcessor,

@@ -2,9 +2,10 @@
 
 Layout of a checkpoint directory:
 - ``covft_config.json``: format version, the transformers model's config (any family, despite
-  the key's name ``llava_config``), strategy name and options, text encoder, template, the
-  multimodal processor's class and settings (families that count image tokens per image), how
-  to rebuild the base model (for delta checkpoints), whether it is a delta.
+  the key's name ``llava_config``), strategy name and options, text encoder, template,
+  ``max_length``, dtype, generation config, the multimodal processor's class and settings
+  (families that count image tokens per image), how to rebuild the base model (for delta
+  checkpoints), whether it is a delta.
 - ``model.safetensors``: every weight (or, for a delta, only what the strategy trained).
 - tokenizer and image processor files (Hugging Face format).
 
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from covft.models import precision
 from covft.utils import atomic_directory
 
 FORMAT_VERSION = 1
@@ -64,8 +66,9 @@ def save_pretrained(model, path: str | os.PathLike, delta: bool = False) -> None
         "max_length": model.max_length,
         "base": model.base,
         "delta": bool(delta),
-        "dtype": str(next(model.llava.parameters()).dtype).removeprefix("torch."),
+        "dtype": str(precision.dtype_of(model.llava)).removeprefix("torch."),
         "processor": processor_record(model.processor),
+        "generation_config": model.llava.generation_config.to_diff_dict(),
     }
     if delta and not model.base:
         raise ValueError("a delta checkpoint needs a rebuildable base model (a preset or a local path)")
@@ -166,41 +169,59 @@ def read_checked_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def rebuild_model(
-    path: str | os.PathLike, config: dict[str, Any], device: str | torch.device, text_encoder: str
+    path: str | os.PathLike,
+    config: dict[str, Any],
+    device: str | torch.device,
+    text_encoder: str,
+    dtype: torch.dtype | str | None = None,
 ):
-    """The checkpoint's model before its strategy and weights: the rebuilt base for a delta
-    checkpoint, else a model of the saved config's family (random weights) with the saved
-    tokenizer, image processor and processor."""
+    """The checkpoint's model before its strategy and weights, on ``device`` in ``dtype`` (default:
+    the saved one): the rebuilt base for a delta checkpoint, else a model of the saved config's
+    family (random weights) with the saved tokenizer, image processor and processor. Either way with
+    the saved template, ``max_length`` and generation config."""
+    dtype = precision.as_dtype(dtype or config.get("dtype", "float32"))
+    if config["delta"]:
+        from covft.models.presets import rebuild_base
+
+        model = rebuild_base(config["base"], device=device, dtype=dtype, text_encoder=text_encoder)
+    else:
+        model = _rebuild_full(path, config, device, dtype, text_encoder)
+    model.template = config["template"]
+    model.max_length = config.get("max_length", 2048)
+    saved = config.get("generation_config")
+    if saved is not None:
+        from transformers import GenerationConfig
+
+        model.llava.generation_config = GenerationConfig.from_dict(saved)
+    return model
+
+
+def _rebuild_full(path, config: dict[str, Any], device, dtype: torch.dtype, text_encoder: str):
     import transformers
     from transformers import CONFIG_MAPPING, AutoImageProcessor, AutoTokenizer
 
     from covft.models.families import family_for_type
     from covft.models.model import CovftModel
-    from covft.models.presets import build_model
 
-    if config["delta"]:
-        base = config["base"]
-        source = base.get("preset") or base.get("path")
-        return build_model(source, **{**base.get("kwargs", {}), "text_encoder": text_encoder})
     saved = config["llava_config"]
     family = family_for_type(saved.get("model_type", "llava"), str(path))
     with torch.device(device):
-        llava = getattr(transformers, family.model_class)(CONFIG_MAPPING[family.name].from_dict(saved))
-    llava.to(getattr(torch, config.get("dtype", "float32")))
+        llava = precision.build(
+            getattr(transformers, family.model_class), CONFIG_MAPPING[family.name].from_dict(saved), dtype
+        )
     with _quiet_config_warnings():
         # never the export's covft_hf.py: the tokenizer is covft's own (trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     image_processor = AutoImageProcessor.from_pretrained(str(path))
+    # checkpoints without a saved generation config (older covft) get these, as before
     llava.generation_config.pad_token_id = tokenizer.pad_token_id
     llava.generation_config.eos_token_id = tokenizer.eos_token_id
     return CovftModel(
         llava,
         tokenizer,
         image_processor,
-        template=config["template"],
         text_encoder=text_encoder,
         base=config["base"],
-        max_length=config.get("max_length", 2048),
         processor=rebuild_processor(config.get("processor"), image_processor, tokenizer),
     )
 

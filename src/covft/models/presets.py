@@ -17,6 +17,7 @@ this layer) are found, and how a third-party package adds its own.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from covft.errors import ModelNotFoundError
+from covft.models import precision
 from covft.models.assembly import (
     anyres_parts,
     assemble,
@@ -88,6 +90,37 @@ def build_model(name_or_path: str, **kwargs: Any) -> CovftModel:
         f"{name_or_path!r} is neither a preset ({', '.join(available_presets())}) nor a directory with a "
         f"covft_config.json or a Hugging Face LLaVA config.json.{hint}"
     )
+
+
+def rebuild_base(base: dict[str, Any], *, device, dtype, text_encoder: str) -> CovftModel:
+    """The base model ``base`` records (``CovftModel.base``: a preset and its options, or a local
+    Hugging Face directory) on ``device`` in ``dtype`` (what a delta checkpoint is applied to).
+
+    A preset that takes ``device`` / ``dtype`` builds there and so; one that does not is moved and
+    cast afterwards (rotary buffers kept in float32, :func:`covft.models.precision.cast`).
+    """
+    kwargs = {**base.get("kwargs", {}), "text_encoder": text_encoder}
+    if not base.get("preset"):
+        return from_hf_checkpoint(base["path"], **kwargs, dtype=dtype, device=str(device))
+    name = base["preset"]
+    builder = PRESETS.get(name)
+    if builder is None:
+        if name not in _declared_presets():
+            raise ModelNotFoundError(
+                f"the base preset {name!r} is not available ({', '.join(available_presets())}): install "
+                "the package that declares it"
+            )
+        builder = _declared_presets()[name].load()
+    takes = inspect.signature(builder).parameters
+    keywords = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values())
+    for option, value in (("device", str(device)), ("dtype", dtype)):
+        if keywords or option in takes:
+            kwargs[option] = value
+    model = builder(**kwargs)
+    model.llava.to(device)
+    if precision.dtype_of(model.llava) != dtype:
+        precision.cast(model.llava, dtype)
+    return model
 
 
 @register_preset("tiny-test")

@@ -10,6 +10,8 @@ embedding and deepstack taps; everything else (special tokens, mrope, the merger
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from covft.models.assembly import assemble, image_only_processor
@@ -110,11 +112,32 @@ def qwen_processor(family: str, tokenizer, *, patch_size: int, min_pixels: int, 
     return images, processor
 
 
+QWEN3_VL_ROPE = {
+    "rope_type": "default",
+    "rope_theta": 5_000_000.0,
+    "mrope_section": [24, 20, 20],
+    "mrope_interleaved": True,
+}
+"""The released Qwen3-VL checkpoints' rotary settings (their ``config.json``: interleaved mrope)."""
+
+
 def _text(
-    hidden: int, layers: int, heads: int, kv: int, intermediate: int, vocab: int, tie: bool, head_dim: int
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv: int,
+    intermediate: int,
+    vocab: int,
+    tie: bool,
+    head_dim: int,
+    rope: dict | None = None,
 ):
+    """Text config fields; ``rope`` defaults to Qwen2-VL's / Qwen2.5-VL's (theta 1e6, mrope sections
+    in the ratio 16:24:24 of the rotary half-dimensions)."""
     half = head_dim // 2  # mrope splits the rotary half-dimensions over (t, h, w)
     section = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
+    if rope is None:
+        rope = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": section}
     return dict(
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -125,7 +148,7 @@ def _text(
         head_dim=head_dim,
         tie_word_embeddings=tie,
         max_position_embeddings=32768,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": section},
+        rope_parameters=copy.deepcopy(rope),
     )
 
 
@@ -251,7 +274,7 @@ PRESETS = {
             num_position_embeddings=2304,
             deepstack_visual_indexes=[5, 11, 17],
         ),
-        _text(2048, 28, 16, 8, 6144, 151936, True, 128),
+        _text(2048, 28, 16, 8, 6144, 151936, True, 128, rope=QWEN3_VL_ROPE),
         16,
         (0.5, 0.5, 0.5),
         (0.5, 0.5, 0.5),
@@ -271,7 +294,7 @@ PRESETS = {
             num_position_embeddings=2304,
             deepstack_visual_indexes=[8, 16, 24],
         ),
-        _text(4096, 36, 32, 8, 12288, 151936, False, 128),
+        _text(4096, 36, 32, 8, 12288, 151936, False, 128, rope=QWEN3_VL_ROPE),
         16,
         (0.5, 0.5, 0.5),
         (0.5, 0.5, 0.5),
