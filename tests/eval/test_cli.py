@@ -231,3 +231,33 @@ def test_eval_refuses_a_non_positive_size_before_building_the_model_or_writing(
     assert f"{flag} must be >= 1, got {value}" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (b'{"run": "x", "summary": {}}', 'is not an evaluated run\'s results.json: it has no "scores"'),
+        (b'[{"score": 1.0}]', 'is not an evaluated run\'s results.json: it has no "scores"'),
+        (b'{"scores": {"gqa": {"n": 2}}}', 'is not an evaluated run\'s results.json: it has no "scores"'),
+        (b'{"run": "x",\n "scores": {\n  "gqa": {\n    "score":', "is not valid JSON at line 4:13"),
+        ('{"run": "caf\u00e9"}'.encode("latin-1"), "is not UTF-8 text (byte 12)"),
+    ],
+    ids=["no scores", "a list", "a score missing", "truncated", "latin-1"],
+)
+def test_compare_names_a_results_file_that_is_not_one_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, content: bytes, named: str
+) -> None:
+    from covft.eval.generate import ResultsFileError, load_results
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_bytes(content)
+    with pytest.raises(ResultsFileError, match="Fix: pass a run directory that covft eval wrote"):
+        load_results(run)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert first.startswith(f"covft compare: error: {run / 'results.json'} {named}"), err
+    assert "Traceback" not in err and "--debug" in err and len(err.splitlines()) == 2
+    assert not out.exists()

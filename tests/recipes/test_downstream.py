@@ -156,6 +156,59 @@ def test_downstream_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert "holds a finished tuning run with other settings (train differ)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("train.lr_sheduler=cosine", "unknown config key 'train.lr_sheduler' in downstream strategy 'lora'"),
+        ("upstream.suite={root}/nonexistent", "nonexistent"),
+        ("downstream.train={root}/missing.json", "downstream.train: "),
+        ("downstream.eval={root}/missing.json", "missing.json"),
+        ("strategies=5", "strategies: got 5, not a list"),
+        ("strategies={{method: lora}}", "strategies: got {{'method': 'lora'}}, not a list"),
+    ],
+    ids=[
+        "a typo in train",
+        "no upstream suite",
+        "no training file",
+        "no held-out split",
+        "an int",
+        "a mapping",
+    ],
+)
+def test_bad_inputs_stop_the_study_before_anything_is_written_or_evaluated(
+    override: str, named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from covft.recipes import downstream_study
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated before the inputs were checked")
+
+    monkeypatch.setattr(downstream_study, "evaluate", never)
+    monkeypatch.setattr(downstream_study, "predict", never)
+    train, test = write_downstream(tmp_path / "data")
+    image = ImageRef(image=Image.new("RGB", (16, 16), (200, 30, 30)))
+    write_suite(
+        tmp_path / "suite", "gqa", [{"id": "g", "image": image, "prompt": "Colour?", "answer": "red"}]
+    )
+    out = tmp_path / "out"
+    config = {
+        "base": "tiny-test",
+        "base_options": {"vision_layers": 1, "text_encoder": "random-tiny"},
+        "output_dir": str(out),
+        "downstream": {"train": str(train), "eval": str(test), "image_folder": str(tmp_path / "data")},
+        "upstream": {"suite": str(tmp_path / "suite")},
+        "strategies": ["lora", "full"],
+        "train": {"max_steps": 1},
+    }
+    path = tmp_path / "downstream.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["downstream", str(path), override.format(root=tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("covft downstream: error: ") and named.format() in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_a_suite_mme_counts_on_0_to_100(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A_D and A_u scale MME by 2 x its subtasks: a 5-subtask MME answered right is 100, not 50."""
     from types import SimpleNamespace

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from covft.errors import UserError
+
 TABLE_FILE = "comparison.md"
 CHART_FILE = "comparison.png"
 
@@ -71,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     try:
         paths = compare_runs(args.runs, args.out, names)
+    except UserError:
+        raise  # covft's one-line report (the traceback under --debug)
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"covft compare: error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2

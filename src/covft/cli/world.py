@@ -35,7 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action; prints where the output went."""
     if args.action == "preview":
+        from covft.recipes.world import WorldConfig
         from covft.recipes.world.preview import contact_sheet
+        from covft.utils.config import ConfigError
+
+        WorldConfig(image_size=args.image_size)  # the image sizes a world accepts, checked before drawing
+        if args.per_family < 1:
+            raise ConfigError(f"--per-family must be at least 1, got {args.per_family}")
 
         target = args.out if args.out.suffix == ".png" else args.out / "world_samples.png"
         path = contact_sheet(target, seed=args.seed, per_family=args.per_family, image_size=args.image_size)

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from covft.data.contract import IMAGE_PLACEHOLDER
+from covft.errors import UserError
 from covft.eval.cache import append_predictions, read_cache
 from covft.eval.items import UNIT_KEYS, collect_items, parse_benchmarks, shuffle_images
 
 __all__ = [  # what items need is covft.eval.items'; re-exported for the callers of this module
     "DEFAULT_MAX_NEW_TOKENS",
+    "ResultsFileError",
     "UNIT_KEYS",
     "build_sample",
     "collect_items",
@@ -266,12 +268,36 @@ def evaluate(
     return results
 
 
+class ResultsFileError(UserError, ValueError):
+    """A ``results.json`` that :func:`evaluate` did not write (not UTF-8, not JSON, no scores)."""
+
+    exit_status = 2  # like `covft compare`'s other input errors
+
+
 def load_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a run directory's ``results.json`` (written by :func:`evaluate`)."""
+    """Read a run directory's ``results.json`` (written by :func:`evaluate`); a file that is not
+    one raises :class:`ResultsFileError` naming it and what is wrong with it."""
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not an evaluated run (covft eval writes it)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    fix = f"Fix: pass a run directory that covft eval wrote (or rerun covft eval --out {run_dir})"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ResultsFileError(f"{path} is not UTF-8 text (byte {error.start}). {fix}") from error
+    except json.JSONDecodeError as error:
+        raise ResultsFileError(
+            f"{path} is not valid JSON at line {error.lineno}:{error.colno} ({error.msg}). {fix}"
+        ) from error
+    scores = results.get("scores") if isinstance(results, dict) else None
+    entries = scores.values() if isinstance(scores, dict) else ()
+    if not entries or not all(
+        isinstance(e, dict) and isinstance(e.get("score"), int | float) for e in entries
+    ):
+        raise ResultsFileError(
+            f'{path} is not an evaluated run\'s results.json: it has no "scores" with a score per benchmark. {fix}'
+        )
+    return results
 
 
 def scores_of(results: Mapping[str, Any]) -> dict[str, float]:

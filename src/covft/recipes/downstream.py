@@ -161,6 +161,11 @@ def config_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Downstre
         entries = raw["strategies"]
         if isinstance(entries, str):
             entries = [e.strip() for e in entries.split(",") if e.strip()]
+        if entries is not None and not isinstance(entries, list | tuple):
+            raise DownstreamConfigError(
+                f"strategies: got {entries!r}, not a list. Fix: give a list of names or "
+                "{method, options, name} mappings, e.g. strategies=[lora,full,covft]"
+            )
         raw["strategies"] = [strategy_spec(e) for e in entries or []]
     config = loader.from_dict(DownstreamConfig, raw, source)
     if not config.base:

@@ -28,7 +28,7 @@ from covft.recipes.downstream_report import write_report
 from covft.strategies import build_model, load_pretrained
 from covft.train import train
 from covft.train.checkpoint import list_checkpoints
-from covft.train.config import TrainLoopConfig
+from covft.train.config import TrainConfig, TrainLoopConfig
 from covft.train.config import config_from_dict as train_config_from_dict
 from covft.train.trainer import CONFIG_FILE, SUMMARY_FILE
 from covft.utils.config import save as save_config
@@ -104,12 +104,8 @@ def measure(
     return {"A_D": downstream_accuracy(config, records), "A_u": accuracies}
 
 
-def tune(config: DownstreamConfig, spec: StrategySpec, model_dir: Path) -> dict[str, Any]:
-    """Tune the base on D with one strategy through ``covft.train``; reuse a finished identical run.
-
-    A finished run in ``model_dir`` whose saved training config differs from this one (another
-    base, strategy, data or schedule) is an error rather than a silent reuse.
-    """
+def strategy_train_config(config: DownstreamConfig, spec: StrategySpec, model_dir: Path) -> TrainConfig:
+    """The checked ``covft.train`` config that tunes the base on D with one strategy into ``model_dir``."""
     loop = {"report_to": "none", "progress_bar": config.progress, **config.train}
     raw = {
         "model": config.base,
@@ -121,23 +117,38 @@ def tune(config: DownstreamConfig, spec: StrategySpec, model_dir: Path) -> dict[
         "data": {"train": config.downstream.train, "image_folder": config.downstream.image_folder},
         "train": loop,
     }
-    train_config = train_config_from_dict(raw, f"downstream strategy {spec.name!r}")
+    return train_config_from_dict(raw, f"downstream strategy {spec.name!r}")
+
+
+def finished_run(train_config: TrainConfig, model_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished identical tuning run in ``model_dir`` (``None`` when there is none).
+
+    A finished run whose saved training config differs from this one (another base, strategy,
+    data or schedule) is an error rather than a silent reuse.
+    """
     summary = model_dir / SUMMARY_FILE
-    if summary.is_file() and (model_dir / "covft_config.json").is_file():
-        saved = yaml.safe_load((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-        wanted = train_config.to_dict()
-        ignored = {"resume", "progress_bar"}
-        changed = sorted(
-            key
-            for key in set(saved) | set(wanted)
-            if key not in ignored and _without(saved.get(key), ignored) != _without(wanted.get(key), ignored)
+    if not (summary.is_file() and (model_dir / "covft_config.json").is_file()):
+        return None
+    saved = yaml.safe_load((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    wanted = train_config.to_dict()
+    ignored = {"resume", "progress_bar"}
+    changed = sorted(
+        key
+        for key in set(saved) | set(wanted)
+        if key not in ignored and _without(saved.get(key), ignored) != _without(wanted.get(key), ignored)
+    )
+    if changed:
+        raise DownstreamConfigError(
+            f"{model_dir} holds a finished tuning run with other settings ({', '.join(changed)} differ). "
+            "Fix: choose another output_dir, or delete that folder to tune again"
         )
-        if changed:
-            raise DownstreamConfigError(
-                f"{model_dir} holds a finished tuning run with other settings ({', '.join(changed)} differ). "
-                "Fix: choose another output_dir, or delete that folder to tune again"
-            )
-        done = json.loads(summary.read_text(encoding="utf-8"))
+    return json.loads(summary.read_text(encoding="utf-8"))
+
+
+def tune(train_config: TrainConfig, model_dir: Path) -> dict[str, Any]:
+    """Tune the base on D with one strategy through ``covft.train``; reuse a finished identical run."""
+    done = finished_run(train_config, model_dir)
+    if done is not None:
         return {"steps": done["steps"], "final_loss": done["metrics"]["loss"], "reused": True}
     train_config.resume = bool(list_checkpoints(model_dir))  # an interrupted tuning run continues
     result = train(train_config)
@@ -164,16 +175,39 @@ def build_base(config: DownstreamConfig) -> Any:
     return build_model(config.base, seed=seed, **config.base_options)
 
 
-def run_downstream(config: DownstreamConfig) -> dict[str, Any]:
-    """Run the whole study; returns (and writes) ``downstream.json``, plus the table and the plot."""
+def check_inputs(
+    config: DownstreamConfig,
+) -> tuple[dict[str, TrainConfig], list[dict], dict[str, list[dict]]]:
+    """Everything the study reads, checked before anything is written or evaluated: every
+    strategy's training config (and a finished run of other settings in its folder), the training
+    file, the downstream and the upstream items. Returns the configs by strategy and the items."""
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / DOWNSTREAM_CONFIG_FILE)
+    trainings = {}
+    for spec in config.strategies:
+        trainings[spec.name] = strategy_train_config(config, spec, out / spec.name / "model")
+        finished_run(trainings[spec.name], out / spec.name / "model")
+    train_file = Path(config.downstream.train)  # type: ignore[arg-type]
+    if not train_file.is_file():
+        raise DownstreamConfigError(
+            f"downstream.train: {train_file} is not a file. Fix: give the LLaVA-format training file"
+        )
     downstream = downstream_items(config)
     u = config.upstream
     upstream = collect_items(u.benchmarks, data_root=u.data_root, suite=u.suite, limit=u.limit)
+    return trainings, downstream, upstream
 
+
+def run_downstream(config: DownstreamConfig) -> dict[str, Any]:
+    """Run the whole study; returns (and writes) ``downstream.json``, plus the table and the plot.
+
+    Every input is checked (:func:`check_inputs`) and the base built before the output directory
+    is created or anything is evaluated.
+    """
+    trainings, downstream, upstream = check_inputs(config)
     base = build_base(config).to(config.device)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / DOWNSTREAM_CONFIG_FILE)
     base_scores = measure(base, config, downstream, upstream, out / "base", "base", config.base)
     del base
     report: dict[str, Any] = {
@@ -184,7 +218,7 @@ def run_downstream(config: DownstreamConfig) -> dict[str, Any]:
     }
     for spec in config.strategies:
         run_dir = out / spec.name
-        training = tune(config, spec, run_dir / "model")
+        training = tune(trainings[spec.name], run_dir / "model")
         model = load_pretrained(run_dir / "model", device=config.device)
         scores = measure(model, config, downstream, upstream, run_dir, spec.name, str(run_dir / "model"))
         del model

@@ -14,6 +14,7 @@ from covft.data.dataset import LlavaDataset
 from covft.errors import UserError
 from covft.recipes.world import FAMILIES, WorldConfig, allocate, generate, make_world
 from covft.recipes.world.tasks import make_sample
+from covft.utils.config import ConfigError
 
 SIZE, SUITE = 80, 3
 
@@ -178,10 +179,37 @@ def test_allocation_is_proportional_and_keeps_every_family() -> None:
 
 
 def test_config_rejects_nonsense() -> None:
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(ConfigError, match="image_size must be at least 32 pixels, got 8. Fix: "):
         WorldConfig(image_size=8)
     with pytest.raises(ValueError, match="unknown families"):
         WorldConfig(family_weights={"poetry": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["make", "--size", "-5"], "size and suite_size must be >= 0, got -5"),
+        (["make", "--suite-size", "-1"], "size and suite_size must be >= 0"),
+        (["make", "--image-size", "0"], "image_size must be at least 32 pixels, got 0"),
+        (["preview", "--image-size", "0"], "image_size must be at least 32 pixels, got 0"),
+        (["preview", "--per-family", "0"], "--per-family must be at least 1, got 0"),
+    ],
+    ids=[
+        "negative size",
+        "negative suite size",
+        "zero image size",
+        "preview image size",
+        "preview per family",
+    ],
+)
+def test_cli_refuses_impossible_sizes_in_one_line_writing_nothing(
+    argv: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "w"
+    assert covft_main(["world", argv[0], "--out", str(out), *argv[1:], "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"covft world: error: {named}") and "Traceback" not in error
+    assert not out.exists()
 
 
 def test_larger_images_scale_the_world() -> None:

@@ -34,6 +34,7 @@ from covft.recipes.world.suite import BUILDERS, build_suite
 from covft.recipes.world.suite_items import pixel_hash
 from covft.recipes.world.tasks import FAMILY_WEIGHTS, caption, conflict_pair, make_sample
 from covft.utils import write_text_atomic
+from covft.utils.config import ConfigError
 
 WORLD_VERSION = "6"
 """Bumped whenever the same config would produce different files."""
@@ -60,17 +61,24 @@ class WorldConfig:
     family_weights: dict[str, float] = field(default_factory=lambda: dict(FAMILY_WEIGHTS))
 
     def __post_init__(self) -> None:
+        """Refuse a setting no world can have (a :class:`ConfigError`, before anything is written)."""
         if self.size < 0 or self.suite_size < 0:
-            raise ValueError(f"size and suite_size must be >= 0, got {self.size} and {self.suite_size}")
+            raise ConfigError(
+                f"size and suite_size must be >= 0, got {self.size} and {self.suite_size}. "
+                "Fix: give 0 or more training conversations and suite units (--size, --suite-size)"
+            )
         if self.image_size < 32:
-            raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size}")
+            raise ConfigError(
+                f"image_size must be at least 32 pixels, got {self.image_size}. "
+                "Fix: give --image-size 32 or more (default 64)"
+            )
         if not 1 <= self.min_objects <= self.max_objects <= 6:
-            raise ValueError(
+            raise ConfigError(
                 f"need 1 <= min_objects <= max_objects <= 6, got {self.min_objects}, {self.max_objects}"
             )
         unknown = set(self.family_weights) - set(FAMILY_WEIGHTS)
         if unknown:
-            raise ValueError(f"unknown families {sorted(unknown)}; known: {', '.join(FAMILY_WEIGHTS)}")
+            raise ConfigError(f"unknown families {sorted(unknown)}; known: {', '.join(FAMILY_WEIGHTS)}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as stored in meta.json."""
