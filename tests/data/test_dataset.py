@@ -14,6 +14,7 @@ from PIL import Image
 from covft.data import dataset as dataset_module
 from covft.data.dataset import LlavaDataset, SkippedSample, SkipReport
 from covft.data.errors import BadSampleError, MultiImageNotSupportedError, TooManyBadSamplesError
+from covft.data.records import IMAGE_MOVED_FIRST
 from covft.data.sampler import GroupedBatchSampler
 
 
@@ -118,6 +119,23 @@ def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path: Path, folder: 
     data = LlavaDataset(path, folder)
     assert [r.sample_id for r in data.records] == ["r0", "r1", "r2"]
     assert [data[i]["conversations"][1]["value"] for i in range(3)] == answers
+
+
+def test_the_image_moves_to_the_front_of_its_turn_as_llava_moves_it(tmp_path: Path, folder: Path) -> None:
+    """LLaVA's preprocess_multimodal trains "Where is the cat?\n<image>" as "<image>\nWhere is the cat?"."""
+    trailing = record("trailing", question="Where is the cat?\n<image>")
+    middle = record("middle", question="Look: <image> what is it?")
+    path = write_json(tmp_path / "d.json", [trailing, middle, record("first")])
+    data = LlavaDataset(path, folder)
+    questions = [r.conversations[0]["value"] for r in data.records]
+    assert questions == ["<image>\nWhere is the cat?", "<image>\nLook:  what is it?", "<image>\nWhat?"]
+    assert sorted(data.notes[IMAGE_MOVED_FIRST]) == ["middle", "trailing"]
+
+
+def test_a_jsonl_file_holding_a_json_list_is_read_as_a_list(tmp_path: Path, folder: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps([record("a"), record("b")], indent=1))
+    assert [r.sample_id for r in LlavaDataset(path, folder).records] == ["a", "b"]
 
 
 def test_malformed_json_names_file_line_and_column(tmp_path: Path, folder: Path) -> None:

@@ -81,6 +81,25 @@ def test_pad_to_square_uses_the_mean_colour():
     square = expand_to_square(image, (10, 20, 30))
     assert square.size == (40, 40)
     assert square.getpixel((0, 0)) == (10, 20, 30) and square.getpixel((20, 20)) == (255, 0, 0)
+    from types import SimpleNamespace
+
+    from covft.data.collator import mean_colour
+
+    clip = SimpleNamespace(image_mean=[0.48145466, 0.4578275, 0.40821073])
+    assert mean_colour(clip) == (122, 116, 104)  # LLaVA's tuple(int(x * 255) for x in image_mean)
+    assert mean_colour(SimpleNamespace(image_mean=[0.5, 0.5, 0.5])) == (127, 127, 127)
+
+
+def test_plain_template_refuses_more_than_one_caption_turn(model):
+    """LLaVA's preprocess_plain asserts one question and one answer: later turns are not dropped silently."""
+    turns = [("human", "<image>\nDescribe."), ("gpt", "A cat."), ("human", "Colour?"), ("gpt", "Black.")]
+    sample = {
+        "id": "long",
+        "image": Image.new("RGB", (32, 32)),
+        "conversations": [{"from": role, "value": value} for role, value in turns],
+    }
+    with pytest.raises(BadSampleError, match="plain .* takes one caption turn, this sample has 4 turns"):
+        model.collate([sample], template="plain")
 
 
 def test_context_inputs_follow_the_images(model):

@@ -33,9 +33,10 @@ def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Im
 
 
 def mean_colour(image_processor) -> tuple[int, int, int]:
-    """The image processor's normalisation mean as an 8-bit RGB colour (LLaVA pads with it)."""
+    """The image processor's normalisation mean as an 8-bit RGB colour, truncated as LLaVA's
+    ``int(x * 255)`` (CLIP's mean gives (122, 116, 104); rounding would give (123, 117, 104))."""
     mean = getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
-    return tuple(int(round(255 * float(m))) for m in mean)  # type: ignore[return-value]
+    return tuple(int(255 * float(m)) for m in mean)  # type: ignore[return-value]
 
 
 class ImageInputs(Protocol):

@@ -23,6 +23,7 @@ from covft.data.contract import ASSISTANT, HUMAN, IMAGE_PLACEHOLDER, ROLE_FIX, i
 from covft.data.errors import BadSampleError
 
 LEADING_ANSWER_DROPPED = "dropped a leading gpt turn (LLaVA drops it too)"
+IMAGE_MOVED_FIRST = "moved <image> to the front of its turn (LLaVA's preprocess_multimodal does)"
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def read_records(path: Path, content: bytes) -> Iterator[tuple[int, Any]]:
             fix="save the file as UTF-8 (LLaVA's JSON files are UTF-8)",
         ) from exc
     stripped = text.lstrip()
-    if path.suffix == ".jsonl" or (stripped and not stripped.startswith("[")):
+    if not stripped.startswith("["):  # a JSONL record is an object, never a list
         # split on newlines only: str.splitlines also splits on U+2028, U+2029 and U+0085, which
         # JSON allows unescaped inside a string (json.dumps(..., ensure_ascii=False) writes them)
         for number, line in enumerate(text.split("\n"), start=1):
@@ -124,8 +125,9 @@ def parse_record(raw: Any, file: str, index: int) -> Record:
     """Check one raw record's structure and turn it into a :class:`Record`.
 
     Roles are normalised to LLaVA's ``human``/``gpt`` (``user``/``assistant`` are accepted), a
-    one-element image list to its path, and a leading assistant turn is dropped as LLaVA drops it
-    (the record's :attr:`Record.notes` say so). Raises :class:`BadSampleError` for a record that
+    one-element image list to its path, a leading assistant turn is dropped as LLaVA drops it, and
+    a one-image record's ``<image>`` moved to the front of its turn as LLaVA moves it (the record's
+    :attr:`Record.notes` say so). Raises :class:`BadSampleError` for a record that
     can never train as intended: not an object, no conversations, unknown roles, turns that do not
     alternate, no assistant turn, an empty answer (it would train on the end-of-sequence token
     only), ``<image>`` inside an answer, or a number of ``<image>`` placeholders different from
@@ -149,8 +151,22 @@ def parse_record(raw: Any, file: str, index: int) -> Record:
     problem = image_problem(turns, len(images))
     if problem is not None:
         raise bad(*problem)
+    if len(images) == 1 and (moved := _image_first(turns)) is not None:
+        turns, notes = moved, (*notes, IMAGE_MOVED_FIRST)
     length = sum(len(t["value"].split()) for t in turns)
     return Record(sample_id, turns, images, file, index, length, notes)
+
+
+def _image_first(turns: list[dict[str, str]]) -> list[dict[str, str]] | None:
+    """LLaVA's rewrite of a one-image conversation, ``"<image>\n" + the turn without it`` (stripped),
+    or None when the turn already reads so: ``"What is it?\n<image>"`` trains as ``"<image>\nWhat
+    is it?"`` in LLaVA-1.5 and -NeXT, and covft's evaluation prompts put the image first too."""
+    out = [dict(turn) for turn in turns]
+    for turn in out:
+        if IMAGE_PLACEHOLDER in turn["value"]:
+            text = turn["value"].replace(IMAGE_PLACEHOLDER, "").strip()
+            turn["value"] = f"{IMAGE_PLACEHOLDER}\n{text}".strip()
+    return out if out != turns else None
 
 
 def _turns(

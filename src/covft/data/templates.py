@@ -103,6 +103,12 @@ def _vicuna(turns: list[dict], eos: str, add_generation_prompt: bool) -> list[Se
 
 
 def _plain(turns: list[dict], add_generation_prompt: bool, sample_id: str | None) -> list[Segment]:
+    if len(turns) > 2:  # LLaVA's preprocess_plain asserts one question and one answer
+        raise BadSampleError(
+            f"the plain (stage-1) template takes one caption turn, this sample has {len(turns)} turns",
+            sample_id=sample_id,
+            fix="give stage 1 single-turn captioning samples, or train it with a chat template",
+        )
     human = turns[0]
     if IMAGE_PLACEHOLDER not in human["value"]:
         raise BadSampleError(
