@@ -192,3 +192,21 @@ def test_context_mask_is_omitted_when_nothing_is_padded():
         alone = m(**batch).logits[0]
         both = m(**padded).logits[0, : alone.shape[0]]
     torch.testing.assert_close(both, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_truncation_never_cuts_a_qwen_image_span_at_its_end_marker():
+    """A cut right before the last <|vision_end|> leaves no image token after it, but still half a
+    span: every token an image writes counts, not only the image token."""
+    m = covft.build_model("tiny-test", vision_layers=2, text_encoder="random-tiny", family="qwen2_5_vl")
+    turns = [("human", "<image>\nA?"), ("gpt", "yes"), ("human", "<image>\nB?"), ("gpt", "no")]
+    sample = {
+        "id": "q",
+        "image": [Image.new("RGB", (28, 28)), Image.new("RGB", (28, 28), (9, 9, 9))],
+        "conversations": [{"from": role, "value": value} for role, value in turns],
+    }
+    full = m.collate([sample])["input_ids"][0].tolist()
+    end = m.tokenizer.convert_tokens_to_ids("<|vision_end|>")
+    last_end = max(i for i, t in enumerate(full) if t == end)
+    with pytest.raises(BadSampleError, match="truncation would cut image tokens"):
+        m.collate([sample], max_length=last_end)
+    assert m.collate([sample], max_length=last_end + 1)["input_ids"].shape[1] == last_end + 1
