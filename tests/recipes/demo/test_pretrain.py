@@ -102,7 +102,34 @@ def test_a_finished_recipe_is_reused_and_a_later_change_keeps_earlier_stages(rec
     ]
 
 
-def test_export_verifies_and_names_what_is_wrong(recipe, tmp_path: Path) -> None:
+def test_a_changed_tokenizer_or_stage0_version_retrains_what_depends_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LM's folder depends on the tokenizer's version, stage 1's on stage 0's: a bumped version
+    must not reuse a stage trained on the old token ids or the old tower."""
+    before = pretrain.stage_folders(micro_pretrain(), tmp_path)
+    monkeypatch.setattr(pretrain, "TOKENIZER_VERSION", "999")
+    tokenizer = pretrain.stage_folders(micro_pretrain(), tmp_path)
+    assert [tokenizer[k] == before[k] for k in ("world", "lm", "stage1a", "stage1b")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
+    monkeypatch.undo()
+    monkeypatch.setattr(pretrain, "STAGE0_VERSION", "999")
+    stage0 = pretrain.stage_folders(micro_pretrain(), tmp_path)
+    assert [stage0[k] == before[k] for k in ("world", "lm", "stage1a", "stage1b")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+def test_export_verifies_and_names_what_is_wrong(
+    recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, final, summary = recipe
     settings = micro_pretrain()
     shipped = pretrain.export(
@@ -121,6 +148,13 @@ def test_export_verifies_and_names_what_is_wrong(recipe, tmp_path: Path) -> None
         match=r"fields that differ: lm_steps\)\. Fix: `covft demo --from-scratch`",
     ):
         pretrain.verify(shipped, replace(settings, lm_steps=3))
+    assert recipe_record["code_versions"] == pretrain.code_versions()
+    monkeypatch.setattr(pretrain, "WORLD_VERSION", "999")  # the world's code changed since
+    with pytest.raises(
+        pretrain.PretrainedMismatch, match=r"made by older code than this one \(world \d+ -> 999"
+    ):
+        pretrain.verify(shipped, settings)
+    monkeypatch.undo()
     (shipped / "model.safetensors").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
     with pytest.raises(pretrain.PretrainedMismatch, match="model.safetensors is missing or damaged"):
         pretrain.verify(shipped, settings)

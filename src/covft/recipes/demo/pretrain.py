@@ -38,8 +38,9 @@ from typing import Any
 from covft.models.checkpoint import file_sha256
 from covft.recipes.demo.layout import StageLog, clock
 from covft.recipes.demo.settings import PRETRAIN_VERSION, PretrainSettings
+from covft.recipes.demo.stage0 import STAGE0_VERSION
 from covft.recipes.demo.stages import logged_world, train_loop, train_stage
-from covft.recipes.demo.tokenizer import world_tokenizer
+from covft.recipes.demo.tokenizer import TOKENIZER_VERSION, world_tokenizer
 from covft.recipes.world.corpus import CORPUS_VERSION
 from covft.recipes.world.describe import GROUNDED_VERSION, write_grounded_captions
 from covft.recipes.world.generate import WORLD_VERSION
@@ -54,6 +55,20 @@ SHIPPED = Path(__file__).with_name("pretrained")
 
 class PretrainedMismatch(RuntimeError):
     """Shipped weights that are missing, damaged or made by another recipe than the code's."""
+
+
+def code_versions() -> dict[str, str]:
+    """The versions of the code a starting point depends on besides its settings (the world, the LM
+    corpus, the tokenizer, stage 0, the grounded captions, the recipe): recorded next to shipped
+    weights and checked with the settings, so bumping any of them retrains instead of reusing."""
+    return {
+        "pretrain": PRETRAIN_VERSION,
+        "world": WORLD_VERSION,
+        "corpus": CORPUS_VERSION,
+        "tokenizer": TOKENIZER_VERSION,
+        "stage0": STAGE0_VERSION,
+        "grounded": GROUNDED_VERSION,
+    }
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -118,9 +133,12 @@ def stage_folders(settings: PretrainSettings, cache_dir: Path) -> dict[str, Path
     root = (Path(cache_dir) / "pretrain").resolve()
     world = _key(WORLD_VERSION, s.world_size, s.world_seed, s.image_size)
     schedule = (s.warmup_ratio, s.lr_scheduler)
-    lm = _key(PRETRAIN_VERSION, world, CORPUS_VERSION, s.vocab_size, s.llm_hidden, s.llm_layers, s.lm_corpus_size, s.lm_describe_share, s.lm_steps,
-              s.lm_batch_size, s.lm_lr, schedule)  # fmt: skip
-    stage1a = _key(lm, s.preset, asdict(s.stage0_config()), s.stage1_steps, s.stage1_batch_size, s.stage1_lr)
+    text = (CORPUS_VERSION, TOKENIZER_VERSION, s.vocab_size, s.llm_hidden, s.llm_layers, s.lm_corpus_size)
+    lm = _key(
+        PRETRAIN_VERSION, world, *text, s.lm_describe_share, s.lm_steps, s.lm_batch_size, s.lm_lr, schedule
+    )
+    stage0 = (STAGE0_VERSION, asdict(s.stage0_config()))
+    stage1a = _key(lm, s.preset, *stage0, s.stage1_steps, s.stage1_batch_size, s.stage1_lr)
     grounded = () if s.stage1b_grounded_turns == 0 else (GROUNDED_VERSION, s.stage1b_grounded_turns)
     stage1b = _key(stage1a, s.stage1b_steps, s.stage1b_batch_size, s.stage1b_lr, s.stage1b_method, *grounded)
     return {
@@ -234,6 +252,7 @@ def export(
     recipe = {
         "version": PRETRAIN_VERSION,
         "key": settings.key(),
+        "code_versions": code_versions(),
         "command": command,
         "settings": settings.to_dict(),
         "summary": summary,
@@ -276,6 +295,13 @@ def verify(folder: Path, settings: PretrainSettings) -> Path:
         raise PretrainedMismatch(
             f"the starting point in {folder} was made by recipe {recipe.get('key')}, the code's recipe is "
             f"{settings.key()} (fields that differ: {', '.join(changed) or 'the recipe version'}). {fix}"
+        )
+    shipped = recipe.get("code_versions", {})
+    if stale := sorted(k for k, v in code_versions().items() if shipped.get(k) != v):
+        made = ", ".join(f"{k} {shipped.get(k, '?')} -> {code_versions()[k]}" for k in stale)
+        raise PretrainedMismatch(
+            f"the starting point in {folder} was made by older code than this one ({made}; "
+            f"the versions in {RECIPE_FILE} against the code's). {fix}"
         )
     for line in (folder / SUMS_FILE).read_text(encoding="utf-8").splitlines():
         digest, name = line.split(maxsplit=1)
