@@ -66,3 +66,15 @@ def make_samples() -> list[dict]:
 @pytest.fixture
 def samples() -> list[dict]:
     return make_samples()
+
+
+def moved_trainable(model, seed: int = 1):
+    """``model`` in eval mode with every trainable weight moved by seeded noise, so that a save or
+    load that drops or mixes up trained weights cannot pass unnoticed."""
+    model.eval()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param))
+    return model

@@ -19,7 +19,7 @@ from covft.cli import main
 from covft.export.stock import EXAMPLE_QUESTION
 from covft.export.with_covft import CovftForImageTextToText
 from covft.models import families
-from tests.conftest import make_samples
+from tests.conftest import make_samples, moved_trainable
 
 # (family, vision tower, strategy)
 CASES = [
@@ -41,14 +41,7 @@ def trained(family: str, tower: str | None, method: str):
     model = covft.build_model(
         "tiny-test", vision_layers=4, vision_tower=tower, seed=0, text_encoder="random-tiny", family=family
     )
-    covft.apply_vft(model, method)
-    model.eval()
-    torch.manual_seed(1)
-    with torch.no_grad():  # move every trainable weight, so that a wrong load cannot pass
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(0.05 * torch.randn_like(param))
-    return model
+    return moved_trainable(covft.apply_vft(model, method))
 
 
 def export_case(root: Path, case) -> dict:

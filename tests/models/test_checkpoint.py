@@ -12,7 +12,7 @@ from transformers import GenerationConfig
 
 import covft
 from covft.models import checkpoint, precision
-from tests.conftest import make_samples
+from tests.conftest import make_samples, moved_trainable
 
 
 def hf_directory(root, family: str):
@@ -25,14 +25,7 @@ def hf_directory(root, family: str):
 
 
 def trained(model, method: str = "lora"):
-    covft.apply_vft(model, method)
-    model.eval()
-    torch.manual_seed(1)
-    with torch.no_grad():  # move every trainable weight, so that a wrong load cannot pass
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(0.05 * torch.randn_like(param))
-    return model
+    return moved_trainable(covft.apply_vft(model, method))
 
 
 def rotary(model) -> dict[str, torch.Tensor]:
