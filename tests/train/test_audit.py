@@ -144,6 +144,30 @@ def test_a_tower_weight_unfrozen_outside_the_strategy_is_named(
     assert f"it trains anyway (a leak) (1): {leaked[0]}" in out
 
 
+def test_a_frozen_weight_written_during_the_forward_is_named(
+    tiny_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frozen tensors are checksummed before the first forward, not at the optimizer step: a
+    hook that writes one in place on every forward is caught."""
+    written: list[str] = []
+
+    def write_in_forward(model: CovftModel) -> None:
+        written.append(first_vision_weight(model))
+        weight = model.get_parameter(written[0])
+
+        def hook(module, args):
+            with torch.no_grad():
+                weight.add_(1.0)
+
+        model.register_forward_pre_hook(hook)
+
+    broken_build(monkeypatch, write_in_forward)
+    train(tiny_config(tiny_data, tmp_path, "method=freeze", "method_options={}", steps=2))
+    report = summary_audit(tmp_path)
+    assert report["passed"] is False
+    assert [(p["kind"], p["names"]) for p in report["problems"]] == [("frozen_changed", written)]
+
+
 def zero_the_projector_gradient(model: CovftModel) -> None:
     model.get_parameter(PROJECTOR_WEIGHT).register_hook(torch.zeros_like)
 

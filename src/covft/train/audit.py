@@ -15,15 +15,15 @@ a tensor whose gradient is exactly zero there is rechecked in the next steps, se
   declared tensors changed in the step. A single tensor may stay bitwise equal: Adam moves each
   element by about ``lr * g / (|g| + eps)``, which for a gradient far below ``adam_epsilon`` (CoVFT's
   routing path while its upcycled experts are still nearly identical) is below float32 resolution;
-- no other tensor got a gradient or changed (frozen parts stay bitwise equal);
+- no other tensor got a gradient or changed (frozen parts stay bitwise equal from before the first
+  forward: :meth:`TrainingAudit.start`);
 - the model saved as the run saves it and reloaded with ``covft.load_pretrained`` has the same
   trainable set with equal tensors.
 
-Snapshots are two int64 checksums of each tensor's bit patterns (sum and sum of squares, wrapping),
-not copies: exact for "bitwise unchanged", a few bytes per tensor whatever the model's size, and a
-changed element changes them unless two changes cancel exactly in both sums. The audit only reads:
-it changes no tensor and draws no random number (the reload runs under saved and restored RNG
-states), so a run's numbers are bitwise those of a run without it.
+Snapshots are two int64 checksums of each tensor's bit patterns (sum and sum of squares, wrapping):
+a few bytes per tensor, changed by any changed element unless two changes cancel in both sums. The
+audit only reads (the reload runs under saved and restored RNG states): a run's numbers are bitwise
+those of a run without it.
 """
 
 from __future__ import annotations
@@ -50,14 +50,11 @@ PARTS = ("vision", "projector", "llm")
 MAX_DEFERRED_STEPS = 10
 """Steps passed over while a declared part gets no gradient at all (text-only batches)."""
 RECHECK_STEPS = 3
-"""Steps, the audited one included, in which a declared tensor may show a non-zero gradient.
-A symmetric start gives an exactly zero one in the first step (LoRA's A while B is zero; CoVFT's
-routing path while the upcycled experts are identical); one step later it is non-zero, though
-Adam's update of a gradient far below ``adam_epsilon`` may not change the tensor. Zero in every
-step of the window: a finding. A run that ends after the audited step leaves it unverified."""
+"""Steps, the audited one included, in which a declared tensor may show a non-zero gradient: a
+symmetric start gives exactly zero in the first (LoRA's A while B is zero; CoVFT's routing path while
+the upcycled experts are identical). Zero in every step: a finding; a run ending first: unverified."""
 ROUND_TRIP_MAX_BYTES = 256 * 2**20
-"""Larger models skip the save/load round trip: it writes and reads every weight (about 1 s per 256 MiB
-on one CPU core), where the rest of the audit reads each weight once."""
+"""Larger models skip the save/load round trip (it writes and reads every weight: 1 s per 256 MiB)."""
 _BITS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
@@ -149,6 +146,12 @@ class TrainingAudit(TrainerCallback):
         self.step: int | None = None
         self.deferred: list[str] = []
         self.report: dict[str, Any] | None = None
+        self.frozen_at_start: dict[str, tuple[int, int]] = {}
+
+    def start(self, model: nn.Module) -> None:
+        """Checksum the frozen tensors before the first forward: a write in a forward (a hook) counts."""
+        frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
+        self.frozen_at_start = {n: checksums(p) for n, p in frozen} if self.skip_steps is None else {}
 
     @classmethod
     def for_run(cls, accelerator: Any, optimizer: Any, strict: bool) -> TrainingAudit:
@@ -190,6 +193,7 @@ class TrainingAudit(TrainerCallback):
                 )
                 return
             self.before = {n: checksums(p) for n, p in model.named_parameters()}
+            self.before.update({n: c for n, c in self.frozen_at_start.items() if n not in self.declared})
             self.lrs = self._learning_rates(model)
             live = self.declared - self.expected_without_gradient
             self.waiting = {n for n in live if self.gradients[n] == "zero gradient"}

@@ -102,6 +102,7 @@ class Trainer:
             self.audit = TrainingAudit.for_run(
                 self.accelerator, self.optimizer, strict=loop.audit == "strict"
             )
+            self.audit.start(self.unwrapped)
             self.callbacks.append(self.audit)
         return None
 
