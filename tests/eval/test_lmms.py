@@ -2,13 +2,16 @@
 
 lmms-eval itself is not installed in the test environment (it pulls a CUDA build of torch), so
 these tests stand in its two touch points: ``lmms_eval.api.model.lmms`` (the base class) and
-``lmms_eval.api.registry`` (``register_model`` / ``MODEL_REGISTRY``), and requests shaped like its
+``lmms_eval.models.registry_v2.ModelManifest`` (what the entry point returns), and requests shaped like its
 ``Instance`` (``args = (context, gen_kwargs, doc_to_visual, doc_id, task, split)``; multi-round
 tasks add ``doc_to_text`` after ``doc_to_visual``, lmms_eval/api/task.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import re
 import sys
 import types
 from pathlib import Path
@@ -41,34 +44,31 @@ def fake_lmms_eval(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
         def __init__(self) -> None:
             self._rank, self._world_size, self.task_dict = 0, 1, {}
 
-    registry = types.ModuleType("lmms_eval.api.registry")
-    registry.MODEL_REGISTRY = {}
+    @dataclasses.dataclass(frozen=True)
+    class ModelManifest:  # lmms_eval/models/registry_v2.py (0.6 and later), the fields covft sets
+        model_id: str
+        simple_class_path: str | None = None
 
-    def register_model(*names: str):
-        def decorate(cls: type) -> type:
-            assert issubclass(cls, lmms)
-            for name in names:
-                registry.MODEL_REGISTRY[name] = cls
-            return cls
-
-        return decorate
-
-    registry.register_model = register_model
+    registry_v2 = types.ModuleType("lmms_eval.models.registry_v2")
+    registry_v2.ModelManifest = ModelManifest
     model_module = types.ModuleType("lmms_eval.api.model")
     model_module.lmms = lmms
     api = types.ModuleType("lmms_eval.api")
-    api.model, api.registry = model_module, registry
+    api.model = model_module
+    models = types.ModuleType("lmms_eval.models")
+    models.registry_v2 = registry_v2
     root = types.ModuleType("lmms_eval")
-    root.api = api
+    root.api, root.models = api, models
     for name, module in {
         "lmms_eval": root,
         "lmms_eval.api": api,
         "lmms_eval.api.model": model_module,
-        "lmms_eval.api.registry": registry,
+        "lmms_eval.models": models,
+        "lmms_eval.models.registry_v2": registry_v2,
     }.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(plugin, "_CLASS", None)
-    return registry
+    return registry_v2
 
 
 TASK = {
@@ -94,11 +94,36 @@ def test_import_needs_no_lmms_eval_until_used(monkeypatch: pytest.MonkeyPatch) -
         plugin.CovftLMM  # noqa: B018 - the attribute access is the use
 
 
+def test_the_entry_point_registers_the_model_by_lmms_evals_manifest(fake_lmms_eval: types.ModuleType) -> None:
+    """lmms-eval (0.6+) loads every ``lmms_eval.models`` entry point and calls what it finds, expecting
+    a ModelManifest: the class itself would be called without ``pretrained`` and fail."""
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()  # no tomllib on 3.10
+    section = pyproject.split('[project.entry-points."lmms_eval.models"]')[1].split("\n[")[0]
+    target = re.search(r'^covft = "([^"]+)"', section, re.MULTILINE).group(1)
+    module, _, attribute = target.partition(":")
+    manifest = getattr(importlib.import_module(module), attribute)()
+    assert isinstance(manifest, fake_lmms_eval.ModelManifest) and manifest.model_id == "covft"
+    path, _, name = manifest.simple_class_path.rpartition(".")
+    assert getattr(importlib.import_module(path), name) is plugin.CovftLMM  # what lmms-eval imports
+
+
+def test_without_a_device_the_model_goes_where_lmms_evals_own_models_go(
+    fake_lmms_eval: types.ModuleType, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moved: list[str] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(CovftModel, "to", lambda self, device: moved.append(device) or self)
+    plugin.CovftLMM(pretrained=str(checkpoint))
+    assert moved == ["cuda"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    plugin.CovftLMM(pretrained=str(checkpoint))
+    assert moved == ["cuda"]  # CPU: nothing to move
+
+
 def test_generate_until_answers_fake_requests(
     fake_lmms_eval: types.ModuleType, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cls = plugin.CovftLMM
-    assert fake_lmms_eval.MODEL_REGISTRY["covft"] is cls
     lm = cls(pretrained=str(checkpoint), batch_size="2", max_new_tokens="3")
     lm.task_dict = TASK
     requests = [

@@ -1,8 +1,9 @@
 """An lmms-eval model for covft checkpoints: ``lmms-eval --model covft --model_args pretrained=DIR``.
 
-Install with ``pip install covft[lmms]``; the package's ``lmms_eval.models`` entry point names
-:class:`CovftLMM`. lmms-eval is imported only when the class is first used, so importing this
-module never needs it.
+Install with ``pip install covft[lmms]`` (lmms-eval 0.6 or later); the package's
+``lmms_eval.models`` entry point, :func:`manifest`, registers :class:`CovftLMM` as model ``covft``.
+lmms-eval is imported only when the class is first used, so importing this module never needs it.
+Without ``--device`` the model runs on CUDA when there is one, as lmms-eval's own models do.
 
 The class is a "simple" lmms-eval model: each request carries ``(context, gen_kwargs,
 doc_to_visual, doc_id, task, split)``. The context (the task's prompt) is the human turn, and, as
@@ -50,7 +51,7 @@ class CovftLMMBase:
     def __init__(
         self,
         pretrained: str,
-        device: str = "cpu",
+        device: str | None = None,
         batch_size: int | str = 1,
         max_new_tokens: int | str = DEFAULT_MAX_NEW_TOKENS,
         **unused: Any,
@@ -71,6 +72,10 @@ class CovftLMMBase:
         self.max_new_tokens = int(max_new_tokens)
         self.pretrained = str(pretrained)
         self.model = build_model(self.pretrained)
+        if device is None:  # lmms-eval passes none unless --device is given; its own models pick CUDA
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         if device != "cpu":
             self.model.to(device)
         self.model.eval()
@@ -238,7 +243,6 @@ def _lmms_class() -> type:
     if _CLASS is not None:
         return _CLASS
     try:
-        from lmms_eval.api import registry
         from lmms_eval.api.model import lmms
     except ImportError as error:
         raise ImportError(
@@ -255,11 +259,18 @@ def _lmms_class() -> type:
             CovftLMMBase.__init__(self, pretrained, **kwargs)
 
     CovftLMM.__module__ = __name__
-    models = getattr(registry, "MODEL_REGISTRY", None)
-    if isinstance(models, dict) and REGISTERED_NAME not in models:
-        registry.register_model(REGISTERED_NAME)(CovftLMM)
     _CLASS = CovftLMM
     return CovftLMM
+
+
+def manifest() -> Any:
+    """The ``lmms_eval.models`` entry point: lmms-eval (0.6 and later) calls it and registers the
+    returned manifest, model ``covft`` at :class:`CovftLMM`'s path (imported when first used)."""
+    try:
+        from lmms_eval.models.registry_v2 import ModelManifest
+    except ImportError as error:
+        raise ImportError(f"covft's lmms-eval model needs lmms-eval >= 0.6: {INSTALL_HINT}") from error
+    return ModelManifest(model_id=REGISTERED_NAME, simple_class_path=f"{__name__}.CovftLMM")
 
 
 def __getattr__(name: str) -> Any:
