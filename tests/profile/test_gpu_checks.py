@@ -19,7 +19,7 @@ def test_without_cuda_every_check_says_so_and_the_summary_is_written(tmp_path: P
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # this python3
         "PYTHONPATH": str(SCRIPT.parents[1] / "src"),
-        "DEMO_S": "0",
+        "DEMO_S": "5",  # were the demo started on the CPU, it would run into this limit
         "WORK": str(tmp_path / "work"),
     }
     out = tmp_path / "out"
@@ -28,8 +28,10 @@ def test_without_cuda_every_check_says_so_and_the_summary_is_written(tmp_path: P
     )
     assert done.returncode == 0, done.stderr
     summary = (out / "summary.txt").read_text().splitlines()
-    assert [line.split(":")[0] for line in summary] == ["profile", "bench"]  # DEMO_S=0: no demo
-    assert all("failed (status 2;" in line for line in summary)
+    assert [line.split(":")[0] for line in summary] == ["profile", "bench", "demo"]
+    assert all("failed (status 2;" in line for line in summary[:2])
+    assert summary[2] == "demo: skipped (CUDA is not available), 0 s"
+    assert not (tmp_path / "work" / "demo").exists()  # nothing started on the CPU
     assert "CUDA is not available" in (out / "profile.log").read_text()
     assert "CUDA is not available" in (out / "bench.log").read_text()
     assert "gpu none" in (out / "machine.txt").read_text()
