@@ -111,8 +111,7 @@ class Collator:
             sample_id = _sample_id(sample, index)
             spans = [self._span(counts.pop(0)) for _ in per_sample[index]]
             ids, target = self._tokenize(sample, template, for_generation, sample_id, spans)
-            image_ids = {self.image_token_id, *(t for span in spans for t in span)}
-            ids, target = self._fit(ids, target, max_length, for_generation, sample_id, image_ids)
+            ids, target = self._fit(ids, target, max_length, for_generation, sample_id, spans)
             sequences.append(ids)
             labels.append(target)
             if per_sample[index]:
@@ -152,12 +151,13 @@ class Collator:
             return self.images.span(count)
         return [self.image_token_id] * count
 
-    def _fit(self, ids, target, max_length: int, for_generation: bool, sample_id: str, image_ids: set[int]):
+    def _fit(self, ids, target, max_length: int, for_generation: bool, sample_id: str, spans: list):
         """Truncate to ``max_length`` where that is harmless; say why and what to do where not.
 
-        ``image_ids`` are every token an image's span writes (Qwen-VL's start and end markers too):
-        a cut through any of them would leave the model an image it cannot read."""
+        A cut through any token an image's ``spans`` write (Qwen-VL's start and end markers too)
+        would leave the model an image it cannot read."""
         if len(ids) > max_length:
+            image_ids = {self.image_token_id, *(t for span in spans for t in span)}
             if not image_ids.isdisjoint(ids[max_length:]):
                 raise BadSampleError(
                     f"{len(ids)} tokens exceed max_length={max_length} and truncation would cut image tokens",

@@ -161,12 +161,15 @@ def _image_first(turns: list[dict[str, str]]) -> list[dict[str, str]] | None:
     """LLaVA's rewrite of a one-image conversation, ``"<image>\n" + the turn without it`` (stripped),
     or None when the turn already reads so: ``"What is it?\n<image>"`` trains as ``"<image>\nWhat
     is it?"`` in LLaVA-1.5 and -NeXT, and covft's evaluation prompts put the image first too."""
-    out = [dict(turn) for turn in turns]
-    for turn in out:
-        if IMAGE_PLACEHOLDER in turn["value"]:
-            text = turn["value"].replace(IMAGE_PLACEHOLDER, "").strip()
-            turn["value"] = f"{IMAGE_PLACEHOLDER}\n{text}".strip()
-    return out if out != turns else None
+
+    def first(value: str) -> str:
+        if IMAGE_PLACEHOLDER not in value:
+            return value
+        return f"{IMAGE_PLACEHOLDER}\n{value.replace(IMAGE_PLACEHOLDER, '').strip()}".strip()
+
+    if all(first(turn["value"]) == turn["value"] for turn in turns):
+        return None
+    return [{**turn, "value": first(turn["value"])} for turn in turns]
 
 
 def _turns(

@@ -13,6 +13,7 @@ import torch
 
 from covft.models.assembly import anyres_parts, assemble, image_processor_for, llama_config, vision_config
 from covft.models.model import CovftModel
+from covft.models.precision import as_dtype
 from covft.models.presets import register_preset
 from covft.models.qwen import CLIP_MEAN, CLIP_STD
 
@@ -23,10 +24,6 @@ ONEVISION_PINPOINTS = [[384 * rows, 384 * cols] for rows in range(1, 7) for cols
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 QWEN2_ROPE = {"rope_type": "default", "rope_theta": 1_000_000.0}
 """Qwen2-0.5B's and Qwen2-7B's rotary settings (``config.json`` ``rope_theta``; Qwen2Config's default is 10000)."""
-
-
-def _dtype(dtype: torch.dtype | str) -> torch.dtype:
-    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
 
 def _clip_l_llama(
@@ -56,7 +53,7 @@ def _clip_l_llama(
         image_processor=images,
         seed=seed,
         device=device,
-        dtype=_dtype(dtype),
+        dtype=as_dtype(dtype),
         text_encoder=text_encoder,
         template="vicuna_v1",
         base={"preset": name, "kwargs": dict(seed=seed, text_encoder=text_encoder, **(kwargs or {}))},
@@ -163,7 +160,7 @@ def _onevision(
         image_processor=images,
         seed=seed,
         device=device,
-        dtype=_dtype(dtype),
+        dtype=as_dtype(dtype),
         text_encoder=text_encoder,
         template="vicuna_v1",  # random weights: the byte tokenizer has no chat template
         base={"preset": name, "kwargs": dict(seed=seed, text_encoder=text_encoder, **layers)},

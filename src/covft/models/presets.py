@@ -238,8 +238,7 @@ def from_hf_checkpoint(
     from transformers import AutoImageProcessor, AutoTokenizer
 
     family = check_family(path)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    dtype = precision.as_dtype(dtype)
     llava = getattr(transformers, family.model_class).from_pretrained(
         str(path), dtype=dtype or torch.float32, device_map=device if device != "cpu" else None
     )

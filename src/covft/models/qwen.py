@@ -16,6 +16,7 @@ import torch
 
 from covft.models.assembly import assemble, image_only_processor
 from covft.models.model import CovftModel
+from covft.models.precision import as_dtype
 from covft.models.tokenizer import QWEN_VISION_TOKENS, byte_tokenizer
 
 __all__ = ["QWEN_FAMILIES", "qwen_config", "qwen_processor", "qwen_vision", "tiny_qwen"]
@@ -209,8 +210,7 @@ def _real(family: str, name: str, vision: dict, text: dict, patch: int, mean, st
         dtype: torch.dtype | str = torch.float32,
         text_encoder: str = "bert-base-uncased",
     ) -> CovftModel:
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
+        dtype = as_dtype(dtype)
         tokenizer = byte_tokenizer(QWEN_VISION_TOKENS)
         pixels = {"patch_size": patch, "min_pixels": 56 * 56, "max_pixels": 28 * 28 * 1280}
         base = {"preset": name, "kwargs": dict(seed=seed, text_encoder=text_encoder)}

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from covft.models import build_model
+from covft.models.precision import as_dtype
 from covft.profile.settings import TINY_DEFAULTS, ProfileSettings
 from covft.strategies import apply_vft, get_strategy
 from covft.strategies.base import make_options
@@ -51,7 +52,7 @@ def build_for_profile(settings: ProfileSettings, method: str):
     """
     options = {"train_llm": settings.train_llm, **settings.options.get(method, {})}
     device = torch.device(settings.device)
-    dtype = getattr(torch, settings.dtype)
+    dtype = as_dtype(settings.dtype)
     with _default_dtype(dtype):
         if settings.geometry == "tiny":
             kwargs = {**TINY_DEFAULTS, "llm_layers": settings.llm_layers}

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from covft.models.precision import as_dtype
 from covft.strategies import get_strategy
 from covft.utils.config import ConfigError
 
@@ -96,10 +97,11 @@ class ProfileSettings:
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {value} (--{name.replace('_', '-')})")
-        if self.dtype is not None and not (
-            isinstance(getattr(torch, self.dtype, None), torch.dtype)
-            and getattr(torch, self.dtype).is_floating_point
-        ):
+        try:
+            floating = self.dtype is None or as_dtype(self.dtype).is_floating_point
+        except ValueError:
+            floating = False
+        if not floating:
             raise ConfigError(
                 f"dtype must be a torch floating-point type (float32, bfloat16, float16), got {self.dtype!r}"
             )

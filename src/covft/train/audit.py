@@ -192,8 +192,8 @@ class TrainingAudit(TrainerCallback):
                     f"step {step}: no gradient reached {', '.join(silent)} (no image in the step?)"
                 )
                 return
-            self.before = {n: checksums(p) for n, p in model.named_parameters()}
-            self.before.update({n: c for n, c in self.frozen_at_start.items() if n not in self.declared})
+            start = {n: c for n, c in self.frozen_at_start.items() if n not in self.declared}
+            self.before = {n: start.get(n) or checksums(p) for n, p in model.named_parameters()}
             self.lrs = self._learning_rates(model)
             live = self.declared - self.expected_without_gradient
             self.waiting = {n for n in live if self.gradients[n] == "zero gradient"}

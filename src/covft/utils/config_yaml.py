@@ -21,32 +21,31 @@ from yaml.representer import SafeRepresenter
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class WrittenInt(int):
+class _Written:
+    """A number read from YAML that remembers its text; ``plain_type`` is the number type it is."""
+
+    plain_type: type
+    text: str
+
+    def __new__(cls, value: Any, text: str) -> Any:
+        number = super().__new__(cls, value)  # type: ignore[call-arg]
+        number.text = text
+        return number
+
+    def __getnewargs__(self) -> tuple[Any, str]:  # copy and pickle pass the text
+        return self.plain_type(self), self.text
+
+
+class WrittenInt(_Written, int):
     """An ``int`` read from YAML that remembers its text (``010`` is 8, ``.text`` is ``'010'``)."""
 
-    text: str
-
-    def __new__(cls, value: int, text: str) -> WrittenInt:
-        number = super().__new__(cls, value)
-        number.text = text
-        return number
-
-    def __getnewargs__(self) -> tuple[int, str]:  # copy and pickle pass the text
-        return int(self), self.text
+    plain_type = int
 
 
-class WrittenFloat(float):
+class WrittenFloat(_Written, float):
     """A ``float`` read from YAML that remembers its text (``1.10`` is 1.1, ``.text`` is ``'1.10'``)."""
 
-    text: str
-
-    def __new__(cls, value: float, text: str) -> WrittenFloat:
-        number = super().__new__(cls, value)
-        number.text = text
-        return number
-
-    def __getnewargs__(self) -> tuple[float, str]:  # copy and pickle pass the text
-        return float(self), self.text
+    plain_type = float
 
 
 WRITTEN = (WrittenInt, WrittenFloat)
@@ -55,10 +54,8 @@ WRITTEN = (WrittenInt, WrittenFloat)
 def plain(value: Any) -> Any:
     """``value`` with every :class:`WrittenInt` / :class:`WrittenFloat` in it (mapping keys and
     values, list items) turned back into a plain ``int`` / ``float``."""
-    if isinstance(value, WrittenInt):
-        return int(value)
-    if isinstance(value, WrittenFloat):
-        return float(value)
+    if isinstance(value, _Written):
+        return value.plain_type(value)
     if isinstance(value, dict):
         return {plain(k): plain(v) for k, v in value.items()}
     if isinstance(value, list):
