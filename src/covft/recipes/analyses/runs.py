@@ -98,12 +98,11 @@ class RunSettings:
             raise ConfigError(f"steps must be >= 1, got {self.steps} (--steps: optimizer steps per run)")
         for strategy in strategies:
             try:
-                get_strategy(strategy)  # names the closest registered one
+                found = get_strategy(strategy)  # names the closest registered one
             except UnknownMethodError as error:
                 raise ConfigError(f"--strategies: {error}") from error
-        for strategy in strategies:
             try:
-                make_options(get_strategy(strategy), self._config(strategy).method_options)
+                make_options(found, self._config(strategy).method_options)
             except UnknownOptionError as error:
                 raise ConfigError(f"{error} (method_options of the recipe or --set)") from error
 
